@@ -1,0 +1,1 @@
+"""Benchmark harness comparing dayfly with functions-framework and bare uvicorn."""

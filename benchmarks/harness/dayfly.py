@@ -1,0 +1,189 @@
+"""dayfly itself: deploy through the Lambda API, then load, cold-start and memory runs."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+
+from harness.measure import MISSING, REPO_DIR, Row, Settings, measure_load, shown_argv
+from harness.procs import check_invoke, free_port, pss_mib, request, running, tree_pss_mib
+from harness.wrk import run_wrk
+
+NOOP_FUNCTION = "bench-noop"
+COLD_FUNCTION = "bench-cold"
+NOOP_SOURCE = "def handler(event, context):\n    return {}\n"
+COLD_SOURCE = "import json\nimport os\n\n\ndef handler(event, context):\n    return {}\n"
+MEMORY_RUN = (2, 8)  # wrk threads, connections that warm several instances
+ACTIVE_TIMEOUT_S = 60.0
+IDLE_TIMEOUT_S = 10.0
+
+
+def dayfly_command() -> tuple[list[str], dict[str, str]]:
+    """Return the argv prefix that runs the dayfly CLI, and the environment for it."""
+    script = Path(sys.executable).parent / "dayfly"
+    if script.exists():
+        return [str(script)], dict(os.environ)
+    pythonpath = os.pathsep.join(filter(None, [str(REPO_DIR), os.environ.get("PYTHONPATH")]))
+    return [sys.executable, "-m", "dayfly.cli.main"], {**os.environ, "PYTHONPATH": pythonpath}
+
+
+def invoke_path(name: str) -> str:
+    """Return the HTTP path that invokes function NAME."""
+    return f"/2015-03-31/functions/{name}/invocations"
+
+
+def instances_path(name: str) -> str:
+    """Return the HTTP path that lists or stops the instances of function NAME."""
+    return f"/dayfly/v1/functions/{name}/instances"
+
+
+def lambda_client(port: int) -> Any:
+    """Return a boto3 Lambda client pointed at the local dayfly."""
+    return boto3.client(
+        "lambda",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+    )
+
+
+def zip_handler(source: str) -> bytes:
+    """Return a zip archive holding SOURCE as handler.py."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("handler.py", source)
+    return buffer.getvalue()
+
+
+def deploy(client: Any, name: str, source: str) -> None:
+    """Create function NAME from SOURCE and wait until it is no longer Pending."""
+    client.create_function(
+        FunctionName=name,
+        Runtime="python3.11",
+        Role="arn:aws:iam::000000000000:role/x",
+        Handler="handler.handler",
+        Code={"ZipFile": zip_handler(source)},
+    )
+    deadline = time.monotonic() + ACTIVE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        state = client.get_function(FunctionName=name)["Configuration"].get("State", "Active")
+        if state == "Active":
+            return
+        if state == "Failed":
+            raise RuntimeError(f"function {name} failed to become active")
+        time.sleep(0.2)
+    raise RuntimeError(f"function {name} still not active after {ACTIVE_TIMEOUT_S:.0f} s")
+
+
+def list_instances(conn: http.client.HTTPConnection, name: str) -> list[dict[str, Any]]:
+    """Return the instances dayfly reports for function NAME."""
+    status, body = request(conn, "GET", instances_path(name))
+    if status != 200:
+        raise RuntimeError(f"GET {instances_path(name)} answered {status}: {body[:200]!r}")
+    return list(json.loads(body)["instances"])
+
+
+def scale_to_zero(conn: http.client.HTTPConnection, name: str) -> None:
+    """Stop every warm instance of function NAME."""
+    status, body = request(conn, "DELETE", instances_path(name))
+    if status != 204:
+        raise RuntimeError(f"DELETE {instances_path(name)} answered {status}: {body[:200]!r}")
+
+
+def invoke(conn: http.client.HTTPConnection, name: str) -> None:
+    """Invoke function NAME with {} and fail unless it answers 200."""
+    status, body = request(conn, "POST", invoke_path(name), b"{}")
+    if status != 200:
+        raise RuntimeError(f"invoking {name} answered {status}: {body[:200]!r}")
+
+
+def time_cold_starts(port: int, name: str, count: int, pids: set[int]) -> list[float]:
+    """Scale NAME to zero and time one invocation, COUNT times; add seen PIDs to PIDS."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    samples: list[float] = []
+    seen_ids: set[str] = set()
+    try:
+        for _ in range(count):
+            scale_to_zero(conn, name)
+            start = time.perf_counter()
+            invoke(conn, name)
+            samples.append((time.perf_counter() - start) * 1000)
+            current = list_instances(conn, name)
+            ids = {str(instance["id"]) for instance in current}
+            if ids & seen_ids:
+                raise RuntimeError(f"instance reused after scale to zero: {sorted(ids & seen_ids)}")
+            seen_ids |= ids
+            pids.update(int(instance["pid"]) for instance in current)
+    finally:
+        conn.close()
+    return samples
+
+
+def idle_instances(port: int, name: str) -> list[dict[str, Any]]:
+    """Wait until no instance of NAME is busy or starting; return the idle ones."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        deadline = time.monotonic() + IDLE_TIMEOUT_S
+        while True:
+            current = list_instances(conn, name)
+            if all(i["state"] == "idle" for i in current) or time.monotonic() > deadline:
+                return [i for i in current if i["state"] == "idle"]
+            time.sleep(0.2)
+    finally:
+        conn.close()
+
+
+def measure_instance_pss(row: Row, port: int, name: str, seconds: float, pids: set[int]) -> None:
+    """Warm instances of NAME at concurrency 8, record their mean idle PSS; add PIDs to PIDS."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        scale_to_zero(conn, name)
+    finally:
+        conn.close()
+    run_wrk(f"http://127.0.0.1:{port}{invoke_path(name)}", *MEMORY_RUN, seconds)
+    idle = idle_instances(port, name)
+    if not idle:
+        raise RuntimeError(f"no idle instance of {name} after the concurrency-8 run")
+    pids.update(int(i["pid"]) for i in idle)
+    row.instance_pss = (statistics.mean(pss_mib(int(i["pid"])) for i in idle), len(idle))
+
+
+def bench_dayfly(row: Row, settings: Settings) -> None:
+    """Start `dayfly up`, deploy the benchmark functions and take every measurement."""
+    port = free_port()
+    pids: set[int] = set()
+    row.cold_note = row.instance_note = MISSING
+    with tempfile.TemporaryDirectory(prefix="bench-dayfly-") as tmp:
+        work = Path(tmp)
+        prefix, env = dayfly_command()
+        argv = [*prefix, "up", "--host", "127.0.0.1", "--port", str(port),
+                "--data-dir", str(work / "data")]
+        row.setup = (f"`{shown_argv(argv, port, work)}`; handlers `return {{}}` (load, memory) "
+                     "and `import json, os` + `return {}` (cold start)")
+        try:
+            with running(argv, port, "/healthz", work / "server.log", env=env, cwd=work) as proc:
+                client = lambda_client(port)
+                deploy(client, NOOP_FUNCTION, NOOP_SOURCE)
+                deploy(client, COLD_FUNCTION, COLD_SOURCE)
+                invoke_url = f"http://127.0.0.1:{port}{invoke_path(NOOP_FUNCTION)}"
+                check_invoke(port, invoke_path(NOOP_FUNCTION))
+                measure_load(row, invoke_url, settings)
+                row.tree_pss = tree_pss_mib(proc.pid)
+                row.cold_ms = time_cold_starts(port, COLD_FUNCTION, settings.cold_starts, pids)
+                measure_instance_pss(row, port, NOOP_FUNCTION, settings.warmup_seconds, pids)
+        finally:
+            leaked = sorted(pid for pid in pids if Path(f"/proc/{pid}").exists())
+            if leaked:
+                row.notes.append(f"instance PIDs still alive after dayfly stopped: {leaked}")

@@ -1,0 +1,147 @@
+"""Start, probe and stop servers as process groups, and measure their memory."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+READY_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def request(
+    conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None
+) -> tuple[int, bytes]:
+    """Send one request on CONN, read the whole response and return (status, body)."""
+    headers = {"Content-Type": "application/json"} if body is not None else {}
+    conn.request(method, path, body=body, headers=headers)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def request_once(
+    port: int, method: str, path: str, body: bytes | None = None, timeout: float = 30.0
+) -> tuple[int, bytes]:
+    """Send one request to 127.0.0.1:PORT on a connection of its own."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        return request(conn, method, path, body)
+    finally:
+        conn.close()
+
+
+def check_invoke(port: int, path: str) -> None:
+    """Fail unless POST {} to PATH answers 200 with a JSON body."""
+    status, body = request_once(port, "POST", path, b"{}")
+    if status != 200:
+        raise RuntimeError(f"POST {path} answered {status}: {body[:200]!r}")
+    json.loads(body)
+
+
+def log_tail(log: Path, lines: int = 15) -> str:
+    """Return the last lines of a server log, for error messages."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return "\n".join(text.splitlines()[-lines:]) or "(empty log)"
+
+
+def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, log: Path) -> None:
+    """Poll GET PATH until it answers 200; fail early if the server exits."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode}:\n{log_tail(log)}")
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            if request_once(port, "GET", path, timeout=2.0)[0] == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"server not ready after {READY_TIMEOUT_S:.0f} s:\n{log_tail(log)}")
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send SIG to the process group PGID, ignoring a group that is already gone."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop the process group that PROC leads: SIGTERM, then SIGKILL for stragglers."""
+    signal_group(proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(STOP_GRACE_S)
+    signal_group(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+@contextlib.contextmanager
+def running(
+    argv: list[str],
+    port: int,
+    ready_path: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ARGV in a new session (its own process group) until the block ends."""
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+    try:
+        wait_ready(proc, port, ready_path, log)
+        yield proc
+    finally:
+        stop(proc)
+
+
+def parent_pids() -> dict[int, int]:
+    """Map every live PID to its parent PID, read from /proc/*/stat."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rpartition(")")[2].split()
+            parents[int(stat.parent.name)] = int(fields[1])
+    return parents
+
+
+def process_tree(root: int) -> list[int]:
+    """Return ROOT and all its live descendants."""
+    parents = parent_pids()
+    tree = [root]
+    for pid in tree:
+        tree.extend(child for child, parent in parents.items() if parent == pid)
+    return tree
+
+
+def pss_mib(pid: int) -> float:
+    """Return the proportional set size of PID in MiB, from /proc/PID/smaps_rollup."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no Pss line in /proc/{pid}/smaps_rollup")
+
+
+def tree_pss_mib(root: int) -> tuple[float, int]:
+    """Return (summed PSS in MiB, process count) of ROOT's process tree."""
+    tree = process_tree(root)
+    return sum(pss_mib(pid) for pid in tree), len(tree)

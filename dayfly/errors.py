@@ -1,0 +1,90 @@
+"""One exception tree for the whole platform.
+
+    DayflyError                     base; carries an HTTP status and a Lambda error type
+    ├── ClientError                 the caller asked for something wrong (4xx)
+    │   ├── InvalidParameter        400 InvalidParameterValueException
+    │   ├── InvalidRequestContent   400 InvalidRequestContentException (bad JSON payload)
+    │   ├── ResourceNotFound        404 ResourceNotFoundException
+    │   ├── ResourceConflict        409 ResourceConflictException
+    │   ├── RequestTooLarge         413 RequestTooLargeException
+    │   └── TooManyRequests         429 TooManyRequestsException
+    └── PlatformError               dayfly itself failed (5xx)
+        ├── ServiceError            500 ServiceException
+        └── SandboxError            a sandbox could not be started or died outside an invocation
+
+Function errors (the handler raised, timed out or crashed) are not exceptions of
+the platform: they are results (`types.InvokeResult` with `error_type`).
+"""
+
+from __future__ import annotations
+
+
+class DayflyError(Exception):
+    """Base of every error dayfly raises on purpose."""
+
+    status = 500
+    code = "ServiceException"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class ClientError(DayflyError):
+    """The request was wrong; nothing was changed."""
+
+    status = 400
+    code = "InvalidParameterValueException"
+
+
+class InvalidParameter(ClientError):
+    """A parameter has a value dayfly cannot accept."""
+
+
+class InvalidRequestContent(ClientError):
+    """The request body could not be parsed."""
+
+    code = "InvalidRequestContentException"
+
+
+class ResourceNotFound(ClientError):
+    """A function, version or alias does not exist."""
+
+    status = 404
+    code = "ResourceNotFoundException"
+
+
+class ResourceConflict(ClientError):
+    """The resource exists already or changed under the caller."""
+
+    status = 409
+    code = "ResourceConflictException"
+
+
+class RequestTooLarge(ClientError):
+    """The payload is over the limit."""
+
+    status = 413
+    code = "RequestTooLargeException"
+
+
+class TooManyRequests(ClientError):
+    """The function is at its concurrency limit and its queue is full."""
+
+    status = 429
+    code = "TooManyRequestsException"
+
+
+class PlatformError(DayflyError):
+    """dayfly failed; the caller did nothing wrong."""
+
+
+class ServiceError(PlatformError):
+    """An unexpected internal failure."""
+
+
+class SandboxError(PlatformError):
+    """A sandbox could not be started, or its zygote died."""
+
+    code = "ServiceException"

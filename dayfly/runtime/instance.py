@@ -1,0 +1,226 @@
+"""One instance: import the handler once (init), then receive, call and reply until the host hangs up."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import io
+import json
+import logging
+import os
+import resource
+import socket
+import sys
+import threading
+import time
+import traceback
+
+from . import protocol
+from .context import LambdaContext
+
+
+class Channel:
+    """The instance end of its host channel; frames are sent whole under one lock."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.lock = threading.Lock()
+
+    def send(self, kind: int, meta: dict | None = None, payload: bytes = b"") -> None:
+        frame = protocol.encode(kind, meta, payload)
+        with self.lock:
+            self.sock.sendall(frame)
+
+
+class LogWriter(io.TextIOBase):
+    """stdout/stderr of the handler: every write becomes a LOG frame, so logs survive crashes."""
+
+    def __init__(self, channel: Channel, name: str) -> None:
+        self.channel = channel
+        self.name = name
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, s: str) -> int:
+        if s:
+            self.channel.send(protocol.LOG, None, s.encode("utf-8", "replace"))
+        return len(s)
+
+
+class _LambdaFormatter(logging.Formatter):
+    """`[LEVEL]\\t<iso time>\\t<request id>\\t<message>` like AWS's Python runtime."""
+
+    request_id = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        msg = super().format(record)
+        return f"[{record.levelname}]\t{stamp}.{int(record.msecs):03d}Z\t{self.request_id}\t{msg}"
+
+
+def _error(exc: BaseException, skip: int = 1) -> dict:
+    tb = exc.__traceback__
+    for _ in range(skip):
+        if tb is not None:
+            tb = tb.tb_next
+    return {
+        "errorMessage": str(exc),
+        "errorType": type(exc).__name__,
+        "stackTrace": traceback.format_list(traceback.extract_tb(tb)),
+    }
+
+
+def _init_error(handler: str, exc: BaseException) -> dict:
+    """Lambda's names and messages for a handler that cannot be loaded."""
+    module = handler.rpartition(".")[0]
+    if isinstance(exc, SyntaxError):
+        where = f"{os.path.basename(exc.filename or '?')}, line {exc.lineno}"
+        return {"errorType": "Runtime.UserCodeSyntaxError",
+                "errorMessage": f"Syntax error in module '{module}': {exc.msg} ({where})",
+                "stackTrace": [f'  File "{exc.filename}" Line {exc.lineno}\n    {(exc.text or "").strip()}\n']}
+    if isinstance(exc, ImportError) and getattr(exc, "_dayfly_top", False):
+        return {"errorType": "Runtime.ImportModuleError",
+                "errorMessage": f"Unable to import module '{module}': {exc}", "stackTrace": []}
+    err = _error(exc, skip=2)
+    if isinstance(exc, ImportError):
+        err["errorType"] = "Runtime.ImportModuleError"
+        err["errorMessage"] = f"Unable to import module '{module}': {exc}"
+    return err
+
+
+class HandlerNotFound(Exception):
+    pass
+
+
+def load_handler(spec: str):
+    """Import `module.function` (or `dir/module.function`) and return the callable."""
+    module_path, _, attr = spec.rpartition(".")
+    if not module_path or not attr:
+        raise HandlerNotFound(f"Bad handler '{spec}': expected module.function")
+    module_name = module_path.replace("/", ".")
+    if importlib.util.find_spec(module_name.split(".")[0]) is None:
+        exc = ModuleNotFoundError(f"No module named '{module_name}'")
+        exc._dayfly_top = True  # type: ignore[attr-defined]
+        raise exc
+    module = importlib.import_module(module_name)
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise HandlerNotFound(f"Handler '{attr}' missing on module '{module_name}'")
+    return fn
+
+
+class Instance:
+    """The receive/call/reply loop."""
+
+    def __init__(self, sock: socket.socket, spec: dict) -> None:
+        self.channel = Channel(sock)
+        self.sock = sock
+        self.spec = spec
+        self.env = dict(os.environ)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.max_output = int(spec.get("max_output_bytes", 6 * 1024 * 1024))
+        self.memory_mb = int(spec.get("memory_mb", 128))
+        self.formatter = _LambdaFormatter()
+
+    def init(self, t_start_ns: int) -> None:
+        """Wire stdout/logging, import the handler and say READY (or INIT_ERROR and exit)."""
+        sys.stdout = LogWriter(self.channel, "<stdout>")
+        sys.stderr = LogWriter(self.channel, "<stderr>")
+        root = logging.getLogger()
+        root.handlers[:] = []
+        h = logging.StreamHandler(sys.stdout)
+        h.setFormatter(self.formatter)
+        root.addHandler(h)
+        root.setLevel(logging.WARNING)
+        try:
+            self.handler = load_handler(self.spec["handler"])
+        except HandlerNotFound as exc:
+            self._die_at_init({"errorType": "Runtime.HandlerNotFound", "errorMessage": str(exc),
+                               "stackTrace": []})
+        except MemoryError:
+            self._die_at_init({"errorType": "Runtime.OutOfMemory",
+                               "errorMessage": f"out of memory (limit {self.memory_mb} MiB)",
+                               "stackTrace": []})
+        except BaseException as exc:
+            self._die_at_init(_init_error(self.spec["handler"], exc))
+        self.is_async = inspect.iscoroutinefunction(self.handler)
+        self.channel.send(protocol.READY, {"pid": os.getpid(), "start_ns": t_start_ns,
+                                           "ready_ns": time.monotonic_ns()})
+
+    def _die_at_init(self, err: dict) -> None:
+        self.channel.send(protocol.INIT_ERROR, None, json.dumps(err).encode())
+        os._exit(1)
+
+    def serve(self) -> None:
+        while True:
+            try:
+                kind, meta, payload = protocol.read(self.sock)
+            except (EOFError, OSError):
+                os._exit(0)
+            if kind == protocol.INVOKE:
+                self.invoke(meta, payload)
+
+    def invoke(self, meta: dict, payload: bytes) -> None:
+        rid = meta["id"]
+        self.formatter.request_id = rid
+        if meta.get("trace"):
+            os.environ["_X_AMZN_TRACE_ID"] = meta["trace"]
+        cc = meta.get("cc")
+        ctx = LambdaContext(self.env, rid, meta["deadline"], meta["arn"],
+                            json.loads(cc) if cc else None, meta.get("trace"))
+        t0 = time.perf_counter_ns()
+        fatal = False
+        try:
+            event = json.loads(payload) if payload else {}
+            if self.is_async:
+                if self.loop is None:
+                    self.loop = asyncio.new_event_loop()
+                out = self.loop.run_until_complete(self.handler(event, ctx))
+            else:
+                out = self.handler(event, ctx)
+            kind = protocol.RESULT
+            try:
+                body = json.dumps(out).encode()
+            except (TypeError, ValueError) as exc:
+                kind, body = protocol.ERROR, json.dumps(
+                    {"errorMessage": f"Unable to marshal response: {exc}",
+                     "errorType": "Runtime.MarshalError", "requestId": rid,
+                     "stackTrace": []}).encode()
+        except MemoryError:
+            fatal, kind = True, protocol.ERROR
+            body = json.dumps({"errorMessage": f"out of memory (limit {self.memory_mb} MiB)",
+                               "errorType": "Runtime.OutOfMemory", "requestId": rid,
+                               "stackTrace": []}).encode()
+        except (SystemExit, KeyboardInterrupt) as exc:
+            fatal, kind = True, protocol.ERROR
+            body = json.dumps({"errorMessage": f"Runtime exited: {type(exc).__name__}({exc})",
+                               "errorType": "Runtime.ExitError", "requestId": rid,
+                               "stackTrace": []}).encode()
+        except BaseException as exc:
+            kind = protocol.ERROR
+            err = _error(exc)
+            err["requestId"] = rid
+            print(f"[ERROR] {err['errorType']}: {exc}\nTraceback (most recent call last):\n"
+                  f"{''.join(err['stackTrace'])}", file=sys.stderr, end="")
+            body = json.dumps(err).encode()
+        duration_ns = time.perf_counter_ns() - t0
+        if kind == protocol.RESULT and len(body) > self.max_output:
+            kind, body = protocol.ERROR, json.dumps(
+                {"errorMessage": f"Response payload size ({len(body)} bytes) exceeded maximum "
+                                 f"allowed payload size ({self.max_output} bytes).",
+                 "errorType": "Function.ResponseSizeTooLarge", "requestId": rid,
+                 "stackTrace": []}).encode()
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        meta = {"ns": duration_ns, "rss": rss}
+        if fatal:
+            meta["exit"] = 1
+        self.channel.send(kind, meta, body)
+        if fatal:
+            os._exit(1)

@@ -1,0 +1,57 @@
+"""Framing of the host <-> zygote and host <-> instance channels (see docs/runtime-protocol.md).
+
+A frame is a 9-byte prefix `>BII` (kind, meta length, payload length), then `meta`
+(a JSON object, possibly empty) and `payload` (opaque bytes).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+
+PREFIX = struct.Struct(">BII")
+
+# host -> instance
+INVOKE = ord("I")
+# instance -> host
+READY = ord("Y")
+INIT_ERROR = ord("X")
+RESULT = ord("R")
+ERROR = ord("E")
+LOG = ord("L")
+# host -> zygote
+FORK = ord("F")
+KILL = ord("K")
+# zygote -> host
+ZYGOTE_READY = ord("Z")
+FORKED = ord("P")
+DIED = ord("D")
+
+
+def encode(kind: int, meta: dict | None = None, payload: bytes = b"") -> bytes:
+    """One frame as bytes."""
+    m = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
+    return PREFIX.pack(kind, len(m), len(payload)) + m + payload
+
+
+def decode(frame: bytes) -> tuple[int, dict, bytes]:
+    """Split one whole frame (as received on a SOCK_SEQPACKET channel)."""
+    kind, mlen, plen = PREFIX.unpack_from(frame)
+    start = PREFIX.size
+    meta = json.loads(frame[start : start + mlen]) if mlen else {}
+    return kind, meta, frame[start + mlen : start + mlen + plen]
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    data = sock.recv(n, socket.MSG_WAITALL)
+    if len(data) != n:
+        raise EOFError
+    return data
+
+
+def read(sock: socket.socket) -> tuple[int, dict, bytes]:
+    """Read one frame from a blocking stream socket; EOFError when the peer is gone."""
+    kind, mlen, plen = PREFIX.unpack(_recv_exact(sock, PREFIX.size))
+    body = _recv_exact(sock, mlen + plen) if mlen + plen else b""
+    return kind, (json.loads(body[:mlen]) if mlen else {}), body[mlen:]

@@ -1,0 +1,91 @@
+"""The sandbox backend interface every isolation tier implements.
+
+A backend starts instances of a `FunctionSpec`, sends them invocations and stops them.
+Function errors (exceptions, bad output) come back as `InvokeResult`s; a failed init
+raises `InitFailed`; an instance that dies mid-invocation raises `InstanceDied`.
+Backends need not enforce deadlines or serialise calls: `safe.SafeSandbox` does that
+for all of them.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from ..types import FunctionSpec, InvokeRequest, InvokeResult
+
+
+class InitFailed(Exception):
+    """The handler could not be loaded; `error` is Lambda's {errorType, errorMessage, stackTrace}."""
+
+    def __init__(self, error: dict) -> None:
+        super().__init__(f"{error.get('errorType')}: {error.get('errorMessage')}")
+        self.error = error
+
+
+class InstanceDied(Exception):
+    """The instance process went away; `reason` reads like Lambda's Runtime.ExitError text."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class Instance:
+    """A running instance as its backend sees it."""
+
+    id: str
+    spec: FunctionSpec
+    pid: int = 0
+    fork_ms: float = 0.0
+    init_ms: float = 0.0
+    backend_state: object = field(default=None, repr=False)
+
+
+@dataclass(slots=True)
+class InstanceStats:
+    """What a backend can tell about one instance's resource use."""
+
+    pss_kb: int = 0
+    rss_kb: int = 0
+
+
+class Backend(abc.ABC):
+    """One isolation tier."""
+
+    name: ClassVar[str]
+    weak: ClassVar[bool] = False
+
+    @classmethod
+    @abc.abstractmethod
+    def available(cls) -> tuple[bool, str]:
+        """Whether this tier works on this machine, and why not."""
+
+    @abc.abstractmethod
+    async def start(self, spec: FunctionSpec, instance_id: str) -> Instance:
+        """Start an instance and run its init; raise InitFailed if the handler cannot load."""
+
+    @abc.abstractmethod
+    async def invoke(self, inst: Instance, req: InvokeRequest) -> InvokeResult:
+        """Run one invocation to its end; raise InstanceDied if the instance went away."""
+
+    @abc.abstractmethod
+    async def kill(self, inst: Instance) -> None:
+        """Stop the instance now (SIGKILL or equivalent); must not raise if it is gone."""
+
+    @abc.abstractmethod
+    def stats(self, inst: Instance) -> InstanceStats:
+        """Resource use of one instance."""
+
+    def take_logs(self, inst: Instance) -> list[str]:
+        """Log output of an invocation that ended without a reply (timeout, crash)."""
+        return []
+
+    async def maintain(self) -> None:  # noqa: B027
+        """Periodic housekeeping (e.g. stop unused zygotes). Default: nothing."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop every instance and helper process this backend started."""

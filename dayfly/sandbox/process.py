@@ -1,0 +1,204 @@
+"""The `process` tier: fork from a warm zygote, rlimits only. Works anywhere; weak isolation."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from ..errors import SandboxError
+from ..runtime import protocol
+from ..types import FunctionSpec, InvokeRequest, InvokeResult
+from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats
+from .channel import InstanceChannel
+from .zygote import ZygoteClient, exit_reason, prepare_runtime
+
+INIT_TIMEOUT_S = 10.0
+
+
+def instance_env(spec: FunctionSpec, instance_id: str) -> dict[str, str]:
+    """The environment of an instance: the function's variables plus Lambda's reserved ones."""
+    day = time.strftime("%Y/%m/%d", time.gmtime())
+    env = dict(spec.env)
+    env.update({
+        "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+        "AWS_LAMBDA_FUNCTION_VERSION": spec.version,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.limits.memory_mb),
+        "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
+        "AWS_LAMBDA_LOG_STREAM_NAME": f"{day}/[{spec.version}]{instance_id}",
+        "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
+        "AWS_REGION": spec.region,
+        "AWS_DEFAULT_REGION": spec.region,
+        "AWS_EXECUTION_ENV": f"AWS_Lambda_{spec.runtime}",
+        "_HANDLER": spec.handler,
+        "LAMBDA_TASK_ROOT": spec.code_dir,
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "TZ": ":UTC",
+    })
+    return env
+
+
+def fork_spec(spec: FunctionSpec, instance_id: str, rlimit_as: bool) -> dict:
+    """What the zygote needs to turn a fork into an instance of `spec`."""
+    return {
+        "handler": spec.handler,
+        "code_dir": spec.code_dir,
+        "env": instance_env(spec, instance_id),
+        "memory_mb": spec.limits.memory_mb,
+        "max_output_bytes": spec.limits.max_output_bytes,
+        "rlimit_as": rlimit_as,
+    }
+
+
+class _State:
+    __slots__ = ("chan", "zygote")
+
+    def __init__(self, zygote: ZygoteClient, chan: InstanceChannel) -> None:
+        self.zygote = zygote
+        self.chan = chan
+
+
+class ZygoteBackend(Backend):
+    """Common machinery of tiers whose instances fork from zygotes (one per runtime + deps)."""
+
+    zygote_idle_s = 600.0
+
+    def __init__(self, data_dir: Path) -> None:
+        self.runtime_root = prepare_runtime(Path(data_dir) / "runtime")
+        self.zygotes: dict[str, ZygoteClient] = {}
+        self._starting: dict[str, asyncio.Future] = {}
+
+    def zygote_prefix(self, spec: FunctionSpec) -> list[str]:
+        """Command prefix that puts the zygote in its sandbox; none for plain processes."""
+        return []
+
+    async def zygote_for(self, spec: FunctionSpec) -> ZygoteClient:
+        """The zygote for this spec's runtime and deps, started once however many ask at once."""
+        key = spec.zygote_key
+        z = self.zygotes.get(key)
+        if z is not None and not z.dead:
+            return z
+        pending = self._starting.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut = asyncio.get_running_loop().create_future()
+        self._starting[key] = fut
+        try:
+            paths = [spec.deps_dir] if spec.deps_dir else []
+            z = ZygoteClient(key, self.runtime_root, paths, prefix=self.zygote_prefix(spec))
+            await z.start()
+            self.zygotes[key] = z
+            fut.set_result(z)
+            return z
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved when nobody else waits
+            raise
+        finally:
+            del self._starting[key]
+
+    async def start(self, spec: FunctionSpec, instance_id: str) -> Instance:
+        zygote = await self.zygote_for(spec)
+        t0 = time.monotonic_ns()
+        pid, sock = await zygote.fork(instance_id, fork_spec(spec, instance_id, self.weak))
+        loop = asyncio.get_running_loop()
+        _, chan = await loop.create_unix_connection(InstanceChannel, sock=sock)
+        inst = Instance(id=instance_id, spec=spec, pid=pid, backend_state=_State(zygote, chan))
+        try:
+            kind, meta, payload = await asyncio.wait_for(chan.expect(), INIT_TIMEOUT_S)
+        except TimeoutError:
+            await self.kill(inst)
+            raise InitFailed({"errorType": "Runtime.InitTimeout", "stackTrace": [],
+                              "errorMessage": f"Init timed out after {INIT_TIMEOUT_S:.0f} seconds"})
+        except EOFError:
+            reason = await self._death_reason(inst)
+            await self.kill(inst)
+            raise InitFailed({"errorType": "Runtime.ExitError", "errorMessage": reason,
+                              "stackTrace": [], "logs": chan.take_logs()}) from None
+        if kind == protocol.INIT_ERROR:
+            err = json.loads(payload)
+            err["logs"] = chan.take_logs()
+            await self.kill(inst)
+            raise InitFailed(err)
+        meta = json.loads(meta)
+        inst.fork_ms = (meta["start_ns"] - t0) / 1e6
+        inst.init_ms = (meta["ready_ns"] - meta["start_ns"]) / 1e6
+        return inst
+
+    async def invoke(self, inst: Instance, req: InvokeRequest) -> InvokeResult:
+        chan = inst.backend_state.chan  # type: ignore[union-attr]
+        head = {"id": req.request_id, "deadline": req.deadline_ms, "arn": req.invoked_arn}
+        if req.client_context:
+            head["cc"] = req.client_context
+        if req.trace_id:
+            head["trace"] = req.trace_id
+        waiter = chan.expect()
+        chan.send(protocol.encode(protocol.INVOKE, head, req.payload))
+        try:
+            kind, meta, payload = await waiter
+        except EOFError:
+            raise InstanceDied(await self._death_reason(inst)) from None
+        meta = json.loads(meta)
+        return InvokeResult(
+            payload=payload,
+            error_type=None if kind == protocol.RESULT else "Unhandled",
+            logs=chan.take_logs(),
+            duration_ms=meta["ns"] / 1e6,
+            max_rss_kb=meta["rss"],
+            instance_id=inst.id,
+            retire="exit" in meta,
+        )
+
+    async def _death_reason(self, inst: Instance) -> str:
+        zygote = inst.backend_state.zygote  # type: ignore[union-attr]
+        try:
+            info = await asyncio.wait_for(asyncio.shield(zygote.death(inst.pid)), 1.0)
+        except TimeoutError:
+            return "Runtime exited without providing a reason"
+        return exit_reason(info)
+
+    def take_logs(self, inst: Instance) -> list[str]:
+        return inst.backend_state.chan.take_logs()  # type: ignore[union-attr]
+
+    async def kill(self, inst: Instance) -> None:
+        state: _State = inst.backend_state  # type: ignore[assignment]
+        state.chan.close()
+        await state.zygote.kill(inst.pid)
+        state.zygote.forget(inst.pid)
+
+    def stats(self, inst: Instance) -> InstanceStats:
+        out = InstanceStats()
+        try:
+            with open(f"/proc/{inst.pid}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Rss:"):
+                        out.rss_kb = int(line.split()[1])
+                    elif line.startswith("Pss:"):
+                        out.pss_kb = int(line.split()[1])
+        except OSError:
+            pass
+        return out
+
+    async def maintain(self) -> None:
+        now = time.monotonic()
+        for key, z in list(self.zygotes.items()):
+            if z.dead or (z.instances <= 0 and now - z.last_used > self.zygote_idle_s):
+                del self.zygotes[key]
+                await z.close()
+
+    async def close(self) -> None:
+        zygotes, self.zygotes = list(self.zygotes.values()), {}
+        await asyncio.gather(*(z.close() for z in zygotes), return_exceptions=True)
+
+
+class ProcessBackend(ZygoteBackend):
+    """Plain forked processes with rlimits; no namespaces. Labelled weak wherever it is shown."""
+
+    name = "process"
+    weak = True
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        return True, "always available (rlimits only: no filesystem, network or process isolation)"

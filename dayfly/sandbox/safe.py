@@ -1,0 +1,121 @@
+"""The guarantees every backend gets for free, in one wrapper.
+
+`SafeSandbox` wraps a `Backend` and adds:
+
+1. Deadlines. An invoke still running at its deadline kills the instance and returns
+   Lambda's `Task timed out after N seconds` function error.
+2. Dead stays dead. After a crash, timeout, kill or stop, `Handle.alive` is False and
+   the instance is never handed an invocation again.
+3. Crashes are results. An instance that dies mid-invocation yields a
+   `Runtime.ExitError` function error for that invocation only.
+4. One invocation at a time. A second concurrent invoke on one handle is a bug and
+   raises; stop never waits for an invocation, it kills.
+5. Stop is idempotent and never raises; invoke after stop returns an error result.
+6. Failed starts clean up: the backend kills whatever it created before raising.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+
+from ..types import FunctionSpec, InvokeRequest, InvokeResult
+from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats
+
+__all__ = ["Handle", "InitFailed", "SafeSandbox"]
+
+
+class Handle:
+    """One instance behind the guarantees; what the scheduler holds."""
+
+    __slots__ = ("alive", "busy", "inst", "invocations", "last_used")
+
+    def __init__(self, inst: Instance) -> None:
+        self.inst = inst
+        self.alive = True
+        self.busy = False
+        self.invocations = 0
+        self.last_used = time.monotonic()
+
+    @property
+    def id(self) -> str:
+        return self.inst.id
+
+
+def _error_body(error_type: str, message: str, rid: str) -> bytes:
+    return orjson.dumps({"errorMessage": message, "errorType": error_type, "requestId": rid,
+                         "stackTrace": []})
+
+
+class SafeSandbox:
+    """A backend plus the guarantees above."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    @property
+    def name(self) -> str:
+        return self.backend.name
+
+    async def start(self, spec: FunctionSpec, instance_id: str) -> Handle:
+        """Start an instance; InitFailed carries the handler's load error."""
+        return Handle(await self.backend.start(spec, instance_id))
+
+    async def invoke(self, h: Handle, req: InvokeRequest, timeout_s: float) -> InvokeResult:
+        if h.busy:
+            raise RuntimeError(f"instance {h.id} is already running an invocation")
+        if not h.alive:
+            return InvokeResult(_error_body("Runtime.ExitError", "instance was stopped",
+                                            req.request_id), "Unhandled", instance_id=h.id)
+        h.busy = True
+        t0 = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(self.backend.invoke(h.inst, req), timeout_s)
+            if result.retire:
+                await self.stop(h)
+            return result
+        except TimeoutError:
+            logs = self.backend.take_logs(h.inst)
+            await self.stop(h)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+            msg = f"{stamp}Z {req.request_id} Task timed out after {timeout_s:.2f} seconds"
+            logs.append(msg + "\n")
+            return InvokeResult(_error_body("Sandbox.Timedout", msg, req.request_id),
+                                "Unhandled", logs=logs, duration_ms=timeout_s * 1000,
+                                instance_id=h.id)
+        except InstanceDied as exc:
+            logs = self.backend.take_logs(h.inst)
+            await self.stop(h)
+            msg = f"RequestId: {req.request_id} Error: {exc.reason}"
+            logs.append(msg + "\n")
+            return InvokeResult(_error_body("Runtime.ExitError", msg, req.request_id),
+                                "Unhandled", logs=logs,
+                                duration_ms=(time.perf_counter() - t0) * 1000, instance_id=h.id)
+        except asyncio.CancelledError:
+            # the caller went away mid-invocation: the instance's state is unknown
+            await asyncio.shield(self.stop(h))
+            raise
+        finally:
+            h.busy = False
+            h.invocations += 1
+            h.last_used = time.monotonic()
+
+    async def stop(self, h: Handle) -> None:
+        if not h.alive:
+            return
+        h.alive = False
+        try:
+            await self.backend.kill(h.inst)
+        except Exception:  # noqa: BLE001 - stop must never raise; the zygote reaps regardless
+            pass
+
+    def stats(self, h: Handle) -> InstanceStats:
+        return self.backend.stats(h.inst) if h.alive else InstanceStats()
+
+    async def maintain(self) -> None:
+        await self.backend.maintain()
+
+    async def close(self) -> None:
+        await self.backend.close()

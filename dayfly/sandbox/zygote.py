@@ -1,0 +1,204 @@
+"""Host end of a zygote: spawn it, ask it to fork instances, hear about their deaths.
+
+Shared by every tier that forks from a zygote; tiers differ only in the command
+prefix that puts the zygote in its sandbox before Python starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from ..errors import SandboxError
+from ..runtime import protocol
+
+log = logging.getLogger("dayfly.zygote")
+
+_RUNTIME_FILES = ("__init__.py", "protocol.py", "context.py", "instance.py", "zygote.py")
+BOOT = "import sys; sys.path.insert(0, {root!r}); from dayfly.runtime.zygote import main; main()"
+
+
+def prepare_runtime(target: Path) -> Path:
+    """Copy the in-sandbox runtime (and nothing else of dayfly) to `target`; return the root."""
+    src = Path(__file__).resolve().parent.parent / "runtime"
+    pkg = target / "dayfly" / "runtime"
+    pkg.mkdir(parents=True, exist_ok=True)
+    (target / "dayfly" / "__init__.py").write_text('"""dayfly runtime (in-sandbox copy)."""\n')
+    for name in _RUNTIME_FILES:
+        shutil.copyfile(src / name, pkg / name)
+    return target
+
+
+def exit_reason(info: dict) -> str:
+    """Lambda's wording for how a runtime process ended."""
+    if "signal" in info:
+        sig = info["signal"]
+        try:
+            desc = signal.strsignal(sig) or f"signal {sig}"
+        except ValueError:
+            desc = f"signal {sig}"
+        return f"Runtime exited with error: signal: {desc.lower()}"
+    return f"Runtime exited with error: exit status {info.get('code', '?')}"
+
+
+class ZygoteClient:
+    """One zygote process and its SOCK_SEQPACKET channel."""
+
+    def __init__(self, key: str, runtime_root: Path, paths: list[str],
+                 preload: list[str] = (), prefix: list[str] = ()) -> None:  # type: ignore[assignment]
+        self.key = key
+        self.runtime_root = runtime_root
+        self.paths = paths
+        self.preload = list(preload)
+        self.prefix = list(prefix)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.sock: socket.socket | None = None
+        self.ready: asyncio.Future | None = None
+        self.forks: dict[str, asyncio.Future] = {}  # instance id -> pid
+        self.deaths: dict[int, asyncio.Future] = {}  # pid -> exit info
+        self.instances = 0
+        self.last_used = time.monotonic()
+        self.dead = False
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        config = {"fd": child.fileno(), "paths": self.paths, "preload": self.preload}
+        cmd = [*self.prefix, sys.executable, "-I", "-S", "-B", "-c",
+               BOOT.format(root=str(self.runtime_root)), json.dumps(config)]
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        self.ready = loop.create_future()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *cmd, pass_fds=(child.fileno(),), env=env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True)
+        finally:
+            child.close()
+        host.setblocking(False)
+        self.sock = host
+        loop.add_reader(host.fileno(), self._readable)
+        asyncio.ensure_future(self._drain_output())
+        try:
+            await asyncio.wait_for(self.ready, 30)
+        except (TimeoutError, EOFError) as exc:
+            await self.close()
+            raise SandboxError(f"zygote {self.key} did not start") from exc
+
+    async def _drain_output(self) -> None:
+        """Forward anything written to fd 1/2 below Python (C extensions, crashes) to our log."""
+        assert self.proc is not None and self.proc.stdout is not None
+        async for line in self.proc.stdout:
+            log.warning("zygote %s: %s", self.key, line.decode(errors="replace").rstrip())
+
+    def _readable(self) -> None:
+        assert self.sock is not None
+        while True:
+            try:
+                msg = self.sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                msg = b""
+            if not msg:
+                self._lost()
+                return
+            kind, meta, _ = protocol.decode(msg)
+            if kind == protocol.ZYGOTE_READY and self.ready and not self.ready.done():
+                self.ready.set_result(meta["pid"])
+            elif kind == protocol.FORKED:
+                fut = self.forks.pop(meta["id"], None)
+                if fut is not None and not fut.done():
+                    fut.set_result(meta["pid"])
+            elif kind == protocol.DIED:
+                fut = self.deaths.setdefault(meta["pid"], asyncio.get_running_loop().create_future())
+                if not fut.done():
+                    fut.set_result(meta)
+
+    def _lost(self) -> None:
+        self.dead = True
+        if self.sock is not None:
+            asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        for fut in [self.ready, *self.forks.values()]:
+            if fut is not None and not fut.done():
+                fut.set_exception(EOFError())
+        for fut in self.deaths.values():
+            if not fut.done():
+                fut.set_result({"code": "?", "zygote": "gone"})
+
+    async def fork(self, instance_id: str, spec: dict) -> tuple[int, socket.socket]:
+        """Fork one instance; return its pid and the host end of its stream socket."""
+        if self.dead or self.sock is None:
+            raise SandboxError(f"zygote {self.key} is gone")
+        host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        fut = asyncio.get_running_loop().create_future()
+        self.forks[instance_id] = fut
+        try:
+            msg = protocol.encode(protocol.FORK, {**spec, "id": instance_id})
+            await self._send(msg, [child.fileno()])
+        finally:
+            child.close()
+        try:
+            pid = await asyncio.wait_for(fut, 10)
+        except (TimeoutError, EOFError) as exc:
+            host.close()
+            raise SandboxError(f"zygote {self.key} did not fork") from exc
+        self.deaths.setdefault(pid, asyncio.get_running_loop().create_future())
+        self.instances += 1
+        self.last_used = time.monotonic()
+        return pid, host
+
+    async def _send(self, msg: bytes, fds: list[int] = ()) -> None:  # type: ignore[assignment]
+        assert self.sock is not None
+        for _ in range(1000):
+            try:
+                socket.send_fds(self.sock, [msg], fds) if fds else self.sock.send(msg)
+                return
+            except BlockingIOError:
+                await asyncio.sleep(0.001)
+        raise SandboxError(f"zygote {self.key} is not reading its channel")
+
+    def death(self, pid: int) -> asyncio.Future:
+        """Resolves with {"pid", "code"|"signal"} when the instance has been reaped."""
+        fut = self.deaths.get(pid)
+        if fut is None:
+            fut = self.deaths[pid] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def forget(self, pid: int) -> None:
+        self.deaths.pop(pid, None)
+        self.instances -= 1
+        self.last_used = time.monotonic()
+
+    async def kill(self, pid: int) -> None:
+        if not self.dead:
+            try:
+                await self._send(protocol.encode(protocol.KILL, {"pid": pid}))
+            except (SandboxError, OSError):
+                pass
+
+    async def close(self) -> None:
+        """Hang up; the zygote kills its children and exits. SIGKILL it if it lingers."""
+        if self.sock is not None:
+            if not self.dead:
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
+            self.sock = None
+        self.dead = True
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                await asyncio.wait_for(self.proc.wait(), 2)
+            except TimeoutError:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                await self.proc.wait()

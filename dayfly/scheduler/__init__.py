@@ -1,0 +1,1 @@
+"""Routes invocations to per-version pools of instances: reuse, start, queue, reap."""

@@ -1,0 +1,16 @@
+"""Cross-cutting concerns (records, logs, metrics) hook into the scheduler here."""
+
+from __future__ import annotations
+
+from ..types import FunctionSpec, InvokeRequest, InvokeResult
+
+
+class Observer:
+    """No-op base; subclasses override what they need. Called on the event loop: never block."""
+
+    def after_invoke(self, spec: FunctionSpec, req: InvokeRequest, result: InvokeResult,
+                     start: float, end: float) -> None:
+        """One invocation finished (successfully or not); `start`/`end` are epoch seconds."""
+
+    def after_throttle(self, spec: FunctionSpec, req: InvokeRequest) -> None:
+        """An invocation was refused with 429."""

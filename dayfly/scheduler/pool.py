@@ -1,0 +1,191 @@
+"""The pool of one function revision: warm reuse, single-flight starts, a bounded queue, reaping."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections import deque
+
+from ..errors import TooManyRequests
+from ..sandbox.safe import Handle, InitFailed, SafeSandbox
+from ..types import FunctionSpec
+
+log = logging.getLogger("dayfly.scheduler")
+
+_ids = itertools.count(1)
+_BOOT = os.urandom(3).hex()
+
+
+def new_instance_id() -> str:
+    return f"{_BOOT}{next(_ids):06x}"
+
+
+class Pool:
+    """Instances of one revision.
+
+    Guarded by the event loop (single-threaded): `idle` (LIFO, warmest last), `busy`,
+    `starting` and `waiters`. Starts are single-flight: a start is launched only while
+    fewer starts are in flight than requests are waiting, and a started instance goes to
+    the oldest waiter, not to whoever asked for the start. If a start fails to init,
+    every request waiting at that moment gets the same error (the code is broken for
+    all of them) instead of each launching its own doomed start.
+    """
+
+    def __init__(self, spec: FunctionSpec, sandbox: SafeSandbox, *, max_queue: int = 256,
+                 queue_timeout_s: float = 10.0, max_parallel_starts: int | None = None) -> None:
+        self.spec = spec
+        self.sandbox = sandbox
+        self.max_instances = spec.max_instances
+        self.max_queue = max_queue
+        self.queue_timeout_s = queue_timeout_s
+        self.max_parallel_starts = max_parallel_starts or max(2, os.cpu_count() or 2)
+        self.idle: list[Handle] = []
+        self.busy: set[Handle] = set()
+        self.starting = 0
+        self.waiters: deque[asyncio.Future] = deque()
+        self.draining = False
+        self.tasks: set[asyncio.Task] = set()
+        self.last_used = time.monotonic()
+
+    @property
+    def size(self) -> int:
+        return len(self.idle) + len(self.busy) + self.starting
+
+    async def acquire(self) -> tuple[Handle, bool]:
+        """A handle reserved for one invocation, and whether it was started for this request."""
+        self.last_used = time.monotonic()
+        while self.idle:
+            h = self.idle.pop()
+            if h.alive:
+                self.busy.add(h)
+                return h, False
+        if len(self.waiters) >= self.max_queue:
+            raise TooManyRequests(f"Rate Exceeded: {self.spec.name} has {self.size} instances "
+                                  f"(limit {self.max_instances}) and {len(self.waiters)} "
+                                  "queued requests")
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.waiters.append(fut)
+        self._maybe_start()
+        try:
+            h, cold = await asyncio.wait_for(fut, self.queue_timeout_s)
+        except TimeoutError:
+            raise TooManyRequests(f"Rate Exceeded: {self.spec.name} waited "
+                                  f"{self.queue_timeout_s:.0f} s for a free instance") from None
+        finally:
+            if not fut.done():
+                fut.cancel()
+            try:
+                self.waiters.remove(fut)
+            except ValueError:
+                pass
+        return h, cold
+
+    def release(self, h: Handle) -> None:
+        """Give the handle back after an invocation: to a waiter, to the idle list, or stop it."""
+        self.busy.discard(h)
+        if not h.alive:
+            self._maybe_start()
+            return
+        if self._hand_over(h, cold=False):
+            return
+        if self.draining:
+            self._spawn(self.sandbox.stop(h))
+        else:
+            self.idle.append(h)
+
+    def _hand_over(self, h: Handle, cold: bool) -> bool:
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                self.busy.add(h)
+                fut.set_result((h, cold))
+                return True
+        return False
+
+    def _maybe_start(self) -> None:
+        while (not self.draining and self.starting < len(self.waiters)
+               and self.size < self.max_instances
+               and self.starting < self.max_parallel_starts):
+            self.starting += 1
+            self._spawn(self._start_one())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _start_one(self, warm_only: bool = False) -> None:
+        try:
+            h = await self.sandbox.start(self.spec, new_instance_id())
+        except InitFailed as exc:
+            self.starting -= 1
+            waiting, self.waiters = list(self.waiters), deque()
+            for fut in waiting:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        except Exception as exc:
+            self.starting -= 1
+            log.exception("could not start an instance of %s", self.spec.pool_key)
+            if self.waiters:
+                fut = self.waiters.popleft()
+                if not fut.done():
+                    fut.set_exception(exc)
+            self._maybe_start()
+            return
+        self.starting -= 1
+        if not warm_only and self._hand_over(h, cold=True):
+            return
+        if self.draining:
+            await self.sandbox.stop(h)
+        else:
+            self.idle.append(h)
+
+    def ensure_warm(self) -> None:
+        """Start instances (in the background) until `min_warm` exist."""
+        missing = min(self.spec.min_warm, self.max_instances) - self.size
+        for _ in range(max(0, missing)):
+            self.starting += 1
+            self._spawn(self._start_one(warm_only=True))
+
+    async def reap(self, now: float) -> int:
+        """Stop instances idle longer than the idle timeout, keeping `min_warm`; return how many."""
+        keep = self.spec.min_warm
+        stale = [h for h in self.idle if now - h.last_used > self.spec.idle_timeout_s]
+        stale = stale[: max(0, len(self.idle) - keep)]
+        for h in stale:
+            self.idle.remove(h)
+            await self.sandbox.stop(h)
+        self.idle = [h for h in self.idle if h.alive]
+        return len(stale)
+
+    async def scale_to_zero(self) -> int:
+        """Stop every idle instance now (busy ones finish first)."""
+        idle, self.idle = self.idle, []
+        for h in idle:
+            await self.sandbox.stop(h)
+        return len(idle)
+
+    async def drain(self) -> None:
+        """Take no new work: idle instances stop now; busy ones serve what is already queued here,
+        then stop."""
+        self.draining = True
+        await self.scale_to_zero()
+
+    async def close(self) -> None:
+        self.draining = True
+        for fut in self.waiters:
+            if not fut.done():
+                fut.set_exception(TooManyRequests(f"{self.spec.name} is shutting down"))
+        self.waiters.clear()
+        await self.scale_to_zero()
+        for h in list(self.busy):
+            await self.sandbox.stop(h)
+        for task in list(self.tasks):
+            task.cancel()
+
+    def handles(self) -> list[tuple[Handle, str]]:
+        return [(h, "idle") for h in self.idle] + [(h, "busy") for h in self.busy]

@@ -1,0 +1,109 @@
+"""The shared vocabulary: what a function version is, what an invocation carries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+LATEST = "$LATEST"
+ACCOUNT_ID = "000000000000"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Resource limits of one instance."""
+
+    memory_mb: int = 128
+    timeout_s: float = 3.0
+    tmp_mb: int = 64
+    pids: int = 64
+    max_output_bytes: int = 6 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionSpec:
+    """Everything a sandbox needs to run one version of a function. Immutable.
+
+    `revision` changes whenever code or configuration changes, so it keys pools:
+    a new revision gets a new pool and the old one drains.
+    """
+
+    name: str
+    version: str
+    revision: str
+    arn: str
+    handler: str
+    code_dir: str
+    deps_dir: str | None = None
+    runtime: str = "python3.11"
+    region: str = "us-east-1"
+    limits: Limits = field(default_factory=Limits)
+    env: tuple[tuple[str, str], ...] = ()
+    max_instances: int = 64
+    min_warm: int = 0
+    idle_timeout_s: float = 300.0
+    isolation: str = "process"
+
+    @property
+    def zygote_key(self) -> str:
+        """Instances of specs with the same key can fork from the same zygote."""
+        return f"{self.runtime}|{self.deps_dir or ''}|{self.isolation}"
+
+    @property
+    def pool_key(self) -> str:
+        return f"{self.name}:{self.version}:{self.revision}"
+
+
+@dataclass(slots=True)
+class InvokeRequest:
+    """One invocation as it travels from the gateway to a sandbox."""
+
+    request_id: str
+    payload: bytes
+    invoked_arn: str
+    deadline_ms: int = 0  # wall-clock epoch milliseconds; set by the scheduler
+    client_context: str | None = None
+    trace_id: str | None = None
+    trigger: str = "api"
+
+
+@dataclass(slots=True)
+class InvokeResult:
+    """What came back: a payload, or a function error with its JSON body."""
+
+    payload: bytes
+    error_type: str | None = None  # None, "Unhandled"
+    logs: list[str] = field(default_factory=list)
+    duration_ms: float = 0.0
+    max_rss_kb: int = 0
+    cold: bool = False
+    fork_ms: float = 0.0
+    init_ms: float = 0.0
+    instance_id: str = ""
+    retire: bool = False  # the instance must not be reused (it is exiting)
+
+    @property
+    def ok(self) -> bool:
+        return self.error_type is None
+
+
+@dataclass(slots=True)
+class InvocationRecord:
+    """The durable trace of one invocation, kept with a size and age bound."""
+
+    request_id: str
+    function: str
+    version: str
+    trigger: str
+    start: float
+    end: float
+    duration_ms: float
+    status: str  # "success" | "error" | "timeout" | "crash" | "throttled"
+    cold: bool
+    fork_ms: float
+    init_ms: float
+    max_rss_kb: int
+    error: str | None
+    logs: str
+    instance_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
