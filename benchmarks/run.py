@@ -79,9 +79,9 @@ def bench(name: str, measure: Callable[[Row], None]) -> Row:
     row = Row(name)
     try:
         measure(row)
-    except Exception:  # noqa: BLE001 - one failing server must not hide the others
-        row.error = traceback.format_exc(limit=3).strip()
-        print(row.error, file=sys.stderr)
+    except Exception as exc:  # one failing server must not hide the others
+        row.error = "".join(traceback.format_exception(exc, limit=-2)).strip()
+        print(f"{name} failed: {exc!r}"[:300], file=sys.stderr)
     return row
 
 

@@ -6,6 +6,7 @@
     │   ├── InvalidRequestContent   400 InvalidRequestContentException (bad JSON payload)
     │   ├── ResourceNotFound        404 ResourceNotFoundException
     │   ├── ResourceConflict        409 ResourceConflictException
+    │   ├── PreconditionFailed      412 PreconditionFailedException (stale RevisionId)
     │   ├── RequestTooLarge         413 RequestTooLargeException
     │   └── TooManyRequests         429 TooManyRequestsException
     └── PlatformError               dayfly itself failed (5xx)
@@ -60,6 +61,13 @@ class ResourceConflict(ClientError):
 
     status = 409
     code = "ResourceConflictException"
+
+
+class PreconditionFailed(ClientError):
+    """The caller's RevisionId is not the current one."""
+
+    status = 412
+    code = "PreconditionFailedException"
 
 
 class RequestTooLarge(ClientError):

@@ -16,8 +16,16 @@ from typing import Any
 
 import boto3
 
-from harness.measure import MISSING, REPO_DIR, Row, Settings, measure_load, shown_argv
-from harness.procs import check_invoke, free_port, pss_mib, request, running, tree_pss_mib
+from harness.measure import LOOPBACK, MISSING, REPO_DIR, Row, Settings, measure_load, shown_argv
+from harness.procs import (
+    check_invoke,
+    connection,
+    free_port,
+    pss_mib,
+    request,
+    running,
+    tree_pss_mib,
+)
 from harness.wrk import run_wrk
 
 NOOP_FUNCTION = "bench-noop"
@@ -109,81 +117,64 @@ def invoke(conn: http.client.HTTPConnection, name: str) -> None:
         raise RuntimeError(f"invoking {name} answered {status}: {body[:200]!r}")
 
 
-def time_cold_starts(port: int, name: str, count: int, pids: set[int]) -> list[float]:
-    """Scale NAME to zero and time one invocation, COUNT times; add seen PIDs to PIDS."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+def time_cold_starts(port: int, name: str, count: int) -> list[float]:
+    """Scale NAME to zero, then time one invocation; COUNT times, in milliseconds."""
     samples: list[float] = []
     seen_ids: set[str] = set()
-    try:
+    with connection(port, timeout=60) as conn:
         for _ in range(count):
             scale_to_zero(conn, name)
             start = time.perf_counter()
             invoke(conn, name)
             samples.append((time.perf_counter() - start) * 1000)
-            current = list_instances(conn, name)
-            ids = {str(instance["id"]) for instance in current}
+            ids = {str(instance["id"]) for instance in list_instances(conn, name)}
             if ids & seen_ids:
                 raise RuntimeError(f"instance reused after scale to zero: {sorted(ids & seen_ids)}")
             seen_ids |= ids
-            pids.update(int(instance["pid"]) for instance in current)
-    finally:
-        conn.close()
     return samples
 
 
 def idle_instances(port: int, name: str) -> list[dict[str, Any]]:
     """Wait until no instance of NAME is busy or starting; return the idle ones."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        deadline = time.monotonic() + IDLE_TIMEOUT_S
+    deadline = time.monotonic() + IDLE_TIMEOUT_S
+    with connection(port) as conn:
         while True:
             current = list_instances(conn, name)
             if all(i["state"] == "idle" for i in current) or time.monotonic() > deadline:
                 return [i for i in current if i["state"] == "idle"]
             time.sleep(0.2)
-    finally:
-        conn.close()
 
 
-def measure_instance_pss(row: Row, port: int, name: str, seconds: float, pids: set[int]) -> None:
-    """Warm instances of NAME at concurrency 8, record their mean idle PSS; add PIDs to PIDS."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
+def measure_instance_pss(row: Row, port: int, name: str, seconds: float) -> None:
+    """Warm several instances of NAME at concurrency 8 and record their mean idle PSS."""
+    with connection(port) as conn:
         scale_to_zero(conn, name)
-    finally:
-        conn.close()
     run_wrk(f"http://127.0.0.1:{port}{invoke_path(name)}", *MEMORY_RUN, seconds)
     idle = idle_instances(port, name)
     if not idle:
         raise RuntimeError(f"no idle instance of {name} after the concurrency-8 run")
-    pids.update(int(i["pid"]) for i in idle)
     row.instance_pss = (statistics.mean(pss_mib(int(i["pid"])) for i in idle), len(idle))
 
 
 def bench_dayfly(row: Row, settings: Settings) -> None:
     """Start `dayfly up`, deploy the benchmark functions and take every measurement."""
     port = free_port()
-    pids: set[int] = set()
     row.cold_note = row.instance_note = MISSING
     with tempfile.TemporaryDirectory(prefix="bench-dayfly-") as tmp:
         work = Path(tmp)
         prefix, env = dayfly_command()
-        argv = [*prefix, "up", "--host", "127.0.0.1", "--port", str(port),
-                "--data-dir", str(work / "data")]
-        row.setup = (f"`{shown_argv(argv, port, work)}`; handlers `return {{}}` (load, memory) "
-                     "and `import json, os` + `return {}` (cold start)")
-        try:
-            with running(argv, port, "/healthz", work / "server.log", env=env, cwd=work) as proc:
-                client = lambda_client(port)
-                deploy(client, NOOP_FUNCTION, NOOP_SOURCE)
-                deploy(client, COLD_FUNCTION, COLD_SOURCE)
-                invoke_url = f"http://127.0.0.1:{port}{invoke_path(NOOP_FUNCTION)}"
-                check_invoke(port, invoke_path(NOOP_FUNCTION))
-                measure_load(row, invoke_url, settings)
-                row.tree_pss = tree_pss_mib(proc.pid)
-                row.cold_ms = time_cold_starts(port, COLD_FUNCTION, settings.cold_starts, pids)
-                measure_instance_pss(row, port, NOOP_FUNCTION, settings.warmup_seconds, pids)
-        finally:
-            leaked = sorted(pid for pid in pids if Path(f"/proc/{pid}").exists())
-            if leaked:
-                row.notes.append(f"instance PIDs still alive after dayfly stopped: {leaked}")
+        argv = [*prefix, "up", *LOOPBACK, str(port), "--data-dir", str(work / "data")]
+        row.setup = (
+            f"`{shown_argv(argv, port, work)}`; handlers `return {{}}` (load, memory) "
+            "and `import json, os` + `return {}` (cold start)"
+        )
+        with running(argv, port, "/healthz", work / "server.log", env=env, cwd=work) as proc:
+            client = lambda_client(port)
+            deploy(client, NOOP_FUNCTION, NOOP_SOURCE)
+            deploy(client, COLD_FUNCTION, COLD_SOURCE)
+            invoke_url = f"http://127.0.0.1:{port}{invoke_path(NOOP_FUNCTION)}"
+            check_invoke(port, invoke_path(NOOP_FUNCTION))
+            measure_load(row, invoke_url, settings)
+            row.tree_pss = tree_pss_mib(proc.pid)
+            row.cold_ms = time_cold_starts(port, COLD_FUNCTION, settings.cold_starts)
+            measure_instance_pss(row, port, NOOP_FUNCTION, settings.warmup_seconds)

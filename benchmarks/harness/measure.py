@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import shlex
 import statistics
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.wrk import WrkResult, run_wrk
@@ -13,6 +14,7 @@ REPO_DIR = Path(__file__).resolve().parents[2]
 LATENCY_RUN = (1, 1)  # wrk threads, connections
 THROUGHPUT_RUN = (2, 32)
 MISSING = "—"
+LOOPBACK = ["--host", "127.0.0.1", "--port"]  # CLI flags; the port follows
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,6 @@ class Row:
     instance_pss: tuple[float, int] | None = None  # mean MiB, instances
     tree_pss: tuple[float, int] | None = None  # MiB, processes
     error: str | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def measure_load(row: Row, url: str, settings: Settings) -> None:
@@ -61,11 +62,12 @@ def p50_p99(samples: list[float]) -> tuple[float, float]:
 
 
 def shown_argv(argv: list[str], port: int, work: Path) -> str:
-    """Return ARGV as a shell line with the port, temp dir and repo root made generic."""
+    """Return ARGV as a shell line with the port, temp dir and install paths made generic."""
 
     def show(arg: str) -> str:
         if arg == str(port):
             return "PORT"
-        return arg.replace(str(work), "TMP").replace(f"{REPO_DIR}/", "")
+        arg = arg.replace(str(work), "TMP").replace(f"{REPO_DIR}/", "")
+        return arg.replace(f"{Path(sys.executable).parent}/", "")
 
     return shlex.join(show(arg) for arg in argv)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import tempfile
 from pathlib import Path
 
-from harness.measure import Row, Settings, measure_load, shown_argv
+from harness.measure import LOOPBACK, Row, Settings, measure_load, shown_argv
 from harness.procs import check_invoke, free_port, running, tree_pss_mib
 
 FF_SOURCE = 'def hello(request):\n    return "{}"\n'
@@ -31,6 +32,9 @@ print(json.dumps({"server": server.__name__, "gunicorn": gunicorn.__version__,
                   "workers": cfg.workers, "threads": cfg.threads,
                   "worker_class": cfg.worker_class_str, "timeout": cfg.timeout}))
 """
+UVICORN_FLAGS = shlex.split(
+    "--workers 1 --loop uvloop --http httptools --lifespan off --no-access-log --log-level warning"
+)
 NO_SCALE_TO_ZERO = "n/a (no scale to zero)"
 NO_INSTANCES = "n/a (one long-lived server)"
 
@@ -63,8 +67,8 @@ def bench_functions_framework(row: Row, bin_dir: Path, settings: Settings) -> No
         work = Path(tmp)
         source = work / "main.py"
         source.write_text(FF_SOURCE)
-        argv = [str(bin_dir / "functions-framework"), "--target", "hello", "--source",
-                str(source), "--host", "127.0.0.1", "--port", str(port)]
+        ff = str(bin_dir / "functions-framework")
+        argv = [ff, "--target", "hello", "--source", str(source), *LOOPBACK, str(port)]
         row.setup = f"`{shown_argv(argv, port, work)}`; {ff_server_setup(bin_dir)}"
         row.cold_note, row.instance_note = NO_SCALE_TO_ZERO, NO_INSTANCES
         bench_peer(row, argv, port, settings, work)
@@ -76,10 +80,8 @@ def bench_uvicorn(row: Row, bin_dir: Path, settings: Settings) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-uvicorn-") as tmp:
         work = Path(tmp)
         (work / "app.py").write_text(ASGI_SOURCE)
-        argv = [str(bin_dir / "uvicorn"), "app:app", "--app-dir", str(work),
-                "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                "--loop", "uvloop", "--http", "httptools", "--lifespan", "off",
-                "--no-access-log", "--log-level", "warning"]
+        uvicorn = str(bin_dir / "uvicorn")
+        argv = [uvicorn, "app:app", "--app-dir", str(work), *UVICORN_FLAGS, *LOOPBACK, str(port)]
         row.setup = f"`{shown_argv(argv, port, work)}`; raw ASGI app, no framework"
         row.cold_note, row.instance_note = NO_SCALE_TO_ZERO, NO_INSTANCES
         bench_peer(row, argv, port, settings, work)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
+SURVIVOR_GRACE_S = 3.0
 
 
 def free_port() -> int:
@@ -22,6 +23,11 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def connection(port: int, timeout: float = 30.0) -> contextlib.closing[http.client.HTTPConnection]:
+    """Return a keep-alive HTTP connection to 127.0.0.1:PORT that closes at block end."""
+    return contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=timeout))
 
 
 def request(
@@ -38,11 +44,8 @@ def request_once(
     port: int, method: str, path: str, body: bytes | None = None, timeout: float = 30.0
 ) -> tuple[int, bytes]:
     """Send one request to 127.0.0.1:PORT on a connection of its own."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
+    with connection(port, timeout) as conn:
         return request(conn, method, path, body)
-    finally:
-        conn.close()
 
 
 def check_invoke(port: int, path: str) -> None:
@@ -78,13 +81,26 @@ def signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop the process group that PROC leads: SIGTERM, then SIGKILL for stragglers."""
+def alive(pid: int) -> bool:
+    """Tell whether PID exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def stop(proc: subprocess.Popen[bytes]) -> list[int]:
+    """Stop the process group PROC leads; return PIDs of its former tree still alive after."""
+    tree = process_tree(proc.pid)
     signal_group(proc.pid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(STOP_GRACE_S)
     signal_group(proc.pid, signal.SIGKILL)
     proc.wait()
+    deadline = time.monotonic() + SURVIVOR_GRACE_S
+    while any(alive(pid) for pid in tree) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return [pid for pid in tree if alive(pid)]
 
 
 @contextlib.contextmanager
@@ -111,7 +127,9 @@ def running(
         wait_ready(proc, port, ready_path, log)
         yield proc
     finally:
-        stop(proc)
+        survivors = stop(proc)
+        if survivors:
+            raise RuntimeError(f"processes of the server still alive after stopping: {survivors}")
 
 
 def parent_pids() -> dict[int, int]:
@@ -143,5 +161,8 @@ def pss_mib(pid: int) -> float:
 
 def tree_pss_mib(root: int) -> tuple[float, int]:
     """Return (summed PSS in MiB, process count) of ROOT's process tree."""
-    tree = process_tree(root)
-    return sum(pss_mib(pid) for pid in tree), len(tree)
+    sizes = []
+    for pid in process_tree(root):
+        with contextlib.suppress(OSError):  # the process exited meanwhile
+            sizes.append(pss_mib(pid))
+    return sum(sizes), len(sizes)

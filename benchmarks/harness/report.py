@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from harness.measure import MISSING, Row, p50_p99
-from harness.wrk import WrkResult
 
 COLUMNS = [
     "server",
@@ -28,6 +27,13 @@ LEGEND = [
 ]
 
 
+def plural(count: int, noun: str) -> str:
+    """Return COUNT with NOUN, pluralised with -es/-s when COUNT is not 1."""
+    if count == 1:
+        return f"1 {noun}"
+    return f"{count} {noun}es" if noun.endswith("s") else f"{count} {noun}s"
+
+
 def fmt_ms(value: float) -> str:
     """Format milliseconds with precision that suits their size."""
     if value < 10:
@@ -41,8 +47,11 @@ def fmt_errors(row: Row) -> str:
     measured = {label: run for label, run in runs.items() if run is not None}
     if not measured:
         return MISSING
-    bad = [f"{label}: {run.non_2xx} + {run.socket_errors}" for label, run in measured.items()
-           if run.errors]
+    bad = [
+        f"{label}: {run.non_2xx} + {run.socket_errors}"
+        for label, run in measured.items()
+        if run.errors
+    ]
     return f"{WARNING} " + "; ".join(bad) if bad else "0"
 
 
@@ -62,10 +71,9 @@ def flagged(row: Row) -> bool:
 
 def cells(row: Row) -> list[str]:
     """Return the table cells of one row."""
-    lat: WrkResult | None = row.latency
-    thr: WrkResult | None = row.throughput
+    lat, thr = row.latency, row.throughput
     instance = row.instance_pss and f"{row.instance_pss[0]:.1f} (mean of {row.instance_pss[1]})"
-    tree = row.tree_pss and f"{row.tree_pss[0]:.1f} ({row.tree_pss[1]} processes)"
+    tree = row.tree_pss and f"{row.tree_pss[0]:.1f} ({plural(row.tree_pss[1], 'process')})"
     return [
         f"{row.name} {WARNING}" if flagged(row) else row.name,
         fmt_ms(lat.p50_ms) if lat else MISSING,
@@ -88,10 +96,9 @@ def table(rows: list[Row]) -> list[str]:
 
 
 def details(rows: list[Row]) -> list[str]:
-    """Return the setup, notes and failures of every row."""
+    """Return the setup and the failure, if any, of every row."""
     lines = ["", "## Servers", ""]
     lines += [f"- **{row.name}**: {row.setup}" for row in rows]
-    lines += [f"- **{row.name}**: {note}" for row in rows for note in row.notes]
     for row in rows:
         if row.error:
             lines += ["", f"## {row.name} failed", "", "```", row.error, "```"]

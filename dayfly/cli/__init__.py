@@ -1,0 +1,1 @@
+"""The `dayfly` command: one module per command group, all talking to the HTTP API."""

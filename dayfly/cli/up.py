@@ -1,0 +1,80 @@
+"""`dayfly up`: run the platform in the foreground."""
+
+from __future__ import annotations
+
+import io
+import logging
+import zipfile
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from ..config import Settings
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
+
+
+def zip_dir(folder: Path) -> bytes:
+    """The folder as a zip, skipping caches, VCS and virtualenv folders."""
+    skip = {"__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder)
+            if any(part in skip for part in rel.parts) or path.suffix == ".pyc":
+                continue
+            if path.is_symlink():
+                continue
+            if path.is_file():
+                zf.write(path, rel.as_posix())
+    return buf.getvalue()
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where state lives (default ~/.dayfly or $DAYFLY_DATA_DIR).")
+@click.option("--isolation", type=click.Choice(["process", "linux", "gvisor"]), default=None,
+              help="Default isolation tier (default: the strongest available).")
+@click.option("--example", is_flag=True, help="Deploy the example function 'hello' at start.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def up(host: str, port: int, data_dir: Path | None, isolation: str | None, example: bool,
+       log_level: str) -> None:
+    """Run dayfly (API, gateway, scheduler) in the foreground; Ctrl-C stops it cleanly."""
+    import uvicorn
+
+    from ..gateway.app import build_app
+    from ..platform import Platform
+
+    settings = Settings(host=host, port=port, default_isolation=isolation)
+    if data_dir is not None:
+        settings.data_dir = data_dir.expanduser().resolve()
+    console = Console(stderr=True)
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: "
+                        "%(message)s", datefmt="%H:%M:%S")
+    platform = Platform(settings)
+
+    async def started(p: Platform) -> None:
+        url = f"http://{host}:{port}"
+        if example and "hello" not in p.registry.functions:
+            import base64
+
+            await p.functions.create({"FunctionName": "hello", "Handler": "handler.handler",
+                                      "Code": {"ZipFile": base64.b64encode(zip_dir(EXAMPLE)).decode()}})
+        tier = p.default_isolation
+        weak = " [bold red](weak: rlimits only)[/]" if p.sandboxes[tier].backend.weak else ""
+        console.print(f"[bold green]dayfly[/] listening on [bold]{url}[/]  data: {settings.data_dir}"
+                      f"  isolation: [bold]{tier}[/]{weak}  functions: {len(p.registry.functions)}")
+        if "hello" in p.registry.functions:
+            console.print(f"  try: [cyan]curl -s -d '{{\"name\": \"you\"}}' "
+                          f"{url}/2015-03-31/functions/hello/invocations[/]")
+        console.print("  Ctrl-C stops dayfly and every instance it started.")
+
+    app = build_app(platform, started)
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
+                            lifespan="on", access_log=False, log_level="warning",
+                            timeout_graceful_shutdown=5)
+    uvicorn.Server(config).run()

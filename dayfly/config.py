@@ -1,0 +1,38 @@
+"""Platform settings: where state lives, what the defaults and limits are."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous request/response limit
+MAX_ZIP = 50 * 1024 * 1024  # Lambda's direct-upload zip limit
+MAX_UNZIPPED = 250 * 1024 * 1024  # Lambda's unzipped code limit
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("DAYFLY_DATA_DIR", "~/.dayfly")).expanduser()
+
+
+@dataclass(slots=True)
+class Settings:
+    """Everything `dayfly up` is told; defaults suit one laptop."""
+
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    region: str = "us-east-1"
+    default_isolation: str | None = None  # None: the strongest tier available
+    max_queue: int = 256
+    queue_timeout_s: float = 10.0
+    records_max: int = 100_000
+    records_max_age_s: float = 7 * 24 * 3600.0
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "dayfly.db"
+
+    def ensure_dirs(self) -> None:
+        for sub in ("bundles", "code", "deps", "runtime", "tmp"):
+            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)

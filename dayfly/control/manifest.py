@@ -1,0 +1,120 @@
+"""`dayfly.toml`: what a function declares about itself, validated with clear errors."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from ..errors import InvalidParameter
+
+ISOLATION_TIERS = ("process", "linux", "gvisor")
+RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
+HANDLER_RE = re.compile(r"^[A-Za-z_][\w/]*(\.[A-Za-z_]\w*)*\.[A-Za-z_]\w*$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+RESERVED_ENV = frozenset({
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
+})
+
+
+@dataclass(slots=True)
+class Manifest:
+    """The keys of dayfly.toml; None means 'not said, keep the current or default value'."""
+
+    handler: str | None = None
+    runtime: str | None = None
+    memory: int | None = None
+    timeout: float | None = None
+    max_instances: int | None = None
+    min_warm: int | None = None
+    idle_timeout: float | None = None
+    isolation: str | None = None
+    description: str | None = None
+    env: dict[str, str] | None = field(default=None)
+
+    def given(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if getattr(self, f.name) is not None}
+
+
+def _int(key: str, v: Any, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise InvalidParameter(f"dayfly.toml: '{key}' must be an integer from {lo} to {hi}, got {v!r}")
+    return v
+
+
+def _num(key: str, v: Any, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not lo <= v <= hi:
+        raise InvalidParameter(f"dayfly.toml: '{key}' must be a number from {lo:g} to {hi:g}, got {v!r}")
+    return float(v)
+
+
+def validate_handler(v: Any, where: str = "handler") -> str:
+    if not isinstance(v, str) or not HANDLER_RE.match(v) or len(v) > 128:
+        raise InvalidParameter(f"{where} must look like 'module.function' (e.g. handler.handler), "
+                               f"got {v!r}")
+    return v
+
+
+def validate_env(v: Any, where: str = "env") -> dict[str, str]:
+    if not isinstance(v, dict):
+        raise InvalidParameter(f"{where} must be a table of NAME = \"value\"")
+    out = {}
+    for k, val in v.items():
+        if not isinstance(k, str) or not ENV_KEY_RE.match(k):
+            raise InvalidParameter(f"{where}: invalid variable name {k!r}")
+        if k in RESERVED_ENV:
+            raise InvalidParameter(f"{where}: {k} is reserved and set by dayfly")
+        if not isinstance(val, str | int | float | bool):
+            raise InvalidParameter(f"{where}: {k} must be a string, got {type(val).__name__}")
+        out[k] = str(val).lower() if isinstance(val, bool) else str(val)
+    return out
+
+
+def parse(text: str) -> Manifest:
+    """Parse and validate dayfly.toml text; InvalidParameter names the bad key."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidParameter(f"dayfly.toml is not valid TOML: {exc}") from None
+    known = {f.name for f in fields(Manifest)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidParameter(f"dayfly.toml: unknown key(s) {', '.join(unknown)} "
+                               f"(known: {', '.join(sorted(known))})")
+    m = Manifest()
+    if "handler" in data:
+        m.handler = validate_handler(data["handler"], "dayfly.toml: 'handler'")
+    if "runtime" in data:
+        if data["runtime"] not in RUNTIMES:
+            raise InvalidParameter(f"dayfly.toml: 'runtime' must be one of {', '.join(RUNTIMES)}")
+        m.runtime = data["runtime"]
+    if "memory" in data:
+        m.memory = _int("memory", data["memory"], 128, 10240)
+    if "timeout" in data:
+        m.timeout = _num("timeout", data["timeout"], 1, 900)
+    if "max_instances" in data:
+        m.max_instances = _int("max_instances", data["max_instances"], 1, 1000)
+    if "min_warm" in data:
+        m.min_warm = _int("min_warm", data["min_warm"], 0, 1000)
+    if "idle_timeout" in data:
+        m.idle_timeout = _num("idle_timeout", data["idle_timeout"], 0, 86400)
+    if "isolation" in data:
+        if data["isolation"] not in ISOLATION_TIERS:
+            raise InvalidParameter(f"dayfly.toml: 'isolation' must be one of "
+                                   f"{', '.join(ISOLATION_TIERS)}, got {data['isolation']!r}")
+        m.isolation = data["isolation"]
+    if "description" in data:
+        if not isinstance(data["description"], str) or len(data["description"]) > 256:
+            raise InvalidParameter("dayfly.toml: 'description' must be a string of at most 256 characters")
+        m.description = data["description"]
+    if "env" in data:
+        m.env = validate_env(data["env"], "dayfly.toml: [env]")
+    if m.min_warm is not None and m.max_instances is not None and m.min_warm > m.max_instances:
+        raise InvalidParameter("dayfly.toml: 'min_warm' cannot exceed 'max_instances'")
+    return m

@@ -1,0 +1,235 @@
+"""The registry: functions, versions and aliases, persisted in SQLite and mirrored in memory.
+
+Reads (resolving a name to a spec on every invocation) are served from memory; every
+write goes to the database first, then to memory, then the scheduler is told.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import InvalidParameter, ResourceNotFound
+from ..stores.db import Database
+from ..types import LATEST, FunctionSpec, Limits
+from .model import AliasConfig, FunctionConfig, function_arn
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+ALIAS_RE = re.compile(r"^(?!^[0-9]+$)[A-Za-z0-9_-]{1,128}$")
+ARN_RE = re.compile(
+    r"^(?:arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:)?(?:\d{12}:)?(?:function:)?"
+    r"(?P<name>[A-Za-z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[A-Za-z0-9_-]{1,128}))?$")
+
+
+def split_name(name_or_arn: str, qualifier: str | None = None) -> tuple[str, str | None]:
+    """Accept a name, `name:qualifier`, a partial or a full ARN; return (name, qualifier)."""
+    m = ARN_RE.match(name_or_arn or "")
+    if m is None:
+        raise InvalidParameter(f"1 validation error detected: Value '{name_or_arn}' at "
+                               "'functionName' failed to satisfy constraint: Member must satisfy "
+                               "regular expression pattern: (arn:aws:lambda:)?([a-z0-9-]+:)?"
+                               "(\\d{12}:)?(function:)?([a-zA-Z0-9-_]+)(:(\\$LATEST|[a-zA-Z0-9-_]+))?")
+    q = m.group("qualifier")
+    if q and qualifier and q != qualifier:
+        raise InvalidParameter(f"The derived qualifier from the function name does not match "
+                               f"the specified qualifier ({q} != {qualifier}).")
+    return m.group("name"), q or qualifier
+
+
+@dataclass(slots=True)
+class FunctionState:
+    """Everything known about one function, in memory."""
+
+    latest: FunctionConfig
+    versions: dict[int, FunctionConfig] = field(default_factory=dict)
+    aliases: dict[str, AliasConfig] = field(default_factory=dict)
+    reserved: int | None = None
+    next_version: int = 1
+    created: float = field(default_factory=time.time)
+
+
+class Registry:
+    """Functions by name; the source of FunctionSpecs for the scheduler."""
+
+    def __init__(self, db: Database, data_dir: Path, region: str, default_isolation: str) -> None:
+        self.db = db
+        self.data_dir = data_dir
+        self.region = region
+        self.default_isolation = default_isolation
+        self.functions: dict[str, FunctionState] = {}
+        self._specs: dict[tuple[str, str], FunctionSpec] = {}
+
+    def load(self) -> None:
+        """Read everything from the database (at start-up)."""
+        def read(conn: sqlite3.Connection) -> None:
+            for row in conn.execute("SELECT * FROM functions"):
+                self.functions[row["name"]] = FunctionState(
+                    FunctionConfig.from_json(json.loads(row["config"])), reserved=row["reserved"],
+                    next_version=row["next_version"], created=row["created"])
+            for row in conn.execute("SELECT * FROM versions ORDER BY name, version"):
+                st = self.functions[row["name"]]
+                st.versions[row["version"]] = FunctionConfig.from_json(json.loads(row["config"]))
+            for row in conn.execute("SELECT * FROM aliases"):
+                a = AliasConfig(**json.loads(row["config"]))
+                self.functions[row["name"]].aliases[a.name] = a
+        self.db.call(read)
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, name: str) -> FunctionState:
+        st = self.functions.get(name)
+        if st is None:
+            raise ResourceNotFound(f"Function not found: {function_arn(self.region, name)}")
+        return st
+
+    def config(self, name: str, qualifier: str | None) -> FunctionConfig:
+        """The configuration a qualifier ($LATEST, a version or an alias) points at."""
+        st = self.get(name)
+        if qualifier in (None, LATEST):
+            return st.latest
+        assert qualifier is not None
+        if qualifier.isdigit():
+            cfg = st.versions.get(int(qualifier))
+            if cfg is None:
+                raise ResourceNotFound(
+                    f"Function not found: {function_arn(self.region, name, qualifier)}")
+            return cfg
+        alias = st.aliases.get(qualifier)
+        if alias is None:
+            raise ResourceNotFound(
+                f"Function not found: {function_arn(self.region, name, qualifier)}")
+        return self.config(name, _pick_version(alias))
+
+    def spec(self, name: str, qualifier: str | None) -> FunctionSpec:
+        """The runnable spec for name + qualifier, from memory (the invoke path)."""
+        cfg = self.config(name, qualifier)
+        key = (name, cfg.version)
+        spec = self._specs.get(key)
+        if spec is None or spec.revision != self._revision(cfg):
+            spec = self._specs[key] = self._build(cfg)
+        return spec
+
+    def _revision(self, cfg: FunctionConfig) -> str:
+        return f"{cfg.revision_id}/{self.functions[cfg.name].reserved}"
+
+    def isolation(self, cfg: FunctionConfig) -> str:
+        return cfg.isolation or self.default_isolation
+
+    def _build(self, cfg: FunctionConfig) -> FunctionSpec:
+        st = self.functions[cfg.name]
+        max_instances = cfg.max_instances if st.reserved is None else min(cfg.max_instances,
+                                                                           st.reserved)
+        deps = str(self.data_dir / "deps" / cfg.deps_key) if cfg.deps_key else None
+        return FunctionSpec(
+            name=cfg.name, version=cfg.version, revision=self._revision(cfg),
+            arn=function_arn(self.region, cfg.name, cfg.version), handler=cfg.handler,
+            code_dir=str(self.data_dir / "code" / cfg.code_hex), deps_dir=deps,
+            runtime=cfg.runtime, region=self.region,
+            limits=Limits(memory_mb=cfg.memory, timeout_s=cfg.timeout),
+            env=tuple(sorted(cfg.env.items())), max_instances=max_instances,
+            min_warm=min(cfg.min_warm, max_instances), idle_timeout_s=cfg.idle_timeout,
+            isolation=self.isolation(cfg))
+
+    def candidate_spec(self, cfg: FunctionConfig) -> FunctionSpec:
+        """A spec for a configuration not stored yet (deploy checks)."""
+        return FunctionSpec(
+            name=cfg.name, version="check", revision="check", arn=function_arn(self.region, cfg.name),
+            handler=cfg.handler, code_dir=str(self.data_dir / "code" / cfg.code_hex),
+            deps_dir=str(self.data_dir / "deps" / cfg.deps_key) if cfg.deps_key else None,
+            runtime=cfg.runtime, region=self.region,
+            limits=Limits(memory_mb=cfg.memory, timeout_s=cfg.timeout),
+            env=tuple(sorted(cfg.env.items())), isolation=self.isolation(cfg))
+
+    def all_specs(self) -> list[FunctionSpec]:
+        out = []
+        for name, st in self.functions.items():
+            out.append(self.spec(name, LATEST))
+            out.extend(self.spec(name, str(v)) for v in st.versions)
+        return out
+
+    # -- writes -----------------------------------------------------------------------------
+
+    async def put_latest(self, cfg: FunctionConfig, *, create: bool = False) -> None:
+        now = time.time()
+
+        def write(conn: sqlite3.Connection) -> None:
+            if create:
+                conn.execute("INSERT INTO functions(name, config, created) VALUES (?, ?, ?)",
+                             (cfg.name, json.dumps(cfg.to_json()), now))
+            else:
+                conn.execute("UPDATE functions SET config = ? WHERE name = ?",
+                             (json.dumps(cfg.to_json()), cfg.name))
+        await self.db.run(write)
+        if create:
+            self.functions[cfg.name] = FunctionState(cfg, created=now)
+        else:
+            self.functions[cfg.name].latest = cfg
+
+    async def publish(self, name: str, cfg: FunctionConfig) -> FunctionConfig:
+        st = self.get(name)
+        number = st.next_version
+        frozen = cfg.changed(version=str(number))
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO versions(name, version, config, created) VALUES (?, ?, ?, ?)",
+                         (name, number, json.dumps(frozen.to_json()), time.time()))
+            conn.execute("UPDATE functions SET next_version = ? WHERE name = ?", (number + 1, name))
+        await self.db.run(write)
+        st.versions[number] = frozen
+        st.next_version = number + 1
+        return frozen
+
+    async def put_alias(self, alias: AliasConfig) -> None:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR REPLACE INTO aliases(name, alias, config) VALUES (?, ?, ?)",
+                         (alias.function, alias.name, json.dumps({
+                             "name": alias.name, "function": alias.function,
+                             "version": alias.version, "description": alias.description,
+                             "weights": alias.weights, "revision_id": alias.revision_id})))
+        await self.db.run(write)
+        self.get(alias.function).aliases[alias.name] = alias
+
+    async def delete_alias(self, name: str, alias: str) -> None:
+        await self.db.run(lambda c: c.execute(
+            "DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias)))
+        self.get(name).aliases.pop(alias, None)
+
+    async def set_reserved(self, name: str, reserved: int | None) -> None:
+        await self.db.run(lambda c: c.execute(
+            "UPDATE functions SET reserved = ? WHERE name = ?", (reserved, name)))
+        self.get(name).reserved = reserved
+
+    async def delete(self, name: str, version: int | None = None) -> None:
+        if version is None:
+            await self.db.run(lambda c: c.execute("DELETE FROM functions WHERE name = ?", (name,)))
+            self.functions.pop(name, None)
+            for key in [k for k in self._specs if k[0] == name]:
+                del self._specs[key]
+        else:
+            await self.db.run(lambda c: c.execute(
+                "DELETE FROM versions WHERE name = ? AND version = ?", (name, version)))
+            self.get(name).versions.pop(version, None)
+            self._specs.pop((name, str(version)), None)
+
+    def code_in_use(self) -> set[str]:
+        used = set()
+        for st in self.functions.values():
+            used.add(st.latest.code_hex)
+            used.update(v.code_hex for v in st.versions.values())
+        return used
+
+
+def _pick_version(alias: AliasConfig) -> str:
+    """Weighted routing: the additional versions get their share, the main version the rest."""
+    if alias.weights:
+        r = random.random()
+        for version, weight in alias.weights.items():
+            if r < weight:
+                return version
+            r -= weight
+    return alias.version

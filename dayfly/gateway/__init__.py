@@ -1,0 +1,1 @@
+"""HTTP: the Lambda-compatible API, the invoke path, dayfly's own endpoints, error shapes."""

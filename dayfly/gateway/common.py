@@ -1,0 +1,82 @@
+"""Helpers shared by the HTTP endpoints: bodies with limits, JSON responses, Lambda error shapes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import DayflyError, InvalidRequestContent, RequestTooLarge
+
+log = logging.getLogger("dayfly.gateway")
+
+
+class JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+async def read_body(request: Request, limit: int, what: str = "request") -> bytes:
+    """The whole body, refusing (413) anything over `limit` without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise RequestTooLarge(f"Request must be smaller than {limit} bytes for the {what} "
+                              "operation")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestTooLarge(f"Request must be smaller than {limit} bytes for the {what} "
+                                  "operation")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def json_body(request: Request, limit: int = 70 * 1024 * 1024) -> dict[str, Any]:
+    raw = await read_body(request, limit)
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestContent(f"Could not parse request body into json: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidRequestContent("Request body must be a JSON object")
+    return data
+
+
+def error_response(code: str, message: str, status: int, hint: str | None = None) -> JSON:
+    """Lambda's REST-JSON error: the type in a header and in the body, so every SDK finds it."""
+    body: dict[str, Any] = {"Type": "User" if status < 500 else "Service", "message": message,
+                            "__type": code}
+    if hint:
+        body["hint"] = hint
+    return JSON(body, status_code=status, headers={"X-Amzn-ErrorType": code})
+
+
+async def on_dayfly_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, DayflyError)
+    if exc.status >= 500:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+    return error_response(exc.code, exc.message, exc.status, exc.hint)
+
+
+async def on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "ResourceNotFoundException", 405: "MethodNotAllowedException"}.get(
+        exc.status_code, "InvalidRequestException")
+    msg = (f"No such endpoint: {request.method} {request.url.path}" if exc.status_code == 404
+           else f"{request.method} is not allowed on {request.url.path}"
+           if exc.status_code == 405 else str(exc.detail))
+    return error_response(code, msg, exc.status_code)
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return error_response("ServiceException", f"internal error: {type(exc).__name__}: {exc}", 500)

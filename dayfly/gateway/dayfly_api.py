@@ -1,0 +1,221 @@
+"""dayfly's own endpoints under /dayfly/v1: deploy with progress, instances, records, logs."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import re
+import tomllib
+import zipfile
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from .. import __version__
+from ..config import MAX_ZIP
+from ..control.registry import NAME_RE, split_name
+from ..errors import DayflyError, InvalidParameter, ResourceNotFound
+from ..stores.records import record_json
+from .common import JSON, read_body
+
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+_STATUSES = ("success", "error", "timeout", "crash")
+
+
+def _platform(request: Request):
+    return request.app.state.platform
+
+
+async def healthz(request: Request) -> Response:
+    p = _platform(request)
+    return JSON({"status": "ok", "version": __version__,
+                 "isolation": {"default": p.default_isolation, "available": sorted(p.sandboxes),
+                               "weak": [n for n, sb in p.sandboxes.items() if sb.backend.weak]},
+                 "functions": len(p.registry.functions)})
+
+
+def _ndjson(obj: object) -> bytes:
+    return orjson.dumps(obj) + b"\n"
+
+
+async def deploy(request: Request) -> Response:
+    """POST /dayfly/v1/functions/{name}/deploy: zip body; create or update; NDJSON progress."""
+    p = _platform(request)
+    name = request.path_params["name"]
+    if not NAME_RE.match(name):
+        raise InvalidParameter("Function name must be 1-64 letters, digits, '-' or '_'")
+    data = await read_body(request, MAX_ZIP, "deploy")
+    params = {"FunctionName": name, "ZipFile": base64.b64encode(data).decode(),
+              "Publish": request.query_params.get("publish") == "1"}
+    lines: asyncio.Queue = asyncio.Queue()
+
+    async def run():
+        if name in p.registry.functions:
+            return await p.functions.update_code(name, params, lines.put_nowait)
+        create = {**params, "Code": {"ZipFile": params["ZipFile"]}}
+        if "handler" not in (await _manifest_handler(data)):
+            create["Handler"] = "handler.handler"
+        return await p.functions.create(create, lines.put_nowait)
+
+    task = asyncio.ensure_future(run())
+
+    async def stream() -> AsyncIterator[bytes]:
+        while not task.done() or not lines.empty():
+            getter = asyncio.ensure_future(lines.get())
+            await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter.done():
+                yield _ndjson({"progress": getter.result()})
+            else:
+                getter.cancel()
+        exc = task.exception()
+        if isinstance(exc, DayflyError):
+            yield _ndjson({"error": {"code": exc.code, "message": exc.message,
+                                     "status": exc.status}})
+        elif exc is not None:
+            yield _ndjson({"error": {"code": "ServiceException", "message": str(exc),
+                                     "status": 500}})
+        else:
+            cfg = task.result()
+            yield _ndjson({"function": cfg.to_lambda(p.settings.region, p.registry.isolation(cfg))})
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+async def _manifest_handler(data: bytes) -> str:
+    """'handler' if the zip's dayfly.toml names a handler, else ''."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            text = zf.read("dayfly.toml").decode()
+        return "handler" if "handler" in tomllib.loads(text) else ""
+    except (KeyError, zipfile.BadZipFile, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return ""
+
+
+async def list_instances(request: Request) -> Response:
+    p = _platform(request)
+    name, _ = split_name(request.path_params["name"])
+    p.registry.get(name)
+    out = []
+    for pool in p.scheduler.pools_of(name):
+        for h, state in pool.handles():
+            stats = pool.sandbox.stats(h)
+            out.append({"id": h.id, "pid": h.inst.pid, "state": state,
+                        "version": pool.spec.version, "isolation": pool.sandbox.name,
+                        "invocations": h.invocations, "idle_s": round(time.monotonic() - h.last_used, 3),
+                        "pss_kb": stats.pss_kb, "rss_kb": stats.rss_kb,
+                        "draining": pool.draining})
+        if pool.starting:
+            out.extend({"id": None, "pid": None, "state": "starting",
+                        "version": pool.spec.version} for _ in range(pool.starting))
+    return JSON({"instances": out})
+
+
+async def stop_instances(request: Request) -> Response:
+    p = _platform(request)
+    name, _ = split_name(request.path_params["name"])
+    p.registry.get(name)
+    await p.scheduler.scale_to_zero(name)
+    return Response(status_code=204)
+
+
+def _int_param(request: Request, key: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(key)
+    if raw is None:
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise InvalidParameter(f"'{key}' must be an integer from {lo} to {hi}")
+    return int(raw)
+
+
+def _float_param(request: Request, key: str) -> float | None:
+    raw = request.query_params.get(key)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise InvalidParameter(f"'{key}' must be a number (epoch seconds)") from None
+
+
+async def list_invocations(request: Request) -> Response:
+    p = _platform(request)
+    name, _ = split_name(request.path_params["name"])
+    p.registry.get(name)
+    status = request.query_params.get("status")
+    if status is not None and status not in _STATUSES:
+        raise InvalidParameter(f"'status' must be one of {', '.join(_STATUSES)}")
+    rows = await p.records.query(name, limit=_int_param(request, "limit", 50, 1, 1000),
+                                 status=status, since=_float_param(request, "since"))
+    return JSON({"invocations": rows})
+
+
+async def get_invocation(request: Request) -> Response:
+    p = _platform(request)
+    rows = await p.records.query(request_id=request.path_params["request_id"], limit=1)
+    if not rows:
+        raise ResourceNotFound(f"No invocation {request.path_params['request_id']}")
+    return JSON(rows[0])
+
+
+async def logs(request: Request) -> Response:
+    """GET /dayfly/v1/functions/{name}/logs: NDJSON, oldest first; follow=1 keeps streaming."""
+    p = _platform(request)
+    name, _ = split_name(request.path_params["name"])
+    p.registry.get(name)
+    limit = _int_param(request, "limit", 20, 1, 1000)
+    since = _float_param(request, "since")
+    follow = request.query_params.get("follow") in ("1", "true")
+    queue = p.records.subscribe() if follow else None
+    rows = await p.records.query(name, limit=limit, since=since)
+
+    def line(r: dict) -> bytes:
+        return _ndjson({"request_id": r["request_id"], "start": r["start"],
+                        "version": r["version"], "status": r["status"], "text": r["logs"]})
+
+    async def stream() -> AsyncIterator[bytes]:
+        seen = {r["request_id"] for r in rows}
+        try:
+            for r in reversed(rows):
+                yield line(r)
+            if queue is None:
+                return
+            while True:
+                try:
+                    rec = await asyncio.wait_for(queue.get(), 15)
+                except TimeoutError:
+                    yield b"\n"  # keep-alive, so dead clients are noticed
+                    continue
+                if rec.function == name and rec.request_id not in seen:
+                    yield line(record_json(rec))
+        finally:
+            if queue is not None:
+                p.records.unsubscribe(queue)
+
+    return StreamingResponse(stream(), media_type="application/x-ndjson")
+
+
+async def bundle(request: Request) -> Response:
+    p = _platform(request)
+    digest = request.path_params["digest"]
+    b = p.bundles.get(digest) if _HEX.match(digest) else None
+    if b is None:
+        raise ResourceNotFound(f"No code bundle {digest}")
+    return FileResponse(b.zip_path, media_type="application/zip")
+
+
+D = "/dayfly/v1"
+routes = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route(f"{D}/functions/{{name}}/deploy", deploy, methods=["POST"]),
+    Route(f"{D}/functions/{{name}}/instances", list_instances, methods=["GET"]),
+    Route(f"{D}/functions/{{name}}/instances", stop_instances, methods=["DELETE"]),
+    Route(f"{D}/functions/{{name}}/invocations", list_invocations, methods=["GET"]),
+    Route(f"{D}/functions/{{name}}/logs", logs, methods=["GET"]),
+    Route(f"{D}/invocations/{{request_id}}", get_invocation, methods=["GET"]),
+    Route(f"{D}/bundles/{{digest}}.zip", bundle, methods=["GET"]),
+]

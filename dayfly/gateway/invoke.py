@@ -1,0 +1,72 @@
+"""The invoke endpoint: the hot path. Memory only: registry lookup, scheduler, reply."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..config import MAX_PAYLOAD
+from ..control.registry import split_name
+from ..errors import InvalidParameter, InvalidRequestContent
+from ..stores.records import lambda_log_text
+from ..types import InvokeRequest
+from .common import read_body
+
+_TYPES = ("RequestResponse", "Event", "DryRun")
+
+
+def _client_context(header: str | None) -> str | None:
+    if not header:
+        return None
+    try:
+        text = base64.b64decode(header, validate=True).decode()
+        orjson.loads(text)
+    except (binascii.Error, UnicodeDecodeError, orjson.JSONDecodeError):
+        raise InvalidRequestContent("X-Amz-Client-Context must be base64-encoded JSON") from None
+    return text
+
+
+def _trace_id(request: Request) -> str | None:
+    return request.headers.get("traceparent") or request.headers.get("x-amzn-trace-id")
+
+
+async def invoke(request: Request) -> Response:
+    """POST /2015-03-31/functions/{name}/invocations (Lambda Invoke)."""
+    platform = request.app.state.platform
+    headers = request.headers
+    itype = headers.get("x-amz-invocation-type") or "RequestResponse"
+    if itype not in _TYPES:
+        raise InvalidParameter(f"Invocation type {itype!r} is not one of {', '.join(_TYPES)}")
+    name, qualifier = split_name(request.path_params["name"], request.query_params.get("Qualifier"))
+    spec = platform.registry.spec(name, qualifier)
+    body = await read_body(request, MAX_PAYLOAD if itype != "Event" else 256 * 1024,
+                           "Invoke")
+    if body.strip():
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidRequestContent(f"Could not parse request body into json: {exc}") from None
+    else:
+        body = b"{}"
+    if itype == "DryRun":
+        return Response(status_code=204, headers={"X-Amz-Executed-Version": spec.version})
+    if itype == "Event":
+        ev_id = await platform.queue.put(name, qualifier, body, "event")
+        return Response(status_code=202, headers={"X-Amzn-Request-Id": ev_id})
+    req = InvokeRequest(request_id=str(uuid.uuid4()), payload=body,
+                        invoked_arn=platform.arn(name, qualifier),
+                        client_context=_client_context(headers.get("x-amz-client-context")),
+                        trace_id=_trace_id(request))
+    result = await platform.scheduler.invoke(spec, req)
+    out = {"X-Amz-Executed-Version": spec.version, "X-Amzn-Request-Id": req.request_id}
+    if not result.ok:
+        out["X-Amz-Function-Error"] = result.error_type or "Unhandled"
+    if headers.get("x-amz-log-type") == "Tail":
+        tail = lambda_log_text(spec, req, result).encode()[-4096:]
+        out["X-Amz-Log-Result"] = base64.b64encode(tail).decode()
+    return Response(result.payload, 200, out, media_type="application/json")

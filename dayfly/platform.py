@@ -1,0 +1,80 @@
+"""Assembles one dayfly node: database, registry, sandboxes, scheduler, records, queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .config import Settings
+from .control.bundles import BundleStore
+from .control.deps import DepsInstaller
+from .control.functions import Functions
+from .control.model import function_arn
+from .control.registry import Registry
+from .sandbox.process import ProcessBackend
+from .sandbox.safe import SafeSandbox
+from .scheduler.scheduler import Scheduler
+from .stores.db import Database
+from .stores.queue import EventQueue
+from .stores.records import RecordStore
+from .triggers.async_invoke import AsyncDispatcher
+
+log = logging.getLogger("dayfly")
+
+
+def available_backends() -> dict[str, type]:
+    """Isolation tiers that work on this machine, strongest last."""
+    tiers: dict[str, type] = {}
+    for cls in (ProcessBackend,):
+        ok, _why = cls.available()
+        if ok:
+            tiers[cls.name] = cls
+    return tiers
+
+
+class Platform:
+    """Everything `dayfly up` runs, wired together; `start` and `stop` bracket its life."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        settings.ensure_dirs()
+        tiers = available_backends()
+        self.default_isolation = settings.default_isolation or list(tiers)[-1]
+        self.db = Database(settings.db_path)
+        self.sandboxes = {name: SafeSandbox(cls(settings.data_dir)) for name, cls in tiers.items()}
+        self.records = RecordStore(self.db, max_records=settings.records_max,
+                                   max_age_s=settings.records_max_age_s)
+        self.scheduler = Scheduler(self.sandboxes, [self.records], max_queue=settings.max_queue,
+                                   queue_timeout_s=settings.queue_timeout_s)
+        self.registry = Registry(self.db, settings.data_dir, settings.region,
+                                 self.default_isolation)
+        self.bundles = BundleStore(settings.data_dir)
+        self.deps = DepsInstaller(settings.data_dir)
+        self.functions = Functions(self.registry, self.bundles, self.deps, self.scheduler,
+                                   set(self.sandboxes))
+        self.queue = EventQueue(self.db)
+        self.dispatcher = AsyncDispatcher(self.queue, self.scheduler, self.registry.spec,
+                                          self.arn)
+
+    def arn(self, name: str, qualifier: str | None = None) -> str:
+        return function_arn(self.settings.region, name, qualifier)
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.registry.load)
+        self.scheduler.start()
+        self.records.start()
+        for spec in self.registry.all_specs():
+            if spec.min_warm:
+                self.scheduler.deploy(spec)
+        self.dispatcher.start()
+        weak = [n for n, sb in self.sandboxes.items() if sb.backend.weak]
+        if self.default_isolation in weak:
+            log.warning("isolation: '%s' tier in force — functions are NOT isolated from this "
+                        "machine (no namespaces, no seccomp); only rlimits apply",
+                        self.default_isolation)
+
+    async def stop(self) -> None:
+        await self.dispatcher.close()
+        await self.scheduler.close()
+        await self.records.close()
+        self.db.close()

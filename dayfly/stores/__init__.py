@@ -1,0 +1,1 @@
+"""Durable state: the SQLite database, invocation records, bundles on disk."""

@@ -1,0 +1,171 @@
+"""Invocation records and their logs: buffered in memory on the invoke path, written to SQLite
+in batches by a background task, bounded by count and age, and tailed live by subscribers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+
+from ..scheduler.hooks import Observer
+from ..types import FunctionSpec, InvocationRecord, InvokeRequest, InvokeResult
+from .db import Database
+
+log = logging.getLogger("dayfly.records")
+
+MAX_LOG_BYTES = 256 * 1024
+_COLUMNS = ("request_id", "function", "version", "trigger", "start", "end", "duration_ms",
+            "status", "cold", "fork_ms", "init_ms", "max_rss_kb", "error", "logs", "instance_id")
+
+
+def _status(result: InvokeResult) -> str:
+    if result.ok:
+        return "success"
+    etype = _error_type(result)
+    if etype == "Sandbox.Timedout":
+        return "timeout"
+    if etype in ("Runtime.ExitError", "Runtime.OutOfMemory"):
+        return "crash"
+    return "error"
+
+
+def _error_type(result: InvokeResult) -> str | None:
+    if result.ok:
+        return None
+    try:
+        return orjson.loads(result.payload).get("errorType")
+    except (orjson.JSONDecodeError, AttributeError):
+        return "Unknown"
+
+
+def lambda_log_text(spec: FunctionSpec, req: InvokeRequest, result: InvokeResult) -> str:
+    """START / the function's output / END / REPORT, as Lambda writes them."""
+    rid = req.request_id
+    body = "".join(result.logs)
+    if len(body) > MAX_LOG_BYTES:
+        body = body[:MAX_LOG_BYTES] + f"\n[dayfly: log truncated at {MAX_LOG_BYTES} bytes]\n"
+    if body and not body.endswith("\n"):
+        body += "\n"
+    report = (f"REPORT RequestId: {rid}\tDuration: {result.duration_ms:.2f} ms\t"
+              f"Billed Duration: {max(1, int(result.duration_ms + 0.999))} ms\t"
+              f"Memory Size: {spec.limits.memory_mb} MB\t"
+              f"Max Memory Used: {max(1, result.max_rss_kb // 1024)} MB")
+    if result.cold:
+        report += f"\tInit Duration: {result.init_ms:.2f} ms"
+    return (f"START RequestId: {rid} Version: {spec.version}\n{body}"
+            f"END RequestId: {rid}\n{report}\n")
+
+
+class RecordStore(Observer):
+    """The scheduler observer that keeps every invocation's record and logs."""
+
+    def __init__(self, db: Database, *, max_records: int = 100_000,
+                 max_age_s: float = 7 * 86400.0, flush_interval_s: float = 0.25) -> None:
+        self.db = db
+        self.max_records = max_records
+        self.max_age_s = max_age_s
+        self.flush_interval_s = flush_interval_s
+        self.pending: deque[InvocationRecord] = deque()
+        self.subscribers: set[asyncio.Queue] = set()
+        self._task: asyncio.Task | None = None
+        self._flushes = 0
+
+    def after_invoke(self, spec: FunctionSpec, req: InvokeRequest, result: InvokeResult,
+                     start: float, end: float) -> None:
+        error = None if result.ok else result.payload[:4096].decode("utf-8", "replace")
+        rec = InvocationRecord(
+            request_id=req.request_id, function=spec.name, version=spec.version,
+            trigger=req.trigger, start=start, end=end, duration_ms=result.duration_ms,
+            status=_status(result), cold=result.cold, fork_ms=result.fork_ms,
+            init_ms=result.init_ms, max_rss_kb=result.max_rss_kb, error=error,
+            logs=lambda_log_text(spec, req, result), instance_id=result.instance_id)
+        self.pending.append(rec)
+        for q in self.subscribers:
+            if q.qsize() < 10_000:
+                q.put_nowait(rec)
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._loop())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval_s)
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("could not write invocation records")
+
+    async def flush(self) -> None:
+        if not self.pending:
+            return
+        batch = list(self.pending)
+        self.pending.clear()
+        self._flushes += 1
+        prune = self._flushes % 40 == 1
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                f"INSERT OR REPLACE INTO invocations ({', '.join(_COLUMNS)}) "
+                f"VALUES ({', '.join('?' * len(_COLUMNS))})",
+                [tuple(getattr(r, c) for c in _COLUMNS) for r in batch])
+            if prune:
+                self._prune(conn)
+        await self.db.run(write)
+
+    def _prune(self, conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM invocations WHERE start < ?", (time.time() - self.max_age_s,))
+        (count,) = conn.execute("SELECT COUNT(*) FROM invocations").fetchone()
+        if count > self.max_records:
+            conn.execute("DELETE FROM invocations WHERE request_id IN (SELECT request_id FROM "
+                         "invocations ORDER BY start LIMIT ?)", (count - self.max_records,))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def query(self, function: str | None = None, *, limit: int = 50,
+                    status: str | None = None, since: float | None = None,
+                    request_id: str | None = None) -> list[dict[str, Any]]:
+        """Newest first; includes records still waiting to be written."""
+        await self.flush()
+        where, args = [], []
+        for col, val in (("function", function), ("status", status), ("request_id", request_id)):
+            if val is not None:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if since is not None:
+            where.append("start > ?")
+            args.append(since)
+        sql = "SELECT * FROM invocations"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY start DESC LIMIT ?"
+        args.append(limit)
+
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            return [dict(row) for row in conn.execute(sql, args)]
+        rows = await self.db.run(read)
+        for row in rows:
+            row["cold"] = bool(row["cold"])
+        return rows
+
+    def subscribe(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue()
+        self.subscribers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue) -> None:
+        self.subscribers.discard(q)
+
+
+def record_json(rec: InvocationRecord) -> dict[str, Any]:
+    return {c: getattr(rec, c) for c in _COLUMNS}
