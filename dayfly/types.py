@@ -74,6 +74,7 @@ class InvokeResult:
     payload: bytes
     error_type: str | None = None  # None, "Unhandled"
     logs: list[str] = field(default_factory=list)
+    init_logs: list[str] = field(default_factory=list)  # output of init, on cold invocations
     duration_ms: float = 0.0
     max_rss_kb: int = 0
     cold: bool = False

@@ -2,33 +2,16 @@
 
 from __future__ import annotations
 
-import io
 import logging
-import zipfile
 from pathlib import Path
 
 import click
 from rich.console import Console
 
 from ..config import Settings
+from .package import zip_dir
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
-
-
-def zip_dir(folder: Path) -> bytes:
-    """The folder as a zip, skipping caches, VCS and virtualenv folders."""
-    skip = {"__pycache__", ".git", ".venv", "venv", ".mypy_cache", ".pytest_cache", ".ruff_cache"}
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(folder.rglob("*")):
-            rel = path.relative_to(folder)
-            if any(part in skip for part in rel.parts) or path.suffix == ".pyc":
-                continue
-            if path.is_symlink():
-                continue
-            if path.is_file():
-                zf.write(path, rel.as_posix())
-    return buf.getvalue()
 
 
 @click.command()
@@ -62,12 +45,14 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
         if example and "hello" not in p.registry.functions:
             import base64
 
+            code = base64.b64encode(zip_dir(EXAMPLE)).decode()
             await p.functions.create({"FunctionName": "hello", "Handler": "handler.handler",
-                                      "Code": {"ZipFile": base64.b64encode(zip_dir(EXAMPLE)).decode()}})
+                                      "Code": {"ZipFile": code}})
         tier = p.default_isolation
         weak = " [bold red](weak: rlimits only)[/]" if p.sandboxes[tier].backend.weak else ""
-        console.print(f"[bold green]dayfly[/] listening on [bold]{url}[/]  data: {settings.data_dir}"
-                      f"  isolation: [bold]{tier}[/]{weak}  functions: {len(p.registry.functions)}")
+        console.print(f"[bold green]dayfly[/] listening on [bold]{url}[/]  "
+                      f"data: {settings.data_dir}  isolation: [bold]{tier}[/]{weak}  "
+                      f"functions: {len(p.registry.functions)}")
         if "hello" in p.registry.functions:
             console.print(f"  try: [cyan]curl -s -d '{{\"name\": \"you\"}}' "
                           f"{url}/2015-03-31/functions/hello/invocations[/]")

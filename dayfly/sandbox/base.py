@@ -41,6 +41,7 @@ class Instance:
     pid: int = 0
     fork_ms: float = 0.0
     init_ms: float = 0.0
+    init_logs: list[str] = field(default_factory=list)
     backend_state: object = field(default=None, repr=False)
 
 

@@ -125,6 +125,7 @@ class ZygoteBackend(Backend):
         meta = json.loads(meta)
         inst.fork_ms = (meta["start_ns"] - t0) / 1e6
         inst.init_ms = (meta["ready_ns"] - meta["start_ns"]) / 1e6
+        inst.init_logs = chan.take_logs()
         return inst
 
     async def invoke(self, inst: Instance, req: InvokeRequest) -> InvokeResult:

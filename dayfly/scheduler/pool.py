@@ -62,6 +62,9 @@ class Pool:
             if h.alive:
                 self.busy.add(h)
                 return h, False
+        if self.max_instances <= 0:
+            raise TooManyRequests(f"Rate Exceeded: {self.spec.name} has reserved concurrency 0 "
+                                  "(throttled)")
         if len(self.waiters) >= self.max_queue:
             raise TooManyRequests(f"Rate Exceeded: {self.spec.name} has {self.size} instances "
                                   f"(limit {self.max_instances}) and {len(self.waiters)} "

@@ -87,6 +87,7 @@ class Scheduler:
                 result.cold = True
                 result.fork_ms = h.inst.fork_ms
                 result.init_ms = h.inst.init_ms
+                result.init_logs = h.inst.init_logs
         end = time.time()
         for obs in self.observers:
             obs.after_invoke(spec, req, result, start, end)

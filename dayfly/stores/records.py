@@ -58,7 +58,10 @@ def lambda_log_text(spec: FunctionSpec, req: InvokeRequest, result: InvokeResult
               f"Max Memory Used: {max(1, result.max_rss_kb // 1024)} MB")
     if result.cold:
         report += f"\tInit Duration: {result.init_ms:.2f} ms"
-    return (f"START RequestId: {rid} Version: {spec.version}\n{body}"
+    init = "".join(result.init_logs)
+    if init and not init.endswith("\n"):
+        init += "\n"
+    return (f"{init}START RequestId: {rid} Version: {spec.version}\n{body}"
             f"END RequestId: {rid}\n{report}\n")
 
 

@@ -1,0 +1,81 @@
+"""`dayfly deploy DIR`: zip a folder, upload it, show the build's progress, then a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich.text import Text
+
+from .client import NAME_RE, Client, CliError, function_path, with_client
+from .output import console, note, size, table
+from .package import zip_dir
+
+
+@click.command()
+@click.argument("folder", metavar="DIR", type=click.Path(exists=True, file_okay=False,
+                                                         path_type=Path))
+@click.option("--name", help="Function name (default: the folder's name).")
+@click.option("--publish", is_flag=True, help="Also publish a numbered version.")
+@with_client
+def deploy(client: Client, folder: Path, name: str | None, publish: bool) -> None:
+    """Deploy the function in DIR (handler code, dayfly.toml, requirements.txt)."""
+    name = name or folder.resolve().name
+    if not NAME_RE.match(name) or ":" in name:
+        raise click.UsageError(f"{name!r} is not a valid function name (1-64 letters, digits, "
+                               "'-' or '_'); choose one with --name")
+    data = zip_dir(folder)
+    if len(data) <= 22:  # an empty zip is just its 22-byte end record
+        raise click.UsageError(f"{folder} has no files to deploy")
+    path = f"/dayfly/v1/functions/{function_path(name)}/deploy"
+    with client.stream("POST", path, content=data, params={"publish": "1"} if publish else None,
+                       headers={"content-type": "application/zip"},
+                       timeout=httpx.Timeout(30, connect=5, read=None)) as records:
+        result = _follow(records, f"uploaded {size(len(data))}; deploying {name}")
+    console().print(summary(result))
+
+
+def _follow(records: Any, first: str) -> dict[str, Any]:
+    """Show progress lines (a spinner on a terminal, plain lines otherwise); the function."""
+    err = console(stderr=True)
+    live = err.is_terminal
+    status = err.status(first) if live else None
+    if status is not None:
+        status.start()
+    else:
+        note(first)
+    try:
+        for record in records:
+            if "progress" in record:
+                line = str(record["progress"]).rstrip()
+                if status is not None:
+                    status.update(Text(line, overflow="ellipsis", no_wrap=True))
+                else:
+                    err.print(Text(line), soft_wrap=True)
+            elif "error" in record:
+                error = record["error"] or {}
+                raise CliError(str(error.get("message") or error), error.get("hint"))
+            elif "function" in record:
+                return record["function"]
+    finally:
+        if status is not None:
+            status.stop()
+    raise CliError("the deploy ended without a result (did `dayfly up` stop?)")
+
+
+def summary(fn: dict[str, Any]) -> Any:
+    """The deployed function's key facts as a two-column table."""
+    t = table("", "")
+    t.show_header = False
+    t.columns[0].style = "bold"
+    dayfly = fn.get("Dayfly") or {}
+    rows = [("name", fn.get("FunctionName")), ("version", fn.get("Version")),
+            ("handler", fn.get("Handler")), ("runtime", fn.get("Runtime")),
+            ("memory", f"{fn.get('MemorySize')} MB"), ("timeout", f"{fn.get('Timeout')}s"),
+            ("isolation", dayfly.get("Isolation")), ("code sha256", fn.get("CodeSha256")),
+            ("size", size(fn.get("CodeSize")))]
+    for key, value in rows:
+        t.add_row(key, Text(str(value)))
+    return t

@@ -1,0 +1,69 @@
+"""`dayfly ls` and `dayfly rm`: the deployed functions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from .client import Client, check_name, function_path, with_client
+from .output import ago, console, json_option, lambda_epoch, note, print_json, seconds, table
+
+WARM = ("idle", "busy")
+
+
+def list_functions(client: Client) -> list[dict[str, Any]]:
+    """Every function's $LATEST configuration, following ListFunctions' pages."""
+    functions: list[dict[str, Any]] = []
+    marker: str | None = None
+    while True:
+        page = client.json("GET", "/2015-03-31/functions/",
+                           params={"Marker": marker} if marker else None)
+        functions.extend(page.get("Functions") or [])
+        marker = page.get("NextMarker")
+        if not marker:
+            return functions
+
+
+def warm_count(client: Client, name: str) -> int:
+    data = client.json("GET", f"/dayfly/v1/functions/{function_path(name)}/instances")
+    return sum(1 for i in data.get("instances") or [] if i.get("state") in WARM)
+
+
+@click.command("ls")
+@json_option
+@with_client
+def ls(client: Client, as_json: bool) -> None:
+    """List the deployed functions and how many instances of each are warm."""
+    functions = list_functions(client)
+    if as_json:
+        print_json({"Functions": functions})
+        return
+    if not functions:
+        note("no functions yet; deploy one with [bold]dayfly deploy DIR[/]")
+        return
+    t = table("NAME", "RUNTIME", "HANDLER", ">MEMORY", ">TIMEOUT", "ISOLATION",
+              "LAST MODIFIED", ">WARM")
+    for fn in functions:
+        name = fn["FunctionName"]
+        t.add_row(name, fn.get("Runtime"), fn.get("Handler"), f"{fn.get('MemorySize')} MB",
+                  seconds(fn.get("Timeout")), (fn.get("Dayfly") or {}).get("Isolation", "-"),
+                  ago(lambda_epoch(fn.get("LastModified", ""))), str(warm_count(client, name)))
+    console().print(t)
+
+
+@click.command("rm")
+@click.argument("name", callback=check_name)
+@click.option("--qualifier", "-q", metavar="VERSION",
+              help="Delete only this numbered version.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@with_client
+def rm(client: Client, name: str, qualifier: str | None, yes: bool) -> None:
+    """Delete function NAME (all its versions and aliases), or one version of it."""
+    what = f"version {qualifier} of {name}" if qualifier else \
+        f"function {name} with all its versions and aliases"
+    if not yes:
+        click.confirm(f"Delete {what}?", abort=True, err=True)
+    client.request("DELETE", f"/2015-03-31/functions/{function_path(name)}",
+                   params={"Qualifier": qualifier} if qualifier else None)
+    note(f"deleted {what}")
