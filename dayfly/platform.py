@@ -11,6 +11,7 @@ from .control.deps import DepsInstaller
 from .control.functions import Functions
 from .control.model import function_arn
 from .control.registry import Registry
+from .sandbox.base import Backend
 from .sandbox.process import ProcessBackend
 from .sandbox.safe import SafeSandbox
 from .scheduler.scheduler import Scheduler
@@ -22,10 +23,13 @@ from .triggers.async_invoke import AsyncDispatcher
 log = logging.getLogger("dayfly")
 
 
-def available_backends() -> dict[str, type]:
+BACKENDS: tuple[type[Backend], ...] = (ProcessBackend,)  # weakest first
+
+
+def available_backends() -> dict[str, type[Backend]]:
     """Isolation tiers that work on this machine, strongest last."""
-    tiers: dict[str, type] = {}
-    for cls in (ProcessBackend,):
+    tiers: dict[str, type[Backend]] = {}
+    for cls in BACKENDS:
         ok, _why = cls.available()
         if ok:
             tiers[cls.name] = cls

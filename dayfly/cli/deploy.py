@@ -21,7 +21,10 @@ from .package import zip_dir
 @click.option("--publish", is_flag=True, help="Also publish a numbered version.")
 @with_client
 def deploy(client: Client, folder: Path, name: str | None, publish: bool) -> None:
-    """Deploy the function in DIR (handler code, dayfly.toml, requirements.txt)."""
+    """Deploy a function from a folder.
+
+    DIR holds the handler code, and optionally dayfly.toml and requirements.txt.
+    """
     name = name or folder.resolve().name
     if not NAME_RE.match(name) or ":" in name:
         raise click.UsageError(f"{name!r} is not a valid function name (1-64 letters, digits, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from .client import Client, check_name, function_path, with_client
 from .output import ago, console, json_option, lambda_epoch, note, print_json, seconds, table
@@ -34,7 +35,7 @@ def warm_count(client: Client, name: str) -> int:
 @json_option
 @with_client
 def ls(client: Client, as_json: bool) -> None:
-    """List the deployed functions and how many instances of each are warm."""
+    """List the deployed functions and their warm instances."""
     functions = list_functions(client)
     if as_json:
         print_json({"Functions": functions})
@@ -59,11 +60,11 @@ def ls(client: Client, as_json: bool) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @with_client
 def rm(client: Client, name: str, qualifier: str | None, yes: bool) -> None:
-    """Delete function NAME (all its versions and aliases), or one version of it."""
+    """Delete a function, or one of its versions."""
     what = f"version {qualifier} of {name}" if qualifier else \
         f"function {name} with all its versions and aliases"
     if not yes:
         click.confirm(f"Delete {what}?", abort=True, err=True)
     client.request("DELETE", f"/2015-03-31/functions/{function_path(name)}",
                    params={"Qualifier": qualifier} if qualifier else None)
-    note(f"deleted {what}")
+    note(f"deleted {escape(what)}")

@@ -31,7 +31,7 @@ INVOKE_TIMEOUT = httpx.Timeout(30, connect=5, read=960)
 @with_client
 def invoke(client: Client, name: str, payload: str | None, payload_file: IO[bytes] | None,
            qualifier: str | None, is_async: bool, log: bool) -> None:
-    """Invoke function NAME with an event and print its response."""
+    """Invoke a function and print its response."""
     body = _payload(payload, payload_file)
     if is_async and log:
         raise click.UsageError("--log needs a synchronous invocation; for queued ones, "

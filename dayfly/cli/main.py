@@ -5,7 +5,15 @@ from __future__ import annotations
 import click
 
 from .. import __version__
+from .alias import alias
+from .deploy import deploy
+from .functions import ls, rm
+from .instances import instances, scale_to_zero
+from .invocations import invocations
+from .invoke import invoke
+from .logs import logs
 from .up import up
+from .versions import publish, versions
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,7 +22,9 @@ def cli() -> None:
     """dayfly: a self-hosted serverless platform for Python functions."""
 
 
-cli.add_command(up)
+for command in (up, deploy, invoke, ls, rm, logs, versions, publish, alias, instances,
+                scale_to_zero, invocations):
+    cli.add_command(command)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from ..config import MAX_PAYLOAD
 from ..control.registry import split_name
-from ..errors import InvalidParameter, InvalidRequestContent
+from ..errors import InvalidParameter, InvalidRequestContent, TooManyRequests
 from ..stores.records import lambda_log_text
 from ..types import InvokeRequest
 from .common import read_body
@@ -58,6 +58,8 @@ async def invoke(request: Request) -> Response:
     if itype == "Event":
         ev_id = await platform.queue.put(name, qualifier, body, "event")
         return Response(status_code=202, headers={"X-Amzn-Request-Id": ev_id})
+    if spec.max_instances == 0:  # reserved concurrency 0: no instance can ever serve, so no queue
+        raise TooManyRequests("Rate Exceeded: the function's reserved concurrency is 0")
     req = InvokeRequest(request_id=str(uuid.uuid4()), payload=body,
                         invoked_arn=platform.arn(name, qualifier),
                         client_context=_client_context(headers.get("x-amz-client-context")),

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
-from dayfly.platform import available_backends
+from dayfly.platform import BACKENDS, available_backends
 from dayfly.sandbox.base import InitFailed
 from dayfly.sandbox.safe import SafeSandbox
 from dayfly.types import FunctionSpec, InvokeRequest, Limits
 
-TIERS = ["process", "linux", "gvisor"]
+TIERS = [cls.name for cls in BACKENDS]
 
 HANDLER = '''
 import os, sys, time, json, logging
