@@ -12,6 +12,7 @@ from .control.functions import Functions
 from .control.model import function_arn
 from .control.registry import Registry
 from .sandbox.base import Backend
+from .sandbox.linux.backend import LinuxBackend
 from .sandbox.process import ProcessBackend
 from .sandbox.safe import SafeSandbox
 from .scheduler.scheduler import Scheduler
@@ -23,7 +24,7 @@ from .triggers.async_invoke import AsyncDispatcher
 log = logging.getLogger("dayfly")
 
 
-BACKENDS: tuple[type[Backend], ...] = (ProcessBackend,)  # weakest first
+BACKENDS: tuple[type[Backend], ...] = (ProcessBackend, LinuxBackend)  # weakest first
 
 
 def available_backends() -> dict[str, type[Backend]]:

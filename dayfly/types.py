@@ -43,11 +43,8 @@ class FunctionSpec:
     min_warm: int = 0
     idle_timeout_s: float = 300.0
     isolation: str = "process"
-
-    @property
-    def zygote_key(self) -> str:
-        """Instances of specs with the same key can fork from the same zygote."""
-        return f"{self.runtime}|{self.deps_dir or ''}|{self.isolation}"
+    network: tuple[str, ...] = ()  # declared egress, "host:port"
+    files: tuple[str, ...] = ()  # host paths mounted read-only at the same path
 
     @property
     def pool_key(self) -> str:

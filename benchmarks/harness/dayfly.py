@@ -20,6 +20,7 @@ from harness.measure import LOOPBACK, MISSING, REPO_DIR, Row, Settings, measure_
 from harness.procs import (
     check_invoke,
     connection,
+    expect,
     free_port,
     pss_mib,
     request,
@@ -97,24 +98,19 @@ def deploy(client: Any, name: str, source: str) -> None:
 
 def list_instances(conn: http.client.HTTPConnection, name: str) -> list[dict[str, Any]]:
     """Return the instances dayfly reports for function NAME."""
-    status, body = request(conn, "GET", instances_path(name))
-    if status != 200:
-        raise RuntimeError(f"GET {instances_path(name)} answered {status}: {body[:200]!r}")
-    return list(json.loads(body)["instances"])
+    path = instances_path(name)
+    return list(json.loads(expect(request(conn, "GET", path), 200, f"GET {path}"))["instances"])
 
 
 def scale_to_zero(conn: http.client.HTTPConnection, name: str) -> None:
     """Stop every warm instance of function NAME."""
-    status, body = request(conn, "DELETE", instances_path(name))
-    if status != 204:
-        raise RuntimeError(f"DELETE {instances_path(name)} answered {status}: {body[:200]!r}")
+    path = instances_path(name)
+    expect(request(conn, "DELETE", path), 204, f"DELETE {path}")
 
 
 def invoke(conn: http.client.HTTPConnection, name: str) -> None:
-    """Invoke function NAME with {} and fail unless it answers 200."""
-    status, body = request(conn, "POST", invoke_path(name), b"{}")
-    if status != 200:
-        raise RuntimeError(f"invoking {name} answered {status}: {body[:200]!r}")
+    """Invoke function NAME with {}; fail on any status but 200 or on a function error."""
+    expect(request(conn, "POST", invoke_path(name), b"{}"), 200, f"invoking {name}")
 
 
 def time_cold_starts(port: int, name: str, count: int) -> list[float]:
@@ -127,7 +123,7 @@ def time_cold_starts(port: int, name: str, count: int) -> list[float]:
             start = time.perf_counter()
             invoke(conn, name)
             samples.append((time.perf_counter() - start) * 1000)
-            ids = {str(instance["id"]) for instance in list_instances(conn, name)}
+            ids = {str(i["id"]) for i in list_instances(conn, name) if i["id"] is not None}
             if ids & seen_ids:
                 raise RuntimeError(f"instance reused after scale to zero: {sorted(ids & seen_ids)}")
             seen_ids |= ids
@@ -149,7 +145,11 @@ def measure_instance_pss(row: Row, port: int, name: str, seconds: float) -> None
     """Warm several instances of NAME at concurrency 8 and record their mean idle PSS."""
     with connection(port) as conn:
         scale_to_zero(conn, name)
-    run_wrk(f"http://127.0.0.1:{port}{invoke_path(name)}", *MEMORY_RUN, seconds)
+    run = run_wrk(f"http://127.0.0.1:{port}{invoke_path(name)}", *MEMORY_RUN, seconds)
+    if run.errors or not run.requests:
+        with connection(port) as conn:
+            states = [i["state"] for i in list_instances(conn, name)]
+        raise RuntimeError(f"concurrency-8 run of {name} failed: {run}; instances: {states}")
     idle = idle_instances(port, name)
     if not idle:
         raise RuntimeError(f"no idle instance of {name} after the concurrency-8 run")

@@ -12,6 +12,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 READY_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
@@ -25,6 +26,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class Reply(NamedTuple):
+    """One HTTP response, read in full."""
+
+    status: int
+    body: bytes
+    headers: http.client.HTTPMessage
+
+
 def connection(port: int, timeout: float = 30.0) -> contextlib.closing[http.client.HTTPConnection]:
     """Return a keep-alive HTTP connection to 127.0.0.1:PORT that closes at block end."""
     return contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=timeout))
@@ -32,28 +41,34 @@ def connection(port: int, timeout: float = 30.0) -> contextlib.closing[http.clie
 
 def request(
     conn: http.client.HTTPConnection, method: str, path: str, body: bytes | None = None
-) -> tuple[int, bytes]:
-    """Send one request on CONN, read the whole response and return (status, body)."""
+) -> Reply:
+    """Send one request on CONN and read the whole response."""
     headers = {"Content-Type": "application/json"} if body is not None else {}
     conn.request(method, path, body=body, headers=headers)
     response = conn.getresponse()
-    return response.status, response.read()
+    return Reply(response.status, response.read(), response.headers)
 
 
 def request_once(
     port: int, method: str, path: str, body: bytes | None = None, timeout: float = 30.0
-) -> tuple[int, bytes]:
+) -> Reply:
     """Send one request to 127.0.0.1:PORT on a connection of its own."""
     with connection(port, timeout) as conn:
         return request(conn, method, path, body)
 
 
+def expect(reply: Reply, status: int, what: str) -> bytes:
+    """Return REPLY's body; fail unless it has STATUS and no Lambda function error."""
+    function_error = reply.headers.get("X-Amz-Function-Error")
+    if reply.status != status or function_error:
+        detail = f"{reply.status} {function_error or ''}".strip()
+        raise RuntimeError(f"{what} answered {detail}: {reply.body[:300]!r}")
+    return reply.body
+
+
 def check_invoke(port: int, path: str) -> None:
-    """Fail unless POST {} to PATH answers 200 with a JSON body."""
-    status, body = request_once(port, "POST", path, b"{}")
-    if status != 200:
-        raise RuntimeError(f"POST {path} answered {status}: {body[:200]!r}")
-    json.loads(body)
+    """Fail unless POST {} to PATH answers 200 with a JSON body and no function error."""
+    json.loads(expect(request_once(port, "POST", path, b"{}"), 200, f"POST {path}"))
 
 
 def log_tail(log: Path, lines: int = 15) -> str:
@@ -69,7 +84,7 @@ def wait_ready(proc: subprocess.Popen[bytes], port: int, path: str, log: Path) -
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with code {proc.returncode}:\n{log_tail(log)}")
         with contextlib.suppress(OSError, http.client.HTTPException):
-            if request_once(port, "GET", path, timeout=2.0)[0] == 200:
+            if request_once(port, "GET", path, timeout=2.0).status == 200:
                 return
         time.sleep(0.1)
     raise RuntimeError(f"server not ready after {READY_TIMEOUT_S:.0f} s:\n{log_tail(log)}")

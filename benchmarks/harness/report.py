@@ -11,15 +11,16 @@ COLUMNS = [
     "c=1 req/s",
     "c=32 req/s",
     "c=32 p99 (ms)",
-    "errors (non-2xx + socket)",
+    "errors (non-2xx + socket + function)",
     "cold start p50 / p99 (ms)",
     "PSS per warm instance (MiB)",
     "PSS of whole server tree (MiB)",
 ]
 WARNING = "⚠"
 LEGEND = [
-    "Errors count wrk's `Non-2xx or 3xx responses` plus its socket errors (connect, read, "
-    f"write, timeout) over both measured runs; a server with any is flagged {WARNING}.",
+    "Errors count wrk's `Non-2xx or 3xx responses`, its socket errors (connect, read, write, "
+    "timeout) and responses with `X-Amz-Function-Error` (Lambda function errors, sent with "
+    f"200) over both measured runs; a server with any is flagged {WARNING}.",
     "PSS per warm instance: mean `Pss:` of `/proc/PID/smaps_rollup` over the idle instances "
     "listed after driving the function at concurrency 8 (dayfly only).",
     "PSS of whole server tree: sum over the server process and all its descendants, read "
@@ -48,7 +49,7 @@ def fmt_errors(row: Row) -> str:
     if not measured:
         return MISSING
     bad = [
-        f"{label}: {run.non_2xx} + {run.socket_errors}"
+        f"{label}: {run.non_2xx} + {run.socket_errors} + {run.function_errors}"
         for label, run in measured.items()
         if run.errors
     ]

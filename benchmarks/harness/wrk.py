@@ -15,6 +15,7 @@ RPS_RE = re.compile(r"^Requests/sec:\s+(\d+(?:\.\d+)?)", re.M)
 TOTAL_RE = re.compile(r"^\s*(\d+) requests in ", re.M)
 NON_2XX_RE = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 SOCKET_RE = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+FUNCTION_RE = re.compile(r"^Function errors: (\d+)", re.M)  # printed by post.lua
 
 
 @dataclass(frozen=True)
@@ -27,11 +28,12 @@ class WrkResult:
     p99_ms: float
     non_2xx: int
     socket_errors: int
+    function_errors: int
 
     @property
     def errors(self) -> int:
-        """Return non-2xx responses plus socket errors."""
-        return self.non_2xx + self.socket_errors
+        """Return non-2xx responses, socket errors and Lambda function errors together."""
+        return self.non_2xx + self.socket_errors + self.function_errors
 
 
 def wrk_version() -> str:
@@ -78,8 +80,8 @@ def parse_wrk(text: str) -> WrkResult:
     rps, total = RPS_RE.search(text), TOTAL_RE.search(text)
     if rps is None or total is None or 50.0 not in percentiles or 99.0 not in percentiles:
         raise ValueError(f"unexpected wrk output:\n{text}")
-    non_2xx = NON_2XX_RE.search(text)
-    sockets = SOCKET_RE.search(text)
+    non_2xx, sockets = NON_2XX_RE.search(text), SOCKET_RE.search(text)
+    function_errors = FUNCTION_RE.search(text)
     return WrkResult(
         requests=int(total.group(1)),
         requests_per_sec=float(rps.group(1)),
@@ -87,4 +89,5 @@ def parse_wrk(text: str) -> WrkResult:
         p99_ms=percentiles[99.0],
         non_2xx=int(non_2xx.group(1)) if non_2xx else 0,
         socket_errors=sum(map(int, sockets.groups())) if sockets else 0,
+        function_errors=int(function_errors.group(1)) if function_errors else 0,
     )

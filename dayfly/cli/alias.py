@@ -51,7 +51,7 @@ def alias_ls(client: Client, name: str, as_json: bool) -> None:
         note(f"{name} has no aliases; add one with [bold]dayfly alias set {name} ALIAS "
              "VERSION[/]")
         return
-    t = table("ALIAS", "VERSION", "ALSO ROUTES TO", "DESCRIPTION")
+    t = table("ALIAS", "VERSION", "ALSO ROUTES TO", "~DESCRIPTION")
     for a in data["Aliases"]:
         weights = (a.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
         t.add_row(a.get("Name"), a.get("FunctionVersion"),

@@ -22,6 +22,7 @@ import httpx
 import orjson
 
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
+NOT_FOUND_RE = re.compile(r"^(Function|Alias) not found: arn:\S+?:function:([^:\s]+)(?::(\S+))?$")
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(:(\$LATEST|[A-Za-z0-9_-]{1,128}))?$")
 
 
@@ -48,10 +49,21 @@ def error_of(response: httpx.Response) -> CliError:
         text = response.text.strip().splitlines()
         return CliError(f"dayfly answered HTTP {response.status_code}"
                         + (f": {text[0][:200]}" if text else ""))
-    hint = body.get("hint")
-    if not hint and str(body["message"]).startswith("Function not found"):
-        hint = "`dayfly ls` lists the deployed functions"
-    return CliError(str(body["message"]), hint)
+    message = str(body["message"])
+    return CliError(message, body.get("hint") or _hint(message))
+
+
+def _hint(message: str) -> str | None:
+    """A next step for the not-found errors, which the server sends without a hint."""
+    m = NOT_FOUND_RE.match(message)
+    if m is None:
+        return None
+    kind, name, qualifier = m.groups()
+    if kind == "Alias":
+        return f"`dayfly alias ls {name}` lists its aliases"
+    if qualifier:
+        return f"`dayfly versions {name}` lists its versions"
+    return "`dayfly ls` lists the deployed functions"
 
 
 def function_path(name: str) -> str:
@@ -80,8 +92,10 @@ class Client:
     def _unreachable(self, exc: httpx.TransportError) -> CliError:
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             return CliError(f"cannot reach dayfly at {self.endpoint} — is `dayfly up` running?")
-        return CliError(f"lost the connection to dayfly at {self.endpoint}: "
-                        f"{type(exc).__name__}: {exc}".rstrip(": "))
+        if isinstance(exc, httpx.TimeoutException):
+            return CliError(f"dayfly at {self.endpoint} did not answer in time")
+        return CliError(f"dayfly at {self.endpoint} closed the connection (did `dayfly up` "
+                        f"stop?): {exc}".rstrip(": "))
 
     def request(self, method: str, path: str, *, allow: tuple[int, ...] = (),
                 **kw: Any) -> httpx.Response:

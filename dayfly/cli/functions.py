@@ -44,7 +44,7 @@ def ls(client: Client, as_json: bool) -> None:
         note("no functions yet; deploy one with [bold]dayfly deploy DIR[/]")
         return
     t = table("NAME", "RUNTIME", "HANDLER", ">MEMORY", ">TIMEOUT", "ISOLATION",
-              "LAST MODIFIED", ">WARM")
+              "MODIFIED", ">WARM")
     for fn in functions:
         name = fn["FunctionName"]
         t.add_row(name, fn.get("Runtime"), fn.get("Handler"), f"{fn.get('MemorySize')} MB",

@@ -6,7 +6,7 @@ import click
 from rich.text import Text
 
 from .client import Client, check_name, function_path, with_client
-from .output import console, json_option, local_time, note, print_json, table
+from .output import console, json_option, note, print_json, short_time, table
 
 STATUSES = ("success", "error", "timeout", "crash")
 STATUS_STYLE = {"success": "green", "error": "red", "timeout": "red", "crash": "bold red"}
@@ -35,10 +35,11 @@ def invocations(client: Client, name: str, status: str | None, limit: int,
         note(f"no {status + ' ' if status else ''}invocations of {name} yet")
         return
     t = table("REQUEST ID", "START", "VERSION", "STATUS", "COLD", ">DURATION", ">INIT",
-              ">MAX MEMORY")
+              ">MEMORY")
+    t.columns[0].min_width = 36  # a request id is only useful whole
     for r in rows:
         st = str(r.get("status"))
-        t.add_row(r.get("request_id"), local_time(r["start"]) if r.get("start") else "-",
+        t.add_row(r.get("request_id"), short_time(r["start"]) if r.get("start") else "-",
                   r.get("version"), Text(st, STATUS_STYLE.get(st, "")),
                   "cold" if r.get("cold") else "", f"{r.get('duration_ms') or 0:.2f} ms",
                   f"{r['init_ms']:.2f} ms" if r.get("cold") and r.get("init_ms") else "-",

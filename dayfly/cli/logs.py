@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .client import Client, check_name, function_path, with_client
-from .output import console
+from .output import console, note
 
 # While following, the server sends a keep-alive line every 15 s; a longer silence means it died.
 FOLLOW_TIMEOUT = httpx.Timeout(30, connect=5, read=60)
@@ -36,17 +36,25 @@ def logs(client: Client, name: str, follow: bool, limit: int, since: float | Non
     if since is not None:
         params["since"] = time.time() - since
     out = console()
+    shown = 0
     try:
         with client.stream("GET", f"/dayfly/v1/functions/{function_path(name)}/logs",
                            params=params, timeout=FOLLOW_TIMEOUT) as records:
             for record in records:
                 print_record(out, str(record.get("text") or ""))
+                shown += 1
     except KeyboardInterrupt:
-        pass
+        return
+    if not shown and not follow:
+        note(f"no invocations of {name} {'in that time' if since is not None else 'yet'}")
 
 
 def print_record(out: Console, text: str) -> None:
     """One invocation's log text: errors and their tracebacks red, REPORT lines dim."""
+    if not out.is_terminal:  # pipes get the text as is, tabs included
+        out.file.write(text if text.endswith("\n") else text + "\n")
+        out.file.flush()
+        return
     in_error = False
     for line in text.splitlines():
         if line.startswith(ERROR_STARTS) or "Task timed out after" in line:

@@ -24,13 +24,16 @@ def console(stderr: bool = False) -> Console:
 
 
 def table(*columns: str) -> Table:
-    """A plain table; columns named with a leading '>' are right-aligned (numbers)."""
+    """A plain table of unwrapped cells; a leading '>' right-aligns a column (numbers), a
+    leading '~' lets it wrap (free text)."""
     t = Table(box=None, header_style="bold", pad_edge=False)
     for col in columns:
         if col.startswith(">"):
             t.add_column(col[1:], justify="right", no_wrap=True)
+        elif col.startswith("~"):
+            t.add_column(col[1:], overflow="fold")
         else:
-            t.add_column(col, overflow="fold")
+            t.add_column(col, no_wrap=True, overflow="ellipsis")
     return t
 
 
@@ -73,6 +76,12 @@ def ago(epoch: float | None) -> str:
 
 def local_time(epoch: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def short_time(epoch: float) -> str:
+    """HH:MM:SS today, else MM-DD HH:MM:SS (local time)."""
+    same_day = time.localtime(epoch)[:3] == time.localtime()[:3]
+    return time.strftime("%H:%M:%S" if same_day else "%m-%d %H:%M:%S", time.localtime(epoch))
 
 
 def size(n: int | None) -> str:

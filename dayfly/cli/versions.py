@@ -19,11 +19,11 @@ def versions(client: Client, name: str, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    t = table("VERSION", "HANDLER", ">MEMORY", ">TIMEOUT", "CODE SHA256", "LAST MODIFIED",
-              "DESCRIPTION")
+    t = table("VERSION", "HANDLER", ">MEMORY", ">TIMEOUT", "CODE SHA256", "MODIFIED",
+              "~DESCRIPTION")
     for v in data.get("Versions") or []:
         t.add_row(v.get("Version"), v.get("Handler"), f"{v.get('MemorySize')} MB",
-                  seconds(v.get("Timeout")), v.get("CodeSha256"),
+                  seconds(v.get("Timeout")), (v.get("CodeSha256") or "")[:12],
                   ago(lambda_epoch(v.get("LastModified", ""))), escape(v.get("Description") or ""))
     console().print(t)
 

@@ -42,18 +42,26 @@ class Zygote:
         self.config = config
 
     def warm(self) -> None:
-        """Put dependencies on the path, import what every instance needs, freeze the heap."""
-        import site
+        """Enter the sandbox (jailed tiers), import what every instance needs, freeze the heap.
 
-        for d in self.config.get("paths", []):
-            site.addsitedir(d)
+        No code of the function runs here (not even its dependencies' .pth files): the zygote
+        keeps privileges that instances drop, so it only ever runs dayfly's runtime and the
+        standard library.
+        """
+        from . import instance  # noqa: F401  (imported once, shared copy-on-write)
+
+        self.jail = self.config.get("jail")
+        if self.jail:  # everything of dayfly the instances need is imported by now
+            from . import jail
+
+            jail.enter_zygote_sandbox(self.jail)
+            sys.path[:] = [p for p in sys.path if p != self.config["runtime_root"]]
+            sys.path.insert(0, "/opt/dayfly")
         for name in _PRELOAD + tuple(self.config.get("preload", ())):
             try:
                 importlib.import_module(name)
             except Exception:  # a missing optional module only costs its import later
                 pass
-        from . import instance  # noqa: F401  (imported once, shared copy-on-write)
-
         gc.collect()
         gc.freeze()
         self.baseline_vm = _vm_size()
@@ -97,18 +105,19 @@ class Zygote:
 
     def _on_host(self) -> None:
         try:
-            msg, fds, _, _ = socket.recv_fds(self.chan, 1 << 20, 1)
+            msg, fds, _, _ = socket.recv_fds(self.chan, 1 << 20, 8)
         except ConnectionError:
             msg, fds = b"", []
         if not msg:
             self._shutdown()
         kind, meta, _ = protocol.decode(msg)
         if kind == protocol.FORK and fds:
-            self._fork(meta, fds[0])
+            self._fork(meta, fds[0], fds[1:])
         elif kind == protocol.KILL and meta.get("pid") in self.children:
             os.kill(meta["pid"], signal.SIGKILL)
-        for fd in fds[1:]:
-            os.close(fd)
+        else:
+            for fd in fds:
+                os.close(fd)
 
     def _shutdown(self) -> None:
         for pid in self.children:
@@ -123,19 +132,73 @@ class Zygote:
                 break
         os._exit(0)
 
-    def _fork(self, spec: dict, fd: int) -> None:
-        pid = os.fork()
+    def _fork(self, spec: dict, fd: int, cgroup_fds: list[int]) -> None:
+        if not self.jail:
+            pid = os.fork()
+            if pid == 0:
+                self._child(spec, fd)
+        else:
+            pid = self._fork_jailed(spec, fd, cgroup_fds)
+        os.close(fd)
+        for cfd in cgroup_fds:
+            os.close(cfd)
+        if pid > 0:
+            self.children.add(pid)
+            self.chan.send(protocol.encode(protocol.FORKED, {"id": spec["id"], "pid": pid}))
+
+    def _fork_jailed(self, spec: dict, fd: int, cgroup_fds: list[int]) -> int:
+        """Clone into new user, pid, mount, IPC and UTS namespaces; map ids and join the cgroup
+        from here (still privileged) before letting the child go on (step I1)."""
+        from . import jail
+
+        go_r, go_w = os.pipe()
+        try:
+            pid = jail.clone_fork(jail.CLONE_NEWUSER | jail.CLONE_NEWPID | jail.CLONE_NEWNS
+                                  | jail.CLONE_NEWIPC | jail.CLONE_NEWUTS)
+        except OSError as exc:
+            os.close(go_r)
+            os.close(go_w)
+            self.chan.send(protocol.encode(protocol.FORKED, {"id": spec["id"], "error": str(exc)}))
+            return -1
         if pid == 0:
             try:
-                self._become_instance(spec, fd)
-            finally:
-                os._exit(70)
-        os.close(fd)
-        self.children.add(pid)
-        self.chan.send(protocol.encode(protocol.FORKED, {"id": spec["id"], "pid": pid}))
+                os.close(go_w)
+                go = os.read(go_r, 1) == b"1"  # wait until ids are mapped and cgroups joined
+                os.close(go_r)
+            except BaseException:
+                go = False
+            if not go:
+                os._exit(71)
+            self._child(spec, fd)
+        os.close(go_r)
+        try:
+            jail.map_ids(pid, spec["uid"], spec["gid"])
+            for cfd in cgroup_fds:
+                os.write(cfd, str(pid).encode())
+            os.write(go_w, b"1")
+        except OSError as exc:
+            os.kill(pid, signal.SIGKILL)
+            self.chan.send(protocol.encode(protocol.FORKED, {"id": spec["id"],
+                                                             "error": f"set-up failed: {exc}"}))
+            os.close(go_w)
+            self.children.add(pid)  # reaped (and reported) like any other child
+            return -1
+        os.close(go_w)
+        return pid
+
+    def _child(self, spec: dict, fd: int) -> None:
+        """Become the instance; never return into the zygote's loop."""
+        try:
+            self._become_instance(spec, fd)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()  # fd 2 is the zygote's output pipe: it lands in the host log
+        finally:
+            os._exit(70)
 
     def _become_instance(self, spec: dict, fd: int) -> None:
-        """In the child: drop the zygote's fds and signals, apply limits and env, run the instance."""
+        """In the child: drop the zygote's fds and signals, confine, apply limits and env, run."""
         t_start = time.monotonic_ns()
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -146,6 +209,10 @@ class Zygote:
         os.dup2(null, 0)
         os.close(null)
         os.setsid()
+        if self.jail:
+            from . import jail
+
+            jail.confine_instance(int(spec.get("tmp_mb", 64)))
         mem = int(spec.get("memory_mb", 0))
         if mem and spec.get("rlimit_as", True):
             limit = self.baseline_vm + mem * 1024 * 1024
@@ -154,6 +221,10 @@ class Zygote:
         os.environ.clear()
         os.environ.update(spec.get("env", {}))
         os.chdir(spec["code_dir"])
+        if spec.get("deps_dir"):
+            import site
+
+            site.addsitedir(spec["deps_dir"])  # here, not in the zygote: .pth files are code
         sys.path.insert(0, spec["code_dir"])
         from .instance import Instance
 

@@ -27,9 +27,10 @@ class InitFailed(Exception):
 class InstanceDied(Exception):
     """The instance process went away; `reason` reads like Lambda's Runtime.ExitError text."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, error_type: str = "Runtime.ExitError") -> None:
         super().__init__(reason)
         self.reason = reason
+        self.error_type = error_type
 
 
 @dataclass(slots=True)

@@ -40,24 +40,15 @@ def instance_env(spec: FunctionSpec, instance_id: str) -> dict[str, str]:
     return env
 
 
-def fork_spec(spec: FunctionSpec, instance_id: str, rlimit_as: bool) -> dict:
-    """What the zygote needs to turn a fork into an instance of `spec`."""
-    return {
-        "handler": spec.handler,
-        "code_dir": spec.code_dir,
-        "env": instance_env(spec, instance_id),
-        "memory_mb": spec.limits.memory_mb,
-        "max_output_bytes": spec.limits.max_output_bytes,
-        "rlimit_as": rlimit_as,
-    }
 
 
 class _State:
-    __slots__ = ("chan", "zygote")
+    __slots__ = ("chan", "token", "zygote")
 
-    def __init__(self, zygote: ZygoteClient, chan: InstanceChannel) -> None:
+    def __init__(self, zygote: ZygoteClient, chan: InstanceChannel, token: object) -> None:
         self.zygote = zygote
         self.chan = chan
+        self.token = token
 
 
 class ZygoteBackend(Backend):
@@ -70,13 +61,40 @@ class ZygoteBackend(Backend):
         self.zygotes: dict[str, ZygoteClient] = {}
         self._starting: dict[str, asyncio.Future] = {}
 
-    def zygote_prefix(self, spec: FunctionSpec) -> list[str]:
-        """Command prefix that puts the zygote in its sandbox; none for plain processes."""
-        return []
+    def zygote_key(self, spec: FunctionSpec) -> str:
+        """Specs with the same key fork from the same zygote."""
+        return f"{spec.runtime}|{self.name}"
+
+    async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
+        """A zygote (not started yet) for this spec; jailed tiers add their sandbox set-up."""
+        return ZygoteClient(key, self.runtime_root)
+
+    def fork_spec(self, spec: FunctionSpec, instance_id: str) -> dict:
+        """What the zygote needs to turn a fork into an instance of `spec`."""
+        return {
+            "handler": spec.handler,
+            "code_dir": spec.code_dir,
+            "deps_dir": spec.deps_dir,
+            "env": instance_env(spec, instance_id),
+            "memory_mb": spec.limits.memory_mb,
+            "max_output_bytes": spec.limits.max_output_bytes,
+            "rlimit_as": True,
+        }
+
+    def reserve(self, spec: FunctionSpec) -> tuple[dict, tuple[int, ...], object]:
+        """Per-instance resources taken before the fork: extra spec keys, fds for the zygote,
+        and a token given back to `unreserve` once the instance is reaped."""
+        return {}, (), None
+
+    def unreserve(self, token: object) -> None:
+        """Return what `reserve` took (called after the instance process is gone)."""
+
+    def explain_death(self, inst: Instance, info: dict) -> InstanceDied:
+        return InstanceDied(exit_reason(info))
 
     async def zygote_for(self, spec: FunctionSpec) -> ZygoteClient:
-        """The zygote for this spec's runtime and deps, started once however many ask at once."""
-        key = spec.zygote_key
+        """The zygote for this spec, started once however many ask at once."""
+        key = self.zygote_key(spec)
         z = self.zygotes.get(key)
         if z is not None and not z.dead:
             return z
@@ -86,8 +104,7 @@ class ZygoteBackend(Backend):
         fut = asyncio.get_running_loop().create_future()
         self._starting[key] = fut
         try:
-            paths = [spec.deps_dir] if spec.deps_dir else []
-            z = ZygoteClient(key, self.runtime_root, paths, prefix=self.zygote_prefix(spec))
+            z = await self.new_zygote(spec, key)
             await z.start()
             self.zygotes[key] = z
             fut.set_result(z)
@@ -101,11 +118,18 @@ class ZygoteBackend(Backend):
 
     async def start(self, spec: FunctionSpec, instance_id: str) -> Instance:
         zygote = await self.zygote_for(spec)
+        extra, fds, token = self.reserve(spec)
         t0 = time.monotonic_ns()
-        pid, sock = await zygote.fork(instance_id, fork_spec(spec, instance_id, self.weak))
+        try:
+            pid, sock = await zygote.fork(instance_id, {**self.fork_spec(spec, instance_id),
+                                                        **extra}, fds)
+        except BaseException:
+            self.unreserve(token)
+            raise
         loop = asyncio.get_running_loop()
         _, chan = await loop.create_unix_connection(InstanceChannel, sock=sock)
-        inst = Instance(id=instance_id, spec=spec, pid=pid, backend_state=_State(zygote, chan))
+        inst = Instance(id=instance_id, spec=spec, pid=pid,
+                        backend_state=_State(zygote, chan, token))
         try:
             kind, meta, payload = await asyncio.wait_for(chan.expect(), INIT_TIMEOUT_S)
         except TimeoutError:
@@ -113,9 +137,9 @@ class ZygoteBackend(Backend):
             raise InitFailed({"errorType": "Runtime.InitTimeout", "stackTrace": [],
                               "errorMessage": f"Init timed out after {INIT_TIMEOUT_S:.0f} seconds"})
         except EOFError:
-            reason = await self._death_reason(inst)
+            died = await self._death(inst)
             await self.kill(inst)
-            raise InitFailed({"errorType": "Runtime.ExitError", "errorMessage": reason,
+            raise InitFailed({"errorType": died.error_type, "errorMessage": died.reason,
                               "stackTrace": [], "logs": chan.take_logs()}) from None
         if kind == protocol.INIT_ERROR:
             err = json.loads(payload)
@@ -140,7 +164,7 @@ class ZygoteBackend(Backend):
         try:
             kind, meta, payload = await waiter
         except EOFError:
-            raise InstanceDied(await self._death_reason(inst)) from None
+            raise await self._death(inst) from None
         meta = json.loads(meta)
         return InvokeResult(
             payload=payload,
@@ -152,13 +176,13 @@ class ZygoteBackend(Backend):
             retire="exit" in meta,
         )
 
-    async def _death_reason(self, inst: Instance) -> str:
+    async def _death(self, inst: Instance) -> InstanceDied:
         zygote = inst.backend_state.zygote  # type: ignore[union-attr]
         try:
             info = await asyncio.wait_for(asyncio.shield(zygote.death(inst.pid)), 1.0)
         except TimeoutError:
-            return "Runtime exited without providing a reason"
-        return exit_reason(info)
+            return InstanceDied("Runtime exited without providing a reason")
+        return self.explain_death(inst, info)
 
     def take_logs(self, inst: Instance) -> list[str]:
         return inst.backend_state.chan.take_logs()  # type: ignore[union-attr]
@@ -166,8 +190,19 @@ class ZygoteBackend(Backend):
     async def kill(self, inst: Instance) -> None:
         state: _State = inst.backend_state  # type: ignore[assignment]
         state.chan.close()
+        death = state.zygote.death(inst.pid)
         await state.zygote.kill(inst.pid)
         state.zygote.forget(inst.pid)
+        if state.token is not None:
+            token, state.token = state.token, None
+            asyncio.ensure_future(self._unreserve_when_reaped(death, token))
+
+    async def _unreserve_when_reaped(self, death: asyncio.Future, token: object) -> None:
+        try:
+            await asyncio.wait_for(death, 30)
+        except TimeoutError:
+            return  # never reaped: keep the resources out of the pool rather than share them
+        self.unreserve(token)
 
     def stats(self, inst: Instance) -> InstanceStats:
         out = InstanceStats()

@@ -88,9 +88,10 @@ class SafeSandbox:
         except InstanceDied as exc:
             logs = self.backend.take_logs(h.inst)
             await self.stop(h)
-            msg = f"RequestId: {req.request_id} Error: {exc.reason}"
+            msg = (exc.reason if exc.error_type != "Runtime.ExitError"
+                   else f"RequestId: {req.request_id} Error: {exc.reason}")
             logs.append(msg + "\n")
-            return InvokeResult(_error_body("Runtime.ExitError", msg, req.request_id),
+            return InvokeResult(_error_body(exc.error_type, msg, req.request_id),
                                 "Unhandled", logs=logs,
                                 duration_ms=(time.perf_counter() - t0) * 1000, instance_id=h.id)
         except asyncio.CancelledError:

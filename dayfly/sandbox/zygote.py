@@ -22,7 +22,7 @@ from ..runtime import protocol
 
 log = logging.getLogger("dayfly.zygote")
 
-_RUNTIME_FILES = ("__init__.py", "protocol.py", "context.py", "instance.py", "zygote.py")
+_RUNTIME_FILES = ("__init__.py", "protocol.py", "context.py", "instance.py", "zygote.py", "jail.py")
 BOOT = "import sys; sys.path.insert(0, {root!r}); from dayfly.runtime.zygote import main; main()"
 
 
@@ -52,12 +52,12 @@ def exit_reason(info: dict) -> str:
 class ZygoteClient:
     """One zygote process and its SOCK_SEQPACKET channel."""
 
-    def __init__(self, key: str, runtime_root: Path, paths: list[str],
-                 preload: list[str] = (), prefix: list[str] = ()) -> None:  # type: ignore[assignment]
+    def __init__(self, key: str, runtime_root: Path, *, extra: dict | None = None,
+                 pass_fds: tuple[int, ...] = (), prefix: tuple[str, ...] = ()) -> None:
         self.key = key
         self.runtime_root = runtime_root
-        self.paths = paths
-        self.preload = list(preload)
+        self.extra = extra or {}
+        self.pass_fds = pass_fds
         self.prefix = list(prefix)
         self.proc: asyncio.subprocess.Process | None = None
         self.sock: socket.socket | None = None
@@ -71,14 +71,14 @@ class ZygoteClient:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        config = {"fd": child.fileno(), "paths": self.paths, "preload": self.preload}
+        config = {**self.extra, "fd": child.fileno(), "runtime_root": str(self.runtime_root)}
         cmd = [*self.prefix, sys.executable, "-I", "-S", "-B", "-c",
                BOOT.format(root=str(self.runtime_root)), json.dumps(config)]
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
         self.ready = loop.create_future()
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *cmd, pass_fds=(child.fileno(),), env=env, stdin=asyncio.subprocess.DEVNULL,
+                *cmd, pass_fds=(child.fileno(), *self.pass_fds), env=env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True)
         finally:
@@ -117,7 +117,10 @@ class ZygoteClient:
             elif kind == protocol.FORKED:
                 fut = self.forks.pop(meta["id"], None)
                 if fut is not None and not fut.done():
-                    fut.set_result(meta["pid"])
+                    if "error" in meta:
+                        fut.set_exception(SandboxError(f"zygote {self.key}: {meta['error']}"))
+                    else:
+                        fut.set_result(meta["pid"])
             elif kind == protocol.DIED:
                 fut = self.deaths.setdefault(meta["pid"], asyncio.get_running_loop().create_future())
                 if not fut.done():
@@ -134,8 +137,10 @@ class ZygoteClient:
             if not fut.done():
                 fut.set_result({"code": "?", "zygote": "gone"})
 
-    async def fork(self, instance_id: str, spec: dict) -> tuple[int, socket.socket]:
-        """Fork one instance; return its pid and the host end of its stream socket."""
+    async def fork(self, instance_id: str, spec: dict,
+                   fds: tuple[int, ...] = ()) -> tuple[int, socket.socket]:
+        """Fork one instance; return its pid and the host end of its stream socket.
+        `fds` (e.g. cgroup.procs files) travel with the request for the zygote to use."""
         if self.dead or self.sock is None:
             raise SandboxError(f"zygote {self.key} is gone")
         host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -143,7 +148,7 @@ class ZygoteClient:
         self.forks[instance_id] = fut
         try:
             msg = protocol.encode(protocol.FORK, {**spec, "id": instance_id})
-            await self._send(msg, [child.fileno()])
+            await self._send(msg, [child.fileno(), *fds])
         finally:
             child.close()
         try:
@@ -151,6 +156,9 @@ class ZygoteClient:
         except (TimeoutError, EOFError) as exc:
             host.close()
             raise SandboxError(f"zygote {self.key} did not fork") from exc
+        except SandboxError:
+            host.close()
+            raise
         self.deaths.setdefault(pid, asyncio.get_running_loop().create_future())
         self.instances += 1
         self.last_used = time.monotonic()

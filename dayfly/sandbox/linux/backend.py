@@ -1,0 +1,185 @@
+"""The `linux` backend: one zygote per function sandbox, instances cloned into fresh namespaces."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import sys
+import sysconfig
+from pathlib import Path
+
+from ...runtime import jail
+from ...types import FunctionSpec
+from ..base import Instance, InstanceDied
+from ..process import ZygoteBackend, instance_env
+from ..zygote import ZygoteClient, exit_reason
+from .cgroups import CgroupPool, Slot
+from .egress import EgressRelay, parse_allow
+from .netns import RELAY_PORT, Netns, NetnsPool
+
+log = logging.getLogger("dayfly.linux")
+
+UID_BASE = 200_000  # instance uids/gids on the host: UID_BASE + cgroup slot index
+TASK, DEPS, RUNTIME = "/var/task", "/opt/python", "/opt/dayfly"
+ETC = {
+    "/etc/passwd": "root:x:0:0::/:/sbin/nologin\nsbx:x:1000:1000::/tmp:/sbin/nologin\n",
+    "/etc/group": "root:x:0:\nsbx:x:1000:\n",
+    "/etc/hosts": "127.0.0.1 localhost dayfly\n::1 localhost\n",
+    "/etc/nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
+}
+# Public, read-only parts of the host every Python needs: shared libraries, CA certificates,
+# time zones. Nothing else of the host is mounted.
+SYSTEM_PATHS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/etc/ssl/certs",
+                "/usr/share/ca-certificates", "/usr/share/zoneinfo", "/etc/localtime")
+
+
+def _python_binds() -> tuple[list[tuple[str, str]], list[str]]:
+    """The interpreter and its standard library at their own paths, site-packages masked."""
+    stdlib = sysconfig.get_paths()["stdlib"]
+    platstdlib = sysconfig.get_paths()["platstdlib"]
+    binds = [(os.path.realpath(sys.executable), os.path.realpath(sys.executable))]
+    for p in {stdlib, platstdlib}:
+        binds.append((p, p))
+    libdir = sysconfig.get_config_var("LIBDIR")
+    ldlib = sysconfig.get_config_var("LDLIBRARY")
+    if libdir and ldlib and os.path.exists(os.path.join(libdir, ldlib)):
+        real = os.path.realpath(os.path.join(libdir, ldlib))
+        binds.append((real, real))
+    masks = [os.path.join(stdlib, "site-packages"), os.path.join(stdlib, "dist-packages")]
+    return binds, masks
+
+
+class LinuxBackend(ZygoteBackend):
+    """Namespaces, cgroups, no capabilities, seccomp; see docs/security.md for the steps."""
+
+    name = "linux"
+    weak = False
+    cgroup_prefill = 32
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.roots = Path(data_dir) / "roots"
+        self.roots.mkdir(parents=True, exist_ok=True)
+        self.cgroups = CgroupPool(f"dayfly-{os.getpid()}")
+        self.cgroups.prepare(self.cgroup_prefill)
+        self.netns = NetnsPool()
+        self.relays: dict[str, EgressRelay] = {}
+        self.python_binds, self.masks = _python_binds()
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        ok, why = jail.supported()
+        if not ok:
+            return False, why
+        if os.geteuid() != 0:
+            return False, ("needs root (dedicated uids and cgroups per instance); "
+                           "run `dayfly up` as root, or use the process tier")
+        ok, why = CgroupPool.probe()
+        if not ok:
+            return False, why
+        pid = os.fork()
+        if pid == 0:  # can this kernel make the namespaces an instance gets?
+            try:
+                jail.unshare(jail.CLONE_NEWUSER | jail.CLONE_NEWNS | jail.CLONE_NEWPID
+                             | jail.CLONE_NEWIPC | jail.CLONE_NEWUTS | jail.CLONE_NEWNET)
+                os._exit(0)
+            except BaseException:
+                os._exit(1)
+        _, status = os.waitpid(pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            return False, "the kernel refuses new user/pid/mount/net namespaces"
+        return True, f"namespaces, seccomp, {why}"
+
+    def zygote_key(self, spec: FunctionSpec) -> str:
+        parts = [spec.runtime, spec.code_dir, spec.deps_dir or "", ",".join(spec.network),
+                 ",".join(spec.files), spec.name]
+        return "linux|" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+    async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
+        ns: Netns = await self.netns.take()
+        binds = [(str(self.runtime_root), RUNTIME), (spec.code_dir, TASK)]
+        if spec.deps_dir:
+            binds.append((spec.deps_dir, DEPS))
+        binds += [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
+        binds += self.python_binds
+        binds += [(p, p) for p in spec.files]
+        cfg = {"root": str(self.roots / key.split("|")[1]), "binds": binds, "masks": self.masks,
+               "files": ETC, "symlinks": {"/lib": "usr/lib", "/lib64": "usr/lib64",
+                                          "/bin": "usr/bin"},
+               "netns_fd": ns.fd}
+        zygote = ZygoteClient(key, self.runtime_root, extra={"jail": cfg}, pass_fds=(ns.fd,))
+        zygote.cleanup = ns  # type: ignore[attr-defined]
+        if spec.network:
+            relay = EgressRelay(spec.name, parse_allow(list(spec.network)), ns.listener)
+            await relay.start()
+            self.relays[key] = relay
+        else:
+            ns.listener.close()  # no network declared: nobody listens, nothing gets out
+        return zygote
+
+    async def zygote_for(self, spec: FunctionSpec) -> ZygoteClient:
+        z = await super().zygote_for(spec)
+        ns = getattr(z, "cleanup", None)
+        if ns is not None:  # the zygote holds its own reference to the namespace now
+            os.close(ns.fd)
+            z.cleanup = None  # type: ignore[attr-defined]
+        return z
+
+    def fork_spec(self, spec: FunctionSpec, instance_id: str) -> dict:
+        env = instance_env(spec, instance_id)
+        env["LAMBDA_TASK_ROOT"] = TASK
+        env["HOME"] = "/tmp"
+        if spec.network:
+            proxy = f"http://127.0.0.1:{RELAY_PORT}"
+            env.update(HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy)
+        return {
+            "handler": spec.handler, "code_dir": TASK, "deps_dir": DEPS if spec.deps_dir else None,
+            "env": env, "memory_mb": spec.limits.memory_mb,
+            "max_output_bytes": spec.limits.max_output_bytes, "rlimit_as": False,
+            "tmp_mb": spec.limits.tmp_mb,
+        }
+
+    def reserve(self, spec: FunctionSpec) -> tuple[dict, tuple[int, ...], object]:
+        slot = self.cgroups.acquire(spec.limits.memory_mb, spec.limits.pids)
+        uid = UID_BASE + slot.index
+        return {"uid": uid, "gid": uid}, tuple(slot.procs_fds), slot
+
+    def unreserve(self, token: object) -> None:
+        assert isinstance(token, Slot)
+        self.cgroups.release(token)
+
+    def explain_death(self, inst: Instance, info: dict) -> InstanceDied:
+        slot = inst.backend_state.token  # type: ignore[union-attr]
+        if isinstance(slot, Slot) and self.cgroups.oom_kills(slot) > slot.oom_base:
+            return InstanceDied(f"out of memory (limit {slot.memory_mb} MiB)",
+                                "Runtime.OutOfMemory")
+        return InstanceDied(exit_reason(info))
+
+    def pids_refused(self, inst: Instance) -> int:
+        slot = inst.backend_state.token  # type: ignore[union-attr]
+        if not isinstance(slot, Slot):
+            return 0
+        return self.cgroups.pids_refused(slot) - slot.pids_base
+
+    async def maintain(self) -> None:
+        await super().maintain()
+        for key in [k for k in self.relays if k not in self.zygotes]:
+            await self.relays.pop(key).close()
+        if len(self.cgroups.free) < self.cgroup_prefill // 2:
+            await asyncio.to_thread(self.cgroups.prepare, self.cgroup_prefill)
+
+    async def close(self) -> None:
+        await super().close()
+        for relay in self.relays.values():
+            await relay.close()
+        self.relays.clear()
+        await self.netns.close()
+        await asyncio.sleep(0.05)  # let the zygotes' children be reaped before removing cgroups
+        self.cgroups.close()
+        for d in self.roots.iterdir():
+            try:
+                d.rmdir()
+            except OSError:
+                pass

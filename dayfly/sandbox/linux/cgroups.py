@@ -1,0 +1,166 @@
+"""Per-instance cgroups (memory, cpu, pids), v1 or v2, created ahead of time in a pool.
+
+A slot is a cgroup (one directory per controller on v1, one on v2) with its cgroup.procs
+files held open, so putting an instance in it is a write on an open fd: no mkdir and no
+open on the request path. Slots are reused after their instance has been reaped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("dayfly.cgroups")
+
+ROOT = Path("/sys/fs/cgroup")
+V1_CONTROLLERS = ("memory", "cpu", "pids")
+
+
+def version() -> int | None:
+    """2 for the unified hierarchy, 1 for per-controller mounts, None if unusable."""
+    if (ROOT / "cgroup.controllers").is_file():
+        return 2
+    if all((ROOT / c / "cgroup.procs").is_file() for c in V1_CONTROLLERS):
+        return 1
+    return None
+
+
+@dataclass(slots=True)
+class Slot:
+    """One instance's cgroup; `index` also picks the instance's dedicated uid."""
+
+    index: int
+    dirs: list[Path]
+    procs_fds: list[int]
+    oom_base: int = 0
+    pids_base: int = 0
+    memory_mb: int = 0
+    extra: dict = field(default_factory=dict)
+
+
+class CgroupPool:
+    """Slots under `<hierarchy>/<name>/s<index>`; `prepare` makes them, `acquire` hands one out."""
+
+    def __init__(self, name: str = "dayfly") -> None:
+        self.v = version()
+        if self.v is None:
+            raise OSError("no usable cgroup hierarchy (need v2, or v1 memory+cpu+pids)")
+        self.name = name
+        self.free: list[Slot] = []
+        self.used: dict[int, Slot] = {}
+        self.next_index = 0
+        self.bases = ([ROOT / name] if self.v == 2 else [ROOT / c / name for c in V1_CONTROLLERS])
+        for base in self.bases:
+            base.mkdir(exist_ok=True)
+        if self.v == 2:
+            for parent in (ROOT, ROOT / name):
+                _write(parent / "cgroup.subtree_control", "+memory +pids +cpu")
+
+    @classmethod
+    def probe(cls) -> tuple[bool, str]:
+        v = version()
+        if v is None:
+            return False, "no usable cgroup hierarchy (need v2, or v1 memory+cpu+pids)"
+        if not os.access(ROOT / ("" if v == 2 else "memory"), os.W_OK):
+            return False, f"cgroup v{v} hierarchy is not writable"
+        return True, f"cgroup v{v}"
+
+    def prepare(self, count: int) -> None:
+        """Make `count` more free slots (blocking: call off the event loop)."""
+        for _ in range(count):
+            i = self.next_index
+            self.next_index += 1
+            dirs = [b / f"s{i}" for b in self.bases]
+            for d in dirs:
+                d.mkdir(exist_ok=True)
+            fds = [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in dirs]
+            self.free.append(Slot(i, dirs, fds))
+
+    def acquire(self, memory_mb: int, pids: int) -> Slot:
+        """A slot with these limits; creates one on the spot only if the pool ran dry."""
+        if not self.free:
+            log.warning("cgroup pool empty: creating a slot on the request path")
+            self.prepare(1)
+        slot = self.free.pop()
+        limit = memory_mb * 1024 * 1024
+        if self.v == 2:
+            d = slot.dirs[0]
+            _write(d / "memory.max", str(limit))
+            _write(d / "memory.swap.max", "0", optional=True)
+            _write(d / "pids.max", str(pids))
+            _write(d / "cpu.weight", str(max(1, min(10000, memory_mb * 100 // 1769))))
+        else:
+            mem, cpu, pid = slot.dirs
+            _write(mem / "memory.limit_in_bytes", str(limit))
+            _write(mem / "memory.memsw.limit_in_bytes", str(limit), optional=True)
+            _write(mem / "memory.max_usage_in_bytes", "0", optional=True)
+            _write(pid / "pids.max", str(pids))
+            _write(cpu / "cpu.shares", str(max(2, memory_mb * 1024 // 1769)))
+        slot.memory_mb = memory_mb
+        slot.oom_base = self.oom_kills(slot)
+        slot.pids_base = self.pids_refused(slot)
+        self.used[slot.index] = slot
+        return slot
+
+    def release(self, slot: Slot) -> None:
+        """Back to the pool once its processes are gone (blocking: call off the event loop)."""
+        self.used.pop(slot.index, None)
+        if self.v == 1:
+            _write(slot.dirs[0] / "memory.force_empty", "0", optional=True)
+        self.free.append(slot)
+
+    def oom_kills(self, slot: Slot) -> int:
+        name = "memory.events" if self.v == 2 else "memory.oom_control"
+        return _counter(slot.dirs[0] / name, "oom_kill")
+
+    def pids_refused(self, slot: Slot) -> int:
+        d = slot.dirs[0] if self.v == 2 else slot.dirs[2]
+        return _counter(d / "pids.events", "max")
+
+    def peak_kb(self, slot: Slot) -> int:
+        d = slot.dirs[0]
+        name = "memory.peak" if self.v == 2 else "memory.max_usage_in_bytes"
+        try:
+            return int((d / name).read_text().split()[0]) // 1024
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def close(self) -> None:
+        """Remove every slot (call after every instance is gone)."""
+        for slot in [*self.free, *self.used.values()]:
+            for fd in slot.procs_fds:
+                os.close(fd)
+            for d in slot.dirs:
+                try:
+                    d.rmdir()
+                except OSError as exc:
+                    log.warning("could not remove cgroup %s: %s", d, exc)
+        self.free.clear()
+        self.used.clear()
+        for base in self.bases:
+            try:
+                base.rmdir()
+            except OSError:
+                pass
+
+
+def _write(path: Path, value: str, optional: bool = False) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError:
+        if not optional:
+            raise
+
+
+def _counter(path: Path, key: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            k, _, v = line.partition(" ")
+            if k == key:
+                return int(v)
+    except (OSError, ValueError):
+        pass
+    return 0
