@@ -59,7 +59,7 @@ def metadata(settings: Settings, ff_bin: Path, uv_bin: Path) -> list[str]:
     return [
         f"date: {now}",
         f"machine: nproc {os.cpu_count()} ({cpu_model()}), Linux {platform.release()}, "
-        f"Python {platform.python_version()}",
+        f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.2f} at start",
         f"tools: wrk {wrk_version()}; functions-framework {ff['functions-framework']} "
         f"(gunicorn {ff['gunicorn']}, Flask {ff['flask']}); uvicorn {uv['uvicorn']} "
         f"(uvloop {uv['uvloop']}, httptools {uv['httptools']}); dayfly "
@@ -92,12 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     require_wrk()
     ff_bin = ensure_venv("ff", "functions-framework", "functions-framework")
     uv_bin = ensure_venv("uv", "uvicorn[standard]", "uvicorn")
+    meta = metadata(settings, ff_bin, uv_bin)  # before the runs: date and load at start
     rows = [
         bench("functions-framework", lambda row: bench_functions_framework(row, ff_bin, settings)),
         bench("uvicorn (ceiling)", lambda row: bench_uvicorn(row, uv_bin, settings)),
         bench("dayfly", lambda row: bench_dayfly(row, settings)),
     ]
-    report = render(TITLE, metadata(settings, ff_bin, uv_bin), rows)
+    report = render(TITLE, meta, rows)
     print(report)
     args.out.write_text(report)
     return 1 if any(row.error for row in rows) else 0

@@ -22,6 +22,7 @@ from harness.procs import (
     connection,
     expect,
     free_port,
+    process_tree,
     pss_mib,
     request,
     running,
@@ -141,8 +142,15 @@ def idle_instances(port: int, name: str) -> list[dict[str, Any]]:
             time.sleep(0.2)
 
 
-def measure_instance_pss(row: Row, port: int, name: str, seconds: float) -> None:
-    """Warm several instances of NAME at concurrency 8 and record their mean idle PSS."""
+def isolation_tiers(port: int, name: str) -> str:
+    """Return the isolation tier(s) dayfly reports for the instances of NAME."""
+    with connection(port) as conn:
+        tiers = {str(i["isolation"]) for i in list_instances(conn, name) if "isolation" in i}
+    return ", ".join(sorted(tiers)) or "unknown"
+
+
+def measure_instance_pss(row: Row, port: int, name: str, seconds: float, server: int) -> None:
+    """Warm instances of NAME at concurrency 8; record the mean idle PSS of SERVER's ones."""
     with connection(port) as conn:
         scale_to_zero(conn, name)
     run = run_wrk(f"http://127.0.0.1:{port}{invoke_path(name)}", *MEMORY_RUN, seconds)
@@ -153,7 +161,11 @@ def measure_instance_pss(row: Row, port: int, name: str, seconds: float) -> None
     idle = idle_instances(port, name)
     if not idle:
         raise RuntimeError(f"no idle instance of {name} after the concurrency-8 run")
-    row.instance_pss = (statistics.mean(pss_mib(int(i["pid"])) for i in idle), len(idle))
+    pids = [int(i["pid"]) for i in idle]
+    foreign = set(pids) - set(process_tree(server))
+    if foreign:
+        raise RuntimeError(f"instance PIDs {sorted(foreign)} are not in dayfly's process tree")
+    row.instance_pss = (statistics.mean(pss_mib(pid) for pid in pids), len(pids))
 
 
 def bench_dayfly(row: Row, settings: Settings) -> None:
@@ -174,7 +186,8 @@ def bench_dayfly(row: Row, settings: Settings) -> None:
             deploy(client, COLD_FUNCTION, COLD_SOURCE)
             invoke_url = f"http://127.0.0.1:{port}{invoke_path(NOOP_FUNCTION)}"
             check_invoke(port, invoke_path(NOOP_FUNCTION))
+            row.setup += f"; isolation tier: {isolation_tiers(port, NOOP_FUNCTION)}"
             measure_load(row, invoke_url, settings)
             row.tree_pss = tree_pss_mib(proc.pid)
             row.cold_ms = time_cold_starts(port, COLD_FUNCTION, settings.cold_starts)
-            measure_instance_pss(row, port, NOOP_FUNCTION, settings.warmup_seconds)
+            measure_instance_pss(row, port, NOOP_FUNCTION, settings.warmup_seconds, proc.pid)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import binascii
 from collections import defaultdict
 from collections.abc import Callable
@@ -68,9 +69,23 @@ def api_values(params: dict[str, Any]) -> dict[str, Any]:
         out["env"] = mf.validate_env(env.get("Variables") or {}, "Environment.Variables")
     if "PackageType" in params and params["PackageType"] != "Zip":
         raise InvalidParameter("Only PackageType Zip is supported by dayfly")
+    if "EphemeralStorage" in params:
+        size = (params["EphemeralStorage"] or {}).get("Size")
+        out["tmp_size"] = _check_range("ephemeralStorage.size", size, 1, 10240)
     dayfly = params.get("Dayfly") or {}
     if not isinstance(dayfly, dict):
         raise InvalidParameter("Dayfly must be an object")
+    if "Network" in dayfly:
+        out["network"] = mf.validate_network(dayfly["Network"], "Dayfly.Network")
+    if "Files" in dayfly:
+        out["files"] = mf.validate_files(dayfly["Files"], "Dayfly.Files")
+    if "Secrets" in dayfly:
+        out["secrets"] = mf.validate_secret_names(dayfly["Secrets"], "Dayfly.Secrets")
+    if "Pids" in dayfly:
+        out["pids"] = _check_range("Dayfly.Pids", dayfly["Pids"], 4, 4096)
+    if "MaxOutput" in dayfly:
+        out["max_output"] = _check_range("Dayfly.MaxOutput", dayfly["MaxOutput"], 1024,
+                                         6 * 1024 * 1024)
     for key, field, lo, hi in (("MaxInstances", "max_instances", 1, 1000),
                                ("MinWarm", "min_warm", 0, 1000)):
         if key in dayfly:
@@ -137,6 +152,17 @@ class Functions:
                                    "run `dayfly doctor` to see why")
         if cfg.min_warm > cfg.max_instances:
             raise InvalidParameter("MinWarm cannot exceed MaxInstances")
+        data_dir = str(self.registry.data_dir.resolve())
+        for path in cfg.files:
+            if not os.path.exists(path):
+                raise InvalidParameter(f"files: {path} does not exist on this machine")
+            real = os.path.realpath(path)
+            if real == data_dir or real.startswith(data_dir + "/") or data_dir.startswith(real + "/"):
+                raise InvalidParameter(f"files: {path} would expose dayfly's own data")
+        missing = [s for s in cfg.secrets if s not in self.registry.secrets.values]
+        if missing:
+            raise InvalidParameter(f"secret(s) {', '.join(missing)} not set; "
+                                   f"set with `dayfly secrets set {missing[0]} VALUE`")
         if progress:
             progress(f"loading {cfg.handler} in a throwaway instance")
         try:
@@ -170,7 +196,8 @@ class Functions:
             current = st.latest.to_json()
             base = {k: current[k] for k in ("handler", "runtime", "memory", "timeout", "env",
                                             "description", "role", "max_instances", "min_warm",
-                                            "idle_timeout", "isolation")}
+                                            "idle_timeout", "isolation", "network", "files",
+                                            "secrets", "tmp_size", "pids", "max_output")}
             cfg = await self._prepare(name, zip_bytes, base, {}, progress)
             await self.registry.put_latest(cfg)
             self.scheduler.deploy(self.registry.spec(name, LATEST))

@@ -36,6 +36,13 @@ class Manifest:
     isolation: str | None = None
     description: str | None = None
     env: dict[str, str] | None = field(default=None)
+    # capabilities: nothing is granted unless declared
+    network: list[str] | None = None  # egress allow-list of "host:port"
+    files: list[str] | None = None  # host paths mounted read-only
+    secrets: list[str] | None = None  # names of platform-stored secrets, exposed as env vars
+    tmp_size: int | None = None  # MiB of /tmp
+    pids: int | None = None  # processes + threads at most
+    max_output: int | None = None  # bytes of response and of log output per invocation
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -74,6 +81,52 @@ def validate_env(v: Any, where: str = "env") -> dict[str, str]:
             raise InvalidParameter(f"{where}: {k} must be a string, got {type(val).__name__}")
         out[k] = str(val).lower() if isinstance(val, bool) else str(val)
     return out
+
+
+HOST_RE = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}))$")
+SECRET_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
+FORBIDDEN_FILES = ("/", "/proc", "/sys", "/dev", "/run", "/boot")
+
+
+def _list(v: Any, where: str) -> list:
+    if not isinstance(v, list) or len(v) > 64:
+        raise InvalidParameter(f"{where} must be a list (at most 64 entries)")
+    return v
+
+
+def validate_network(v: Any, where: str = "network") -> list[str]:
+    """Egress allow-list entries: `host:port`, host a name, IPv4 address or [IPv6]."""
+    out = []
+    for e in _list(v, where):
+        host, sep, port = e.rpartition(":") if isinstance(e, str) else ("", "", "")
+        if (not sep or not HOST_RE.match(host) or not port.isdigit()
+                or not 1 <= int(port) <= 65535):
+            raise InvalidParameter(f"{where}: {e!r} is not host:port (e.g. api.example.com:443)")
+        out.append(f"{host.lower()}:{int(port)}")
+    return sorted(set(out))
+
+
+def validate_files(v: Any, where: str = "files") -> list[str]:
+    """Read-only host paths: absolute, normalised, not the host's system trees."""
+    out = []
+    for p in _list(v, where):
+        if not isinstance(p, str) or not p.startswith("/") or "\0" in p:
+            raise InvalidParameter(f"{where}: {p!r} must be an absolute path")
+        norm = "/" + "/".join(x for x in p.split("/") if x and x != ".")
+        if ".." in norm.split("/") or any(norm == f or norm.startswith(f + "/")
+                                          for f in FORBIDDEN_FILES if f != "/") or norm == "/":
+            raise InvalidParameter(f"{where}: {p!r} cannot be mounted into a function")
+        out.append(norm)
+    return sorted(set(out))
+
+
+def validate_secret_names(v: Any, where: str = "secrets") -> list[str]:
+    out = []
+    for name in _list(v, where):
+        if not isinstance(name, str) or not SECRET_RE.match(name) or name in RESERVED_ENV:
+            raise InvalidParameter(f"{where}: {name!r} is not a valid secret name")
+        out.append(name)
+    return sorted(set(out))
 
 
 def parse(text: str) -> Manifest:
@@ -115,6 +168,18 @@ def parse(text: str) -> Manifest:
         m.description = data["description"]
     if "env" in data:
         m.env = validate_env(data["env"], "dayfly.toml: [env]")
+    if "network" in data:
+        m.network = validate_network(data["network"], "dayfly.toml: 'network'")
+    if "files" in data:
+        m.files = validate_files(data["files"], "dayfly.toml: 'files'")
+    if "secrets" in data:
+        m.secrets = validate_secret_names(data["secrets"], "dayfly.toml: 'secrets'")
+    if "tmp_size" in data:
+        m.tmp_size = _int("tmp_size", data["tmp_size"], 1, 10240)
+    if "pids" in data:
+        m.pids = _int("pids", data["pids"], 4, 4096)
+    if "max_output" in data:
+        m.max_output = _int("max_output", data["max_output"], 1024, 6 * 1024 * 1024)
     if m.min_warm is not None and m.max_instances is not None and m.min_warm > m.max_instances:
         raise InvalidParameter("dayfly.toml: 'min_warm' cannot exceed 'max_instances'")
     return m

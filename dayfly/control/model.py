@@ -43,6 +43,12 @@ class FunctionConfig:
     idle_timeout: float = 300.0
     isolation: str | None = None  # None: the platform default tier
     deps_key: str | None = None
+    network: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    secrets: list[str] = field(default_factory=list)
+    tmp_size: int = 64
+    pids: int = 64
+    max_output: int = 6 * 1024 * 1024
     version: str = LATEST
     revision_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     last_modified: float = field(default_factory=time.time)
@@ -57,6 +63,13 @@ class FunctionConfig:
     def changed(self, **kw: Any) -> FunctionConfig:
         """A copy with new values, a new revision id and a new modification time."""
         return replace(self, **kw, revision_id=str(uuid.uuid4()), last_modified=time.time())
+
+    def capabilities(self) -> dict[str, Any]:
+        """What the function is granted; everything else is off."""
+        return {"network": list(self.network), "files": list(self.files),
+                "secrets": list(self.secrets), "env": sorted(self.env),
+                "memory_mb": self.memory, "timeout_s": self.timeout, "tmp_mb": self.tmp_size,
+                "pids": self.pids, "max_output_bytes": self.max_output}
 
     def to_lambda(self, region: str, isolation: str) -> dict[str, Any]:
         """Lambda's FunctionConfiguration shape, plus dayfly's own settings under `Dayfly`."""
@@ -79,10 +92,12 @@ class FunctionConfig:
             "LastUpdateStatus": "Successful",
             "PackageType": "Zip",
             "Architectures": ["x86_64"],
-            "EphemeralStorage": {"Size": 512},
+            "EphemeralStorage": {"Size": self.tmp_size},
             "Dayfly": {"Isolation": isolation, "MaxInstances": self.max_instances,
                        "MinWarm": self.min_warm, "IdleTimeout": self.idle_timeout,
-                       "DependenciesKey": self.deps_key},
+                       "DependenciesKey": self.deps_key, "Network": list(self.network),
+                       "Files": list(self.files), "Secrets": list(self.secrets),
+                       "Pids": self.pids, "MaxOutput": self.max_output},
         }
         if self.env:
             out["Environment"] = {"Variables": dict(self.env)}

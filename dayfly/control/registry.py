@@ -18,6 +18,7 @@ from ..errors import InvalidParameter, ResourceNotFound
 from ..stores.db import Database
 from ..types import LATEST, FunctionSpec, Limits
 from .model import AliasConfig, FunctionConfig, function_arn
+from .secrets import SecretStore
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 ALIAS_RE = re.compile(r"^(?!^[0-9]+$)[A-Za-z0-9_-]{1,128}$")
@@ -62,6 +63,7 @@ class Registry:
         self.region = region
         self.default_isolation = default_isolation
         self.functions: dict[str, FunctionState] = {}
+        self.secrets = SecretStore(db)
         self._specs: dict[tuple[str, str], FunctionSpec] = {}
 
     def load(self) -> None:
@@ -78,6 +80,7 @@ class Registry:
                 a = AliasConfig(**json.loads(row["config"]))
                 self.functions[row["name"]].aliases[a.name] = a
         self.db.call(read)
+        self.secrets.load()
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -115,7 +118,17 @@ class Registry:
         return spec
 
     def _revision(self, cfg: FunctionConfig) -> str:
-        return f"{cfg.revision_id}/{self.functions[cfg.name].reserved}"
+        reserved = self.functions[cfg.name].reserved
+        return f"{cfg.revision_id}/{reserved}/{self.secrets.fingerprint(cfg.secrets)}"
+
+    def _limits(self, cfg: FunctionConfig) -> Limits:
+        return Limits(memory_mb=cfg.memory, timeout_s=cfg.timeout, tmp_mb=cfg.tmp_size,
+                      pids=cfg.pids, max_output_bytes=cfg.max_output)
+
+    def _env(self, cfg: FunctionConfig) -> tuple[tuple[str, str], ...]:
+        env = dict(cfg.env)
+        env.update(self.secrets.env(cfg.secrets))
+        return tuple(sorted(env.items()))
 
     def isolation(self, cfg: FunctionConfig) -> str:
         return cfg.isolation or self.default_isolation
@@ -129,11 +142,10 @@ class Registry:
             name=cfg.name, version=cfg.version, revision=self._revision(cfg),
             arn=function_arn(self.region, cfg.name, cfg.version), handler=cfg.handler,
             code_dir=str(self.data_dir / "code" / cfg.code_hex), deps_dir=deps,
-            runtime=cfg.runtime, region=self.region,
-            limits=Limits(memory_mb=cfg.memory, timeout_s=cfg.timeout),
-            env=tuple(sorted(cfg.env.items())), max_instances=max_instances,
+            runtime=cfg.runtime, region=self.region, limits=self._limits(cfg),
+            env=self._env(cfg), max_instances=max_instances,
             min_warm=min(cfg.min_warm, max_instances), idle_timeout_s=cfg.idle_timeout,
-            isolation=self.isolation(cfg))
+            isolation=self.isolation(cfg), network=tuple(cfg.network), files=tuple(cfg.files))
 
     def candidate_spec(self, cfg: FunctionConfig) -> FunctionSpec:
         """A spec for a configuration not stored yet (deploy checks)."""
@@ -141,9 +153,9 @@ class Registry:
             name=cfg.name, version="check", revision="check", arn=function_arn(self.region, cfg.name),
             handler=cfg.handler, code_dir=str(self.data_dir / "code" / cfg.code_hex),
             deps_dir=str(self.data_dir / "deps" / cfg.deps_key) if cfg.deps_key else None,
-            runtime=cfg.runtime, region=self.region,
-            limits=Limits(memory_mb=cfg.memory, timeout_s=cfg.timeout),
-            env=tuple(sorted(cfg.env.items())), isolation=self.isolation(cfg))
+            runtime=cfg.runtime, region=self.region, limits=self._limits(cfg),
+            env=self._env(cfg), isolation=self.isolation(cfg), network=tuple(cfg.network),
+            files=tuple(cfg.files))
 
     def all_specs(self) -> list[FunctionSpec]:
         out = []

@@ -34,12 +34,24 @@ class Channel:
             self.sock.sendall(frame)
 
 
+class LogBudget:
+    """Bytes of log output one invocation may still send; past it, one notice and silence."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def reset(self) -> None:
+        self.left = self.limit
+
+
 class LogWriter(io.TextIOBase):
     """stdout/stderr of the handler: every write becomes a LOG frame, so logs survive crashes."""
 
-    def __init__(self, channel: Channel, name: str) -> None:
+    def __init__(self, channel: Channel, name: str, budget: LogBudget) -> None:
         self.channel = channel
         self.name = name
+        self.budget = budget
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -49,8 +61,16 @@ class LogWriter(io.TextIOBase):
         return True
 
     def write(self, s: str) -> int:
-        if s:
-            self.channel.send(protocol.LOG, None, s.encode("utf-8", "replace"))
+        if not s or self.budget.left <= 0:
+            return len(s)
+        data = s.encode("utf-8", "replace")
+        if len(data) > self.budget.left:
+            data = data[: self.budget.left] + (
+                f"\n[dayfly: log output truncated at {self.budget.limit} bytes]\n".encode())
+            self.budget.left = 0
+        else:
+            self.budget.left -= len(data)
+        self.channel.send(protocol.LOG, None, data)
         return len(s)
 
 
@@ -128,11 +148,12 @@ class Instance:
         self.max_output = int(spec.get("max_output_bytes", 6 * 1024 * 1024))
         self.memory_mb = int(spec.get("memory_mb", 128))
         self.formatter = _LambdaFormatter()
+        self.budget = LogBudget(self.max_output)
 
     def init(self, t_start_ns: int) -> None:
         """Wire stdout/logging, import the handler and say READY (or INIT_ERROR and exit)."""
-        sys.stdout = LogWriter(self.channel, "<stdout>")
-        sys.stderr = LogWriter(self.channel, "<stderr>")
+        sys.stdout = LogWriter(self.channel, "<stdout>", self.budget)
+        sys.stderr = LogWriter(self.channel, "<stderr>", self.budget)
         root = logging.getLogger()
         root.handlers[:] = []
         h = logging.StreamHandler(sys.stdout)
@@ -170,6 +191,7 @@ class Instance:
     def invoke(self, meta: dict, payload: bytes) -> None:
         rid = meta["id"]
         self.formatter.request_id = rid
+        self.budget.reset()
         if meta.get("trace"):
             os.environ["_X_AMZN_TRACE_ID"] = meta["trace"]
         cc = meta.get("cc")

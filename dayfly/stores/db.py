@@ -51,6 +51,11 @@ CREATE TABLE IF NOT EXISTS invocations (
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations(function, start);
 CREATE INDEX IF NOT EXISTS invocations_by_start ON invocations(start);
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY,
     function TEXT NOT NULL,

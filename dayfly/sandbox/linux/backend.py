@@ -11,7 +11,7 @@ import sysconfig
 from pathlib import Path
 
 from ...runtime import jail
-from ...types import FunctionSpec
+from ...types import FunctionSpec, InvokeRequest, InvokeResult
 from ..base import Instance, InstanceDied
 from ..process import ZygoteBackend, instance_env
 from ..zygote import ZygoteClient, exit_reason
@@ -156,6 +156,17 @@ class LinuxBackend(ZygoteBackend):
             return InstanceDied(f"out of memory (limit {slot.memory_mb} MiB)",
                                 "Runtime.OutOfMemory")
         return InstanceDied(exit_reason(info))
+
+    async def invoke(self, inst: Instance, req: InvokeRequest) -> InvokeResult:
+        result = await super().invoke(inst, req)
+        slot = inst.backend_state.token  # type: ignore[union-attr]
+        if isinstance(slot, Slot):
+            refused = self.cgroups.pids_refused(slot)
+            if refused > slot.pids_base:
+                slot.pids_base = refused
+                result.logs.append(f"dayfly: process limit reached ({inst.spec.limits.pids} "
+                                   "processes and threads); new ones were refused\n")
+        return result
 
     def pids_refused(self, inst: Instance) -> int:
         slot = inst.backend_state.token  # type: ignore[union-attr]

@@ -1,0 +1,353 @@
+"""The escape battery: every attempt must be refused by every isolating tier available.
+
+Each test runs hostile code as a real function instance and checks, from inside and from
+the host, that the attempt failed and that the platform keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import textwrap
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from dayfly.platform import available_backends
+from dayfly.sandbox.safe import SafeSandbox
+from dayfly.types import FunctionSpec, InvokeRequest, Limits
+
+ISOLATING = ["linux"]
+
+ATTACKS = r'''
+import ctypes, errno, json, os, socket, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+
+def _err(fn):
+    try:
+        fn()
+        return "ALLOWED"
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+
+def _sys(nr, *args):
+    ret = libc.syscall(nr, *args)
+    return "ALLOWED" if ret >= 0 else errno.errorcode.get(ctypes.get_errno(), "?")
+
+def handler(event, context):
+    op = event["op"]
+    if op == "proc":
+        return sorted(p for p in os.listdir("/proc") if p.isdigit())
+    if op == "read":
+        return _err(lambda: open(event["path"], "rb").read(1))
+    if op == "exists":
+        return os.path.exists(event["path"])
+    if op == "write":
+        return _err(lambda: open(event["path"], "w").write("x"))
+    if op == "connect":
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(2)
+        return _err(lambda: s.connect((event["host"], event["port"])))
+    if op == "proxy":
+        s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
+        s.sendall(f"CONNECT {event['target']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = s.recv(4096).decode()
+        if head.startswith("HTTP/1.1 200"):
+            s.sendall(b"ping")
+            return {"status": 200, "echo": s.recv(100).decode()}
+        return {"status": int(head.split()[1]), "body": head}
+    if op == "caps":
+        status = dict(l.split(":\t", 1) for l in open("/proc/self/status").read().splitlines()
+                      if ":\t" in l)
+        return {k: status[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb",
+                                               "NoNewPrivs", "Seccomp", "Uid")}
+    if op == "setuid0":
+        return _err(lambda: os.setuid(0))
+    if op == "syscall":
+        return _sys(event["nr"], *event.get("args", []))
+    if op == "mount":
+        return _sys(165, b"none", b"/tmp", b"tmpfs", 0, None)
+    if op == "raw":
+        return _err(lambda: socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP))
+    if op == "packet":
+        return _err(lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
+    if op == "env":
+        return dict(os.environ)
+    if op == "fds":
+        return {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")
+                if os.path.exists(f"/proc/self/fd/{fd}")}
+    if op == "alloc":
+        blob = bytearray(event["mb"] * 1024 * 1024)
+        return len(blob)
+    if op == "forkbomb":
+        n = 0
+        try:
+            for _ in range(10000):
+                if os.fork() == 0:
+                    time.sleep(30)
+                    os._exit(0)
+                n += 1
+        except OSError as e:
+            return {"forked": n, "error": errno.errorcode.get(e.errno)}
+        return {"forked": n, "error": None}
+    if op == "filltmp":
+        written = 0
+        try:
+            with open("/tmp/fill", "wb") as f:
+                for _ in range(event["mb"]):
+                    f.write(b"x" * 1024 * 1024)
+                    written += 1
+                f.flush()
+        except OSError as e:
+            return {"written_mb": written, "error": errno.errorcode.get(e.errno)}
+        return {"written_mb": written, "error": None}
+    if op == "killall":
+        os.kill(-1, 9)
+        return "survived"
+    if op == "identity":
+        return {"host": socket.gethostname(), "uid": os.getuid(), "pid": os.getpid(),
+                "uid_map": open("/proc/self/uid_map").read().split()}
+    if op == "listdir":
+        return _err(lambda: os.listdir(event["path"])) if not os.path.isdir(event["path"]) \
+            else sorted(os.listdir(event["path"]))
+    return None
+'''
+
+
+@pytest.fixture(params=ISOLATING)
+async def sandbox(request, tmp_path):
+    cls = available_backends().get(request.param)
+    if cls is None:
+        pytest.skip(f"isolation tier {request.param!r} is not available on this machine")
+    sb = SafeSandbox(cls(tmp_path / "data"))
+    sb.tier = request.param  # type: ignore[attr-defined]
+    sb.data_dir = tmp_path / "data"  # type: ignore[attr-defined]
+    yield sb
+    await sb.close()
+
+
+@pytest.fixture
+def code(tmp_path) -> str:
+    d = tmp_path / "code" / uuid.uuid4().hex
+    d.mkdir(parents=True)
+    (d / "handler.py").write_text(textwrap.dedent(ATTACKS))
+    return str(d)
+
+
+def mkspec(sandbox, code: str, **kw) -> FunctionSpec:
+    limits = kw.pop("limits", Limits(memory_mb=128, timeout_s=10, tmp_mb=16, pids=32))
+    return FunctionSpec(name="attacker", version="$LATEST", revision="r", arn="arn",
+                        handler="handler.handler", code_dir=code, isolation=sandbox.tier,
+                        limits=limits, **kw)
+
+
+async def attack(sandbox, h, **event):
+    req = InvokeRequest(request_id=str(uuid.uuid4()), payload=json.dumps(event).encode(),
+                        invoked_arn="arn")
+    req.deadline_ms = int((time.time() + 10) * 1000)
+    r = await sandbox.invoke(h, req, 10)
+    return r, json.loads(r.payload)
+
+
+@pytest.fixture
+async def inst(sandbox, code):
+    h = await sandbox.start(mkspec(sandbox, code), "victim")
+    yield h
+    await sandbox.stop(h)
+
+
+async def test_host_and_sibling_pids_are_invisible(sandbox, code, inst):
+    _, pids = await attack(sandbox, inst, op="proc")
+    assert pids == ["1"]
+    other = await sandbox.start(mkspec(sandbox, code), "sibling")
+    _, pids2 = await attack(sandbox, other, op="proc")
+    assert pids2 == ["1"]
+    assert other.inst.pid != inst.inst.pid  # two processes on the host, each alone in its view
+    await sandbox.stop(other)
+
+
+@pytest.mark.parametrize("path", ["/etc/shadow", "/etc/passwd-", "/root/.bashrc",
+                                  "/proc/1/root/etc/shadow", "/home", "/work", "/var/lib"])
+async def test_host_files_are_unreachable(sandbox, inst, path):
+    _, result = await attack(sandbox, inst, op="read", path=path)
+    assert result != "ALLOWED"
+
+
+async def test_dayfly_data_and_other_functions_code_are_unreachable(sandbox, inst, tmp_path):
+    data = str(sandbox.data_dir)
+    other = tmp_path / "code"
+    for path in (data, f"{data}/runtime", str(other), "/opt/dayfly/../../" + data.lstrip("/")):
+        _, exists = await attack(sandbox, inst, op="exists", path=path)
+        assert exists is False, path
+
+
+@pytest.mark.parametrize("path", ["/x", "/var/task/evil.py", "/opt/dayfly/dayfly/evil.py",
+                                  "/etc/passwd", "/usr/lib64/evil", "/dev/evil", "/proc/sys/kernel/hostname"])
+async def test_nothing_outside_tmp_is_writable(sandbox, inst, path):
+    _, result = await attack(sandbox, inst, op="write", path=path)
+    assert result in ("EROFS", "EACCES", "ENOENT", "EPERM"), result
+    _, ok = await attack(sandbox, inst, op="write", path="/tmp/fine")
+    assert ok == "ALLOWED"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(1)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def test_host_loopback_services_are_unreachable(sandbox, inst):
+    # PostgreSQL on this machine listens on 127.0.0.1:5432; the function must not reach it
+    if not _listening(5432):
+        pytest.skip("no service on 127.0.0.1:5432 to prove the point with")
+    _, result = await attack(sandbox, inst, op="connect", host="127.0.0.1", port=5432)
+    assert result == "ECONNREFUSED"  # its own empty loopback, not the host's
+
+
+async def test_no_route_out(sandbox, inst):
+    _, result = await attack(sandbox, inst, op="connect", host="192.0.2.1", port=443)
+    assert result in ("ENETUNREACH", "EHOSTUNREACH"), result
+
+
+class _Echo:
+    """A TCP echo server on host loopback, standing in for a declared external service."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(conn.recv(100))
+
+
+async def test_declared_egress_only(sandbox, code):
+    allowed, denied = _Echo(), _Echo()
+    spec = mkspec(sandbox, code, network=(f"127.0.0.1:{allowed.port}",))
+    h = await sandbox.start(spec, "egress")
+    try:
+        _, ok = await attack(sandbox, h, op="proxy", target=f"127.0.0.1:{allowed.port}")
+        assert ok == {"status": 200, "echo": "ping"}
+        _, no = await attack(sandbox, h, op="proxy", target=f"127.0.0.1:{denied.port}")
+        assert no["status"] == 403 and "not declared" in no["body"]
+        _, direct = await attack(sandbox, h, op="connect", host="127.0.0.1", port=denied.port)
+        assert direct == "ECONNREFUSED"
+        r, env = await attack(sandbox, h, op="env")
+        assert env["HTTPS_PROXY"] == "http://127.0.0.1:3128"
+    finally:
+        await sandbox.stop(h)
+        allowed.sock.close()
+        denied.sock.close()
+
+
+async def test_no_capabilities_and_no_way_back(sandbox, inst):
+    _, caps = await attack(sandbox, inst, op="caps")
+    for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
+        assert int(caps[key], 16) == 0, (key, caps[key])
+    assert caps["NoNewPrivs"] == "1" and caps["Seccomp"] == "2"
+    _, result = await attack(sandbox, inst, op="setuid0")
+    assert result in ("EPERM", "EINVAL")  # EINVAL: uid 0 does not even exist in its namespace
+    _, ident = await attack(sandbox, inst, op="identity")
+    assert ident["uid"] == 1000 and ident["pid"] == 1 and ident["host"] == "dayfly"
+    host_uid = int(ident["uid_map"][1])
+    assert host_uid >= 200_000  # a dedicated unprivileged uid on the host
+
+
+@pytest.mark.parametrize("name,nr,args", [
+    ("ptrace", 101, [0, 0, 0, 0]),  # PTRACE_TRACEME
+    ("init_module", 175, [0, 0, 0]),
+    ("finit_module", 313, [0, 0, 0]),
+    ("unshare", 272, [0x10000000]),
+    ("setns", 308, [0, 0]),
+    ("bpf", 321, [0, 0, 0]),
+    ("keyctl", 250, [0, 0, 0]),
+    ("perf_event_open", 298, [0, 0, -1, -1, 0]),
+    ("kexec_load", 246, [0, 0, 0, 0]),
+    ("reboot", 169, [0, 0, 0, 0]),
+    ("clone_newns", 56, [0x00020000 | 17, 0, 0, 0, 0]),
+    ("pivot_root", 155, [0, 0]),
+    ("chroot", 161, [0]),
+])
+async def test_dangerous_syscalls_are_refused(sandbox, inst, name, nr, args):
+    _, result = await attack(sandbox, inst, op="syscall", nr=nr, args=args)
+    assert result == "EPERM", (name, result)
+
+
+async def test_mount_is_refused(sandbox, inst):
+    _, result = await attack(sandbox, inst, op="mount")
+    assert result == "EPERM"
+
+
+@pytest.mark.parametrize("op", ["raw", "packet"])
+async def test_raw_and_packet_sockets_are_refused(sandbox, inst, op):
+    _, result = await attack(sandbox, inst, op=op)
+    assert result == "EPERM"
+
+
+async def test_host_proc_is_not_visible(sandbox, inst):
+    _, cmdline = await attack(sandbox, inst, op="read", path="/proc/1/cmdline")
+    assert cmdline == "ALLOWED"  # pid 1 is the instance itself ...
+    _, pids = await attack(sandbox, inst, op="proc")
+    assert str(os.getpid()) not in pids  # ... and this test process is not there
+
+
+async def test_host_environment_and_fds_are_not_inherited(sandbox, code, monkeypatch, tmp_path):
+    monkeypatch.setenv("DAYFLY_HOST_MARKER", "secret")
+    leak = open(tmp_path / "host-file", "w")  # noqa: SIM115 - an fd the host holds open
+    try:
+        h = await sandbox.start(mkspec(sandbox, code), "env")
+        _, env = await attack(sandbox, h, op="env")
+        assert "DAYFLY_HOST_MARKER" not in env
+        _, fds = await attack(sandbox, h, op="fds")
+        extra = {fd: target for fd, target in fds.items() if fd not in ("0", "1", "2")}
+        # only the protocol channel (and the fd of the listing itself, already closed)
+        assert len(extra) == 1 and next(iter(extra.values())).startswith("socket:"), fds
+        assert fds["0"] == "/dev/null"
+        await sandbox.stop(h)
+    finally:
+        leak.close()
+
+
+async def test_memory_exhaustion_is_contained(sandbox, code, inst):
+    r, err = await attack(sandbox, inst, op="alloc", mb=1024)
+    assert r.error_type == "Unhandled"
+    assert err["errorType"] == "Runtime.OutOfMemory"
+    assert err["errorMessage"] == "out of memory (limit 128 MiB)"
+    h = await sandbox.start(mkspec(sandbox, code), "after-oom")
+    _, pids = await attack(sandbox, h, op="proc")
+    assert pids == ["1"]
+    await sandbox.stop(h)
+
+
+async def test_fork_bomb_is_contained_and_reported(sandbox, inst):
+    r, out = await attack(sandbox, inst, op="forkbomb")
+    assert out["error"] == "EAGAIN" and out["forked"] < 32
+    assert any("process limit reached" in line for line in r.logs)
+
+
+async def test_tmp_is_size_limited(sandbox, inst):
+    _, out = await attack(sandbox, inst, op="filltmp", mb=64)
+    assert out["error"] == "ENOSPC" and out["written_mb"] <= 16
+
+
+async def test_kill_everything_hurts_only_itself(sandbox, code, inst):
+    other = await sandbox.start(mkspec(sandbox, code), "bystander")
+    r, _ = await attack(sandbox, inst, op="killall")
+    r2, pids = await attack(sandbox, other, op="proc")
+    assert r2.ok and pids == ["1"]
+    await sandbox.stop(other)
+    await asyncio.sleep(0)
