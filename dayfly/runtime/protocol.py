@@ -20,6 +20,7 @@ INIT_ERROR = ord("X")
 RESULT = ord("R")
 ERROR = ord("E")
 LOG = ord("L")
+HELLO = ord("H")  # first frame of an instance that connected back (gVisor)
 # host -> zygote
 FORK = ord("F")
 KILL = ord("K")

@@ -35,7 +35,14 @@ class Zygote:
     """The fork server loop."""
 
     def __init__(self, config: dict) -> None:
-        self.chan = socket.socket(fileno=config["fd"])
+        # Either a SOCK_SEQPACKET fd from the host (fds travel with FORK), or, where fds cannot
+        # cross the boundary (gVisor), a directory of host sockets to connect back to.
+        self.connect_dir = config.get("connect")
+        if self.connect_dir:
+            self.chan = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.chan.connect(f"{self.connect_dir}/zygote.sock")
+        else:
+            self.chan = socket.socket(fileno=config["fd"])
         self.children: set[int] = set()
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -66,6 +73,12 @@ class Zygote:
         gc.freeze()
         self.baseline_vm = _vm_size()
 
+    def _send(self, frame: bytes) -> None:
+        try:
+            self.chan.sendall(frame) if self.connect_dir else self.chan.send(frame)
+        except OSError:  # the host is gone: nobody to serve
+            self._shutdown()
+
     def run(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for sig in (signal.SIGCHLD, signal.SIGTERM):
@@ -73,7 +86,7 @@ class Zygote:
         signal.set_wakeup_fd(self.wake_w)
         self.sel.register(self.chan, selectors.EVENT_READ, self._on_host)
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_signal)
-        self.chan.send(protocol.encode(protocol.ZYGOTE_READY, {"pid": os.getpid()}))
+        self._send(protocol.encode(protocol.ZYGOTE_READY, {"pid": os.getpid()}))
         while True:
             for key, _ in self.sel.select():
                 key.data()
@@ -101,16 +114,20 @@ class Zygote:
                 info["signal"] = os.WTERMSIG(status)
             else:
                 info["code"] = os.WEXITSTATUS(status)
-            self.chan.send(protocol.encode(protocol.DIED, info))
+            self._send(protocol.encode(protocol.DIED, info))
 
     def _on_host(self) -> None:
         try:
-            msg, fds, _, _ = socket.recv_fds(self.chan, 1 << 20, 8)
-        except ConnectionError:
-            msg, fds = b"", []
-        if not msg:
+            if self.connect_dir:
+                kind, meta, _ = protocol.read(self.chan)
+                fds = [-1]  # the instance connects back by itself
+            else:
+                msg, fds, _, _ = socket.recv_fds(self.chan, 1 << 20, 8)
+                if not msg:
+                    raise EOFError
+                kind, meta, _ = protocol.decode(msg)
+        except (ConnectionError, EOFError):
             self._shutdown()
-        kind, meta, _ = protocol.decode(msg)
         if kind == protocol.FORK and fds:
             self._fork(meta, fds[0], fds[1:])
         elif kind == protocol.KILL and meta.get("pid") in self.children:
@@ -139,12 +156,13 @@ class Zygote:
                 self._child(spec, fd)
         else:
             pid = self._fork_jailed(spec, fd, cgroup_fds)
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         for cfd in cgroup_fds:
             os.close(cfd)
         if pid > 0:
             self.children.add(pid)
-            self.chan.send(protocol.encode(protocol.FORKED, {"id": spec["id"], "pid": pid}))
+            self._send(protocol.encode(protocol.FORKED, {"id": spec["id"], "pid": pid}))
 
     def _fork_jailed(self, spec: dict, fd: int, cgroup_fds: list[int]) -> int:
         """Clone into new user, pid, mount, IPC and UTS namespaces; map ids and join the cgroup
@@ -158,7 +176,7 @@ class Zygote:
         except OSError as exc:
             os.close(go_r)
             os.close(go_w)
-            self.chan.send(protocol.encode(protocol.FORKED, {"id": spec["id"], "error": str(exc)}))
+            self._send(protocol.encode(protocol.FORKED, {"id": spec["id"], "error": str(exc)}))
             return -1
         if pid == 0:
             try:
@@ -178,7 +196,7 @@ class Zygote:
             os.write(go_w, b"1")
         except OSError as exc:
             os.kill(pid, signal.SIGKILL)
-            self.chan.send(protocol.encode(protocol.FORKED, {"id": spec["id"],
+            self._send(protocol.encode(protocol.FORKED, {"id": spec["id"],
                                                              "error": f"set-up failed: {exc}"}))
             os.close(go_w)
             self.children.add(pid)  # reaped (and reported) like any other child
@@ -201,6 +219,12 @@ class Zygote:
         """In the child: drop the zygote's fds and signals, confine, apply limits and env, run."""
         t_start = time.monotonic_ns()
         signal.set_wakeup_fd(-1)
+        if fd < 0:  # connect back to the host and say who we are
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(f"{self.connect_dir}/instances.sock")
+            sock.sendall(protocol.encode(protocol.HELLO, {"id": spec["id"]}))
+            fd = sock.detach()
+            self.chan.close()
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, signal.SIG_DFL)
         os.closerange(3, fd)

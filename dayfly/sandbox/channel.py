@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 from ..runtime import protocol
 
@@ -11,12 +12,17 @@ _PLEN = _PREFIX.size
 
 
 class InstanceChannel(asyncio.Protocol):
-    """Sends INVOKE frames and resolves one pending reply at a time; collects LOG frames."""
+    """Sends INVOKE frames and resolves one pending reply at a time; collects LOG frames.
+
+    A frame that arrives before anyone waits for it (READY can beat the host's `expect`) is
+    kept in `early` and handed to the next `expect`.
+    """
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.waiter: asyncio.Future | None = None
+        self.early: deque[tuple[int, bytes, bytes]] = deque()
         self.logs: list[str] = []
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -38,6 +44,8 @@ class InstanceChannel(asyncio.Protocol):
                 self.logs.append(payload.decode("utf-8", "replace"))
             elif self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result((kind, meta, payload))
+            else:
+                self.early.append((kind, meta, payload))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
@@ -48,7 +56,9 @@ class InstanceChannel(asyncio.Protocol):
     def expect(self) -> asyncio.Future:
         """A future for the next non-log frame."""
         self.waiter = asyncio.get_running_loop().create_future()
-        if self.closed.done():
+        if self.early:
+            self.waiter.set_result(self.early.popleft())
+        elif self.closed.done():
             self.waiter.set_exception(EOFError())
         return self.waiter
 

@@ -112,19 +112,23 @@ class ZygoteClient:
                 self._lost()
                 return
             kind, meta, _ = protocol.decode(msg)
-            if kind == protocol.ZYGOTE_READY and self.ready and not self.ready.done():
-                self.ready.set_result(meta["pid"])
-            elif kind == protocol.FORKED:
-                fut = self.forks.pop(meta["id"], None)
-                if fut is not None and not fut.done():
-                    if "error" in meta:
-                        fut.set_exception(SandboxError(f"zygote {self.key}: {meta['error']}"))
-                    else:
-                        fut.set_result(meta["pid"])
-            elif kind == protocol.DIED:
-                fut = self.deaths.setdefault(meta["pid"], asyncio.get_running_loop().create_future())
-                if not fut.done():
-                    fut.set_result(meta)
+            self._handle(kind, meta)
+
+    def _handle(self, kind: int, meta: dict) -> None:
+        """One frame from the zygote."""
+        if kind == protocol.ZYGOTE_READY and self.ready and not self.ready.done():
+            self.ready.set_result(meta["pid"])
+        elif kind == protocol.FORKED:
+            fut = self.forks.pop(meta["id"], None)
+            if fut is not None and not fut.done():
+                if "error" in meta:
+                    fut.set_exception(SandboxError(f"zygote {self.key}: {meta['error']}"))
+                else:
+                    fut.set_result(meta["pid"])
+        elif kind == protocol.DIED:
+            fut = self.deaths.setdefault(meta["pid"], asyncio.get_running_loop().create_future())
+            if not fut.done():
+                fut.set_result(meta)
 
     def _lost(self) -> None:
         self.dead = True
