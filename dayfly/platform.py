@@ -12,6 +12,7 @@ from .control.functions import Functions
 from .control.model import function_arn
 from .control.registry import Registry
 from .sandbox.base import Backend
+from .sandbox.gvisor import GvisorBackend
 from .sandbox.linux.backend import LinuxBackend
 from .sandbox.process import ProcessBackend
 from .sandbox.safe import SafeSandbox
@@ -24,7 +25,8 @@ from .triggers.async_invoke import AsyncDispatcher
 log = logging.getLogger("dayfly")
 
 
-BACKENDS: tuple[type[Backend], ...] = (ProcessBackend, LinuxBackend)  # weakest first
+# weakest first; the default tier is the last available one that is not opt-in only
+BACKENDS: tuple[type[Backend], ...] = (ProcessBackend, GvisorBackend, LinuxBackend)
 
 
 def available_backends() -> dict[str, type[Backend]]:

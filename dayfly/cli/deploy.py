@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 import httpx
+from rich.table import Table
 from rich.text import Text
 
 from .client import NAME_RE, Client, CliError, function_path, with_client
@@ -43,8 +44,7 @@ def deploy(client: Client, folder: Path, name: str | None, publish: bool) -> Non
 def _follow(records: Any, first: str) -> dict[str, Any]:
     """Show progress lines (a spinner on a terminal, plain lines otherwise); the function."""
     err = console(stderr=True)
-    live = err.is_terminal
-    status = err.status(first) if live else None
+    status = err.status(first) if err.is_terminal else None
     if status is not None:
         status.start()
     else:
@@ -68,7 +68,7 @@ def _follow(records: Any, first: str) -> dict[str, Any]:
     raise CliError("the deploy ended without a result (did `dayfly up` stop?)")
 
 
-def summary(fn: dict[str, Any]) -> Any:
+def summary(fn: dict[str, Any]) -> Table:
     """The deployed function's key facts as a two-column table."""
     t = table("", "")
     t.show_header = False

@@ -120,7 +120,7 @@ class Zygote:
         try:
             if self.connect_dir:
                 kind, meta, _ = protocol.read(self.chan)
-                fds = [-1]  # the instance connects back by itself
+                fds = [-1] if kind == protocol.FORK else []  # the instance connects back itself
             else:
                 msg, fds, _, _ = socket.recv_fds(self.chan, 1 << 20, 8)
                 if not msg:

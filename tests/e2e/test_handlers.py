@@ -23,22 +23,27 @@ CONTEXT = """
         }
 """
 
+# Instances are told apart by a token drawn at import: pids repeat across instances when each
+# one has its own pid namespace (the linux tier's instances are all pid 1).
 PIDS = """
     import os, time
 
     INIT_PID = os.getpid()
+    INSTANCE = os.urandom(8).hex()
     CALLS = 0
 
     def handler(event, context):
         global CALLS
         CALLS += 1
         time.sleep(event.get("sleep", 0))
-        return {"init_pid": INIT_PID, "pid": os.getpid(), "calls": CALLS}
+        return {"init_pid": INIT_PID, "pid": os.getpid(), "calls": CALLS, "instance": INSTANCE}
 """
 
 # one bundle that fails in every way the tests below ask for; each test deploys its own copy
 MISBEHAVES = """
     import os, time
+
+    INSTANCE = os.urandom(8).hex()
 
     def handler(event, context):
         what = event.get("do")
@@ -51,7 +56,7 @@ MISBEHAVES = """
             time.sleep(event["seconds"])
         if what == "unserializable":
             return {"when": object()}
-        return {"pid": os.getpid()}
+        return {"instance": INSTANCE}
 """
 
 
@@ -126,6 +131,7 @@ def test_module_init_runs_once_per_instance(lam):
     create(lam, name, {"handler.py": PIDS})
     results = [invoke(lam, name)[1] for _ in range(4)]
     assert [r["calls"] for r in results] == [1, 2, 3, 4]
+    assert {r["instance"] for r in results} == {results[0]["instance"]}
     assert {r["pid"] for r in results} == {results[0]["pid"]}
     assert all(r["init_pid"] == r["pid"] for r in results)
 
@@ -181,7 +187,7 @@ def test_timeout_kills_the_instance_and_the_next_call_works(lam):
     assert resp["FunctionError"] == "Unhandled"
     assert "Task timed out after 1.00 seconds" in err["errorMessage"]
     _, after = invoke(lam, name)
-    assert after["pid"] != first["pid"], "a timed-out instance must not be reused"
+    assert after["instance"] != first["instance"], "a timed-out instance must not be reused"
 
 
 def test_unserializable_result_is_a_marshal_error(lam):
@@ -203,7 +209,7 @@ def test_exit_is_an_exit_error_and_the_pool_heals(lam):
     assert "exit status 1" in err["errorMessage"]
     resp, after = invoke(lam, name)
     assert "FunctionError" not in resp
-    assert after["pid"] != first["pid"]
+    assert after["instance"] != first["instance"]
 
 
 def test_segfault_is_an_exit_error_and_the_pool_heals(lam):
@@ -216,7 +222,7 @@ def test_segfault_is_an_exit_error_and_the_pool_heals(lam):
     assert "signal: segmentation fault" in err["errorMessage"]
     resp, after = invoke(lam, name)
     assert "FunctionError" not in resp
-    assert after["pid"] != first["pid"]
+    assert after["instance"] != first["instance"]
 
 
 def test_parallel_invocations_all_succeed(lam):
@@ -224,9 +230,11 @@ def test_parallel_invocations_all_succeed(lam):
     create(lam, name, {"handler.py": """
         import os, time
 
+        INSTANCE = os.urandom(8).hex()
+
         def handler(event, context):
             time.sleep(0.3)
-            return {"i": event["i"], "pid": os.getpid(), "rid": context.aws_request_id}
+            return {"i": event["i"], "instance": INSTANCE, "rid": context.aws_request_id}
     """})
 
     def call(i: int) -> tuple[dict, dict]:
@@ -239,4 +247,4 @@ def test_parallel_invocations_all_succeed(lam):
     assert all(body["rid"] == request_id(resp) for resp, body in results)
     assert len({body["rid"] for _, body in results}) == 8
     # 8 calls of 0.3 s each finishing together needed more than one instance
-    assert len({body["pid"] for _, body in results}) > 1
+    assert len({body["instance"] for _, body in results}) > 1

@@ -187,16 +187,25 @@ def test_invoke_log_type_tail_returns_the_log(lam):
     assert "Memory Size: 128 MB" in lines[-1]
 
 
+def records(server, name: str) -> list[dict]:
+    """dayfly's invocation records of a function, newest first."""
+    r = httpx.get(f"{server.url}/dayfly/v1/functions/{name}/invocations", timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["invocations"]
+
+
 def test_invoke_event_is_accepted_and_runs(lam, tmp_path: Path):
     name = unique_name("event")
     out_file = tmp_path / "events.log"
+    # the process tier shares the host's filesystem, so the handler can write to our tmp dir
     create(lam, name, {"handler.py": """
         import json, os
 
         def handler(event, context):
             with open(os.environ["OUT_FILE"], "a") as f:
                 f.write(json.dumps(event) + "\\n")
-    """}, Environment={"Variables": {"OUT_FILE": str(out_file)}})
+    """, "dayfly.toml": 'isolation = "process"\n'},
+        Environment={"Variables": {"OUT_FILE": str(out_file)}})
     resp = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"id": "ev-1"}')
     assert resp["StatusCode"] == 202
     assert resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-request-id"]
@@ -205,19 +214,32 @@ def test_invoke_event_is_accepted_and_runs(lam, tmp_path: Path):
     assert text == '{"id": "ev-1"}\n'
 
 
-def test_invoke_dry_run_is_204_and_runs_nothing(lam, tmp_path: Path):
-    name = unique_name("dryrun")
-    marker = tmp_path / "ran"
+def test_invoke_event_runs_in_the_default_tier(server, lam):
+    name = unique_name("eventrec")
     create(lam, name, {"handler.py": """
-        import os
-
         def handler(event, context):
-            open(os.environ["MARKER"], "w").close()
-    """}, Environment={"Variables": {"MARKER": str(marker)}})
+            print("event-token", event["token"])
+    """})
+    resp = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"token": "t-42"}')
+    assert resp["StatusCode"] == 202
+    rows = wait_for(lambda: records(server, name), timeout=10)
+    assert len(rows) == 1
+    assert (rows[0]["trigger"], rows[0]["status"]) == ("event", "success")
+    assert "event-token t-42" in rows[0]["logs"]
+
+
+def test_invoke_dry_run_is_204_and_runs_nothing(server, lam):
+    name = unique_name("dryrun")
+    create(lam, name, returns("dry"))
     resp = lam.invoke(FunctionName=name, InvocationType="DryRun", Payload=b"{}")
     assert resp["StatusCode"] == 204
     assert resp["ResponseMetadata"]["HTTPHeaders"]["x-amz-executed-version"] == "$LATEST"
-    assert not marker.exists()
+    assert resp["Payload"].read() == b""
+    # a real invocation afterwards is the only one on record
+    real, _ = invoke(lam, name)
+    rid = real["ResponseMetadata"]["HTTPHeaders"]["x-amzn-request-id"]
+    rows = wait_for(lambda: records(server, name), timeout=10)
+    assert [r["request_id"] for r in rows] == [rid]
 
 
 def test_publish_version_numbers_and_dedup(lam):

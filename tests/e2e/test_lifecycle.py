@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from conftest import Server, children_of, start_server, stop_server
 from e2e_helpers import create, invoke, unique_name
@@ -16,9 +17,11 @@ from e2e_helpers import create, invoke, unique_name
 HANDLER = {"handler.py": """
     import os, time
 
+    INSTANCE = os.urandom(8).hex()
+
     def handler(event, context):
         time.sleep(event.get("sleep", 0))
-        return {"pid": os.getpid(), "value": os.environ["VALUE"]}
+        return {"instance": INSTANCE, "value": os.environ["VALUE"]}
 """}
 
 
@@ -42,14 +45,25 @@ def survivors(pids: set[int], within: float = 5.0) -> set[int]:
     return left
 
 
+def instance_pids(srv: Server, name: str) -> set[int]:
+    """Host pids of the function's live instances, from dayfly's instances endpoint (a handler's
+    own os.getpid() is namespace-local in the linux tier)."""
+    r = httpx.get(f"{srv.url}/dayfly/v1/functions/{name}/instances", timeout=10)
+    assert r.status_code == 200, r.text
+    return {i["pid"] for i in r.json()["instances"] if i["pid"]}
+
+
 def warm_up(srv: Server, name: str) -> set[int]:
-    """Deploy `name` and run it enough that several instances are alive; return their pids."""
+    """Deploy `name` and run it until several instances are warm; return their host pids."""
     lam = srv.lambda_client()
     create(lam, name, HANDLER, Environment={"Variables": {"VALUE": "persisted"}})
     assert invoke(lam, name)[1]["value"] == "persisted"
     with ThreadPoolExecutor(3) as pool:
         bodies = list(pool.map(lambda _: invoke(lam, name, {"sleep": 0.3})[1], range(3)))
-    return {b["pid"] for b in bodies}
+    assert len({b["instance"] for b in bodies}) >= 2
+    pids = instance_pids(srv, name)
+    assert len(pids) >= 2
+    return pids
 
 
 @dataclass
@@ -58,7 +72,7 @@ class SigintRun:
 
     data_dir: Path
     name: str
-    instance_pids: set[int]
+    instances: set[int]
     children: set[int]
     exit_code: int
     survivors: set[int]
@@ -70,18 +84,17 @@ def sigint_run(tmp_path_factory) -> SigintRun:
     name = unique_name("persist")
     srv = start_server(data_dir)
     try:
-        instance_pids = warm_up(srv, name)
+        instances = warm_up(srv, name)
         children = children_of(srv.proc.pid)
     finally:
         code = stop_server(srv, signal.SIGINT)
-    return SigintRun(data_dir, name, instance_pids, children, code,
-                     survivors(children | instance_pids))
+    return SigintRun(data_dir, name, instances, children, code, survivors(children | instances))
 
 
 def test_sigint_stops_every_process_the_server_started(sigint_run):
     # a zygote plus at least two instances (the parallel burst needed more than one)
-    assert len(sigint_run.instance_pids) >= 2
-    assert sigint_run.instance_pids < sigint_run.children
+    assert len(sigint_run.instances) >= 2
+    assert sigint_run.instances < sigint_run.children
     assert len(sigint_run.children) >= 3
     assert sigint_run.survivors == set()
 
@@ -105,9 +118,10 @@ def test_restart_on_the_same_data_dir_keeps_functions(sigint_run):
         resp, body = invoke(lam, sigint_run.name)
         assert resp["StatusCode"] == 200
         assert body["value"] == "persisted"
-        assert body["pid"] not in sigint_run.instance_pids
         children = children_of(srv.proc.pid)
-        assert body["pid"] in children
+        fresh = instance_pids(srv, sigint_run.name)
+        assert len(fresh) == 1
+        assert fresh <= children - sigint_run.children
     finally:
         stop_server(srv, signal.SIGINT)
     assert survivors(children) == set()
@@ -116,12 +130,11 @@ def test_restart_on_the_same_data_dir_keeps_functions(sigint_run):
 def test_sigkilled_server_leaves_no_processes_behind(tmp_path):
     srv = start_server(tmp_path / "data")
     try:
-        instance_pids = warm_up(srv, unique_name("orphan"))
+        instances = warm_up(srv, unique_name("orphan"))
         children = children_of(srv.proc.pid)
-    except BaseException:
-        stop_server(srv)
-        raise
-    assert instance_pids < children
-    assert stop_server(srv, signal.SIGKILL) == -signal.SIGKILL
+    finally:
+        code = stop_server(srv, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert instances < children
     # nobody is left to tell them: the zygote sees its channel close and takes its instances along
-    assert survivors(children | instance_pids) == set()
+    assert survivors(children | instances) == set()

@@ -1,0 +1,106 @@
+"""Access keys for the S3 endpoint: id and secret (kept, since SigV4 verification needs it).
+
+On first start, when there is no key at all, one is created and written to
+`<data_dir>/credentials` (mode 0600, the aws CLI's `[default]` format).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+import string
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidParameter, ResourceNotFound
+from ..stores.db import Database
+
+SCHEMA = """CREATE TABLE IF NOT EXISTS access_keys (
+    id TEXT PRIMARY KEY, secret TEXT NOT NULL, description TEXT NOT NULL, created REAL NOT NULL
+)"""
+_ID_CHARS = string.ascii_uppercase + string.digits
+MAX_DESCRIPTION = 256
+
+
+class KeyStore:
+    """Key id → secret, persisted in SQLite and mirrored in memory (checked on every S3 call)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._keys: dict[str, dict[str, Any]] = {}
+        db.call(lambda c: c.execute(SCHEMA))
+        self._load()
+
+    def _load(self) -> None:
+        def read(c: sqlite3.Connection) -> None:
+            for row in c.execute("SELECT * FROM access_keys"):
+                self._keys[row["id"]] = dict(row)
+        self.db.call(read)
+
+    def secret(self, key_id: str) -> str | None:
+        key = self._keys.get(key_id)
+        return key["secret"] if key else None
+
+    def list(self) -> list[dict[str, Any]]:
+        """Every key without its secret, oldest first."""
+        return [{"id": k["id"], "description": k["description"], "created": k["created"]}
+                for k in sorted(self._keys.values(), key=lambda k: k["created"])]
+
+    def _new(self, description: str) -> dict[str, Any]:
+        if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+            raise InvalidParameter(f"a description is a string of at most {MAX_DESCRIPTION} "
+                                   "characters")
+        return {"id": "DF" + "".join(secrets.choice(_ID_CHARS) for _ in range(18)),
+                "secret": secrets.token_urlsafe(30), "description": description,
+                "created": time.time()}
+
+    @staticmethod
+    def _insert(c: sqlite3.Connection, key: dict[str, Any]) -> None:
+        c.execute("INSERT INTO access_keys(id, secret, description, created) VALUES "
+                  "(:id, :secret, :description, :created)", key)
+
+    async def create(self, description: str = "") -> dict[str, Any]:
+        """A new key; the only time its secret is handed out."""
+        key = self._new(description)
+        await self.db.run(lambda c: self._insert(c, key))
+        self._keys[key["id"]] = key
+        return dict(key)
+
+    async def delete(self, key_id: str) -> None:
+        if key_id not in self._keys:
+            raise ResourceNotFound(f"No access key with id {key_id}",
+                                   hint="`dayfly keys ls` lists the access keys")
+        await self.db.run(lambda c: c.execute("DELETE FROM access_keys WHERE id = ?", (key_id,)))
+        self._keys.pop(key_id, None)
+
+    def bootstrap(self, data_dir: Path) -> dict[str, Any] | None:
+        """First start: create a default key and write `<data_dir>/credentials`; else None."""
+        key = self._new("default (created on first start)")
+
+        def create_if_none(c: sqlite3.Connection) -> bool:
+            if c.execute("SELECT 1 FROM access_keys LIMIT 1").fetchone():
+                return False
+            self._insert(c, key)
+            return True
+        if not self.db.call(create_if_none):
+            return None
+        self._keys[key["id"]] = key
+        write_credentials(data_dir / "credentials", key["id"], key["secret"])
+        return key
+
+
+def write_credentials(path: Path, key_id: str, secret: str) -> None:
+    """An aws-CLI credentials file readable by its owner only, replaced atomically."""
+    text = (f"# dayfly S3 access key, written on first start (see `dayfly keys`)\n"
+            f"[default]\naws_access_key_id = {key_id}\naws_secret_access_key = {secret}\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.chmod(tmp, 0o600)
+    os.rename(tmp, path)

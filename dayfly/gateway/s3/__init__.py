@@ -1,0 +1,1 @@
+"""The S3-compatible endpoint: SigV4 checks, aws-chunked bodies, S3's XML, the operations."""

@@ -1,0 +1,152 @@
+"""aws-chunked request bodies: signed chunks (STREAMING-AWS4-HMAC-SHA256-PAYLOAD[-TRAILER]) and
+unsigned ones with trailing checksums (STREAMING-UNSIGNED-PAYLOAD-TRAILER).
+
+    signed:    <hex size>;chunk-signature=<sig>\\r\\n<data>\\r\\n ... 0;chunk-signature=<sig>\\r\\n
+    unsigned:  <hex size>\\r\\n<data>\\r\\n ... 0\\r\\n
+    then, with a trailer: <name>:<value>\\r\\n ... [x-amz-trailer-signature:<sig>\\r\\n] \\r\\n
+
+Each chunk signature signs the previous signature (the first one: the request's) and the
+SHA-256 of the chunk, so chunks cannot be dropped, reordered or altered. Data is passed on as it
+arrives; a bad signature raises before the object is committed, so nothing bad is ever stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+
+from ...stores.s3errors import S3Error
+from .sigv4 import EMPTY_SHA256, Auth, sign
+
+MAX_LINE = 4096
+PIECE = 256 * 1024
+
+
+def _incomplete(why: str) -> S3Error:
+    return S3Error("IncompleteBody", f"The aws-chunked body is malformed: {why}")
+
+
+class _Reader:
+    """Lines and counted reads over an ASGI body stream."""
+
+    def __init__(self, stream: AsyncIterator[bytes]) -> None:
+        self.stream = stream
+        self.buf = bytearray()
+        self.eof = False
+
+    async def _fill(self) -> bool:
+        if self.eof:
+            return False
+        try:
+            self.buf += await self.stream.__anext__()
+        except StopAsyncIteration:
+            self.eof = True
+            return False
+        return True
+
+    async def line(self) -> bytes:
+        while True:
+            i = self.buf.find(b"\r\n")
+            if i >= 0:
+                out = bytes(self.buf[:i])
+                del self.buf[: i + 2]
+                return out
+            if len(self.buf) > MAX_LINE:
+                raise _incomplete("a chunk header or trailer line is too long")
+            if not await self._fill():
+                raise _incomplete("the body ended in the middle of a line")
+
+    async def some(self, limit: int) -> bytes:
+        if not self.buf and not await self._fill():
+            raise _incomplete("the body ended in the middle of a chunk")
+        out = bytes(self.buf[:limit])
+        del self.buf[:limit]
+        return out
+
+    async def at_end(self) -> bool:
+        return not self.buf and not await self._fill()
+
+
+class ChunkedBody:
+    """Decodes an aws-chunked stream; `trailers` holds the trailing headers once it is read."""
+
+    def __init__(self, stream: AsyncIterator[bytes], auth: Auth | None, trailer: bool) -> None:
+        self.reader = _Reader(stream)
+        self.auth = auth  # None: unsigned chunks
+        self.trailer = trailer
+        self.trailers: dict[str, str] = {}
+        self.prev = auth.signature if auth else ""
+
+    def _check(self, kind: str, tail: str, given: str) -> None:
+        assert self.auth is not None
+        to_sign = "\n".join([kind, self.auth.timestamp, self.auth.scope, self.prev, tail])
+        if not hmac.compare_digest(sign(self.auth.signing_key, to_sign), given):
+            raise S3Error("SignatureDoesNotMatch", "The request signature we calculated does "
+                          "not match the signature you provided (aws-chunked "
+                          f"{'trailer' if kind.endswith('TRAILER') else 'chunk'}).",
+                          StringToSign=to_sign, SignatureProvided=given[:64])
+        self.prev = given
+
+    def _header(self, line: bytes) -> tuple[int, str]:
+        size, _, ext = line.partition(b";")
+        try:
+            n = int(size, 16)
+        except ValueError:
+            raise _incomplete("a chunk size is not hexadecimal") from None
+        if n < 0 or len(size) > 16:
+            raise _incomplete("a chunk size is out of range")
+        sig = ""
+        if self.auth is not None:
+            name, _, value = ext.partition(b"=")
+            if name.strip() != b"chunk-signature" or not value:
+                raise S3Error("SignatureDoesNotMatch", "A chunk has no chunk-signature")
+            sig = value.strip().decode("latin-1")
+        return n, sig
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        r = self.reader
+        while True:
+            n, sig = self._header(await r.line())
+            h = hashlib.sha256() if self.auth is not None else None
+            left = n
+            while left:
+                data = await r.some(min(left, PIECE))
+                left -= len(data)
+                if h is not None:
+                    h.update(data)
+                yield data
+            if h is not None:
+                self._check("AWS4-HMAC-SHA256-PAYLOAD", f"{EMPTY_SHA256}\n{h.hexdigest()}", sig)
+            if n == 0:
+                break
+            if await r.line() != b"":
+                raise _incomplete("a chunk is longer than its declared size")
+        if self.trailer:
+            await self._read_trailer()
+        elif await r.line() != b"":
+            raise _incomplete("unexpected data after the last chunk")
+        if not await r.at_end():
+            raise _incomplete("unexpected data after the end of the body")
+
+    async def _read_trailer(self) -> None:
+        signature = None
+        canonical = b""
+        while line := await self.reader.line():
+            name, sep, value = line.partition(b":")
+            if not sep:
+                raise _incomplete("a trailer line has no ':'")
+            key = name.strip().lower().decode("latin-1")
+            if key == "x-amz-trailer-signature":
+                signature = value.strip().decode("latin-1")
+                continue
+            if len(self.trailers) >= 10:
+                raise _incomplete("too many trailers")
+            self.trailers[key] = value.strip().decode("latin-1")
+            canonical += key.encode() + b":" + value.strip() + b"\n"
+        if self.auth is not None:
+            if signature is None:
+                raise S3Error("SignatureDoesNotMatch", "The trailer has no "
+                              "x-amz-trailer-signature")
+            self._check("AWS4-HMAC-SHA256-TRAILER", hashlib.sha256(canonical).hexdigest(),
+                        signature)

@@ -1,0 +1,140 @@
+"""What every S3 operation handler gets (`Ctx`), and the header conventions they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from email.utils import formatdate
+from urllib.parse import unquote
+
+from starlette.requests import Request
+
+from ...stores.objects import ObjectInfo, ObjectStore, Origin
+from ...stores.s3errors import S3Error
+from .sigv4 import Auth
+
+KEPT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
+                "cache-control", "expires")
+MAX_USER_METADATA = 2048  # bytes of x-amz-meta-* names and values, as S3
+
+
+@dataclass(slots=True)
+class Ctx:
+    """One authenticated S3 request, addressed path-style to /bucket/key."""
+
+    request: Request
+    auth: Auth
+    store: ObjectStore
+    bucket: str
+    key: str
+    query: dict[str, str]
+    request_id: str
+
+    @property
+    def headers(self):
+        return self.request.headers
+
+    def origin(self) -> Origin:
+        client = self.request.client
+        return Origin(self.request_id, client.host if client else "", self.auth.key_id)
+
+    def int_param(self, name: str, default: int, low: int, high: int | None = None) -> int:
+        """A query parameter as an int in [low, high]; above high is capped (as S3's max-keys)."""
+        raw = self.query.get(name)
+        if raw is None or raw == "":
+            return default
+        if not raw.lstrip("-").isdigit() or int(raw) < low:
+            raise S3Error("InvalidArgument", f"{name} must be an integer >= {low}",
+                          ArgumentName=name, ArgumentValue=raw[:64])
+        return int(raw) if high is None else min(int(raw), high)
+
+
+def stored_headers(request: Request) -> dict[str, str]:
+    """The headers S3 keeps with an object: standard ones and x-amz-meta-* (user metadata)."""
+    out: dict[str, str] = {}
+    meta_size = 0
+    for name, value in request.headers.items():
+        if name.startswith("x-amz-meta-"):
+            meta_size += len(name) - 11 + len(value.encode())
+            out[name] = value
+        elif name in KEPT_HEADERS:
+            out[name] = value
+    enc = [e.strip() for e in out.get("content-encoding", "").split(",")
+           if e.strip() and e.strip() != "aws-chunked"]
+    if enc:
+        out["content-encoding"] = ",".join(enc)
+    else:
+        out.pop("content-encoding", None)
+    if meta_size > MAX_USER_METADATA:
+        raise S3Error("MetadataTooLarge", "Your metadata headers exceed the maximum allowed "
+                      "metadata size.", Size=str(meta_size), MaxSizeAllowed=str(MAX_USER_METADATA))
+    return out
+
+
+def http_date(epoch: float) -> str:
+    return formatdate(epoch, usegmt=True)
+
+
+def quoted(etag: str) -> str:
+    return f'"{etag}"'
+
+
+def object_headers(info: ObjectInfo, checksum: bool) -> dict[str, str]:
+    """Response headers describing an object (GetObject, HeadObject)."""
+    headers = {"etag": quoted(info.etag), "last-modified": http_date(info.modified),
+               "accept-ranges": "bytes", "content-type": "binary/octet-stream"}
+    headers.update(info.headers)
+    if checksum and info.checksum:
+        headers[f"x-amz-checksum-{info.checksum['algorithm']}"] = info.checksum["value"]
+        headers["x-amz-checksum-type"] = info.checksum["type"]
+    return headers
+
+
+def checksum_headers(sums: dict[str, str], kind: str = "FULL_OBJECT") -> dict[str, str]:
+    out = {f"x-amz-checksum-{alg}": value for alg, value in sums.items()}
+    if sums:
+        out["x-amz-checksum-type"] = kind
+    return out
+
+
+def checksum_elements(checksum: dict[str, str] | None) -> list[tuple[str, str]]:
+    """XML elements for an object's checksum: ChecksumCRC32 etc. and ChecksumType."""
+    if not checksum:
+        return []
+    return [(f"Checksum{checksum['algorithm'].upper()}", checksum["value"]),
+            ("ChecksumType", checksum["type"])]
+
+
+def copy_source(ctx: Ctx) -> tuple[str, str]:
+    """(bucket, key) from x-amz-copy-source: `[/]bucket/key[?versionId=...]`, URL-encoded."""
+    raw = ctx.headers.get("x-amz-copy-source", "")
+    path, _, version = raw.partition("?")
+    bucket, _, key = unquote(path, errors="strict").lstrip("/").partition("/")
+    if not bucket or not key:
+        raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: "
+                      "sourcebucket/sourcekey", ArgumentName="x-amz-copy-source")
+    if version and version not in ("versionId=null", "versionId="):
+        raise S3Error("InvalidArgument", "Invalid version id specified")
+    return bucket, key
+
+
+def byte_range(spec: str | None, size: int) -> tuple[int, int] | None:
+    """(start, end) inclusive for `bytes=a-b`, `bytes=a-`, `bytes=-n`; None for no/odd range."""
+    if not spec or not spec.startswith("bytes=") or "," in spec:
+        return None  # S3 ignores ranges it does not understand, and multiple ranges
+    first, sep, last = spec[6:].strip().partition("-")
+    if (not sep or (first and not first.isdigit()) or (last and not last.isdigit())
+            or not (first or last) or (first and last and int(last) < int(first))):
+        return None
+    if first:
+        start = int(first)
+        if start >= size:
+            _unsatisfiable(size)
+        return start, min(int(last), size - 1) if last else size - 1
+    if int(last) == 0 or size == 0:
+        _unsatisfiable(size)
+    return max(0, size - int(last)), size - 1
+
+
+def _unsatisfiable(size: int) -> None:
+    raise S3Error("InvalidRange", "The requested range is not satisfiable",
+                  ActualObjectSize=str(size))

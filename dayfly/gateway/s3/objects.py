@@ -1,0 +1,161 @@
+"""Object operations: Put, Get (ranges, conditions), Head, Delete, DeleteObjects, Copy."""
+
+from __future__ import annotations
+
+from email.utils import parsedate_to_datetime
+
+from starlette.responses import Response, StreamingResponse
+
+from ...stores.blobs import Blob
+from ...stores.objects import ObjectInfo, check_key
+from ...stores.s3errors import S3Error
+from .context import (Ctx, byte_range, checksum_headers, copy_source, object_headers, quoted,
+                      stored_headers)
+from .payload import Payload
+from .xml import el, iso, parse, text, wrap, xml_response
+
+MAX_XML = 2 * 1024 * 1024  # DeleteObjects: 1000 keys of up to 1 KiB, plus markup
+OVERRIDES = {f"response-{h}": h for h in ("content-type", "content-language", "expires",
+                                          "cache-control", "content-disposition",
+                                          "content-encoding")}
+
+
+def _kept(sums: dict[str, str]) -> dict[str, str] | None:
+    for alg, value in sums.items():
+        return {"algorithm": alg, "value": value, "type": "FULL_OBJECT"}
+    return None
+
+
+async def put_object(ctx: Ctx) -> Response:
+    if "x-amz-copy-source" in ctx.headers:
+        return await copy_object(ctx)
+    payload = Payload(ctx.request, ctx.auth)
+    headers = stored_headers(ctx.request)
+    sums: dict[str, str] = {}
+
+    def verify(blob: Blob) -> dict[str, str] | None:
+        sums.update(payload.verify(blob))
+        return _kept(sums)
+    info = await ctx.store.put_object(ctx.bucket, ctx.key, payload.chunks(), headers=headers,
+                                      algorithms=payload.algorithms, verify=verify,
+                                      origin=ctx.origin())
+    return Response(headers={"etag": quoted(info.etag), **checksum_headers(sums)})
+
+
+def _since(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _matches(etag: str, header: str) -> bool:
+    tags = [t.strip().removeprefix("W/").strip('"') for t in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def check_conditions(info: ObjectInfo, get, prefix: str = "") -> None:
+    """If-Match, If-None-Match, If-(Un)Modified-Since (or their x-amz-copy-source-if-* forms)."""
+    match, none_match = get(f"{prefix}if-match"), get(f"{prefix}if-none-match")
+    modified = int(info.modified)
+    if match is not None and not _matches(info.etag, match):
+        raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified "
+                      "did not hold", Condition=f"{prefix or ''}If-Match")
+    since = _since(get(f"{prefix}if-unmodified-since"))
+    if match is None and since is not None and modified > since:
+        raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified "
+                      "did not hold", Condition=f"{prefix}If-Unmodified-Since")
+    code = "PreconditionFailed" if prefix else "NotModified"
+    if none_match is not None and _matches(info.etag, none_match):
+        raise S3Error(code, "Not Modified" if not prefix else "At least one of the "
+                      "pre-conditions you specified did not hold")
+    since = _since(get(f"{prefix}if-modified-since"))
+    if none_match is None and since is not None and modified <= since:
+        raise S3Error(code, "Not Modified" if not prefix else "At least one of the "
+                      "pre-conditions you specified did not hold")
+
+
+async def get_object(ctx: Ctx, head: bool = False) -> Response:
+    if "partNumber" in ctx.query:
+        raise S3Error("NotImplemented", "GetObject by partNumber is not implemented")
+    for _ in range(3):  # the object may be replaced between the lookup and the open
+        info = await ctx.store.get_object(ctx.bucket, ctx.key)
+        check_conditions(info, ctx.headers.get)
+        rng = byte_range(ctx.headers.get("range"), info.size)
+        start, end = rng if rng else (0, info.size - 1)
+        headers = object_headers(info, checksum=rng is None and ctx.headers.get(
+            "x-amz-checksum-mode", "").upper() == "ENABLED")
+        if not head:
+            headers.update({h: ctx.query[q] for q, h in OVERRIDES.items() if q in ctx.query})
+        headers["content-length"] = str(end - start + 1)
+        if rng:
+            headers["content-range"] = f"bytes {start}-{end}/{info.size}"
+        status = 206 if rng else 200
+        if head:
+            return Response(status_code=status, headers=headers)
+        try:
+            body = await ctx.store.blobs.open(info.blob, start, end)
+        except FileNotFoundError:
+            continue
+        return StreamingResponse(body, status_code=status, headers=headers)
+    raise S3Error("NoSuchKey", "The specified key does not exist.", Key=ctx.key)
+
+
+async def head_object(ctx: Ctx) -> Response:
+    return await get_object(ctx, head=True)
+
+
+async def delete_object(ctx: Ctx) -> Response:
+    await ctx.store.delete_objects(ctx.bucket, [ctx.key], ctx.origin())
+    return Response(status_code=204)
+
+
+async def delete_objects(ctx: Ctx) -> Response:
+    payload = Payload(ctx.request, ctx.auth, limit=MAX_XML)
+    if payload.md5 is None and not payload.declared:
+        raise S3Error("InvalidRequest", "Missing required header for this request: Content-MD5 "
+                      "or x-amz-checksum-*")
+    root = parse(await payload.read(MAX_XML), "Delete")
+    quiet = text(root, "Quiet", "false").strip().lower() == "true"
+    objects = root.findall("Object")
+    if not 1 <= len(objects) <= 1000:
+        raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not "
+                      "validate against our published schema (1 to 1000 Object elements)")
+    keys, errors = [], []
+    for node in objects:
+        key = text(node, "Key")
+        try:
+            check_key(key)
+            if text(node, "VersionId", "null") not in ("null", ""):
+                raise S3Error("InvalidArgument", "Invalid version id specified")
+        except S3Error as exc:
+            errors.append(wrap("Error", el("Key", key), el("Code", exc.code),
+                               el("Message", exc.message)))
+            continue
+        keys.append(key)
+    await ctx.store.delete_objects(ctx.bucket, keys, ctx.origin())
+    deleted = [] if quiet else [wrap("Deleted", el("Key", k)) for k in dict.fromkeys(keys)]
+    return xml_response("DeleteResult", *deleted, *errors)
+
+
+async def copy_object(ctx: Ctx) -> Response:
+    src_bucket, src_key = copy_source(ctx)
+    src = await ctx.store.get_object(src_bucket, src_key)
+    check_conditions(src, ctx.headers.get, "x-amz-copy-source-")
+    directive = ctx.headers.get("x-amz-metadata-directive", "COPY").upper()
+    if directive not in ("COPY", "REPLACE"):
+        raise S3Error("InvalidArgument", "Unknown metadata directive.",
+                      ArgumentName="x-amz-metadata-directive")
+    if (src_bucket, src_key) == (ctx.bucket, ctx.key) and directive == "COPY":
+        raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to "
+                      "copy an object to itself without changing the object's metadata, storage "
+                      "class, website redirect location or encryption attributes.")
+    headers = stored_headers(ctx.request) if directive == "REPLACE" else None
+    info = await ctx.store.copy_object(src, ctx.bucket, ctx.key, headers, ctx.origin())
+    sums = {info.checksum["algorithm"]: info.checksum["value"]} if info.checksum else {}
+    return xml_response("CopyObjectResult", el("LastModified", iso(info.modified)),
+                        el("ETag", quoted(info.etag)),
+                        *(el(f"Checksum{a.upper()}", v) for a, v in sums.items()),
+                        el("ChecksumType", "FULL_OBJECT" if sums else None))

@@ -1,0 +1,294 @@
+"""The `gvisor` tier: the zygote and its instances run under runsc (gVisor's user-space kernel).
+
+File descriptors cannot be passed into the sandbox, so the zygote and each instance connect
+back to host Unix sockets bind-mounted at /run/dayfly (`--host-uds=open`); an instance's
+first frame (HELLO) names it. Starting a sandbox takes hundreds of milliseconds, so this
+tier relies on warm zygotes; forks inside the sandbox are fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+from ..errors import InvalidParameter, SandboxError
+from ..runtime import protocol
+from ..types import FunctionSpec
+from .linux.backend import ETC, SYSTEM_PATHS, _python_binds
+from .process import ZygoteBackend, instance_env
+from .zygote import BOOT, ZygoteClient
+
+RUNSC = "runsc"
+TASK, DEPS, RUNTIME, SOCKETS = "/var/task", "/opt/python", "/opt/dayfly", "/run/dayfly"
+
+
+def _runsc_base(state: Path) -> list[str]:
+    # ptrace works everywhere runsc does; kvm is faster but hangs under some nested VMs
+    platform = os.environ.get("DAYFLY_RUNSC_PLATFORM", "ptrace")
+    return [RUNSC, f"--root={state}", "--network=none", "--host-uds=open", "--ignore-cgroups",
+            f"--platform={platform}"]
+
+
+class _Frames(asyncio.Protocol):
+    """Stream-framed zygote channel (host side)."""
+
+    def __init__(self, client: GvisorZygote) -> None:
+        self.client = client
+        self.buf = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        size = protocol.PREFIX.size
+        while len(self.buf) >= size:
+            kind, mlen, plen = protocol.PREFIX.unpack_from(self.buf)
+            end = size + mlen + plen
+            if len(self.buf) < end:
+                return
+            meta = json.loads(self.buf[size : size + mlen]) if mlen else {}
+            del self.buf[:end]
+            self.client._handle(kind, meta)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.client._lost()
+
+
+class GvisorZygote(ZygoteClient):
+    """A zygote inside a runsc sandbox, reached through connect-back sockets."""
+
+    def __init__(self, key: str, runtime_root: Path, bundle: Path, state: Path,
+                 sockets: Path) -> None:
+        super().__init__(key, runtime_root)
+        self.bundle = bundle
+        self.state = state
+        self.sockets = sockets
+        self.container = f"dayfly-{uuid.uuid4().hex[:12]}"
+        self.transport: asyncio.Transport | None = None
+        self.arrivals: dict[str, asyncio.Future] = {}
+        self._servers: list[asyncio.base_events.Server] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.ready = loop.create_future()
+        connected: asyncio.Future = loop.create_future()
+
+        async def on_zygote(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            if not connected.done():
+                connected.set_result(writer)
+
+        zsrv = await asyncio.start_unix_server(on_zygote, path=str(self.sockets / "zygote.sock"))
+        isrv = await asyncio.start_unix_server(self._on_instance,
+                                               path=str(self.sockets / "instances.sock"))
+        self._servers = [zsrv, isrv]
+        for name in ("zygote.sock", "instances.sock"):
+            os.chmod(self.sockets / name, 0o777)
+        self.proc = await asyncio.create_subprocess_exec(
+            *_runsc_base(self.state), "run", "--bundle", str(self.bundle), self.container,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT, start_new_session=True)
+        asyncio.ensure_future(self._drain_output())
+        try:
+            writer = await asyncio.wait_for(connected, 60)
+            # take the raw socket over from the stream wrapper and frame it ourselves
+            sock = writer.get_extra_info("socket").dup()
+            writer.transport.abort()
+            sock.setblocking(False)
+            self.transport, _ = await loop.connect_accepted_socket(lambda: _Frames(self), sock)
+            await asyncio.wait_for(self.ready, 30)
+        except (TimeoutError, EOFError) as exc:
+            await self.close()
+            raise SandboxError(f"gVisor zygote {self.key} did not start") from exc
+
+    async def _on_instance(self, reader: asyncio.StreamReader,
+                           writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readexactly(protocol.PREFIX.size), 10)
+            kind, mlen, plen = protocol.PREFIX.unpack(head)
+            meta = json.loads(await reader.readexactly(mlen)) if mlen else {}
+        except (asyncio.IncompleteReadError, TimeoutError, ValueError):
+            writer.close()
+            return
+        fut = self.arrivals.pop(meta.get("id", ""), None)
+        if kind != protocol.HELLO or fut is None or fut.done():
+            writer.close()
+            return
+        sock = writer.get_extra_info("socket").dup()
+        writer.transport.abort()
+        fut.set_result(sock)
+
+    async def _send(self, msg: bytes, fds: list[int] = ()) -> None:  # type: ignore[assignment]
+        if self.transport is None or self.transport.is_closing():
+            raise SandboxError(f"gVisor zygote {self.key} is gone")
+        self.transport.write(msg)
+
+    async def fork(self, instance_id: str, spec: dict,
+                   fds: tuple[int, ...] = ()) -> tuple[int, socket.socket]:
+        if self.dead:
+            raise SandboxError(f"gVisor zygote {self.key} is gone")
+        loop = asyncio.get_running_loop()
+        forked, arrived = loop.create_future(), loop.create_future()
+        self.forks[instance_id] = forked
+        self.arrivals[instance_id] = arrived
+        await self._send(protocol.encode(protocol.FORK, {**spec, "id": instance_id}))
+        try:
+            pid = await asyncio.wait_for(forked, 10)
+            sock = await asyncio.wait_for(arrived, 10)
+        except (TimeoutError, EOFError) as exc:
+            self.arrivals.pop(instance_id, None)
+            raise SandboxError(f"gVisor zygote {self.key} did not fork") from exc
+        self.deaths.setdefault(pid, loop.create_future())
+        self.instances += 1
+        return pid, sock
+
+    def _lost(self) -> None:
+        self.dead = True
+        for fut in [self.ready, *self.forks.values(), *self.arrivals.values()]:
+            if fut is not None and not fut.done():
+                fut.set_exception(EOFError())
+        for fut in self.deaths.values():
+            if not fut.done():
+                fut.set_result({"code": "?", "zygote": "gone"})
+
+    async def close(self) -> None:
+        self.dead = True
+        if self.transport is not None:
+            self.transport.close()
+        for srv in self._servers:
+            srv.close()
+        for cmd in (["kill", self.container, "KILL"], ["delete", "--force", self.container]):
+            proc = await asyncio.create_subprocess_exec(
+                *_runsc_base(self.state), *cmd, stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL)
+            await proc.wait()
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.proc.wait(), 5)
+            if self.proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, 9)
+                await self.proc.wait()
+        shutil.rmtree(self.bundle.parent, ignore_errors=True)
+
+
+class GvisorBackend(ZygoteBackend):
+    """One runsc sandbox per function (its zygote); instances fork inside it."""
+
+    name = "gvisor"
+    weak = False
+    _probe: tuple[bool, str] | None = None
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir)
+        self.base = Path(data_dir) / "gvisor"
+        self.state = self.base / "state"
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.python_binds, self.masks = _python_binds()
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        if cls._probe is None:
+            cls._probe = cls._check()
+        return cls._probe
+
+    @classmethod
+    def _check(cls) -> tuple[bool, str]:
+        if shutil.which(RUNSC) is None:
+            return False, "runsc is not installed (Debian: apt-get install runsc)"
+        if os.geteuid() != 0:
+            return False, "runsc needs root here"
+        with tempfile.TemporaryDirectory(prefix="dayfly-runsc-") as tmp:
+            try:
+                out = subprocess.run([*_runsc_base(Path(tmp)), "do", "/bin/true"],
+                                     capture_output=True, timeout=20, text=True)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                return False, f"runsc did not run: {exc}"
+        if out.returncode != 0:
+            return False, f"runsc failed: {(out.stderr or out.stdout).strip()[-200:]}"
+        return True, "gVisor (runsc) sandboxes"
+
+    def zygote_key(self, spec: FunctionSpec) -> str:
+        return f"gvisor|{spec.runtime}|{spec.code_dir}|{spec.deps_dir or ''}|{','.join(spec.files)}"
+
+    async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
+        if spec.network:
+            raise InvalidParameter("the gvisor tier runs without any network; declare no "
+                                   "`network` or use the linux tier for declared egress")
+        work = Path(tempfile.mkdtemp(dir=self.base, prefix="z-"))
+        bundle, sockets = work / "bundle", work / "sockets"
+        sockets.mkdir(parents=True)
+        os.chmod(sockets, 0o755)
+        binds = [(str(self.runtime_root), RUNTIME), (spec.code_dir, TASK),
+                 (str(sockets), SOCKETS)]
+        if spec.deps_dir:
+            binds.append((spec.deps_dir, DEPS))
+        binds += [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
+        binds += self.python_binds + [(p, p) for p in spec.files]
+        await asyncio.to_thread(self._write_bundle, bundle, binds, spec)
+        return GvisorZygote(key, self.runtime_root, bundle, self.state, sockets)
+
+    def _write_bundle(self, bundle: Path, binds: list[tuple[str, str]], spec: FunctionSpec) -> None:
+        rootfs = bundle / "rootfs"
+        for d in ("proc", "tmp", "dev", "etc", "usr/bin"):
+            (rootfs / d).mkdir(parents=True, exist_ok=True)
+        for link, target in {"lib": "usr/lib", "lib64": "usr/lib64", "bin": "usr/bin"}.items():
+            (rootfs / link).symlink_to(target)
+        for path, text in ETC.items():
+            (rootfs / path.lstrip("/")).write_text(text)
+        mounts = [{"destination": "/proc", "type": "proc", "source": "proc"},
+                  {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+                   "options": ["nosuid", "nodev", f"size={spec.limits.tmp_mb}m", "mode=1777"]}]
+        for src, dst in binds:
+            target = rootfs / dst.lstrip("/")
+            if os.path.isdir(src):
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.touch()
+            opts = ["rbind", "rw" if dst == SOCKETS else "ro", "nosuid", "nodev"]
+            mounts.append({"destination": dst, "type": "bind", "source": src, "options": opts})
+        for path in self.masks:
+            if os.path.isdir(path):
+                mounts.append({"destination": path, "type": "tmpfs", "source": "tmpfs",
+                               "options": ["ro", "size=4k"]})
+        config = {"connect": SOCKETS, "runtime_root": RUNTIME}
+        boot = BOOT.format(root=RUNTIME)
+        spec_json = {
+            "ociVersion": "1.0.0",
+            "process": {
+                "terminal": False, "user": {"uid": 1000, "gid": 1000},
+                "args": [os.path.realpath(sys.executable), "-I", "-S", "-B", "-c", boot,
+                         json.dumps(config)],
+                "env": ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"], "cwd": "/",
+                "capabilities": {k: [] for k in ("bounding", "effective", "inheritable",
+                                                 "permitted", "ambient")},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+                "noNewPrivileges": True,
+            },
+            "root": {"path": "rootfs", "readonly": True},
+            "hostname": "dayfly",
+            "mounts": mounts,
+            "linux": {"namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts",
+                                                           "mount")]},
+        }
+        (bundle / "config.json").write_text(json.dumps(spec_json, indent=1))
+
+    def fork_spec(self, spec: FunctionSpec, instance_id: str) -> dict:
+        env = instance_env(spec, instance_id)
+        env.update(LAMBDA_TASK_ROOT=TASK, HOME="/tmp")
+        return {"handler": spec.handler, "code_dir": TASK,
+                "deps_dir": DEPS if spec.deps_dir else None, "env": env,
+                "memory_mb": spec.limits.memory_mb,
+                "max_output_bytes": spec.limits.max_output_bytes, "rlimit_as": True}
+
+    def stats(self, inst):  # type: ignore[no-untyped-def]
+        from .base import InstanceStats
+
+        return InstanceStats()  # instance pids live inside the sandbox's own kernel
