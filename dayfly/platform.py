@@ -9,6 +9,7 @@ from .config import Settings
 from .control.bundles import BundleStore
 from .control.deps import DepsInstaller
 from .control.functions import Functions
+from .control.keys import KeyStore
 from .control.model import function_arn
 from .control.registry import Registry
 from .sandbox.base import Backend
@@ -18,6 +19,7 @@ from .sandbox.process import ProcessBackend
 from .sandbox.safe import SafeSandbox
 from .scheduler.scheduler import Scheduler
 from .stores.db import Database
+from .stores.objects import ObjectStore
 from .stores.queue import EventQueue
 from .stores.records import RecordStore
 from .triggers.async_invoke import AsyncDispatcher
@@ -60,6 +62,8 @@ class Platform:
         self.functions = Functions(self.registry, self.bundles, self.deps, self.scheduler,
                                    set(self.sandboxes))
         self.queue = EventQueue(self.db)
+        self.objects = ObjectStore(self.db, settings.data_dir, settings.region)
+        self.keys = KeyStore(self.db)
         self.dispatcher = AsyncDispatcher(self.queue, self.scheduler, self.registry.spec,
                                           self.arn)
 
@@ -68,6 +72,7 @@ class Platform:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.registry.load)
+        await asyncio.to_thread(self.keys.bootstrap, self.settings.data_dir)
         self.scheduler.start()
         self.records.start()
         for spec in self.registry.all_specs():

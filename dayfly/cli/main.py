@@ -11,6 +11,7 @@ from .functions import ls, rm
 from .instances import instances, scale_to_zero
 from .invocations import invocations
 from .invoke import invoke
+from .keys import keys
 from .logs import logs
 from .up import up
 from .versions import publish, versions
@@ -23,7 +24,7 @@ def cli() -> None:
 
 
 for command in (up, deploy, invoke, ls, rm, logs, versions, publish, alias, instances,
-                scale_to_zero, invocations):
+                scale_to_zero, invocations, keys):
     cli.add_command(command)
 
 

@@ -62,4 +62,9 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
                             lifespan="on", access_log=False, log_level="warning",
                             timeout_graceful_shutdown=5)
-    uvicorn.Server(config).run()
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:
+            platform.records.hang_up()  # live log tails end now, not at the graceful timeout
+            super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    Server(config).run()

@@ -190,6 +190,8 @@ async def logs(request: Request) -> Response:
                 except TimeoutError:
                     yield b"\n"  # keep-alive, so dead clients are noticed
                     continue
+                if rec is None:  # the platform is stopping
+                    return
                 if rec.function == name and rec.request_id not in seen:
                     yield line(record_json(rec))
         finally:

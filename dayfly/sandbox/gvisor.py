@@ -175,6 +175,7 @@ class GvisorZygote(ZygoteClient):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, 9)
                 await self.proc.wait()
+        shutil.rmtree(self.sockets, ignore_errors=True)
         shutil.rmtree(self.bundle.parent, ignore_errors=True)
 
 
@@ -222,9 +223,11 @@ class GvisorBackend(ZygoteBackend):
             raise InvalidParameter("the gvisor tier runs without any network; declare no "
                                    "`network` or use the linux tier for declared egress")
         work = Path(tempfile.mkdtemp(dir=self.base, prefix="z-"))
-        bundle, sockets = work / "bundle", work / "sockets"
-        sockets.mkdir(parents=True)
+        bundle = work / "bundle"
+        # Unix socket paths must stay under 108 bytes: keep them short, outside the data dir
+        sockets = Path(tempfile.mkdtemp(prefix="dayfly-gv-"))
         os.chmod(sockets, 0o755)
+        (work / "sockets").symlink_to(sockets)
         binds = [(str(self.runtime_root), RUNTIME), (spec.code_dir, TASK),
                  (str(sockets), SOCKETS)]
         if spec.deps_dir:

@@ -1,4 +1,4 @@
-"""The checksums S3 accepts (CRC32, CRC32C, CRC64NVME, SHA-1, SHA-256, SHA-512, MD5), incremental."""
+"""The checksums S3 accepts (CRC32, CRC32C, CRC64NVME, SHA-1/256/512, MD5), incremental."""
 
 from __future__ import annotations
 

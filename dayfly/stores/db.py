@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS aliases (
     PRIMARY KEY (name, alias)
 );
 CREATE TABLE IF NOT EXISTS invocations (
-    request_id TEXT PRIMARY KEY,
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
     function TEXT NOT NULL,
     version TEXT NOT NULL,
     trigger TEXT NOT NULL,
@@ -51,6 +52,7 @@ CREATE TABLE IF NOT EXISTS invocations (
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations(function, start);
 CREATE INDEX IF NOT EXISTS invocations_by_start ON invocations(start);
+CREATE INDEX IF NOT EXISTS invocations_by_request ON invocations(request_id);
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL,

@@ -42,7 +42,7 @@ def scan(c: sqlite3.Connection, bucket: str, *, prefix: str = "", delimiter: str
     out = Listing()
     after = None if inclusive else start  # common prefixes at or before it were listed already
     pos: str | None = start
-    if pos < prefix:
+    if start < prefix:
         pos, inclusive = prefix, True
     while pos is not None:
         op = ">=" if inclusive else ">"

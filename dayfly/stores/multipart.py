@@ -135,8 +135,10 @@ class Multipart:
 
     async def complete(self, bucket: str, key: str, upload_id: str,
                        chosen: list[tuple[int, str, dict[str, str]]],
-                       origin: Origin | None = None) -> ObjectInfo:
-        """Join the chosen (number, etag, checksums) parts into the object; S3's ETag rule."""
+                       origin: Origin | None = None,
+                       expected: dict[str, str] | None = None) -> ObjectInfo:
+        """Join the chosen (number, etag, checksums) parts into the object; S3's ETag rule.
+        `expected` is the whole object's checksum as the client computed it, if it sent one."""
         def load(c: sqlite3.Connection) -> tuple[Upload, dict[int, Part]]:
             return _upload(c, bucket, key, upload_id), {p.number: p for p in _parts(c, upload_id)}
         upload, stored = await self.db.run(load)
@@ -153,6 +155,11 @@ class Multipart:
             checksum = {"algorithm": alg, "value": value, "type": kind}
         elif alg and kind == "FULL_OBJECT":
             checksum = {"algorithm": alg, "value": checksums.b64(blob.digests[alg]), "type": kind}
+        for a, value in (expected or {}).items():
+            if checksum is None or a != alg or value != checksum["value"]:
+                await self.store.remove_blobs([blob.id])
+                raise S3Error("BadDigest", f"The {a.upper()} you specified did not match the "
+                              "calculated checksum.")
         etag = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in parts)).hexdigest()
         info = ObjectInfo(bucket, key, blob.id, blob.size, f"{etag}-{len(parts)}",
                           blob.md5.hex(), time.time(), upload.headers, checksum)

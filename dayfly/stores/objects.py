@@ -224,7 +224,7 @@ class ObjectStore:
     async def copy_object(self, src: ObjectInfo, bucket: str, key: str,
                           headers: dict[str, str] | None, origin: Origin | None = None
                           ) -> ObjectInfo:
-        """A new object with `src`'s content; `headers` None keeps src's (MetadataDirective COPY)."""
+        """A new object with `src`'s content; `headers` None keeps src's (directive COPY)."""
         check_key(key)
         await self.head_bucket(bucket)
         try:

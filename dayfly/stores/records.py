@@ -114,7 +114,7 @@ class RecordStore(Observer):
 
         def write(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                f"INSERT OR REPLACE INTO invocations ({', '.join(_COLUMNS)}) "
+                f"INSERT INTO invocations ({', '.join(_COLUMNS)}) "
                 f"VALUES ({', '.join('?' * len(_COLUMNS))})",
                 [tuple(getattr(r, c) for c in _COLUMNS) for r in batch])
             if prune:
@@ -125,7 +125,7 @@ class RecordStore(Observer):
         conn.execute("DELETE FROM invocations WHERE start < ?", (time.time() - self.max_age_s,))
         (count,) = conn.execute("SELECT COUNT(*) FROM invocations").fetchone()
         if count > self.max_records:
-            conn.execute("DELETE FROM invocations WHERE request_id IN (SELECT request_id FROM "
+            conn.execute("DELETE FROM invocations WHERE seq IN (SELECT seq FROM "
                          "invocations ORDER BY start LIMIT ?)", (count - self.max_records,))
 
     async def close(self) -> None:
@@ -158,8 +158,14 @@ class RecordStore(Observer):
             return [dict(row) for row in conn.execute(sql, args)]
         rows = await self.db.run(read)
         for row in rows:
+            row.pop("seq", None)
             row["cold"] = bool(row["cold"])
         return rows
+
+    def hang_up(self) -> None:
+        """End every live tail (at shutdown, so no stream holds the server open)."""
+        for q in self.subscribers:
+            q.put_nowait(None)
 
     def subscribe(self) -> asyncio.Queue:
         q: asyncio.Queue = asyncio.Queue()

@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable
 
 from ..errors import DayflyError, ResourceNotFound, TooManyRequests
@@ -78,7 +77,8 @@ class AsyncDispatcher:
         except ResourceNotFound as exc:
             await self.queue.dead_letter(ev, exc.message)
             return
-        req = InvokeRequest(request_id=str(uuid.uuid4()), payload=ev.payload,
+        # Lambda keeps the request id across retries: the 202's id finds every attempt
+        req = InvokeRequest(request_id=ev.id, payload=ev.payload,
                             invoked_arn=self.arn(ev.function, ev.qualifier), trigger=ev.trigger)
         try:
             result = await self.scheduler.invoke(spec, req)

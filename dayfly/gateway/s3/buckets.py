@@ -1,4 +1,4 @@
-"""Bucket operations: ListBuckets, Create/Delete/HeadBucket, GetBucketLocation, ListObjects v1/v2."""
+"""Bucket operations: ListBuckets, Create/Delete/HeadBucket, GetBucketLocation, ListObjects."""
 
 from __future__ import annotations
 
@@ -70,8 +70,8 @@ def _untoken(token: str) -> tuple[str, bool]:
 def _contents(info: ObjectInfo, enc, owner: bool) -> str:
     c = info.checksum or {}
     return wrap("Contents", el("Key", enc(info.key)), el("LastModified", iso(info.modified)),
-                el("ETag", quoted(info.etag)), el("ChecksumAlgorithm", c.get("algorithm", "").upper()
-                                                  or None),
+                el("ETag", quoted(info.etag)),
+                el("ChecksumAlgorithm", c.get("algorithm", "").upper() or None),
                 el("ChecksumType", c.get("type")), el("Size", info.size),
                 el("StorageClass", "STANDARD"), OWNER if owner else "")
 

@@ -9,8 +9,15 @@ from starlette.responses import Response, StreamingResponse
 from ...stores.blobs import Blob
 from ...stores.objects import ObjectInfo, check_key
 from ...stores.s3errors import S3Error
-from .context import (Ctx, byte_range, checksum_headers, copy_source, object_headers, quoted,
-                      stored_headers)
+from .context import (
+    Ctx,
+    byte_range,
+    checksum_headers,
+    copy_source,
+    object_headers,
+    quoted,
+    stored_headers,
+)
 from .payload import Payload
 from .xml import el, iso, parse, text, wrap, xml_response
 

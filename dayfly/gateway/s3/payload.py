@@ -47,7 +47,8 @@ def checksum_algorithm(name: str) -> str:
 class Payload:
     """One request body; iterate `chunks()`, then `verify(blob)` before committing anything."""
 
-    def __init__(self, request: Request, auth: Auth, limit: int = MAX_PUT) -> None:
+    def __init__(self, request: Request, auth: Auth, limit: int = MAX_PUT,
+                 body_checksums: bool = True) -> None:
         self.request = request
         self.auth = auth
         mode = auth.payload
@@ -56,8 +57,8 @@ class Payload:
             if mode not in STREAMING:
                 raise S3Error("NotImplemented", f"x-amz-content-sha256 {mode[:60]} is not "
                               "implemented")
-            signed, trailer = STREAMING[mode]
-            self.chunked = ChunkedBody(request.stream(), auth if signed else None, trailer)
+            signed, has_trailer = STREAMING[mode]
+            self.chunked = ChunkedBody(request.stream(), auth if signed else None, has_trailer)
             size = _int_header(request, "x-amz-decoded-content-length")
         elif mode != UNSIGNED and (len(mode) != 64 or not _is_hex(mode)):
             raise S3Error("InvalidArgument", "x-amz-content-sha256 must be UNSIGNED-PAYLOAD, a "
@@ -70,6 +71,9 @@ class Payload:
         self.size = size
         self.md5 = self._content_md5()
         self.declared = self._declared_checksums()
+        self.object_checksums: dict[str, str] = {}
+        if not body_checksums:
+            self.object_checksums, self.declared = self.declared, {}
         trailer = request.headers.get("x-amz-trailer", "").strip().lower()
         if trailer:
             if not trailer.startswith("x-amz-checksum-") or self.chunked is None:

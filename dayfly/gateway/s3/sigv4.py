@@ -11,8 +11,9 @@ import hashlib
 import hmac
 import time
 from calendar import timegm
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from ...stores.s3errors import S3Error
@@ -24,6 +25,7 @@ MAX_SKEW = 15 * 60
 MAX_EXPIRES = 7 * 24 * 3600
 
 Query = list[tuple[str, str]]
+Scope = Mapping[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,7 @@ def _credential(value: str) -> tuple[str, str, str, str]:
     return parts[0], parts[1], parts[2], "/".join(parts[1:])
 
 
-def verify(scope: dict, query: Query, secret_of: Callable[[str], str | None],
+def verify(scope: Scope, query: Query, secret_of: Callable[[str], str | None],
            now: float | None = None) -> Auth:
     """Check the request's signature (header or presigned); raise S3Error if it does not hold."""
     now = time.time() if now is None else now
@@ -100,7 +102,7 @@ def verify(scope: dict, query: Query, secret_of: Callable[[str], str | None],
     return _verify_presigned(scope, query, secret_of, now)
 
 
-def _verify_header(scope: dict, query: Query, auth: str,
+def _verify_header(scope: Scope, query: Query, auth: str,
                    secret_of: Callable[[str], str | None], now: float) -> Auth:
     alg, _, rest = auth.partition(" ")
     if alg != ALGORITHM:
@@ -122,7 +124,7 @@ def _verify_header(scope: dict, query: Query, auth: str,
                   presigned=False)
 
 
-def _verify_presigned(scope: dict, query: Query, secret_of: Callable[[str], str | None],
+def _verify_presigned(scope: Scope, query: Query, secret_of: Callable[[str], str | None],
                       now: float) -> Auth:
     q = dict(query)
     try:
@@ -152,7 +154,7 @@ def _verify_presigned(scope: dict, query: Query, secret_of: Callable[[str], str 
     return out
 
 
-def _check(scope: dict, query: Query, credential: str, signed: str, signature: str, stamp: str,
+def _check(scope: Scope, query: Query, credential: str, signed: str, signature: str, stamp: str,
            payload: str, secret_of: Callable[[str], str | None], now: float, *,
            presigned: bool) -> Auth:
     key_id, date, region, cred_scope = _credential(credential)

@@ -31,7 +31,8 @@ def wrap(tag: str, *inner: str) -> str:
 
 def iso(epoch: float) -> str:
     """S3's timestamp in XML: 2026-01-02T03:04:05.678Z."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch * 1000) % 1000:03d}Z"
+    millis = int(epoch * 1000) % 1000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{millis:03d}Z"
 
 
 def xml_response(root: str, *inner: str, status: int = 200,

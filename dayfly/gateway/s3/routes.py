@@ -1,0 +1,141 @@
+"""The S3 ASGI app: verify the signature, pick the operation, answer errors in S3's XML.
+
+An S3 operation is named by method, path depth (service, bucket or object) and a
+"subresource" query parameter (?uploads, ?delete, ?uploadId, ...), not by the path alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote_to_bytes
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Message, Receive, Scope, Send
+
+from ...control.keys import KeyStore
+from ...stores.objects import ObjectStore
+from ...stores.s3errors import S3Error
+from . import buckets, objects, uploads
+from .context import Ctx
+from .sigv4 import parse_query, verify
+from .xml import error_response
+
+log = logging.getLogger("dayfly.s3")
+
+Handler = Callable[[Ctx], Awaitable[Response]]
+
+# (method, level, subresource) -> handler; level: "" service, "b" bucket, "o" object
+OPERATIONS: dict[tuple[str, str, str], Handler] = {
+    ("GET", "", ""): buckets.list_buckets,
+    ("PUT", "b", ""): buckets.create_bucket,
+    ("DELETE", "b", ""): buckets.delete_bucket,
+    ("HEAD", "b", ""): buckets.head_bucket,
+    ("GET", "b", ""): buckets.list_objects,
+    ("GET", "b", "location"): buckets.get_location,
+    ("GET", "b", "uploads"): uploads.list_uploads,
+    ("POST", "b", "delete"): objects.delete_objects,
+    ("PUT", "o", ""): objects.put_object,
+    ("GET", "o", ""): objects.get_object,
+    ("HEAD", "o", ""): objects.head_object,
+    ("DELETE", "o", ""): objects.delete_object,
+    ("POST", "o", "uploads"): uploads.create_upload,
+    ("PUT", "o", "uploadId"): uploads.upload_part,
+    ("POST", "o", "uploadId"): uploads.complete_upload,
+    ("DELETE", "o", "uploadId"): uploads.abort_upload,
+    ("GET", "o", "uploadId"): uploads.list_parts,
+}
+SUBRESOURCES = ("uploads", "uploadId", "delete", "location")
+# parameters of the operations above; any other one names something not implemented
+PARAMETERS = frozenset({
+    *SUBRESOURCES, "list-type", "prefix", "delimiter", "max-keys", "continuation-token",
+    "start-after", "encoding-type", "fetch-owner", "marker", "partNumber", "max-parts",
+    "part-number-marker", "max-uploads", "key-marker", "upload-id-marker", "versionId", "x-id",
+    "max-buckets", "bucket-region", "optional-object-attributes",
+    "response-content-type", "response-content-language", "response-expires",
+    "response-cache-control", "response-content-disposition", "response-content-encoding"})
+
+
+def _split(raw_path: bytes) -> tuple[str, str]:
+    """(bucket, key) from a path-style `/bucket/key` (the key is everything after the slash)."""
+    bucket, _, key = raw_path.lstrip(b"/").partition(b"/")
+    try:
+        return unquote_to_bytes(bucket).decode(), unquote_to_bytes(key).decode()
+    except UnicodeDecodeError:
+        raise S3Error("InvalidURI", "Couldn't parse the specified URI.") from None
+
+
+class _Body:
+    """The ASGI receive callable, noting whether the whole request body was read."""
+
+    def __init__(self, receive: Receive) -> None:
+        self.receive = receive
+        self.done = False
+
+    async def __call__(self) -> Message:
+        message = await self.receive()
+        if message["type"] == "http.request" and not message.get("more_body", False):
+            self.done = True
+        return message
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            return True
+    return False
+
+
+class S3App:
+    """The S3 endpoint of one node."""
+
+    def __init__(self, store: ObjectStore, keys: KeyStore) -> None:
+        self.store = store
+        self.keys = keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = secrets.token_hex(8).upper()
+        body = _Body(receive)
+        try:
+            response = await self._handle(Request(scope, body), request_id)
+        except S3Error as exc:
+            response = error_response(exc, scope["path"], request_id)
+        except Exception:
+            log.exception("%s %s failed", scope["method"], scope["path"])
+            response = error_response(S3Error("InternalError", "We encountered an internal "
+                                              "error. Please try again."), scope["path"],
+                                      request_id)
+        response.headers["x-amz-request-id"] = request_id
+        response.headers["x-amz-id-2"] = request_id
+        if not body.done and _has_body(scope):
+            # answered before the body was read (an error, or a refused Expect: 100-continue):
+            # the unread rest would be parsed as the next request, so this connection ends here
+            response.headers["connection"] = "close"
+        await response(scope, body, send)
+
+    async def _handle(self, request: Request, request_id: str) -> Response:
+        scope = request.scope
+        pairs = parse_query(scope["query_string"])
+        auth = verify(scope, pairs, self.keys.secret)
+        query = dict(pairs)
+        unknown = [k for k in query if k not in PARAMETERS and not k.startswith("X-Amz-")]
+        if unknown:
+            raise S3Error("NotImplemented", "A header or query you provided implies "
+                          f"functionality that is not implemented: ?{unknown[0][:60]}")
+        if query.get("versionId", "null") != "null":  # buckets are unversioned
+            raise S3Error("InvalidArgument", "Invalid version id specified",
+                          ArgumentName="versionId")
+        bucket, key = _split(scope.get("raw_path") or scope["path"].encode())
+        level = "o" if key else "b" if bucket else ""
+        sub = next((s for s in SUBRESOURCES if s in query), "")
+        handler = OPERATIONS.get((scope["method"], level, sub))
+        if handler is None:
+            if any(op[:2] == (scope["method"], level) for op in OPERATIONS) or sub:
+                raise S3Error("NotImplemented", "A header or query you provided implies "
+                              "functionality that is not implemented.")
+            raise S3Error("MethodNotAllowed", "The specified method is not allowed against this "
+                          "resource.", Method=scope["method"][:16],
+                          ResourceType="OBJECT" if key else "BUCKET" if bucket else "SERVICE")
+        return await handler(Ctx(request, auth, self.store, bucket, key, query, request_id))
