@@ -31,6 +31,18 @@ log = logging.getLogger("dayfly")
 BACKENDS: tuple[type[Backend], ...] = (ProcessBackend, GvisorBackend, LinuxBackend)
 
 
+def tier_report() -> list[dict]:
+    """Every isolation tier, whether it works on this machine, and why (not)."""
+    report = []
+    for cls in BACKENDS:
+        ok, why = cls.available()
+        report.append({"name": cls.name, "available": ok, "why": why, "weak": cls.weak})
+    usable = [r["name"] for r in report if r["available"] and r["name"] != "gvisor"]
+    for r in report:
+        r["default"] = bool(usable) and r["name"] == usable[-1]
+    return report
+
+
 def available_backends() -> dict[str, type[Backend]]:
     """Isolation tiers that work on this machine, strongest last."""
     tiers: dict[str, type[Backend]] = {}
@@ -48,7 +60,12 @@ class Platform:
         self.settings = settings
         settings.ensure_dirs()
         tiers = available_backends()
-        self.default_isolation = settings.default_isolation or list(tiers)[-1]
+        # gvisor is opt-in per function (slower starts); the default is the strongest other tier
+        fast = [t for t in tiers if t != "gvisor"]
+        self.default_isolation = settings.default_isolation or fast[-1]
+        if self.default_isolation not in tiers:
+            raise SystemExit(f"isolation tier '{self.default_isolation}' is not available here: "
+                             f"{dict((r['name'], r['why']) for r in tier_report())[self.default_isolation]}")
         self.db = Database(settings.db_path)
         self.sandboxes = {name: SafeSandbox(cls(settings.data_dir)) for name, cls in tiers.items()}
         self.records = RecordStore(self.db, max_records=settings.records_max,

@@ -37,11 +37,12 @@ def deploy(client: Client, folder: Path, name: str | None, publish: bool) -> Non
     with client.stream("POST", path, content=data, params={"publish": "1"} if publish else None,
                        headers={"content-type": "application/zip"},
                        timeout=httpx.Timeout(30, connect=5, read=None)) as records:
-        result = _follow(records, f"uploaded {size(len(data))}; deploying {name}")
+        result, previous = _follow(records, f"uploaded {size(len(data))}; deploying {name}")
     console().print(summary(result))
+    console().print(capabilities_table(result, previous))
 
 
-def _follow(records: Any, first: str) -> dict[str, Any]:
+def _follow(records: Any, first: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Show progress lines (a spinner on a terminal, plain lines otherwise); the function."""
     err = console(stderr=True)
     status = err.status(first) if err.is_terminal else None
@@ -61,11 +62,44 @@ def _follow(records: Any, first: str) -> dict[str, Any]:
                 error = record["error"] or {}
                 raise CliError(str(error.get("message") or error), error.get("hint"))
             elif "function" in record:
-                return record["function"]
+                return record["function"], record.get("previous")
     finally:
         if status is not None:
             status.stop()
     raise CliError("the deploy ended without a result (did `dayfly up` stop?)")
+
+
+def capabilities(fn: dict[str, Any]) -> dict[str, str]:
+    """What the function is granted, one line each; everything not listed is off."""
+    d = fn.get("Dayfly") or {}
+    env = sorted(((fn.get("Environment") or {}).get("Variables") or {}))
+    return {
+        "isolation": str(d.get("Isolation")),
+        "network": ", ".join(d.get("Network") or []) or "none",
+        "files (read-only)": ", ".join(d.get("Files") or []) or "none",
+        "secrets": ", ".join(d.get("Secrets") or []) or "none",
+        "env": ", ".join(env) or "none",
+        "memory": f"{fn.get('MemorySize')} MiB",
+        "timeout": f"{fn.get('Timeout')} s",
+        "/tmp": f"{(fn.get('EphemeralStorage') or {}).get('Size')} MiB",
+        "processes": str(d.get("Pids")),
+        "max output": size(d.get("MaxOutput")),
+    }
+
+
+def capabilities_table(fn: dict[str, Any], previous: dict[str, Any] | None) -> Table:
+    """Granted capabilities; with a previous version, what changed is marked old → new."""
+    now = capabilities(fn)
+    before = capabilities(previous) if previous else None
+    t = table("capability", "granted")
+    t.title = "capabilities (everything else is off)"
+    for key, value in now.items():
+        if before is not None and before[key] != value:
+            t.add_row(Text(key, style="bold yellow"),
+                      Text.assemble((before[key], "red strike"), " → ", (value, "green")))
+        else:
+            t.add_row(key, Text(value))
+    return t
 
 
 def summary(fn: dict[str, Any]) -> Table:

@@ -7,12 +7,14 @@ import click
 from .. import __version__
 from .alias import alias
 from .deploy import deploy
+from .doctor import doctor
 from .functions import ls, rm
 from .instances import instances, scale_to_zero
 from .invocations import invocations
 from .invoke import invoke
 from .keys import keys
 from .logs import logs
+from .secrets import secrets
 from .up import up
 from .versions import publish, versions
 
@@ -24,7 +26,7 @@ def cli() -> None:
 
 
 for command in (up, deploy, invoke, ls, rm, logs, versions, publish, alias, instances,
-                scale_to_zero, invocations, keys):
+                scale_to_zero, invocations, keys, secrets, doctor):
     cli.add_command(command)
 
 

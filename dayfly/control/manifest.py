@@ -85,7 +85,8 @@ def validate_env(v: Any, where: str = "env") -> dict[str, str]:
 
 HOST_RE = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,252}))$")
 SECRET_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
-FORBIDDEN_FILES = ("/", "/proc", "/sys", "/dev", "/run", "/boot")
+FORBIDDEN_FILES = ("/", "/proc", "/sys", "/dev", "/run", "/boot",
+                   "/tmp")  # /tmp is each instance's own scratch space: it would hide them
 
 
 def _list(v: Any, where: str) -> list:

@@ -21,7 +21,7 @@ from ..config import MAX_ZIP
 from ..control.registry import NAME_RE, split_name
 from ..errors import DayflyError, InvalidParameter, ResourceNotFound
 from ..stores.records import record_json
-from .common import JSON, read_body
+from .common import JSON, json_body, read_body
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _STATUSES = ("success", "error", "timeout", "crash")
@@ -53,6 +53,9 @@ async def deploy(request: Request) -> Response:
     params = {"FunctionName": name, "ZipFile": base64.b64encode(data).decode(),
               "Publish": request.query_params.get("publish") == "1"}
     lines: asyncio.Queue = asyncio.Queue()
+    before = p.registry.functions.get(name)
+    previous = (before.latest.to_lambda(p.settings.region, p.registry.isolation(before.latest))
+                if before is not None else None)
 
     async def run():
         if name in p.registry.functions:
@@ -81,7 +84,8 @@ async def deploy(request: Request) -> Response:
                                      "status": 500}})
         else:
             cfg = task.result()
-            yield _ndjson({"function": cfg.to_lambda(p.settings.region, p.registry.isolation(cfg))})
+            yield _ndjson({"function": cfg.to_lambda(p.settings.region, p.registry.isolation(cfg)),
+                           "previous": previous})
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 
@@ -201,6 +205,34 @@ async def logs(request: Request) -> Response:
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 
 
+async def doctor(request: Request) -> Response:
+    from ..platform import tier_report
+
+    p = _platform(request)
+    return JSON({"tiers": tier_report(), "default": p.default_isolation})
+
+
+async def put_secret(request: Request) -> Response:
+    body = await json_body(request, 64 * 1024)
+    await _platform(request).registry.secrets.set(request.path_params["name"], body.get("value"))
+    return Response(status_code=204)
+
+
+async def list_secrets(request: Request) -> Response:
+    store = _platform(request).registry.secrets
+    users: dict[str, list[str]] = {}
+    for fname, st in _platform(request).registry.functions.items():
+        for s in st.latest.secrets:
+            users.setdefault(s, []).append(fname)
+    return JSON({"secrets": [{"name": n, "updated": store.updated[n], "functions": users.get(n, [])}
+                             for n in sorted(store.values)]})
+
+
+async def delete_secret(request: Request) -> Response:
+    await _platform(request).registry.secrets.delete(request.path_params["name"])
+    return Response(status_code=204)
+
+
 async def bundle(request: Request) -> Response:
     p = _platform(request)
     digest = request.path_params["digest"]
@@ -220,4 +252,8 @@ routes = [
     Route(f"{D}/functions/{{name}}/logs", logs, methods=["GET"]),
     Route(f"{D}/invocations/{{request_id}}", get_invocation, methods=["GET"]),
     Route(f"{D}/bundles/{{digest}}.zip", bundle, methods=["GET"]),
+    Route(f"{D}/doctor", doctor, methods=["GET"]),
+    Route(f"{D}/secrets", list_secrets, methods=["GET"]),
+    Route(f"{D}/secrets/{{name}}", put_secret, methods=["PUT"]),
+    Route(f"{D}/secrets/{{name}}", delete_secret, methods=["DELETE"]),
 ]

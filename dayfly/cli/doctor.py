@@ -1,0 +1,31 @@
+"""`dayfly doctor`: which isolation tiers work on this machine, and why not."""
+
+from __future__ import annotations
+
+import click
+from rich.text import Text
+
+from .output import console, json_option, print_json, table
+
+
+@click.command()
+@json_option
+def doctor(as_json: bool) -> None:
+    """Check this machine (no running dayfly needed): isolation tiers and what they need."""
+    from ..platform import tier_report
+
+    report = tier_report()
+    if as_json:
+        print_json({"tiers": report})
+        return
+    t = table("tier", "works", "~why")
+    for r in report:
+        works = Text("yes", style="green") if r["available"] else Text("no", style="red")
+        name = r["name"] + (" (default)" if r["default"] else "")
+        why = r["why"] + ("  [weak: rlimits only]" if r["weak"] and r["available"] else "")
+        t.add_row(name, works, why)
+    console().print(t)
+    if not any(r["available"] and not r["weak"] for r in report):
+        console(stderr=True).print("[bold red]warning:[/] only the process tier works here: "
+                                   "functions would run without isolation (no namespaces, "
+                                   "no seccomp). Run as root on Linux for the linux tier.")
