@@ -39,6 +39,7 @@ def deploy(client: Client, folder: Path, name: str | None, publish: bool) -> Non
                        timeout=httpx.Timeout(30, connect=5, read=None)) as records:
         result, previous = _follow(records, f"uploaded {size(len(data))}; deploying {name}")
     console().print(summary(result))
+    console().print()
     console().print(capabilities_table(result, previous))
 
 
@@ -91,8 +92,7 @@ def capabilities_table(fn: dict[str, Any], previous: dict[str, Any] | None) -> T
     """Granted capabilities; with a previous version, what changed is marked old → new."""
     now = capabilities(fn)
     before = capabilities(previous) if previous else None
-    t = table("capability", "granted")
-    t.title = "capabilities (everything else is off)"
+    t = table("capability", "granted (everything else is off)")
     for key, value in now.items():
         if before is not None and before[key] != value:
             t.add_row(Text(key, style="bold yellow"),

@@ -152,7 +152,7 @@ def test_cli_deploy_shows_capabilities_and_their_changes(server, tmp_path):
     runner = CliRunner()
     first = runner.invoke(cli, ["deploy", str(fn), "--endpoint", server.url])
     assert first.exit_code == 0, first.output
-    assert "capabilities (everything else is off)" in first.output
+    assert "granted (everything else is off)" in first.output
     assert "network" in first.output and "none" in first.output
     (fn / "dayfly.toml").write_text('memory = 256\nnetwork = ["example.com:443"]\n')
     second = runner.invoke(cli, ["deploy", str(fn), "--endpoint", server.url])
