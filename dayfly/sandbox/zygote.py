@@ -64,6 +64,7 @@ class ZygoteClient:
         self.ready: asyncio.Future | None = None
         self.forks: dict[str, asyncio.Future] = {}  # instance id -> pid
         self.deaths: dict[int, asyncio.Future] = {}  # pid -> exit info
+        self.forgotten: set[int] = set()  # pids the host is done with, awaiting their DIED
         self.instances = 0
         self.last_used = time.monotonic()
         self.dead = False
@@ -126,9 +127,13 @@ class ZygoteClient:
                 else:
                     fut.set_result(meta["pid"])
         elif kind == protocol.DIED:
-            fut = self.deaths.setdefault(meta["pid"], asyncio.get_running_loop().create_future())
+            pid = meta["pid"]
+            fut = self.deaths.setdefault(pid, asyncio.get_running_loop().create_future())
             if not fut.done():
                 fut.set_result(meta)
+            if pid in self.forgotten:
+                self.forgotten.discard(pid)
+                del self.deaths[pid]
 
     def _lost(self) -> None:
         self.dead = True
@@ -186,7 +191,12 @@ class ZygoteClient:
         return fut
 
     def forget(self, pid: int) -> None:
-        self.deaths.pop(pid, None)
+        """The host is done with this instance; drop its record once it has been reaped."""
+        fut = self.deaths.get(pid)
+        if fut is not None and fut.done():
+            del self.deaths[pid]
+        else:
+            self.forgotten.add(pid)
         self.instances -= 1
         self.last_used = time.monotonic()
 

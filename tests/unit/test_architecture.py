@@ -51,3 +51,12 @@ def test_cli_uses_the_http_api_not_the_internals():
             if mod.startswith(("dayfly.scheduler", "dayfly.sandbox", "dayfly.control",
                                "dayfly.stores")):
                 raise AssertionError(f"{f.name} imports {mod}: the CLI must use the HTTP API")
+
+
+def test_privileged_calls_live_in_one_module():
+    """ctypes (and with it every raw syscall) only in dayfly/runtime/jail.py."""
+    for f in PKG.rglob("*.py"):
+        if f.name == "jail.py" and f.parent.name == "runtime":
+            continue
+        for mod in imports(f):
+            assert mod.split(".")[0] != "ctypes", f"{f} imports ctypes: use dayfly.runtime.jail"

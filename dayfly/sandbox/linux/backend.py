@@ -66,6 +66,7 @@ class LinuxBackend(ZygoteBackend):
         self.cgroups.prepare(self.cgroup_prefill)
         self.netns = NetnsPool()
         self.relays: dict[str, EgressRelay] = {}
+        self._refilling: asyncio.Future | None = None
         self.python_binds, self.masks = _python_binds()
 
     @classmethod
@@ -143,12 +144,20 @@ class LinuxBackend(ZygoteBackend):
 
     def reserve(self, spec: FunctionSpec) -> tuple[dict, tuple[int, ...], object]:
         slot = self.cgroups.acquire(spec.limits.memory_mb, spec.limits.pids)
+        if len(self.cgroups.free) < self.cgroup_prefill // 4:
+            self._refill_cgroups()
         uid = UID_BASE + slot.index
         return {"uid": uid, "gid": uid}, tuple(slot.procs_fds), slot
 
+    def _refill_cgroups(self) -> None:
+        if self._refilling is None or self._refilling.done():
+            self._refilling = asyncio.ensure_future(
+                asyncio.to_thread(self.cgroups.prepare, self.cgroup_prefill))
+
     def unreserve(self, token: object) -> None:
         assert isinstance(token, Slot)
-        self.cgroups.release(token)
+        # emptying a v1 memory cgroup can take a while: never on the event loop
+        asyncio.ensure_future(asyncio.to_thread(self.cgroups.release, token))
 
     def explain_death(self, inst: Instance, info: dict) -> InstanceDied:
         slot = inst.backend_state.token  # type: ignore[union-attr]
@@ -179,7 +188,7 @@ class LinuxBackend(ZygoteBackend):
         for key in [k for k in self.relays if k not in self.zygotes]:
             await self.relays.pop(key).close()
         if len(self.cgroups.free) < self.cgroup_prefill // 2:
-            await asyncio.to_thread(self.cgroups.prepare, self.cgroup_prefill)
+            self._refill_cgroups()
 
     async def close(self) -> None:
         await super().close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class CgroupPool:
         if self.v is None:
             raise OSError("no usable cgroup hierarchy (need v2, or v1 memory+cpu+pids)")
         self.name = name
+        self.lock = threading.Lock()  # guards free, used and next_index (threads refill/release)
         self.free: list[Slot] = []
         self.used: dict[int, Slot] = {}
         self.next_index = 0
@@ -70,20 +72,25 @@ class CgroupPool:
     def prepare(self, count: int) -> None:
         """Make `count` more free slots (blocking: call off the event loop)."""
         for _ in range(count):
-            i = self.next_index
-            self.next_index += 1
+            with self.lock:
+                i = self.next_index
+                self.next_index += 1
             dirs = [b / f"s{i}" for b in self.bases]
             for d in dirs:
                 d.mkdir(exist_ok=True)
             fds = [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in dirs]
-            self.free.append(Slot(i, dirs, fds))
+            with self.lock:
+                self.free.append(Slot(i, dirs, fds))
 
     def acquire(self, memory_mb: int, pids: int) -> Slot:
         """A slot with these limits; creates one on the spot only if the pool ran dry."""
-        if not self.free:
+        while True:
+            with self.lock:
+                slot = self.free.pop() if self.free else None
+            if slot is not None:
+                break
             log.warning("cgroup pool empty: creating a slot on the request path")
             self.prepare(1)
-        slot = self.free.pop()
         limit = memory_mb * 1024 * 1024
         if self.v == 2:
             d = slot.dirs[0]
@@ -101,15 +108,18 @@ class CgroupPool:
         slot.memory_mb = memory_mb
         slot.oom_base = self.oom_kills(slot)
         slot.pids_base = self.pids_refused(slot)
-        self.used[slot.index] = slot
+        with self.lock:
+            self.used[slot.index] = slot
         return slot
 
     def release(self, slot: Slot) -> None:
         """Back to the pool once its processes are gone (blocking: call off the event loop)."""
-        self.used.pop(slot.index, None)
+        with self.lock:
+            self.used.pop(slot.index, None)
         if self.v == 1:
             _write(slot.dirs[0] / "memory.force_empty", "0", optional=True)
-        self.free.append(slot)
+        with self.lock:
+            self.free.append(slot)
 
     def oom_kills(self, slot: Slot) -> int:
         name = "memory.events" if self.v == 2 else "memory.oom_control"
