@@ -28,6 +28,7 @@ class Settings:
     queue_timeout_s: float = 10.0
     records_max: int = 100_000
     records_max_age_s: float = 7 * 24 * 3600.0
+    max_chain_depth: int = 16  # events caused by events, at most this deep (loop detection)
 
     @property
     def db_path(self) -> Path:

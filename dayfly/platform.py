@@ -7,6 +7,7 @@ import logging
 
 from .config import Settings
 from .control.bundles import BundleStore
+from .control.event_config import EventConfigs
 from .control.deps import DepsInstaller
 from .control.functions import Functions
 from .control.keys import KeyStore
@@ -81,14 +82,17 @@ class Platform:
         self.queue = EventQueue(self.db)
         self.objects = ObjectStore(self.db, settings.data_dir, settings.region)
         self.keys = KeyStore(self.db)
+        self.event_configs = EventConfigs(self.db)
         self.dispatcher = AsyncDispatcher(self.queue, self.scheduler, self.registry.spec,
-                                          self.arn)
+                                          self.arn, self.event_configs,
+                                          max_chain_depth=settings.max_chain_depth)
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
         return function_arn(self.settings.region, name, qualifier)
 
     async def start(self) -> None:
         await asyncio.to_thread(self.registry.load)
+        await asyncio.to_thread(self.event_configs.load)
         await asyncio.to_thread(self.keys.bootstrap, self.settings.data_dir)
         self.scheduler.start()
         self.records.start()

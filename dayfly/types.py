@@ -62,6 +62,8 @@ class InvokeRequest:
     client_context: str | None = None
     trace_id: str | None = None
     trigger: str = "api"
+    idempotency_key: str | None = None  # stable across redeliveries of one event
+    chain: list[str] = field(default_factory=list)  # functions whose work caused this one
 
 
 @dataclass(slots=True)

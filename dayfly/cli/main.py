@@ -7,6 +7,7 @@ import click
 from .. import __version__
 from .alias import alias
 from .deploy import deploy
+from .dlq import dlq
 from .doctor import doctor
 from .functions import ls, rm
 from .instances import instances, scale_to_zero
@@ -26,7 +27,7 @@ def cli() -> None:
 
 
 for command in (up, deploy, invoke, ls, rm, logs, versions, publish, alias, instances,
-                scale_to_zero, invocations, keys, secrets, doctor):
+                scale_to_zero, invocations, keys, secrets, doctor, dlq):
     cli.add_command(command)
 
 

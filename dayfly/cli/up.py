@@ -22,17 +22,20 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
 @click.option("--isolation", type=click.Choice(["process", "linux", "gvisor"]), default=None,
               help="Default isolation tier (default: the strongest available).")
 @click.option("--example", is_flag=True, help="Deploy the example function 'hello' at start.")
+@click.option("--max-chain-depth", default=16, show_default=True, type=click.IntRange(1, 1000),
+              help="Stop events caused by events deeper than this (recursive loops).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def up(host: str, port: int, data_dir: Path | None, isolation: str | None, example: bool,
-       log_level: str) -> None:
+       max_chain_depth: int, log_level: str) -> None:
     """Run dayfly (API, gateway, scheduler) in the foreground; Ctrl-C stops it cleanly."""
     import uvicorn
 
     from ..gateway.app import build_app
     from ..platform import Platform
 
-    settings = Settings(host=host, port=port, default_isolation=isolation)
+    settings = Settings(host=host, port=port, default_isolation=isolation,
+                        max_chain_depth=max_chain_depth)
     if data_dir is not None:
         settings.data_dir = data_dir.expanduser().resolve()
     console = Console(stderr=True)

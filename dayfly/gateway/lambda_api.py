@@ -87,7 +87,10 @@ async def update_code(request: Request) -> Response:
 
 async def delete_function(request: Request) -> Response:
     name, qualifier = _name(request, qualified=True)
-    await _platform(request).functions.delete(name, qualifier)
+    p = _platform(request)
+    await p.functions.delete(name, qualifier)
+    if not qualifier:
+        await p.event_configs.forget_function(name)
     return Response(status_code=204)
 
 

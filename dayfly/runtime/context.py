@@ -15,6 +15,7 @@ class LambdaContext:
         "function_name",
         "function_version",
         "identity",
+        "idempotency_key",
         "invoked_function_arn",
         "log_group_name",
         "log_stream_name",
@@ -23,7 +24,8 @@ class LambdaContext:
     )
 
     def __init__(self, env: dict, request_id: str, deadline_ms: int, arn: str,
-                 client_context: object = None, trace_id: str | None = None) -> None:
+                 client_context: object = None, trace_id: str | None = None,
+                 idempotency_key: str | None = None) -> None:
         self.aws_request_id = request_id
         self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
         self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION")
@@ -34,6 +36,9 @@ class LambdaContext:
         self.client_context = client_context
         self.identity = None
         self.trace_id = trace_id
+        # dayfly: the same for every delivery of one event (retries, redrives), so handlers
+        # can make their side effects idempotent
+        self.idempotency_key = idempotency_key or request_id
         self._deadline_ms = deadline_ms
 
     def get_remaining_time_in_millis(self) -> int:

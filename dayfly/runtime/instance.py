@@ -196,7 +196,8 @@ class Instance:
             os.environ["_X_AMZN_TRACE_ID"] = meta["trace"]
         cc = meta.get("cc")
         ctx = LambdaContext(self.env, rid, meta["deadline"], meta["arn"],
-                            json.loads(cc) if cc else None, meta.get("trace"))
+                            json.loads(cc) if cc else None, meta.get("trace"),
+                            meta.get("idem") or rid)
         t0 = time.perf_counter_ns()
         fatal = False
         try:

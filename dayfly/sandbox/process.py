@@ -161,6 +161,8 @@ class ZygoteBackend(Backend):
             head["cc"] = req.client_context
         if req.trace_id:
             head["trace"] = req.trace_id
+        if req.idempotency_key:
+            head["idem"] = req.idempotency_key
         waiter = chan.expect()
         chan.send(protocol.encode(protocol.INVOKE, head, req.payload))
         try:

@@ -66,7 +66,9 @@ CREATE TABLE IF NOT EXISTS events (
     trigger TEXT NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     not_before REAL NOT NULL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    chain TEXT NOT NULL DEFAULT '[]',
+    target TEXT
 );
 CREATE INDEX IF NOT EXISTS events_due ON events(not_before);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -78,9 +80,35 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     attempts INTEGER NOT NULL,
     created REAL NOT NULL,
     failed REAL NOT NULL,
-    error TEXT NOT NULL
+    error TEXT NOT NULL,
+    chain TEXT NOT NULL DEFAULT '[]',
+    target TEXT
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_function ON dead_letters(function, failed);
+CREATE TABLE IF NOT EXISTS event_configs (
+    name TEXT NOT NULL,
+    qualifier TEXT NOT NULL,
+    config TEXT NOT NULL,
+    PRIMARY KEY (name, qualifier)
 );
 """
+
+
+# Columns added after a table first shipped: (table, column, declaration).
+ADDED_COLUMNS = [
+    ("events", "chain", "TEXT NOT NULL DEFAULT '[]'"),
+    ("events", "target", "TEXT"),
+    ("dead_letters", "chain", "TEXT NOT NULL DEFAULT '[]'"),
+    ("dead_letters", "target", "TEXT"),
+]
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older data directory's tables up to date (additive changes only)."""
+    for table, column, decl in ADDED_COLUMNS:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if have and column not in have:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
 class Database:
@@ -98,6 +126,7 @@ class Database:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
+        _migrate(conn)
         conn.executescript(SCHEMA)
         conn.row_factory = sqlite3.Row
         self._conn = conn

@@ -147,8 +147,11 @@ class Multipart:
         if alg and kind == "COMPOSITE" and any(alg not in p.checksums for p in parts):
             raise S3Error("InvalidRequest", f"The upload was created using a {alg} checksum. The "
                           "complete request must include the checksum for each part.")
-        blob = await self.blobs.concat([p.blob for p in parts],
-                                       [alg] if alg and kind == "FULL_OBJECT" else [])
+        try:
+            blob = await self.blobs.concat([p.blob for p in parts],
+                                           [alg] if alg and kind == "FULL_OBJECT" else [])
+        except FileNotFoundError:  # aborted (or completed) meanwhile
+            raise _no_upload(upload_id) from None
         checksum = None
         if alg and kind == "COMPOSITE":
             value = checksums.composite(alg, [base64.b64decode(p.checksums[alg]) for p in parts])

@@ -1,29 +1,50 @@
 """The durable event queue (SQLite WAL): an event is on disk before it is acknowledged and
-leaves only when it succeeded or was dead-lettered, so a crash at any moment loses nothing."""
+leaves only when it succeeded or was dead-lettered, so a crash at any moment loses nothing.
+
+An event either invokes a function (`target` None) or posts to a webhook (`target` a URL,
+for destinations). `chain` lists the functions whose work caused it, oldest first, so
+recursive loops can be stopped. Its `id` is its idempotency key across redeliveries.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .db import Database
+
+_COLS = "id, function, qualifier, payload, trigger, attempts, not_before, created, chain, target"
 
 
 @dataclass(slots=True)
 class Event:
-    """One queued invocation; `id` doubles as its idempotency key across redeliveries."""
+    """One queued delivery."""
 
     id: str
     function: str
     qualifier: str | None
     payload: bytes
     trigger: str
-    attempts: int
-    not_before: float
-    created: float
+    attempts: int = 0
+    not_before: float = 0.0
+    created: float = 0.0
+    chain: list[str] = field(default_factory=list)
+    target: str | None = None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Event:
+        d = dict(row)
+        d["chain"] = json.loads(d["chain"] or "[]")
+        return cls(**{k: d[k] for k in _COLS.split(", ")})
+
+    def row(self) -> tuple[Any, ...]:
+        return (self.id, self.function, self.qualifier, self.payload, self.trigger,
+                self.attempts, self.not_before, self.created, json.dumps(self.chain), self.target)
 
 
 class EventQueue:
@@ -35,25 +56,26 @@ class EventQueue:
         self.in_flight: set[str] = set()
 
     async def put(self, function: str, qualifier: str | None, payload: bytes,
-                  trigger: str = "event") -> str:
+                  trigger: str = "event", *, chain: list[str] | None = None,
+                  target: str | None = None, event_id: str | None = None) -> str:
+        """Store an event durably and return its id (the caller may acknowledge after this)."""
         now = time.time()
-        ev_id = str(uuid.uuid4())
+        ev = Event(event_id or str(uuid.uuid4()), function, qualifier, payload, trigger, 0, now,
+                   now, list(chain or []), target)
         await self.db.run(lambda c: c.execute(
-            "INSERT INTO events(id, function, qualifier, payload, trigger, attempts, not_before, "
-            "created) VALUES (?, ?, ?, ?, ?, 0, ?, ?)",
-            (ev_id, function, qualifier, payload, trigger, now, now)))
+            f"INSERT OR IGNORE INTO events({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)", ev.row()))
         self.wakeup.set()
-        return ev_id
+        return ev.id
 
     async def due(self, limit: int) -> list[Event]:
         """Events whose time has come and that are not already being delivered."""
         now = time.time()
-        skip = list(self.in_flight)
+        skip = set(self.in_flight)
 
         def read(conn: sqlite3.Connection) -> list[Event]:
-            rows = conn.execute("SELECT * FROM events WHERE not_before <= ? ORDER BY not_before "
-                                "LIMIT ?", (now, limit + len(skip))).fetchall()
-            return [Event(**dict(r)) for r in rows if r["id"] not in skip][:limit]
+            rows = conn.execute(f"SELECT {_COLS} FROM events WHERE not_before <= ? "
+                                "ORDER BY not_before LIMIT ?", (now, limit + len(skip)))
+            return [Event.from_row(r) for r in rows if r["id"] not in skip][:limit]
         return await self.db.run(read)
 
     async def next_due(self) -> float | None:
@@ -73,12 +95,72 @@ class EventQueue:
     async def dead_letter(self, ev: Event, error: str) -> None:
         def move(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT OR REPLACE INTO dead_letters(id, function, qualifier, payload, "
-                         "trigger, attempts, created, failed, error) VALUES (?,?,?,?,?,?,?,?,?)",
+                         "trigger, attempts, created, failed, error, chain, target) "
+                         "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                          (ev.id, ev.function, ev.qualifier, ev.payload, ev.trigger,
-                          ev.attempts + 1, ev.created, time.time(), error))
+                          ev.attempts + 1, ev.created, time.time(), error,
+                          json.dumps(ev.chain), ev.target))
             conn.execute("DELETE FROM events WHERE id = ?", (ev.id,))
         await self.db.run(move)
 
-    async def depth(self) -> int:
-        row = await self.db.run(lambda c: c.execute("SELECT COUNT(*) FROM events").fetchone())
+    async def depth(self, function: str | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM events", ()
+        if function is not None:
+            sql, args = sql + " WHERE function = ?", (function,)
+        row = await self.db.run(lambda c: c.execute(sql, args).fetchone())
         return int(row[0])
+
+    # -- the dead-letter queue ----------------------------------------------------------------
+
+    async def dead(self, function: str | None = None, limit: int = 100,
+                   event_id: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        if function is not None:
+            where.append("function = ?")
+            args.append(function)
+        if event_id is not None:
+            where.append("id = ?")
+            args.append(event_id)
+        sql = "SELECT * FROM dead_letters"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY failed DESC LIMIT ?"
+        args.append(limit)
+
+        def read(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            out = []
+            for r in conn.execute(sql, args):
+                d = dict(r)
+                d["payload"] = bytes(d["payload"]).decode("utf-8", "replace")
+                d["chain"] = json.loads(d["chain"] or "[]")
+                out.append(d)
+            return out
+        return await self.db.run(read)
+
+    async def redrive(self, function: str, ids: list[str] | None = None) -> int:
+        """Move dead letters back into the queue with a fresh attempt count."""
+        now = time.time()
+
+        def move(conn: sqlite3.Connection) -> int:
+            sql = "SELECT * FROM dead_letters WHERE function = ?"
+            args: list[Any] = [function]
+            if ids:
+                sql += f" AND id IN ({','.join('?' * len(ids))})"
+                args += ids
+            rows = conn.execute(sql, args).fetchall()
+            for r in rows:
+                conn.execute(f"INSERT OR REPLACE INTO events({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                             (r["id"], r["function"], r["qualifier"], r["payload"], r["trigger"],
+                              0, now, now, r["chain"], r["target"]))
+                conn.execute("DELETE FROM dead_letters WHERE id = ?", (r["id"],))
+            return len(rows)
+        n = await self.db.run(move)
+        self.wakeup.set()
+        return n
+
+    async def purge(self, function: str, ids: list[str] | None = None) -> int:
+        sql, args = "DELETE FROM dead_letters WHERE function = ?", [function]
+        if ids:
+            sql += f" AND id IN ({','.join('?' * len(ids))})"
+            args += ids
+        return await self.db.run(lambda c: c.execute(sql, args).rowcount)

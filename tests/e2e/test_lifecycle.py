@@ -108,6 +108,7 @@ def test_sigint_exits_with_code_zero(sigint_run):
 
 def test_restart_on_the_same_data_dir_keeps_functions(sigint_run):
     srv = start_server(sigint_run.data_dir)
+    children: set[int] = set()
     try:
         lam = srv.lambda_client()
         names = {f["FunctionName"] for f in lam.list_functions()["Functions"]}

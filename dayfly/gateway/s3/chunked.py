@@ -36,14 +36,17 @@ class _Reader:
         self.eof = False
 
     async def _fill(self) -> bool:
-        if self.eof:
-            return False
-        try:
-            self.buf += await self.stream.__anext__()
-        except StopAsyncIteration:
-            self.eof = True
-            return False
-        return True
+        """Read more; False at the end of the body (empty chunks are skipped)."""
+        while not self.eof:
+            try:
+                data = await self.stream.__anext__()
+            except StopAsyncIteration:
+                self.eof = True
+                break
+            if data:
+                self.buf += data
+                return True
+        return False
 
     async def line(self) -> bytes:
         while True:

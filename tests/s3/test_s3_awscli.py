@@ -1,0 +1,84 @@
+"""The aws CLI against the S3 endpoint, and `dayfly keys` managing the keys it signs with."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from botocore.exceptions import ClientError
+from s3_helpers import error_code, s3_client
+
+
+@pytest.fixture(scope="module")
+def aws(server, tmp_path_factory):
+    exe = shutil.which("aws")
+    if exe is None:
+        pytest.skip("the aws CLI is not installed (pip install awscli)")
+    config = tmp_path_factory.mktemp("awscfg") / "config"
+    config.write_text("[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n")
+    env = {**os.environ, "AWS_SHARED_CREDENTIALS_FILE": str(server.data_dir / "credentials"),
+           "AWS_CONFIG_FILE": str(config), "AWS_EC2_METADATA_DISABLED": "true"}
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+        env.pop(var, None)
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        p = subprocess.run([exe, "--endpoint-url", server.url, *args], env=env,
+                           capture_output=True, text=True, timeout=120)
+        if check:
+            assert p.returncode == 0, p.stderr
+        return p
+    return run
+
+
+def test_aws_cli_cp_ls_head(aws, server, tmp_path):
+    small, big = tmp_path / "small.txt", tmp_path / "big.bin"
+    small.write_text("hello from the aws cli\n")
+    big.write_bytes(os.urandom(12 * 1024 * 1024))  # over the CLI's 8 MiB multipart threshold
+    aws("s3", "mb", "s3://cli-bucket")
+    aws("s3", "cp", str(small), "s3://cli-bucket/docs/small.txt")
+    aws("s3", "cp", str(big), "s3://cli-bucket/big.bin")
+    listing = aws("s3", "ls", "s3://cli-bucket/").stdout
+    assert "PRE docs/" in listing and "big.bin" in listing
+    assert "small.txt" in aws("s3", "ls", "s3://cli-bucket/docs/").stdout
+    assert "cli-bucket" in aws("s3", "ls").stdout
+    head = json.loads(aws("s3api", "head-object", "--bucket", "cli-bucket", "--key",
+                          "docs/small.txt").stdout)
+    assert head["ContentLength"] == small.stat().st_size
+    assert head["ETag"] == f'"{hashlib.md5(small.read_bytes()).hexdigest()}"'
+    assert json.loads(aws("s3api", "head-object", "--bucket", "cli-bucket", "--key",
+                          "big.bin").stdout)["ETag"].endswith('-2"')
+    aws("s3", "cp", "s3://cli-bucket/big.bin", str(tmp_path / "back.bin"))
+    assert (tmp_path / "back.bin").read_bytes() == big.read_bytes()
+    aws("s3", "rm", "s3://cli-bucket/big.bin")
+    missing = aws("s3api", "head-object", "--bucket", "cli-bucket", "--key", "big.bin",
+                  check=False)
+    assert missing.returncode != 0 and "404" in missing.stderr
+
+
+def dayfly(server, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dayfly.cli.main", *args, "--endpoint",
+                           server.url], capture_output=True, text=True, timeout=60)
+
+
+def test_dayfly_keys_create_ls_rm(server):
+    p = dayfly(server, "keys", "create", "--description", "ci key", "--json")
+    assert p.returncode == 0, p.stderr
+    key = json.loads(p.stdout)
+    s3 = s3_client(server, key["id"], key["secret"])
+    assert "Buckets" in s3.list_buckets()
+    listed = dayfly(server, "keys", "ls")
+    assert key["id"] in listed.stdout and "ci key" in listed.stdout
+    assert key["secret"] not in listed.stdout
+    assert key["secret"] not in dayfly(server, "keys", "ls", "--json").stdout
+    assert dayfly(server, "keys", "rm", "-y", key["id"]).returncode == 0
+    with pytest.raises(ClientError) as exc:
+        s3.list_buckets()
+    assert error_code(exc.value) == "InvalidAccessKeyId"
+    gone = dayfly(server, "keys", "rm", "-y", key["id"])
+    assert gone.returncode == 1 and "No access key" in gone.stderr
