@@ -74,7 +74,8 @@ def invoke_rid(server, name: str, payload: str = "{}") -> str:
 def test_deploy_shows_a_summary_named_after_the_folder(server, tmp_path):
     folder = write_function(tmp_path / "greeter", memory=256)
     result = deploy(server, folder)
-    summary = dict(line.split(None, 1) for line in result.stdout.splitlines()
+    head = result.stdout.split("\n\n")[0]  # the summary; the capability table follows
+    summary = dict(line.split(None, 1) for line in head.splitlines()
                    if line.strip() and not line.startswith("code"))
     assert summary["name"].strip() == "greeter"
     assert summary["version"].strip() == "$LATEST"

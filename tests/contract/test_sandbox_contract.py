@@ -237,3 +237,13 @@ async def test_async_handler(sandbox, tmp_path):
     for n in range(3):
         assert json.loads((await call(sandbox, h, {"n": n})).payload) == {"async": True, "n": n}
     await sandbox.stop(h)
+
+
+async def test_memory_settings_can_grow_and_shrink_between_starts(sandbox, code):
+    """Reused resources (cgroup slots) must accept any new limit, larger or smaller."""
+    for mb in (128, 512, 128, 1024):
+        spec = mkspec(sandbox, code, limits=Limits(memory_mb=mb, timeout_s=3))
+        h = await sandbox.start(spec, f"m{mb}")
+        assert (await call(sandbox, h, {})).ok
+        await sandbox.stop(h)
+        await asyncio.sleep(0.05)  # let the slot be reaped and returned

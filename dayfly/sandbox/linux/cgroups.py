@@ -100,6 +100,8 @@ class CgroupPool:
             _write(d / "cpu.weight", str(max(1, min(10000, memory_mb * 100 // 1769))))
         else:
             mem, cpu, pid = slot.dirs
+            # v1 insists memory ≤ memory+swap at every step: lift the latter, set, lower it
+            _write(mem / "memory.memsw.limit_in_bytes", "-1", optional=True)
             _write(mem / "memory.limit_in_bytes", str(limit))
             _write(mem / "memory.memsw.limit_in_bytes", str(limit), optional=True)
             _write(mem / "memory.max_usage_in_bytes", "0", optional=True)
