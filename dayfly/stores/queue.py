@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import deque
 import sqlite3
 import time
 import uuid
@@ -54,6 +55,10 @@ class EventQueue:
         self.db = db
         self.wakeup = asyncio.Event()
         self.in_flight: set[str] = set()
+        # events stored by this process and due now: delivered without reading them back
+        self.fresh: deque[Event] = deque()
+        self._done: deque[str] = deque(maxlen=4096)  # recently finished ids, so an event read
+        self._done_set: set[str] = set()  # back from disk and also fresh is delivered once
 
     async def put(self, function: str, qualifier: str | None, payload: bytes,
                   trigger: str = "event", *, chain: list[str] | None = None,
@@ -64,8 +69,18 @@ class EventQueue:
                    now, list(chain or []), target)
         await self.db.run(lambda c: c.execute(
             f"INSERT OR IGNORE INTO events({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)", ev.row()))
+        self.fresh.append(ev)
         self.wakeup.set()
         return ev.id
+
+    def take_fresh(self, limit: int) -> list[Event]:
+        """Events just stored by this process (the fast path: no read from disk)."""
+        out: list[Event] = []
+        while self.fresh and len(out) < limit:
+            ev = self.fresh.popleft()
+            if ev.id not in self.in_flight and ev.id not in self._done_set:
+                out.append(ev)
+        return out
 
     async def due(self, limit: int) -> list[Event]:
         """Events whose time has come and that are not already being delivered."""
@@ -83,8 +98,15 @@ class EventQueue:
             "SELECT MIN(not_before) FROM events").fetchone())
         return row[0] if row and row[0] is not None else None
 
+    def _finished(self, ev_id: str) -> None:
+        if len(self._done) == self._done.maxlen:
+            self._done_set.discard(self._done[0])
+        self._done.append(ev_id)
+        self._done_set.add(ev_id)
+
     async def ack(self, ev: Event) -> None:
         await self.db.run(lambda c: c.execute("DELETE FROM events WHERE id = ?", (ev.id,)))
+        self._finished(ev.id)
 
     async def retry(self, ev: Event, delay_s: float, count_attempt: bool = True) -> None:
         ev.attempts += int(count_attempt)
@@ -102,6 +124,7 @@ class EventQueue:
                           json.dumps(ev.chain), ev.target))
             conn.execute("DELETE FROM events WHERE id = ?", (ev.id,))
         await self.db.run(move)
+        self._finished(ev.id)
 
     async def depth(self, function: str | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM events", ()

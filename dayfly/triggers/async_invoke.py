@@ -65,7 +65,9 @@ class AsyncDispatcher:
 
     async def _pump(self) -> None:
         room = self.max_in_flight - len(self.queue.in_flight)
-        events = await self.queue.due(room) if room > 0 else []
+        events = self.queue.take_fresh(room) if room > 0 else []
+        if not events and room > 0:
+            events = await self.queue.due(room)
         for ev in events:
             self.queue.in_flight.add(ev.id)
             task = asyncio.ensure_future(self._deliver(ev))
