@@ -7,12 +7,13 @@ import logging
 
 from .config import Settings
 from .control.bundles import BundleStore
-from .control.event_config import EventConfigs
 from .control.deps import DepsInstaller
+from .control.event_config import EventConfigs
 from .control.functions import Functions
 from .control.keys import KeyStore
 from .control.model import function_arn
 from .control.registry import Registry
+from .control.triggers import TriggerRegistry
 from .sandbox.base import Backend
 from .sandbox.gvisor import GvisorBackend
 from .sandbox.linux.backend import LinuxBackend
@@ -86,6 +87,8 @@ class Platform:
         self.dispatcher = AsyncDispatcher(self.queue, self.scheduler, self.registry.spec,
                                           self.arn, self.event_configs,
                                           max_chain_depth=settings.max_chain_depth)
+        self.triggers = TriggerRegistry(self.db, self.registry, self.scheduler, self.queue,
+                                        settings.region)
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
         return function_arn(self.settings.region, name, qualifier)
@@ -100,6 +103,7 @@ class Platform:
             if spec.min_warm:
                 self.scheduler.deploy(spec)
         self.dispatcher.start()
+        await self.triggers.start()
         weak = [n for n, sb in self.sandboxes.items() if sb.backend.weak]
         if self.default_isolation in weak:
             log.warning("isolation: '%s' tier in force — functions are NOT isolated from this "
@@ -107,6 +111,7 @@ class Platform:
                         self.default_isolation)
 
     async def stop(self) -> None:
+        await self.triggers.stop()
         await self.dispatcher.close()
         await self.scheduler.close()
         await self.records.close()

@@ -73,7 +73,7 @@ def _follow(records: Any, first: str) -> tuple[dict[str, Any], dict[str, Any] | 
 def capabilities(fn: dict[str, Any]) -> dict[str, str]:
     """What the function is granted, one line each; everything not listed is off."""
     d = fn.get("Dayfly") or {}
-    env = sorted(((fn.get("Environment") or {}).get("Variables") or {}))
+    env = sorted((fn.get("Environment") or {}).get("Variables") or {})
     return {
         "isolation": str(d.get("Isolation")),
         "network": ", ".join(d.get("Network") or []) or "none",

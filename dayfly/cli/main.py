@@ -16,6 +16,7 @@ from .invoke import invoke
 from .keys import keys
 from .logs import logs
 from .secrets import secrets
+from .triggers import trigger
 from .up import up
 from .versions import publish, versions
 
@@ -27,7 +28,7 @@ def cli() -> None:
 
 
 for command in (up, deploy, invoke, ls, rm, logs, versions, publish, alias, instances,
-                scale_to_zero, invocations, keys, secrets, doctor, dlq):
+                scale_to_zero, invocations, keys, secrets, doctor, dlq, trigger):
     cli.add_command(command)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -70,4 +71,5 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
             platform.records.hang_up()  # live log tails end now, not at the graceful timeout
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
-    Server(config).run()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
+        Server(config).run()

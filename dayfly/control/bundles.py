@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import compileall
 import hashlib
 import io
 import os
@@ -89,6 +90,9 @@ class BundleStore:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src, open(target, "wb") as out:
                     shutil.copyfileobj(src, out, 1 << 20)
+            # compiled once here, so instances (whose code dir is read-only) never compile;
+            # a file that does not compile is left for the import to report properly
+            compileall.compile_dir(str(staging), quiet=2, workers=1)
             _make_read_only(staging)
             try:
                 os.rename(staging, dest)
@@ -121,7 +125,7 @@ def _check_member(info: zipfile.ZipInfo) -> None:
 
 
 def _make_read_only(root: Path) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, _dirnames, filenames in os.walk(root):
         for f in filenames:
             os.chmod(os.path.join(dirpath, f), 0o444)
         os.chmod(dirpath, 0o555)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import binascii
+import os
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -291,7 +291,8 @@ class Functions:
         if version == LATEST:
             return LATEST
         if not isinstance(version, str) or not version.isdigit() or int(version) not in st.versions:
-            raise ResourceNotFound(f"Function not found: {function_arn(self.registry.region, st.latest.name, str(version))}")
+            arn = function_arn(self.registry.region, st.latest.name, str(version))
+            raise ResourceNotFound(f"Function not found: {arn}")
         return version
 
     def _weights(self, st: Any, routing: Any) -> dict[str, float]:

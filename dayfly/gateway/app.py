@@ -11,7 +11,7 @@ from starlette.middleware import Middleware
 
 from ..errors import DayflyError
 from ..platform import Platform
-from . import async_api, dayfly_api, keys_api, lambda_api
+from . import async_api, dayfly_api, esm_api, keys_api, lambda_api, schedules_api
 from .common import on_dayfly_error, on_http_error, on_unexpected
 from .s3.dispatch import S3Dispatch
 from .s3.routes import S3App
@@ -30,7 +30,8 @@ def build_app(platform: Platform,
             await platform.stop()
 
     app = Starlette(
-        routes=[*lambda_api.routes, *dayfly_api.routes, *keys_api.routes, *async_api.routes],
+        routes=[*lambda_api.routes, *dayfly_api.routes, *keys_api.routes, *async_api.routes,
+                *esm_api.routes, *schedules_api.routes],
         middleware=[Middleware(S3Dispatch, s3=S3App(platform.objects, platform.keys))],
         exception_handlers={DayflyError: on_dayfly_error, HTTPException: on_http_error,
                             Exception: on_unexpected},

@@ -6,9 +6,9 @@ import asyncio
 import base64
 import io
 import re
+import time
 import tomllib
 import zipfile
-import time
 from collections.abc import AsyncIterator
 
 import orjson

@@ -104,7 +104,8 @@ def _init_error(handler: str, exc: BaseException) -> dict:
         where = f"{os.path.basename(exc.filename or '?')}, line {exc.lineno}"
         return {"errorType": "Runtime.UserCodeSyntaxError",
                 "errorMessage": f"Syntax error in module '{module}': {exc.msg} ({where})",
-                "stackTrace": [f'  File "{exc.filename}" Line {exc.lineno}\n    {(exc.text or "").strip()}\n']}
+                "stackTrace": [f'  File "{exc.filename}" Line {exc.lineno}\n'
+                               f'    {(exc.text or "").strip()}\n']}
     if isinstance(exc, ImportError) and getattr(exc, "_dayfly_top", False):
         return {"errorType": "Runtime.ImportModuleError",
                 "errorMessage": f"Unable to import module '{module}': {exc}", "stackTrace": []}

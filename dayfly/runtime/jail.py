@@ -164,15 +164,17 @@ def clone_fork(flags: int) -> int:
     return pid
 
 
-def drop_capabilities() -> None:
-    """Empty the bounding, ambient, effective, permitted and inheritable sets."""
-    last = 63
+def _cap_last_cap() -> int:
     try:
         with open("/proc/sys/kernel/cap_last_cap") as f:
-            last = int(f.read())
+            return int(f.read())
     except OSError:
-        pass
-    for cap in range(last + 1):
+        return 63
+
+
+def drop_capabilities() -> None:
+    """Empty the bounding, ambient, effective, permitted and inheritable sets."""
+    for cap in range(_PREPARED["last_cap"] + 1):
         ret = _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
         if ret < 0 and ctypes.get_errno() != errno.EINVAL:
             _check(ret, "PR_CAPBSET_DROP")
@@ -235,15 +237,19 @@ def seccomp_program() -> bytes:
     return b"".join(prog)
 
 
-def install_seccomp() -> None:
-    """Load the filter; requires no_new_privs (or CAP_SYS_ADMIN) first."""
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def _prepare_seccomp() -> tuple[ctypes.Array, _SockFprog]:
     prog = seccomp_program()
     buf = ctypes.create_string_buffer(prog, len(prog))
+    return buf, _SockFprog(len(prog) // 8, ctypes.addressof(buf))
 
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
 
-    fprog = SockFprog(len(prog) // 8, ctypes.addressof(buf))
+def install_seccomp() -> None:
+    """Load the filter; requires no_new_privs (or CAP_SYS_ADMIN) first."""
+    _, fprog = _PREPARED["seccomp"]
     _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog), 0, 0),
            "seccomp")
 
@@ -363,3 +369,7 @@ def confine_instance(tmp_mb: int, inner_id: int = 1000) -> None:
     no_new_privs()
     # I4: the seccomp filter (after this, no mount, ptrace, unshare, raw sockets, ...)
     install_seccomp()
+
+
+# Built once in the zygote, before it freezes its heap: each instance only makes the calls.
+_PREPARED: dict = {"last_cap": _cap_last_cap(), "seccomp": _prepare_seccomp()}

@@ -9,6 +9,7 @@ hangs up, so no instance outlives the platform.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import json
@@ -65,10 +66,8 @@ class Zygote:
             sys.path[:] = [p for p in sys.path if p != self.config["runtime_root"]]
             sys.path.insert(0, "/opt/dayfly")
         for name in _PRELOAD + tuple(self.config.get("preload", ())):
-            try:
+            with contextlib.suppress(Exception):  # a missing module only costs its import later
                 importlib.import_module(name)
-            except Exception:  # a missing optional module only costs its import later
-                pass
         gc.collect()
         gc.freeze()
         self.baseline_vm = _vm_size()
@@ -138,10 +137,8 @@ class Zygote:
 
     def _shutdown(self) -> None:
         for pid in self.children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for _ in list(self.children):
             try:
                 os.wait()

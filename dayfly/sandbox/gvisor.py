@@ -20,6 +20,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
+from ..background import spawn
 from ..errors import InvalidParameter, SandboxError
 from ..runtime import protocol
 from ..types import FunctionSpec
@@ -94,7 +95,7 @@ class GvisorZygote(ZygoteClient):
             *_runsc_base(self.state), "run", "--bundle", str(self.bundle), self.container,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True)
-        asyncio.ensure_future(self._drain_output())
+        spawn(self._drain_output())
         try:
             writer = await asyncio.wait_for(connected, 60)
             # take the raw socket over from the stream wrapper and frame it ourselves
@@ -111,7 +112,7 @@ class GvisorZygote(ZygoteClient):
                            writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readexactly(protocol.PREFIX.size), 10)
-            kind, mlen, plen = protocol.PREFIX.unpack(head)
+            kind, mlen, _plen = protocol.PREFIX.unpack(head)
             meta = json.loads(await reader.readexactly(mlen)) if mlen else {}
         except (asyncio.IncompleteReadError, TimeoutError, ValueError):
             writer.close()

@@ -7,7 +7,7 @@ import json
 import time
 from pathlib import Path
 
-from ..errors import SandboxError
+from ..background import spawn
 from ..runtime import protocol
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
 from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats
@@ -135,7 +135,8 @@ class ZygoteBackend(Backend):
         except TimeoutError:
             await self.kill(inst)
             raise InitFailed({"errorType": "Runtime.InitTimeout", "stackTrace": [],
-                              "errorMessage": f"Init timed out after {INIT_TIMEOUT_S:.0f} seconds"})
+                              "errorMessage": f"Init timed out after {INIT_TIMEOUT_S:.0f} seconds"}
+                             ) from None
         except EOFError:
             died = await self._death(inst)
             await self.kill(inst)
@@ -199,7 +200,7 @@ class ZygoteBackend(Backend):
         state.zygote.forget(inst.pid)
         if state.token is not None:
             token, state.token = state.token, None
-            asyncio.ensure_future(self._unreserve_when_reaped(death, token))
+            spawn(self._unreserve_when_reaped(death, token))
 
     async def _unreserve_when_reaped(self, death: asyncio.Future, token: object) -> None:
         try:

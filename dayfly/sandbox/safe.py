@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import orjson
@@ -107,10 +108,8 @@ class SafeSandbox:
         if not h.alive:
             return
         h.alive = False
-        try:
+        with contextlib.suppress(Exception):
             await self.backend.kill(h.inst)
-        except Exception:  # noqa: BLE001 - stop must never raise; the zygote reaps regardless
-            pass
 
     def stats(self, h: Handle) -> InstanceStats:
         return self.backend.stats(h.inst) if h.alive else InstanceStats()

@@ -7,6 +7,7 @@ prefix that puts the zygote in its sandbox before Python starts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..background import spawn
 from ..errors import SandboxError
 from ..runtime import protocol
 
@@ -87,7 +89,7 @@ class ZygoteClient:
         host.setblocking(False)
         self.sock = host
         loop.add_reader(host.fileno(), self._readable)
-        asyncio.ensure_future(self._drain_output())
+        spawn(self._drain_output())
         try:
             await asyncio.wait_for(self.ready, 30)
         except (TimeoutError, EOFError) as exc:
@@ -202,10 +204,8 @@ class ZygoteClient:
 
     async def kill(self, pid: int) -> None:
         if not self.dead:
-            try:
+            with contextlib.suppress(SandboxError, OSError):
                 await self._send(protocol.encode(protocol.KILL, {"pid": pid}))
-            except (SandboxError, OSError):
-                pass
 
     async def close(self) -> None:
         """Hang up; the zygote kills its children and exits. SIGKILL it if it lingers."""
@@ -219,8 +219,6 @@ class ZygoteClient:
             try:
                 await asyncio.wait_for(self.proc.wait(), 2)
             except TimeoutError:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 await self.proc.wait()

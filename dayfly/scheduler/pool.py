@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
@@ -80,10 +81,8 @@ class Pool:
         finally:
             if not fut.done():
                 fut.cancel()
-            try:
+            with contextlib.suppress(ValueError):
                 self.waiters.remove(fut)
-            except ValueError:
-                pass
         return h, cold
 
     def release(self, h: Handle) -> None:

@@ -10,6 +10,7 @@ import time
 
 import orjson
 
+from ..background import spawn
 from ..errors import InvalidParameter, TooManyRequests
 from ..sandbox.safe import InitFailed, SafeSandbox
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
@@ -60,7 +61,7 @@ class Scheduler:
 
     def _retire(self, pool: Pool) -> None:
         self.draining.append(pool)
-        asyncio.ensure_future(pool.drain())
+        spawn(pool.drain())
 
     async def invoke(self, spec: FunctionSpec, req: InvokeRequest) -> InvokeResult:
         """Run one invocation on a warm or new instance; function errors are results."""

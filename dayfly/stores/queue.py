@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections import deque
 import sqlite3
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -12,7 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import botocore.exceptions
 import httpx
 import pytest
-
 from conftest import make_zip, start_server, stop_server
 
 ECHO = """
@@ -118,7 +117,7 @@ def test_on_success_destination_gets_lambdas_record(server, lam):
 class _Hook(BaseHTTPRequestHandler):
     received: list[dict] = []
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers["Content-Length"]))
         _Hook.received.append({"body": json.loads(body),
                                "event_id": self.headers["X-Dayfly-Event-Id"]})

@@ -9,8 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from click.testing import CliRunner
-
 from conftest import make_zip
+
 from dayfly.cli.main import cli
 
 PROBE = """
@@ -111,7 +111,7 @@ def test_the_data_dir_cannot_be_declared(server):
 
 
 class _Hello(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         body = b"hello from the host"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))

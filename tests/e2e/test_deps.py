@@ -11,7 +11,6 @@ import zipfile
 from pathlib import Path
 
 import httpx
-
 from conftest import make_zip
 
 
@@ -65,7 +64,11 @@ def test_requirements_are_installed_and_cached(server):
 
     out = httpx.post(f"{server.url}/2015-03-31/functions/withdeps/invocations", json={}).json()
     assert out["value"] == "from the wheel"
-    assert out["file"].startswith(str(Path(server.data_dir) / "deps" / key))
+    tier = lines[-1]["function"]["Dayfly"]["Isolation"]
+    # the function's own dependency directory: mounted at /opt/python in the jailed tiers
+    expected = "/opt/python" if tier in ("linux", "gvisor") else str(
+        Path(server.data_dir) / "deps" / key)
+    assert out["file"] == f"{expected}/dayfly_testdep.py"
 
     # same requirements again (code changed): the cached directory is reused, no pip run
     bundle2 = make_zip({

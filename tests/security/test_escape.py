@@ -14,7 +14,6 @@ import textwrap
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -252,7 +251,7 @@ async def test_declared_egress_only(sandbox, code):
         assert no["status"] == 403 and "not declared" in no["body"]
         _, direct = await attack(sandbox, h, op="connect", host="127.0.0.1", port=denied.port)
         assert direct == "ECONNREFUSED"
-        r, env = await attack(sandbox, h, op="env")
+        _r, env = await attack(sandbox, h, op="env")
         assert env["HTTPS_PROXY"] == "http://127.0.0.1:3128"
     finally:
         await sandbox.stop(h)
@@ -358,7 +357,7 @@ async def test_tmp_is_size_limited(sandbox, inst):
 @linux_only
 async def test_kill_everything_hurts_only_itself(sandbox, code, inst):
     other = await sandbox.start(mkspec(sandbox, code), "bystander")
-    r, _ = await attack(sandbox, inst, op="killall")
+    _r, _ = await attack(sandbox, inst, op="killall")
     r2, pids = await attack(sandbox, other, op="proc")
     assert r2.ok and pids == ["1"]
     await sandbox.stop(other)

@@ -118,7 +118,7 @@ async def test_idle_instances_are_reaped_but_min_warm_kept(env):
 
 
 async def test_new_revision_drains_old_pool(env):
-    backend, sched = env
+    _backend, sched = env
     old = spec(revision="r1")
     running = asyncio.ensure_future(sched.invoke(old, req({"sleep": 0.3})))
     await asyncio.sleep(0.1)
@@ -127,7 +127,7 @@ async def test_new_revision_drains_old_pool(env):
     assert (await sched.invoke(new, req())).ok
     assert (await running).ok  # in-flight work on the old revision finishes
     await asyncio.sleep(0.05)
-    old_pool = [p for p in sched.draining if p.spec.revision == "r1"][0]
+    old_pool = next(p for p in sched.draining if p.spec.revision == "r1")
     assert old_pool.size == 0  # and its instance was stopped afterwards
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -10,6 +11,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from ...background import spawn
 from ...runtime import jail
 from ...types import FunctionSpec, InvokeRequest, InvokeResult
 from ..base import Instance, InstanceDied
@@ -157,7 +159,7 @@ class LinuxBackend(ZygoteBackend):
     def unreserve(self, token: object) -> None:
         assert isinstance(token, Slot)
         # emptying a v1 memory cgroup can take a while: never on the event loop
-        asyncio.ensure_future(asyncio.to_thread(self.cgroups.release, token))
+        spawn(asyncio.to_thread(self.cgroups.release, token))
 
     def explain_death(self, inst: Instance, info: dict) -> InstanceDied:
         slot = inst.backend_state.token  # type: ignore[union-attr]
@@ -199,7 +201,5 @@ class LinuxBackend(ZygoteBackend):
         await asyncio.sleep(0.05)  # let the zygotes' children be reaped before removing cgroups
         self.cgroups.close()
         for d in self.roots.iterdir():
-            try:
+            with contextlib.suppress(OSError):
                 d.rmdir()
-            except OSError:
-                pass

@@ -7,6 +7,7 @@ open on the request path. Slots are reused after their instance has been reaped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -83,14 +84,27 @@ class CgroupPool:
                 self.free.append(Slot(i, dirs, fds))
 
     def acquire(self, memory_mb: int, pids: int) -> Slot:
-        """A slot with these limits; creates one on the spot only if the pool ran dry."""
+        """A slot with these limits; creates one on the spot only if the pool ran dry.
+
+        A slot last used with the same limits needs no writes at all (the common case: most
+        functions keep their memory setting), so a start usually costs no cgroupfs I/O.
+        """
         while True:
             with self.lock:
-                slot = self.free.pop() if self.free else None
+                slot = next((s for s in reversed(self.free)
+                             if s.memory_mb == memory_mb and s.extra.get("pids") == pids), None)
+                if slot is not None:
+                    self.free.remove(slot)
+                elif self.free:
+                    slot = self.free.pop()
             if slot is not None:
                 break
             log.warning("cgroup pool empty: creating a slot on the request path")
             self.prepare(1)
+        with self.lock:
+            self.used[slot.index] = slot
+        if slot.memory_mb == memory_mb and slot.extra.get("pids") == pids:
+            return slot
         limit = memory_mb * 1024 * 1024
         if self.v == 2:
             d = slot.dirs[0]
@@ -104,14 +118,10 @@ class CgroupPool:
             _write(mem / "memory.memsw.limit_in_bytes", "-1", optional=True)
             _write(mem / "memory.limit_in_bytes", str(limit))
             _write(mem / "memory.memsw.limit_in_bytes", str(limit), optional=True)
-            _write(mem / "memory.max_usage_in_bytes", "0", optional=True)
             _write(pid / "pids.max", str(pids))
             _write(cpu / "cpu.shares", str(max(2, memory_mb * 1024 // 1769)))
         slot.memory_mb = memory_mb
-        slot.oom_base = self.oom_kills(slot)
-        slot.pids_base = self.pids_refused(slot)
-        with self.lock:
-            self.used[slot.index] = slot
+        slot.extra["pids"] = pids
         return slot
 
     def release(self, slot: Slot) -> None:
@@ -120,6 +130,10 @@ class CgroupPool:
             self.used.pop(slot.index, None)
         if self.v == 1:
             _write(slot.dirs[0] / "memory.force_empty", "0", optional=True)
+            _write(slot.dirs[0] / "memory.max_usage_in_bytes", "0", optional=True)
+        # the counters only ever grow: what they read now is the next instance's zero
+        slot.oom_base = self.oom_kills(slot)
+        slot.pids_base = self.pids_refused(slot)
         with self.lock:
             self.free.append(slot)
 
@@ -152,10 +166,8 @@ class CgroupPool:
         self.free.clear()
         self.used.clear()
         for base in self.bases:
-            try:
+            with contextlib.suppress(OSError):
                 base.rmdir()
-            except OSError:
-                pass
 
 
 def _write(path: Path, value: str, optional: bool = False) -> None:

@@ -1,0 +1,333 @@
+"""The registry of triggers: table event source mappings and schedules, persisted in SQLite,
+mirrored in memory, and running (one consumer per enabled mapping, one schedule runner) while
+the platform runs. Mutations are serialised by `_lock`; checkpoints are written per batch."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import sqlite3
+import time
+import uuid
+from dataclasses import asdict, replace
+from typing import Any
+
+from ..errors import InvalidParameter, ResourceConflict, ResourceNotFound
+from ..scheduler.scheduler import Scheduler
+from ..stores.db import Database
+from ..stores.queue import EventQueue
+from ..triggers.cron import parse_expression
+from ..triggers.schedule import MISSED_POLICIES, Schedule, ScheduleRunner, iso_z, rule_arn
+from ..triggers.tables.mapping import Consumer, Delivery, Mapping
+from ..triggers.tables.source import SourceError, TableURL, open_source
+from ..types import InvokeRequest, InvokeResult
+from .esm import changed_mapping, mapping_json, new_mapping
+from .model import function_arn
+from .registry import Registry, split_name
+
+log = logging.getLogger("dayfly.triggers")
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS event_source_mappings (uuid TEXT PRIMARY KEY, function TEXT NOT "
+    "NULL, config TEXT NOT NULL, checkpoint INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS schedules (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, "
+    "function TEXT NOT NULL, config TEXT NOT NULL, last_fire REAL NOT NULL, created REAL NOT NULL)",
+)
+SCHEDULE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+PREPARE_TIMEOUT_S = 30.0
+
+
+class TriggerRegistry:
+    """Mappings by UUID (with checkpoints and consumers) and schedules by id."""
+
+    def __init__(self, db: Database, registry: Registry, scheduler: Scheduler,
+                 queue: EventQueue, region: str) -> None:
+        self.db = db
+        self.registry = registry
+        self.scheduler = scheduler
+        self.region = region
+        self.mappings: dict[str, Mapping] = {}
+        self.checkpoints: dict[str, int] = {}
+        self.keys: dict[str, str] = {}  # mapping uuid -> source key (the change log it reads)
+        self.consumers: dict[str, Consumer] = {}
+        self.schedules: dict[str, Schedule] = {}
+        self.runner = ScheduleRunner(queue.put, self._save_fire, region)
+        self.delivery = Delivery(invoke=self._invoke, enqueue=queue.put,
+                                 save=self._save_checkpoint, arn=self._arn, region=region)
+        self._lock = asyncio.Lock()
+
+    def _arn(self, name: str, qualifier: str | None = None) -> str:
+        return function_arn(self.region, name, qualifier)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        def load(conn: sqlite3.Connection) -> tuple[list, list]:
+            for stmt in SCHEMA:
+                conn.execute(stmt)
+            return (conn.execute("SELECT * FROM event_source_mappings ORDER BY created").fetchall(),
+                    conn.execute("SELECT * FROM schedules ORDER BY created").fetchall())
+        mappings, schedules = await self.db.run(load)
+        for row in mappings:
+            m = _mapping_from_json(json.loads(row["config"]))
+            self._remember(m, row["checkpoint"])
+            if m.enabled:
+                self._start_consumer(m)
+        for row in schedules:
+            s = Schedule(**json.loads(row["config"]), last_fire=row["last_fire"])
+            self.schedules[s.id] = s
+        await self.runner.start(list(self.schedules.values()))
+
+    async def stop(self) -> None:
+        await self.runner.stop()
+        await asyncio.gather(*(c.stop() for c in self.consumers.values()),
+                             return_exceptions=True)
+        self.consumers.clear()
+
+    def _remember(self, m: Mapping, checkpoint: int) -> None:
+        self.mappings[m.uuid] = m
+        self.checkpoints[m.uuid] = checkpoint
+        self.keys[m.uuid] = m.url.key
+
+    def _start_consumer(self, m: Mapping) -> None:
+        consumer = Consumer(m, self.checkpoints[m.uuid], self.delivery)
+        self.consumers[m.uuid] = consumer
+        consumer.start()
+
+    async def _stop_consumer(self, mapping_uuid: str) -> Consumer | None:
+        consumer = self.consumers.pop(mapping_uuid, None)
+        if consumer is not None:
+            await consumer.stop()
+            self.checkpoints[mapping_uuid] = consumer.position
+        return consumer
+
+    # -- what consumers call -----------------------------------------------------------------
+
+    async def _invoke(self, name: str, qualifier: str | None, payload: bytes) -> InvokeResult:
+        spec = self.registry.spec(name, qualifier)
+        req = InvokeRequest(request_id=str(uuid.uuid4()), payload=payload,
+                            invoked_arn=self._arn(name, qualifier), trigger="table")
+        return await self.scheduler.invoke(spec, req)
+
+    async def _save_checkpoint(self, mapping_uuid: str, seq: int) -> int:
+        """Persist a mapping's position; return what every reader of its table has passed."""
+        await self.db.run(lambda c: c.execute(
+            "UPDATE event_source_mappings SET checkpoint = ? WHERE uuid = ?", (seq, mapping_uuid)))
+        self.checkpoints[mapping_uuid] = seq
+        key = self.keys.get(mapping_uuid)
+        return min((self.checkpoints[u] for u, k in self.keys.items() if k == key), default=seq)
+
+    async def _save_fire(self, schedule_id: str, fire_time: float) -> None:
+        await self.db.run(lambda c: c.execute(
+            "UPDATE schedules SET last_fire = ? WHERE id = ?", (fire_time, schedule_id)))
+
+    # -- event source mappings ---------------------------------------------------------------
+
+    def get_mapping(self, mapping_uuid: str) -> Mapping:
+        m = self.mappings.get(mapping_uuid)
+        if m is None:
+            raise ResourceNotFound(f"The resource you requested does not exist. (Event source "
+                                   f"mapping {mapping_uuid})")
+        return m
+
+    def mapping_json(self, m: Mapping, consumer: Consumer | None = None) -> dict[str, Any]:
+        consumer = consumer or self.consumers.get(m.uuid)
+        health = consumer.health if consumer else ("disabled" if not m.enabled else "stopped")
+        return mapping_json(m, region=self.region,
+                            checkpoint=consumer.position if consumer else self.checkpoints[m.uuid],
+                            health=health, last_result=consumer.last_result if consumer
+                            else "No records processed")
+
+    def list_mappings(self, function: str | None = None,
+                      source: TableURL | None = None) -> list[Mapping]:
+        name = split_name(function)[0] if function else None
+        return [m for m in self.mappings.values()
+                if (name is None or m.function == name)
+                and (source is None or self.keys[m.uuid] == source.key)]
+
+    def _check_functions(self, m: Mapping) -> None:
+        self.registry.config(m.function, m.qualifier)
+        if m.on_failure is not None:
+            try:
+                self.registry.config(*m.on_failure)
+            except ResourceNotFound as exc:
+                raise InvalidParameter(f"The on-failure destination does not exist: "
+                                       f"{exc.message}") from None
+
+    async def create_mapping(self, params: dict[str, Any]) -> Mapping:
+        async with self._lock:
+            m = new_mapping(params, str(uuid.uuid4()))
+            self._check_functions(m)
+            url = m.url
+            for other in self.list_mappings(m.function, url):
+                if other.qualifier == m.qualifier:
+                    raise ResourceConflict(
+                        f"The event source arn ({url.arn}) and function ({m.function}) provided "
+                        f"mapping already exists. Please update or delete the existing mapping "
+                        f"with UUID {other.uuid}")
+            position = await self._prepare(url, m.starting_position)
+            await self.db.run(lambda c: c.execute(
+                "INSERT INTO event_source_mappings(uuid, function, config, checkpoint, created) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (m.uuid, m.function, json.dumps(asdict(m)), position, m.created)))
+            self._remember(m, position)
+            if m.enabled:
+                self._start_consumer(m)
+            log.info("mapping %s: %s -> %s from seq %d", m.uuid, url.masked, m.function, position)
+            return m
+
+    async def _prepare(self, url: TableURL, starting_position: str) -> int:
+        """Check the source, install its capture, and return the starting checkpoint."""
+        source = open_source(url)
+        try:
+            async def run() -> int:
+                await source.open()
+                await source.install()
+                return await source.head() if starting_position == "LATEST" else 0
+            return await asyncio.wait_for(run(), PREPARE_TIMEOUT_S)
+        except SourceError as exc:
+            raise InvalidParameter(f"Cannot capture changes of {url.masked}: {exc}") from None
+        except TimeoutError:
+            raise InvalidParameter(f"Cannot capture changes of {url.masked}: the database did not "
+                                   f"answer within {PREPARE_TIMEOUT_S:g}s") from None
+        finally:
+            await source.close()
+
+    async def update_mapping(self, mapping_uuid: str, params: dict[str, Any]) -> Mapping:
+        async with self._lock:
+            old = self.get_mapping(mapping_uuid)
+            m = changed_mapping(replace(old), params)
+            self._check_functions(m)
+            m.modified = time.time()
+            await self._stop_consumer(m.uuid)
+            await self.db.run(lambda c: c.execute(
+                "UPDATE event_source_mappings SET function = ?, config = ? WHERE uuid = ?",
+                (m.function, json.dumps(asdict(m)), m.uuid)))
+            self.mappings[m.uuid] = m
+            if m.enabled:
+                self._start_consumer(m)
+            return m
+
+    async def delete_mapping(self, mapping_uuid: str) -> dict[str, Any]:
+        """Stop and forget a mapping; the last one on a table removes the table's capture."""
+        async with self._lock:
+            m = self.get_mapping(mapping_uuid)
+            out = self.mapping_json(m, await self._stop_consumer(m.uuid))
+            await self.db.run(lambda c: c.execute(
+                "DELETE FROM event_source_mappings WHERE uuid = ?", (m.uuid,)))
+            key = self.keys.pop(m.uuid)
+            del self.mappings[m.uuid]
+            del self.checkpoints[m.uuid]
+            out.update(State="Deleting", Health="deleted")
+            if key not in self.keys.values():
+                out["Dayfly"]["Cleanup"] = await self._uninstall(m.url)
+            return out
+
+    async def _uninstall(self, url: TableURL) -> str:
+        source = open_source(url)
+        try:
+            await asyncio.wait_for(source.open(), PREPARE_TIMEOUT_S)
+            await asyncio.wait_for(source.uninstall(), PREPARE_TIMEOUT_S)
+            return "capture removed"
+        except (SourceError, TimeoutError) as exc:
+            log.warning("could not remove the change capture of %s: %s", url.masked, exc)
+            return f"capture NOT removed: {exc or 'timed out'}"
+        finally:
+            await source.close()
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    def get_schedule(self, id_or_name: str) -> Schedule:
+        s = self.schedules.get(id_or_name) or next(
+            (s for s in self.schedules.values() if s.name == id_or_name), None)
+        if s is None:
+            raise ResourceNotFound(f"Schedule not found: {id_or_name}")
+        return s
+
+    def schedule_json(self, s: Schedule) -> dict[str, Any]:
+        nxt = self.runner.next_fire(s)
+        return {"Id": s.id, "Name": s.name, "Arn": rule_arn(self.region, s.name),
+                "FunctionName": s.function, "Qualifier": s.qualifier,
+                "FunctionArn": self._arn(s.function, s.qualifier),
+                "ScheduleExpression": s.expression, "Timezone": s.timezone,
+                "MissedFirePolicy": s.missed, "State": "ENABLED" if s.enabled else "DISABLED",
+                "LastFire": iso_z(s.last_fire) if s.last_fire > s.created else None,
+                "NextFire": iso_z(nxt) if nxt is not None else None,
+                "Created": s.created, "LastModified": s.modified}
+
+    def _apply(self, s: Schedule, params: dict[str, Any]) -> Schedule:
+        if params.get("FunctionName"):
+            s.function, s.qualifier = split_name(params["FunctionName"], params.get("Qualifier"))
+            self.registry.config(s.function, s.qualifier)
+        for key, attr in (("ScheduleExpression", "expression"), ("Timezone", "timezone"),
+                          ("MissedFirePolicy", "missed")):
+            if params.get(key) is not None:
+                if not isinstance(params[key], str):
+                    raise InvalidParameter(f"{key} must be a string")
+                setattr(s, attr, params[key])
+        if s.missed not in MISSED_POLICIES:
+            raise InvalidParameter(f"MissedFirePolicy must be one of {', '.join(MISSED_POLICIES)}")
+        if params.get("State") is not None:
+            if params["State"] not in ("ENABLED", "DISABLED"):
+                raise InvalidParameter("State must be ENABLED or DISABLED")
+            s.enabled = params["State"] == "ENABLED"
+        parse_expression(s.expression, s.timezone, s.created)
+        return s
+
+    async def create_schedule(self, params: dict[str, Any]) -> Schedule:
+        if not params.get("FunctionName"):
+            raise InvalidParameter("FunctionName is required")
+        if not params.get("ScheduleExpression"):
+            raise InvalidParameter("ScheduleExpression is required")
+        name = split_name(params["FunctionName"])[0]
+        sched_name = params.get("Name") or f"{name}-{uuid.uuid4().hex[:8]}"
+        if not isinstance(sched_name, str) or not SCHEDULE_NAME_RE.match(sched_name):
+            raise InvalidParameter("Name must be 1-64 letters, digits, '.', '-' or '_'")
+        now = time.time()
+        s = self._apply(Schedule(id=str(uuid.uuid4()), name=sched_name, function=name,
+                                 qualifier=None, expression="", created=now, modified=now,
+                                 last_fire=now), params)
+        async with self._lock:
+            if any(o.name == s.name for o in self.schedules.values()):
+                raise ResourceConflict(f"A schedule named {s.name} already exists")
+            await self.db.run(lambda c: c.execute(
+                "INSERT INTO schedules(id, name, function, config, last_fire, created) VALUES "
+                "(?, ?, ?, ?, ?, ?)", (s.id, s.name, s.function, _schedule_config(s), s.last_fire,
+                                       s.created)))
+            self.schedules[s.id] = s
+            self.runner.put(s)
+        return s
+
+    async def update_schedule(self, id_or_name: str, params: dict[str, Any]) -> Schedule:
+        async with self._lock:
+            old = self.get_schedule(id_or_name)
+            s = self._apply(replace(old), params)
+            s.modified = s.last_fire = time.time()  # a changed schedule starts afresh
+            await self.db.run(lambda c: c.execute(
+                "UPDATE schedules SET function = ?, config = ?, last_fire = ? WHERE id = ?",
+                (s.function, _schedule_config(s), s.last_fire, s.id)))
+            self.schedules[s.id] = s
+            self.runner.put(s)
+            return s
+
+    async def delete_schedule(self, id_or_name: str) -> Schedule:
+        async with self._lock:
+            s = self.get_schedule(id_or_name)
+            await self.db.run(lambda c: c.execute("DELETE FROM schedules WHERE id = ?", (s.id,)))
+            del self.schedules[s.id]
+            self.runner.remove(s.id)
+            return s
+
+
+def _mapping_from_json(data: dict[str, Any]) -> Mapping:
+    if data.get("on_failure"):
+        data["on_failure"] = tuple(data["on_failure"])
+    return Mapping(**data)
+
+
+def _schedule_config(s: Schedule) -> str:
+    data = asdict(s)
+    data.pop("last_fire")
+    return json.dumps(data)
