@@ -32,6 +32,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 s runs, 15 cold starts")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.md")
+    parser.add_argument("--tiers", default="process,linux",
+                        help="dayfly isolation tiers to run, comma-separated (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -88,6 +90,7 @@ def bench(name: str, measure: Callable[[Row], None]) -> Row:
 def main(argv: list[str] | None = None) -> int:
     """Run every benchmark, print the report and write it to --out."""
     args = parse_args(argv)
+    args.tiers = [t for t in args.tiers.split(",") if t]
     settings = Settings.choose(args.quick)
     require_wrk()
     ff_bin = ensure_venv("ff", "functions-framework", "functions-framework")
@@ -96,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         bench("functions-framework", lambda row: bench_functions_framework(row, ff_bin, settings)),
         bench("uvicorn (ceiling)", lambda row: bench_uvicorn(row, uv_bin, settings)),
-        bench("dayfly", lambda row: bench_dayfly(row, settings)),
+        *(bench(f"dayfly ({tier} tier)", lambda row, t=tier: bench_dayfly(row, settings, t))
+          for tier in args.tiers),
     ]
     report = render(TITLE, meta, rows)
     print(report)

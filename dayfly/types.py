@@ -45,6 +45,8 @@ class FunctionSpec:
     isolation: str = "process"
     network: tuple[str, ...] = ()  # declared egress, "host:port"
     files: tuple[str, ...] = ()  # host paths mounted read-only at the same path
+    buckets: tuple[str, ...] = ()  # declared bucket access, "name:mode" (credentials in env)
+    s3_endpoint: str = ""  # "host:port" of this node's S3 endpoint, reachable iff buckets
 
     @property
     def pool_key(self) -> str:
@@ -104,6 +106,8 @@ class InvocationRecord:
     init_ms: float
     max_rss_kb: int
     error: str | None
-    logs: str
+    output: str  # what the handler wrote (formatted into Lambda's log text when read)
+    init_output: str = ""
+    memory_mb: int = 128
     instance_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)

@@ -168,14 +168,16 @@ def measure_instance_pss(row: Row, port: int, name: str, seconds: float, server:
     row.instance_pss = (statistics.mean(pss_mib(pid) for pid in pids), len(pids))
 
 
-def bench_dayfly(row: Row, settings: Settings) -> None:
-    """Start `dayfly up`, deploy the benchmark functions and take every measurement."""
+def bench_dayfly(row: Row, settings: Settings, isolation: str | None = None) -> None:
+    """Start `dayfly up` (on one isolation tier), deploy the functions and measure."""
     port = free_port()
     row.cold_note = row.instance_note = MISSING
     with tempfile.TemporaryDirectory(prefix="bench-dayfly-") as tmp:
         work = Path(tmp)
         prefix, env = dayfly_command()
         argv = [*prefix, "up", *LOOPBACK, str(port), "--data-dir", str(work / "data")]
+        if isolation:
+            argv += ["--isolation", isolation]
         row.setup = (
             f"`{shown_argv(argv, port, work)}`; handlers `return {{}}` (load, memory) "
             "and `import json, os` + `return {}` (cold start)"

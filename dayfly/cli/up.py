@@ -62,7 +62,9 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
                           f"{url}/2015-03-31/functions/hello/invocations[/]")
         console.print("  Ctrl-C stops dayfly and every instance it started.")
 
-    app = build_app(platform, started)
+    from ..gateway.fastpath import FastInvoke
+
+    app = FastInvoke(build_app(platform, started), platform)
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
                             lifespan="on", access_log=False, log_level="warning",
                             timeout_graceful_shutdown=5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from starlette.requests import Request
@@ -31,21 +32,23 @@ def _client_context(header: str | None) -> str | None:
     return text
 
 
-def _trace_id(request: Request) -> str | None:
-    return request.headers.get("traceparent") or request.headers.get("x-amzn-trace-id")
-
-
 async def invoke(request: Request) -> Response:
-    """POST /2015-03-31/functions/{name}/invocations (Lambda Invoke)."""
-    platform = request.app.state.platform
-    headers = request.headers
+    """POST /2015-03-31/functions/{name}/invocations (Lambda Invoke), through Starlette."""
+    return await run_invoke(request.app.state.platform, request.path_params["name"],
+                            request.query_params.get("Qualifier"), request.headers,
+                            lambda limit: read_body(request, limit, "Invoke"))
+
+
+async def run_invoke(platform, raw_name: str, qualifier: str | None,
+                     headers: Mapping[str, str],
+                     read: Callable[[int], Awaitable[bytes]]) -> Response:
+    """Lambda Invoke: RequestResponse, Event (queued durably, 202) or DryRun (204)."""
     itype = headers.get("x-amz-invocation-type") or "RequestResponse"
     if itype not in _TYPES:
         raise InvalidParameter(f"Invocation type {itype!r} is not one of {', '.join(_TYPES)}")
-    name, qualifier = split_name(request.path_params["name"], request.query_params.get("Qualifier"))
+    name, qualifier = split_name(raw_name, qualifier)
     spec = platform.registry.spec(name, qualifier)
-    body = await read_body(request, MAX_PAYLOAD if itype != "Event" else 256 * 1024,
-                           "Invoke")
+    body = await read(MAX_PAYLOAD if itype != "Event" else 256 * 1024)
     if body.strip():
         try:
             orjson.loads(body)
@@ -63,7 +66,7 @@ async def invoke(request: Request) -> Response:
     req = InvokeRequest(request_id=str(uuid.uuid4()), payload=body,
                         invoked_arn=platform.arn(name, qualifier),
                         client_context=_client_context(headers.get("x-amz-client-context")),
-                        trace_id=_trace_id(request))
+                        trace_id=headers.get("traceparent") or headers.get("x-amzn-trace-id"))
     result = await platform.scheduler.invoke(spec, req)
     out = {"X-Amz-Executed-Version": spec.version, "X-Amzn-Request-Id": req.request_id}
     if not result.ok:

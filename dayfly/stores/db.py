@@ -47,11 +47,12 @@ CREATE TABLE IF NOT EXISTS invocations (
     init_ms REAL NOT NULL,
     max_rss_kb INTEGER NOT NULL,
     error TEXT,
-    logs TEXT NOT NULL,
+    output TEXT NOT NULL,
+    init_output TEXT NOT NULL DEFAULT '',
+    memory_mb INTEGER NOT NULL DEFAULT 128,
     instance_id TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations(function, start);
-CREATE INDEX IF NOT EXISTS invocations_by_start ON invocations(start);
 CREATE INDEX IF NOT EXISTS invocations_by_request ON invocations(request_id);
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
@@ -103,8 +104,16 @@ ADDED_COLUMNS = [
 ]
 
 
+# Tables of disposable data (invocation records) that are rebuilt when their shape changed.
+REBUILT_WITHOUT = [("invocations", "output")]
+
+
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring an older data directory's tables up to date (additive changes only)."""
+    """Bring an older data directory's tables up to date."""
+    for table, column in REBUILT_WITHOUT:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if have and column not in have:
+            conn.execute(f"DROP TABLE {table}")
     for table, column, decl in ADDED_COLUMNS:
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if have and column not in have:

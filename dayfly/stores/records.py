@@ -21,7 +21,8 @@ log = logging.getLogger("dayfly.records")
 
 MAX_LOG_BYTES = 256 * 1024
 _COLUMNS = ("request_id", "function", "version", "trigger", "start", "end", "duration_ms",
-            "status", "cold", "fork_ms", "init_ms", "max_rss_kb", "error", "logs", "instance_id")
+            "status", "cold", "fork_ms", "init_ms", "max_rss_kb", "error", "output", "init_output",
+            "memory_mb", "instance_id")
 
 
 def _status(result: InvokeResult) -> str:
@@ -44,25 +45,41 @@ def _error_type(result: InvokeResult) -> str | None:
         return "Unknown"
 
 
-def lambda_log_text(spec: FunctionSpec, req: InvokeRequest, result: InvokeResult) -> str:
+def _cap(text: str) -> str:
+    if len(text) > MAX_LOG_BYTES:
+        text = text[:MAX_LOG_BYTES] + f"\n[dayfly: log truncated at {MAX_LOG_BYTES} bytes]\n"
+    return text
+
+
+def format_logs(request_id: str, version: str, memory_mb: int, output: str, init_output: str,
+                duration_ms: float, max_rss_kb: int, cold: bool, init_ms: float) -> str:
     """START / the function's output / END / REPORT, as Lambda writes them."""
-    rid = req.request_id
-    body = "".join(result.logs)
-    if len(body) > MAX_LOG_BYTES:
-        body = body[:MAX_LOG_BYTES] + f"\n[dayfly: log truncated at {MAX_LOG_BYTES} bytes]\n"
-    if body and not body.endswith("\n"):
-        body += "\n"
-    report = (f"REPORT RequestId: {rid}\tDuration: {result.duration_ms:.2f} ms\t"
-              f"Billed Duration: {max(1, int(result.duration_ms + 0.999))} ms\t"
-              f"Memory Size: {spec.limits.memory_mb} MB\t"
-              f"Max Memory Used: {max(1, result.max_rss_kb // 1024)} MB")
-    if result.cold:
-        report += f"\tInit Duration: {result.init_ms:.2f} ms"
-    init = "".join(result.init_logs)
-    if init and not init.endswith("\n"):
-        init += "\n"
-    return (f"{init}START RequestId: {rid} Version: {spec.version}\n{body}"
-            f"END RequestId: {rid}\n{report}\n")
+    if output and not output.endswith("\n"):
+        output += "\n"
+    if init_output and not init_output.endswith("\n"):
+        init_output += "\n"
+    report = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
+              f"Billed Duration: {max(1, int(duration_ms + 0.999))} ms\t"
+              f"Memory Size: {memory_mb} MB\t"
+              f"Max Memory Used: {max(1, max_rss_kb // 1024)} MB")
+    if cold:
+        report += f"\tInit Duration: {init_ms:.2f} ms"
+    return (f"{init_output}START RequestId: {request_id} Version: {version}\n{output}"
+            f"END RequestId: {request_id}\n{report}\n")
+
+
+def lambda_log_text(spec: FunctionSpec, req: InvokeRequest, result: InvokeResult) -> str:
+    """The log text of one invocation (for `LogType: Tail`)."""
+    return format_logs(req.request_id, spec.version, spec.limits.memory_mb,
+                       _cap("".join(result.logs)), "".join(result.init_logs), result.duration_ms,
+                       result.max_rss_kb, result.cold, result.init_ms)
+
+
+def row_logs(row: dict[str, Any]) -> str:
+    """The log text of a stored record (formatted when read, not on the invoke path)."""
+    return format_logs(row["request_id"], row["version"], row.get("memory_mb") or 128,
+                       row.get("output") or "", row.get("init_output") or "",
+                       row["duration_ms"], row["max_rss_kb"], bool(row["cold"]), row["init_ms"])
 
 
 class RecordStore(Observer):
@@ -87,7 +104,9 @@ class RecordStore(Observer):
             trigger=req.trigger, start=start, end=end, duration_ms=result.duration_ms,
             status=_status(result), cold=result.cold, fork_ms=result.fork_ms,
             init_ms=result.init_ms, max_rss_kb=result.max_rss_kb, error=error,
-            logs=lambda_log_text(spec, req, result), instance_id=result.instance_id)
+            output=_cap("".join(result.logs)) if result.logs else "",
+            init_output="".join(result.init_logs) if result.init_logs else "",
+            memory_mb=spec.limits.memory_mb, instance_id=result.instance_id)
         self.pending.append(rec)
         for q in self.subscribers:
             if q.qsize() < 10_000:
@@ -160,6 +179,7 @@ class RecordStore(Observer):
         for row in rows:
             row.pop("seq", None)
             row["cold"] = bool(row["cold"])
+            row["logs"] = row_logs(row)
         return rows
 
     def hang_up(self) -> None:
@@ -177,4 +197,6 @@ class RecordStore(Observer):
 
 
 def record_json(rec: InvocationRecord) -> dict[str, Any]:
-    return {c: getattr(rec, c) for c in _COLUMNS}
+    row = {c: getattr(rec, c) for c in _COLUMNS}
+    row["logs"] = row_logs(row)
+    return row

@@ -1,0 +1,75 @@
+"""The invoke endpoint as bare ASGI, in front of everything: the hottest request skips
+routing and middleware. Every other request (and any invoke this does not recognise) goes on
+to the full application unchanged."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qs
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..config import FUNCTION_S3_SOURCE
+from ..errors import DayflyError, RequestTooLarge
+from .common import error_response
+from .invoke import run_invoke
+
+log = logging.getLogger("dayfly.gateway")
+
+_PREFIX, _SUFFIX = "/2015-03-31/functions/", "/invocations"
+_WANTED = {b"x-amz-invocation-type", b"x-amz-log-type", b"x-amz-client-context", b"traceparent",
+           b"x-amzn-trace-id", b"content-length", b"authorization"}
+
+
+class FastInvoke:
+    """ASGI wrapper: POST /2015-03-31/functions/NAME/invocations is served here directly."""
+
+    def __init__(self, app: ASGIApp, platform) -> None:
+        self.app = app
+        self.platform = platform
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if (scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(_PREFIX)
+                or not path.endswith(_SUFFIX)):
+            await self.app(scope, receive, send)
+            return
+        name = path[len(_PREFIX):-len(_SUFFIX)]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
+                   if k in _WANTED}
+        if (not name or "/" in name or "/s3/aws4_request" in headers.get("authorization", "")
+                or (scope.get("client") or ("",))[0] == FUNCTION_S3_SOURCE):
+            await self.app(scope, receive, send)
+            return
+        qualifier = None
+        if scope["query_string"]:
+            q = parse_qs(scope["query_string"].decode("latin-1")).get("Qualifier")
+            qualifier = q[0] if q else None
+
+        async def read(limit: int) -> bytes:
+            declared = headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise RequestTooLarge(f"Request must be smaller than {limit} bytes for the "
+                                      "Invoke operation")
+            chunks, size, more = [], 0, True
+            while more:
+                message = await receive()
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise RequestTooLarge(f"Request must be smaller than {limit} bytes for the "
+                                          "Invoke operation")
+                chunks.append(chunk)
+                more = message.get("more_body", False)
+            return b"".join(chunks)
+
+        try:
+            response = await run_invoke(self.platform, name, qualifier, headers, read)
+        except DayflyError as exc:
+            if exc.status >= 500:
+                log.error("invoke %s failed: %s", name, exc.message)
+            response = error_response(exc.code, exc.message, exc.status, exc.hint)
+        except Exception as exc:
+            log.exception("invoke %s failed", name)
+            response = error_response("ServiceException", f"internal error: {exc}", 500)
+        await response(scope, receive, send)
