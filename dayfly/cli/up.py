@@ -35,6 +35,11 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
     from ..gateway.app import build_app
     from ..platform import Platform
 
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # each instance holds a few fds
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     settings = Settings(host=host, port=port, default_isolation=isolation,
                         max_chain_depth=max_chain_depth)
     if data_dir is not None:

@@ -22,6 +22,7 @@ from ..types import LATEST
 from . import manifest as mf
 from .bundles import BundleStore
 from .deps import DepsInstaller
+from .function_keys import validate_buckets
 from .model import DEFAULTS, AliasConfig, FunctionConfig, function_arn
 from .registry import ALIAS_RE, NAME_RE, Registry
 
@@ -81,13 +82,15 @@ def api_values(params: dict[str, Any]) -> dict[str, Any]:
         out["files"] = mf.validate_files(dayfly["Files"], "Dayfly.Files")
     if "Secrets" in dayfly:
         out["secrets"] = mf.validate_secret_names(dayfly["Secrets"], "Dayfly.Secrets")
+    if "Buckets" in dayfly:
+        out["buckets"] = validate_buckets(dayfly["Buckets"], "Dayfly.Buckets")
     if "Pids" in dayfly:
         out["pids"] = _check_range("Dayfly.Pids", dayfly["Pids"], 4, 4096)
     if "MaxOutput" in dayfly:
         out["max_output"] = _check_range("Dayfly.MaxOutput", dayfly["MaxOutput"], 1024,
                                          6 * 1024 * 1024)
-    for key, field, lo, hi in (("MaxInstances", "max_instances", 1, 1000),
-                               ("MinWarm", "min_warm", 0, 1000)):
+    for key, field, lo, hi in (("MaxInstances", "max_instances", 1, 10000),
+                               ("MinWarm", "min_warm", 0, 10000)):
         if key in dayfly:
             out[field] = _check_range(f"Dayfly.{key}", dayfly[key], lo, hi)
     if "IdleTimeout" in dayfly:
@@ -159,6 +162,9 @@ class Functions:
             real = os.path.realpath(path)
             if real == data_dir or real.startswith(data_dir + "/") or data_dir.startswith(real + "/"):
                 raise InvalidParameter(f"files: {path} would expose dayfly's own data")
+        if cfg.buckets and tier == "gvisor":
+            raise InvalidParameter("the gvisor tier runs without any network, so `buckets` cannot "
+                                   "be reached from it; use the linux tier")
         missing = [s for s in cfg.secrets if s not in self.registry.secrets.values]
         if missing:
             raise InvalidParameter(f"secret(s) {', '.join(missing)} not set; "
@@ -197,7 +203,8 @@ class Functions:
             base = {k: current[k] for k in ("handler", "runtime", "memory", "timeout", "env",
                                             "description", "role", "max_instances", "min_warm",
                                             "idle_timeout", "isolation", "network", "files",
-                                            "secrets", "tmp_size", "pids", "max_output")}
+                                            "secrets", "tmp_size", "pids", "max_output",
+                                            "buckets")}
             cfg = await self._prepare(name, zip_bytes, base, {}, progress)
             await self.registry.put_latest(cfg)
             self.scheduler.deploy(self.registry.spec(name, LATEST))
@@ -211,7 +218,7 @@ class Functions:
             st = self.registry.get(name)
             _check_revision(params, st.latest)
             cfg = st.latest.changed(**explicit)
-            if explicit.keys() & {"handler", "runtime", "env", "isolation", "memory"}:
+            if explicit.keys() & {"handler", "runtime", "env", "isolation", "memory", "buckets"}:
                 await self._check(cfg, None)
             await self.registry.put_latest(cfg)
             self.scheduler.deploy(self.registry.spec(name, LATEST))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import InvalidParameter
+from .function_keys import validate_buckets
 
 ISOLATION_TIERS = ("process", "linux", "gvisor")
 RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
@@ -43,6 +44,7 @@ class Manifest:
     tmp_size: int | None = None  # MiB of /tmp
     pids: int | None = None  # processes + threads at most
     max_output: int | None = None  # bytes of response and of log output per invocation
+    buckets: list[str] | None = None  # built-in store buckets, "name:read|write|readwrite"
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -153,9 +155,9 @@ def parse(text: str) -> Manifest:
     if "timeout" in data:
         m.timeout = _num("timeout", data["timeout"], 1, 900)
     if "max_instances" in data:
-        m.max_instances = _int("max_instances", data["max_instances"], 1, 1000)
+        m.max_instances = _int("max_instances", data["max_instances"], 1, 10000)
     if "min_warm" in data:
-        m.min_warm = _int("min_warm", data["min_warm"], 0, 1000)
+        m.min_warm = _int("min_warm", data["min_warm"], 0, 10000)
     if "idle_timeout" in data:
         m.idle_timeout = _num("idle_timeout", data["idle_timeout"], 0, 86400)
     if "isolation" in data:
@@ -181,6 +183,8 @@ def parse(text: str) -> Manifest:
         m.pids = _int("pids", data["pids"], 4, 4096)
     if "max_output" in data:
         m.max_output = _int("max_output", data["max_output"], 1024, 6 * 1024 * 1024)
+    if "buckets" in data:
+        m.buckets = validate_buckets(data["buckets"], "dayfly.toml: 'buckets'")
     if m.min_warm is not None and m.max_instances is not None and m.min_warm > m.max_instances:
         raise InvalidParameter("dayfly.toml: 'min_warm' cannot exceed 'max_instances'")
     return m

@@ -1,0 +1,120 @@
+"""How many idle isolated instances one machine holds, and what each costs (PSS).
+
+    python benchmarks/density.py [--instances 2000] [--isolation linux]
+
+Starts `dayfly up`, deploys a standard-library handler with `min_warm = N`, waits until N
+instances are idle, then reads every instance's PSS from /proc/PID/smaps_rollup, checks a
+sample of them still serve, and prints a markdown table. Stops dayfly (and so every
+instance) at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+HANDLER = "import json, os\n\ndef handler(event, context):\n    return {'pid': os.getpid()}\n"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: bytes | None = None, timeout: float = 600) -> bytes:
+    req = urllib.request.Request(url, data=body, method=method)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return r.read()
+
+
+def pss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--instances", type=int, default=2000)
+    ap.add_argument("--isolation", default="linux")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds to reach N idle")
+    args = ap.parse_args()
+    n = args.instances
+    with tempfile.TemporaryDirectory(prefix="dayfly-density-") as tmp:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen([sys.executable, "-m", "dayfly.cli.main", "up", "--port", str(port),
+                                 "--data-dir", f"{tmp}/data", "--isolation", args.isolation],
+                                stdout=log, stderr=subprocess.STDOUT)
+        try:
+            for _ in range(300):
+                try:
+                    http("GET", f"{url}/healthz", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            buf = io.BytesIO()
+            with zipfile.ZipFile(buf, "w") as zf:
+                zf.writestr("handler.py", HANDLER)
+                zf.writestr("dayfly.toml", f"max_instances = {n}\nmin_warm = {n}\n"
+                                           "idle_timeout = 3600\n")
+            t0 = time.monotonic()
+            out = http("POST", f"{url}/dayfly/v1/functions/idle/deploy", buf.getvalue())
+            assert b'"function"' in out.splitlines()[-1], out[-500:]
+            idle: list[dict] = []
+            while time.monotonic() - t0 < args.timeout:
+                inst = json.loads(http("GET", f"{url}/dayfly/v1/functions/idle/instances"))
+                idle = [i for i in inst["instances"] if i["state"] == "idle"]
+                if len(idle) >= n:
+                    break
+                time.sleep(1)
+            elapsed = time.monotonic() - t0
+            pss = [pss_kib(i["pid"]) for i in idle]
+            served = 0
+            for _ in range(50):
+                r = json.loads(http("POST", f"{url}/2015-03-31/functions/idle/invocations", b"{}"))
+                served += "pid" in r
+            free = {k: int(v.split()[0]) for k, v in (
+                line.split(":", 1) for line in open("/proc/meminfo")) if k in ("MemAvailable",)}
+            rows = [
+                ("isolation tier", args.isolation),
+                ("idle instances reached", f"{len(idle)} of {n} in {elapsed:.1f} s"),
+                ("PSS per instance, mean", f"{statistics.mean(pss) / 1024:.2f} MiB" if pss else "-"),
+                ("PSS per instance, p50 / max", f"{statistics.median(pss) / 1024:.2f} / "
+                                                f"{max(pss) / 1024:.2f} MiB" if pss else "-"),
+                ("PSS of all instances", f"{sum(pss) / 1024:.0f} MiB"),
+                ("invocations served afterwards", f"{served} of 50"),
+                ("MemAvailable with all warm", f"{free['MemAvailable'] / 1024 / 1024:.1f} GiB"),
+            ]
+            print(f"| {n} idle instances | value |\n|---|---|")
+            for k, v in rows:
+                print(f"| {k} | {v} |")
+            return 0 if len(idle) >= n and served == 50 else 1
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            log.close()
+            os.sync()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
