@@ -55,6 +55,7 @@ class CgroupPool:
         self.used: dict[int, Slot] = {}
         self.next_index = 0
         self.bases = ([ROOT / name] if self.v == 2 else [ROOT / c / name for c in V1_CONTROLLERS])
+        remove_stale([b.parent for b in self.bases], name.split("-")[0])
         for base in self.bases:
             base.mkdir(exist_ok=True)
         if self.v == 2:
@@ -168,6 +169,25 @@ class CgroupPool:
         for base in self.bases:
             with contextlib.suppress(OSError):
                 base.rmdir()
+
+
+def remove_stale(parents: list[Path], prefix: str) -> None:
+    """Remove `<prefix>-<pid>` pools left behind by a platform process that died (kill -9)."""
+    for parent in parents:
+        for base in parent.glob(f"{prefix}-*"):
+            pid = base.name.rpartition("-")[2]
+            if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
+                continue
+            for slot in base.glob("s*"):
+                try:
+                    slot.rmdir()
+                except OSError:  # still has processes: leave it, and its parent, alone
+                    pass
+            try:
+                base.rmdir()
+                log.info("removed stale cgroups %s", base)
+            except OSError:
+                pass
 
 
 def _write(path: Path, value: str, optional: bool = False) -> None:
