@@ -7,6 +7,13 @@ from typing import Any
 import click
 from rich.markup import escape
 
+from .bucket_triggers import (
+    EVENTS,
+    add_bucket_trigger,
+    bucket_trigger_row,
+    bucket_triggers,
+    remove_bucket_trigger,
+)
 from .client import Client, CliError, check_name, with_client
 from .output import console, json_option, note, print_json, table
 
@@ -63,13 +70,24 @@ def trigger() -> None:
 @click.option("--report-failures", is_flag=True, help="The function returns batchItemFailures.")
 @click.option("--on-failure", metavar="FUNCTION", help="Function that receives batches given up.")
 @click.option("--disabled", is_flag=True, help="Create it disabled.")
+@click.option("--bucket", help="A bucket whose object events invoke FUNCTION.")
+@click.option("--events", type=click.Choice(EVENTS), default="created", show_default=True,
+              help="Which object events of --bucket.")
+@click.option("--prefix", default="", help="Only keys of --bucket starting with this.")
+@click.option("--suffix", default="", help="Only keys of --bucket ending with this (.jpg).")
+@click.option("--source", "store", default="local", show_default=True,
+              help="Where --bucket lives: the built-in store, or an ingest source.")
 @json_option
 @with_client
 def add(client: Client, function: str, source: str | None, cron: str | None, rate: str | None,
-        tz: str, missed: str, name: str | None, as_json: bool, **opts: Any) -> None:
-    """Invoke FUNCTION on every change of a table, or on a schedule."""
-    if sum(x is not None for x in (source, cron, rate)) != 1:
-        raise click.UsageError("give exactly one of --table, --cron or --rate")
+        tz: str, missed: str, name: str | None, as_json: bool, bucket: str | None, events: str,
+        prefix: str, suffix: str, store: str, **opts: Any) -> None:
+    """Invoke FUNCTION on every change of a table, on a schedule, or on a bucket's objects."""
+    if sum(x is not None for x in (source, cron, rate, bucket)) != 1:
+        raise click.UsageError("give exactly one of --table, --cron or --rate (or --bucket)")
+    if bucket is not None:
+        add_bucket_trigger(client, function, bucket, events, prefix, suffix, store, as_json)
+        return
     if source is not None:
         out = client.json("POST", ESM, json=_mapping_body(function, source, opts))
         if as_json:
@@ -116,10 +134,12 @@ def ls(client: Client, function: str | None, as_json: bool) -> None:
     mappings = _mappings(client, function)
     schedules = client.json("GET", SCHEDULES,
                             params={"FunctionName": function} if function else None)["Schedules"]
+    buckets = bucket_triggers(client, function)
     if as_json:
-        print_json({"EventSourceMappings": mappings, "Schedules": schedules})
+        print_json({"EventSourceMappings": mappings, "Schedules": schedules,
+                    "BucketTriggers": buckets})
         return
-    if not mappings and not schedules:
+    if not mappings and not schedules and not buckets:
         note("no triggers; add one with [bold]dayfly trigger add FUNCTION --table URL[/] or "
              "[bold]--cron EXPR[/]")
         return
@@ -134,6 +154,9 @@ def ls(client: Client, function: str | None, as_json: bool) -> None:
                   escape(f"{s['ScheduleExpression']} ({s['Timezone']}, missed: "
                          f"{s['MissedFirePolicy']})"), s["State"], "-",
                   f"last {s['LastFire'] or '-'}, next {s['NextFire'] or '-'}")
+    for b in buckets:
+        tid, fn, kind, where = bucket_trigger_row(b)
+        t.add_row(tid, escape(fn), kind, escape(where), "ENABLED", "-", "-")
     console().print(t)
 
 
@@ -148,6 +171,8 @@ def rm(client: Client, trigger_id: str) -> None:
         note(f"removed table trigger {escape(trigger_id)}" + (f" ({cleanup})" if cleanup else ""))
         return
     response = client.request("DELETE", f"{SCHEDULES}/{trigger_id}", allow=(404,))
+    if response.status_code == 404 and remove_bucket_trigger(client, trigger_id):
+        return
     if response.status_code == 404:
         raise CliError(f"no trigger {trigger_id}", hint="`dayfly trigger ls` lists them")
     note(f"removed schedule {escape(trigger_id)}")

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from ..background import spawn
 from ..types import ACCOUNT_ID
 from .cron import Cron, Rate, parse_expression
 
@@ -83,7 +84,7 @@ class ScheduleRunner:
                     await self._after_downtime(s, now)
                 except Exception:
                     log.exception("schedule %s: missed-fire handling failed", s.name)
-        self._task = asyncio.ensure_future(self._run())
+        self._task = spawn(self._run())
 
     def put(self, s: Schedule) -> None:
         self.schedules[s.id] = s

@@ -8,10 +8,13 @@ file on the host, which the linux tier's read-only sandbox could not do.
 from __future__ import annotations
 
 import json
+import sqlite3
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +98,71 @@ def create_mapping(lam, function: str, source: str, **kw: Any) -> dict:
     params = {"FunctionName": function, "EventSourceArn": source,
               "StartingPosition": "LATEST", **kw}
     return lam.create_event_source_mapping(**params)
+
+
+COLUMNS = {
+    "sqlite": "id INTEGER PRIMARY KEY, name TEXT, price REAL, paid BOOLEAN, data BLOB, meta JSON",
+    "postgresql": "id integer PRIMARY KEY, name text, price numeric, paid boolean, data bytea, "
+                  "meta jsonb",
+}
+
+
+@dataclass
+class DB:
+    """One backend with a scratch namespace: run SQL, snapshot the schema, build URLs."""
+
+    kind: str
+    base: str  # URL without the table
+    ns: str  # "" (sqlite) or "schema."
+    conn: Any
+
+    def sql(self, text: str, *params: Any) -> list[tuple]:
+        if self.kind == "postgresql":
+            text = text.replace("?", "%s")
+        cur = self.conn.execute(text, params)
+        return cur.fetchall() if cur.description else []
+
+    def url(self, table: str) -> str:
+        return f"{self.base}#{self.ns}{table}"
+
+    def create(self, table: str, columns: str | None = None) -> str:
+        self.sql(f"CREATE TABLE {self.ns}{table} ({columns or COLUMNS[self.kind]})")
+        return table
+
+    def snapshot(self) -> list[tuple]:
+        if self.kind == "sqlite":
+            return self.sql("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")
+        schema = self.ns.rstrip(".")
+        return (self.sql("SELECT table_name, table_type FROM information_schema.tables WHERE "
+                         "table_schema = ? ORDER BY 1", schema)
+                + self.sql("SELECT routine_name FROM information_schema.routines WHERE "
+                           "routine_schema = ? ORDER BY 1", schema)
+                + self.sql("SELECT trigger_name, event_object_table FROM "
+                           "information_schema.triggers WHERE trigger_schema = ? ORDER BY 1",
+                           schema)
+                + self.sql("SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON "
+                           "n.oid = c.relnamespace WHERE n.nspname = ? ORDER BY 1", schema))
+
+
+@contextmanager
+def scratch_db(kind: str, tmp_path: Path) -> Iterator[DB]:
+    """A SQLite file, or a fresh PostgreSQL schema dropped afterwards."""
+    if kind == "sqlite":
+        path = tmp_path / f"app-{uuid.uuid4().hex[:6]}.db"
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            yield DB("sqlite", f"sqlite://{path}", "", conn)
+        finally:
+            conn.close()
+        return
+    import psycopg
+
+    dsn = pg_dsn()
+    schema = f"dft_{uuid.uuid4().hex[:10]}"
+    conn = psycopg.connect(dsn, autocommit=True)
+    conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield DB("postgresql", dsn, f"{schema}.", conn)
+    finally:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        conn.close()

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ...background import spawn
 from ...errors import DayflyError, ResourceNotFound, TooManyRequests
 from ...types import InvokeResult
 from .records import failure_record, stream_record
@@ -82,9 +83,10 @@ class Consumer:
         self._task: asyncio.Task | None = None
         self._pruned_at = 0.0
         self._pruned = 0
+        self._mark = 0  # the newest position every mapping of this table has passed
 
     def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
+        self._task = spawn(self._run())
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -125,6 +127,7 @@ class Consumer:
         while True:
             batch = await self.source.read(self.position, size)
             if not batch:
+                await self._prune()
                 await self.source.wait(IDLE_S)
                 continue
             if self.m.window_s and len(batch) < size:
@@ -141,7 +144,8 @@ class Consumer:
 
     def _fit(self, batch: list[Change]) -> list[tuple[Change, bytes]]:
         """Records encoded once; cut where the event would exceed Lambda's 6 MB payload."""
-        out, total = [], 0
+        out: list[tuple[Change, bytes]] = []
+        total = 0
         for change in batch:
             rec = orjson.dumps(self._record(change))
             total += len(rec) + 1
@@ -226,11 +230,14 @@ class Consumer:
 
     async def _advance(self, seq: int) -> None:
         self.position = seq
-        mark = await self.d.save(self.m.uuid, seq)
+        self._mark = await self.d.save(self.m.uuid, seq)
+        await self._prune()
+
+    async def _prune(self) -> None:
         now = time.monotonic()
-        if mark > self._pruned and now - self._pruned_at >= PRUNE_EVERY_S:
-            self._pruned_at, self._pruned = now, mark
-            await self.source.prune(mark)
+        if self._mark > self._pruned and now - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at, self._pruned = now, self._mark
+            await self.source.prune(self._mark)
 
     async def _give_up(self, part: list[tuple[Change, bytes]], condition: str, invokes: int,
                        error_type: str | None) -> None:

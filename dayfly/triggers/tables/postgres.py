@@ -23,9 +23,11 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import set_json_loads
 
+from ...background import spawn
 from .source import Change, Source, SourceError, TableURL
 
 SEQUENCE_STEP = 10_000  # most rows numbered per read
+Query = str | sql.SQL | sql.Composed
 
 
 def _message(exc: BaseException) -> str:
@@ -70,7 +72,7 @@ class PostgresSource(Source):
         set_json_loads(partial(json.loads, parse_float=Decimal), conn)
         return conn
 
-    async def _run(self, query: sql.Composable | str, params: tuple = ()) -> list[tuple]:
+    async def _run(self, query: Query, params: tuple = ()) -> list[tuple]:
         if self._broken:
             raise SourceError(f"PostgreSQL {self._where}: {self._broken}")
         if self._conn is None:
@@ -94,7 +96,7 @@ class PostgresSource(Source):
         except BaseException:
             await self.close()
             raise
-        self._listener = asyncio.ensure_future(self._listen_loop())
+        self._listener = spawn(self._listen_loop())
 
     async def _describe(self) -> None:
         if self.table.startswith("_dayfly_"):
@@ -180,7 +182,7 @@ END""").format(log=log, key=sql.Literal(self.lock_key), step=sql.Literal(SEQUENC
         if trig and dict(have) == {self.names[k]: body[k] for k in ("capture", "read")}:
             return
         log = ddl["log"]
-        steps = [
+        steps: list[Query] = [
             sql.SQL("SET LOCAL lock_timeout = '10s'"),
             sql.SQL("CREATE TABLE IF NOT EXISTS {} (id bigserial PRIMARY KEY, seq bigint, op text "
                     "NOT NULL, ts double precision NOT NULL DEFAULT "
@@ -204,7 +206,7 @@ END""").format(log=log, key=sql.Literal(self.lock_key), step=sql.Literal(SEQUENC
         ]
         await self._transaction(steps, "cannot install change capture on")
 
-    async def _transaction(self, steps: list[sql.Composable], what: str) -> None:
+    async def _transaction(self, steps: list[Query], what: str) -> None:
         assert self._conn is not None
         try:
             async with self._conn.transaction():
@@ -215,7 +217,7 @@ END""").format(log=log, key=sql.Literal(self.lock_key), step=sql.Literal(SEQUENC
 
     async def uninstall(self) -> None:
         ddl = self._ddl()
-        steps = [sql.SQL("SET LOCAL lock_timeout = '10s'")]
+        steps: list[Query] = [sql.SQL("SET LOCAL lock_timeout = '10s'")]
         if await self._run("SELECT to_regclass(%s)", (ddl["table"].as_string(self._conn),)) != [
                 (None,)]:
             steps.append(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(

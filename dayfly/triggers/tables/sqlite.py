@@ -75,7 +75,8 @@ class SqliteSource(Source):
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="dayfly-sqlite")
         await self._call(self._open)
         self._stop = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, args=(asyncio.get_running_loop(),),
+        self._watcher = threading.Thread(target=self._watch,
+                                         args=(asyncio.get_running_loop(), self._stop),
                                          name="dayfly-sqlite-watch", daemon=True)
         self._watcher.start()
 
@@ -223,19 +224,19 @@ class SqliteSource(Source):
             f"DELETE FROM {_ident(self.log_table)} WHERE seq <= ? AND seq < "
             f"(SELECT max(seq) FROM {_ident(self.log_table)})", (upto,)))
 
-    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _watch(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
         """Poll data_version on a connection of its own; wake the consumer when it moves."""
         try:
             conn = sqlite3.connect(self._uri("ro"), uri=True, check_same_thread=False)
         except sqlite3.Error:
             return
         last = None
-        while not self._stop.wait(POLL_S):
+        while not stop.wait(POLL_S):
             try:
                 version = conn.execute("PRAGMA data_version").fetchone()[0]
             except sqlite3.Error:
                 version = None
-                self._stop.wait(0.5)
+                stop.wait(0.5)
             if version != last or version is None:
                 last = version
                 try:
