@@ -9,6 +9,9 @@ from pathlib import Path
 MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous request/response limit
 MAX_ZIP = 50 * 1024 * 1024  # Lambda's direct-upload zip limit
 MAX_UNZIPPED = 250 * 1024 * 1024  # Lambda's unzipped code limit
+# The egress relay connects to this node's S3 endpoint from this loopback address, and the
+# gateway serves requests from it only the S3 endpoint (never the Lambda or dayfly API).
+FUNCTION_S3_SOURCE = "127.0.0.2"
 
 
 def default_data_dir() -> Path:
@@ -29,6 +32,12 @@ class Settings:
     records_max: int = 100_000
     records_max_age_s: float = 7 * 24 * 3600.0
     max_chain_depth: int = 16  # events caused by events, at most this deep (loop detection)
+
+    @property
+    def endpoint(self) -> str:
+        """`host:port` where this machine (and functions, through their relay) reach the node."""
+        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     @property
     def db_path(self) -> Path:

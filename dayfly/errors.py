@@ -4,6 +4,7 @@
     ├── ClientError                 the caller asked for something wrong (4xx)
     │   ├── InvalidParameter        400 InvalidParameterValueException
     │   ├── InvalidRequestContent   400 InvalidRequestContentException (bad JSON payload)
+    │   ├── Unauthorized            401 UnauthorizedException (a missing or wrong token)
     │   ├── ResourceNotFound        404 ResourceNotFoundException
     │   ├── ResourceConflict        409 ResourceConflictException
     │   ├── PreconditionFailed      412 PreconditionFailedException (stale RevisionId)
@@ -47,6 +48,13 @@ class InvalidRequestContent(ClientError):
     """The request body could not be parsed."""
 
     code = "InvalidRequestContentException"
+
+
+class Unauthorized(ClientError):
+    """The request's credentials are missing or wrong."""
+
+    status = 401
+    code = "UnauthorizedException"
 
 
 class ResourceNotFound(ClientError):

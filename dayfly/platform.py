@@ -10,10 +10,14 @@ from .control.bundles import BundleStore
 from .control.deps import DepsInstaller
 from .control.event_config import EventConfigs
 from .control.functions import Functions
+from .control.ingest_sources import IngestSources
 from .control.keys import KeyStore
 from .control.model import function_arn
+from .control.notifications import NotificationStore
 from .control.registry import Registry
+from .control.tokens import TokenStore
 from .control.triggers import TriggerRegistry
+from .metrics.observer import Metrics
 from .sandbox.base import Backend
 from .sandbox.gvisor import GvisorBackend
 from .sandbox.linux.backend import LinuxBackend
@@ -25,6 +29,8 @@ from .stores.objects import ObjectStore
 from .stores.queue import EventQueue
 from .stores.records import RecordStore
 from .triggers.async_invoke import AsyncDispatcher
+from .triggers.buckets import BucketTriggers
+from .triggers.causes import InFlight
 
 log = logging.getLogger("dayfly")
 
@@ -72,10 +78,14 @@ class Platform:
         self.sandboxes = {name: SafeSandbox(cls(settings.data_dir)) for name, cls in tiers.items()}
         self.records = RecordStore(self.db, max_records=settings.records_max,
                                    max_age_s=settings.records_max_age_s)
-        self.scheduler = Scheduler(self.sandboxes, [self.records], max_queue=settings.max_queue,
+        self.inflight = InFlight()  # chains of causes of running invocations (loop detection)
+        self.metrics = Metrics()  # counters for /metrics
+        self.scheduler = Scheduler(self.sandboxes, [self.records, self.inflight, self.metrics],
+                                   max_queue=settings.max_queue,
                                    queue_timeout_s=settings.queue_timeout_s)
         self.registry = Registry(self.db, settings.data_dir, settings.region,
                                  self.default_isolation)
+        self.registry.endpoint = settings.endpoint
         self.bundles = BundleStore(settings.data_dir)
         self.deps = DepsInstaller(settings.data_dir)
         self.functions = Functions(self.registry, self.bundles, self.deps, self.scheduler,
@@ -83,6 +93,13 @@ class Platform:
         self.queue = EventQueue(self.db)
         self.objects = ObjectStore(self.db, settings.data_dir, settings.region)
         self.keys = KeyStore(self.db)
+        self.keys.derived = self.registry.function_keys.secret
+        self.tokens = TokenStore(self.db)  # API tokens (gateway/auth.py)
+        self.ingest_sources = IngestSources(self.db)
+        self.bucket_triggers = BucketTriggers(NotificationStore(self.db), self.queue,
+                                              self.registry, self.registry.function_keys,
+                                              self.inflight)
+        self.objects.on_event = self.bucket_triggers.on_event
         self.event_configs = EventConfigs(self.db)
         self.dispatcher = AsyncDispatcher(self.queue, self.scheduler, self.registry.spec,
                                           self.arn, self.event_configs,
@@ -97,6 +114,10 @@ class Platform:
         await asyncio.to_thread(self.registry.load)
         await asyncio.to_thread(self.event_configs.load)
         await asyncio.to_thread(self.keys.bootstrap, self.settings.data_dir)
+        await asyncio.to_thread(self.ingest_sources.load)
+        buckets = {name for name, _ in await self.objects.list_buckets()}
+        await asyncio.to_thread(self.bucket_triggers.notifications.load)
+        await asyncio.to_thread(self.bucket_triggers.notifications.prune_local, buckets)
         self.scheduler.start()
         self.records.start()
         for spec in self.registry.all_specs():

@@ -110,4 +110,5 @@ class InvocationRecord:
     init_output: str = ""
     memory_mb: int = 128
     instance_id: str = ""
+    trace_id: str | None = None  # the caller's W3C traceparent (or X-Amzn-Trace-Id), if any
     extra: dict[str, Any] = field(default_factory=dict)

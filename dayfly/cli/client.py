@@ -11,9 +11,11 @@ Every command gets a `Client` from `@with_client`, so none of them sees httpx's 
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -79,12 +81,26 @@ def check_name(ctx: click.Context | None, param: click.Parameter | None, value: 
     return value
 
 
+def default_token() -> str | None:
+    """$DAYFLY_TOKEN, else the `token` file a node writes in its data directory (if readable)."""
+    token = os.environ.get("DAYFLY_TOKEN", "").strip()
+    if token:
+        return token
+    path = Path(os.environ.get("DAYFLY_DATA_DIR", "~/.dayfly")).expanduser() / "token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
 class Client:
     """httpx against one dayfly endpoint; raises CliError, never an httpx exception."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, token: str | None = None) -> None:
         self.endpoint = endpoint.rstrip("/")
-        self.http = httpx.Client(base_url=self.endpoint, timeout=httpx.Timeout(30, connect=5))
+        headers = {"authorization": f"Bearer {token}"} if token else None
+        self.http = httpx.Client(base_url=self.endpoint, timeout=httpx.Timeout(30, connect=5),
+                                 headers=headers)
 
     def close(self) -> None:
         self.http.close()
@@ -148,14 +164,18 @@ def _check_endpoint(ctx: click.Context, param: click.Parameter, value: str) -> s
 
 
 def with_client(f: Callable[..., Any]) -> Callable[..., Any]:
-    """Add `--endpoint` (or $DAYFLY_ENDPOINT) and pass a Client as the first argument."""
+    """Add `--endpoint` (or $DAYFLY_ENDPOINT) and `--token` (or $DAYFLY_TOKEN) and pass a
+    Client as the first argument."""
 
     @click.option("--endpoint", envvar="DAYFLY_ENDPOINT", default=DEFAULT_ENDPOINT,
                   show_default=True, metavar="URL", callback=_check_endpoint,
                   help="The dayfly API (or $DAYFLY_ENDPOINT).")
+    @click.option("--token", metavar="TOKEN", default=None,
+                  help="API token (default: $DAYFLY_TOKEN, else the data directory's `token` "
+                       "file).")
     @functools.wraps(f)
-    def wrapper(*args: Any, endpoint: str, **kw: Any) -> Any:
-        client = Client(endpoint)
+    def wrapper(*args: Any, endpoint: str, token: str | None, **kw: Any) -> Any:
+        client = Client(endpoint, token or default_token())
         try:
             return f(client, *args, **kw)
         finally:

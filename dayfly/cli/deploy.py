@@ -10,41 +10,68 @@ import httpx
 from rich.table import Table
 from rich.text import Text
 
+from .builtins import PREFIX as BUILTIN
+from .builtins import builtin_request, wire_trigger
 from .client import NAME_RE, Client, CliError, function_path, with_client
 from .output import console, note, size, table
 from .package import zip_dir
 
 
 @click.command()
-@click.argument("folder", metavar="DIR", type=click.Path(exists=True, file_okay=False,
-                                                         path_type=Path))
-@click.option("--name", help="Function name (default: the folder's name).")
+@click.argument("folder", metavar="DIR|builtin:NAME")
+@click.option("--name", help="Function name (default: the folder's or the builtin's name).")
 @click.option("--publish", is_flag=True, help="Also publish a numbered version.")
+@click.option("--config", "config_pairs", multiple=True, metavar="KEY=VALUE",
+              help="A builtin's option (repeatable; VALUE is read as TOML, else as text).")
+@click.option("--config-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A builtin's options as a TOML file.")
+@click.option("--trigger", is_flag=True, help="Also wire a builtin to its source bucket.")
 @with_client
-def deploy(client: Client, folder: Path, name: str | None, publish: bool) -> None:
-    """Deploy a function from a folder.
+def deploy(client: Client, folder: str, name: str | None, publish: bool,
+           config_pairs: tuple[str, ...], config_file: Path | None, trigger: bool) -> None:
+    """Deploy a function from a folder, or a prebuilt one (`dayfly builtins` lists them).
 
     DIR holds the handler code, and optionally dayfly.toml and requirements.txt.
     """
-    name = name or folder.resolve().name
-    if not NAME_RE.match(name) or ":" in name:
-        raise click.UsageError(f"{name!r} is not a valid function name (1-64 letters, digits, "
-                               "'-' or '_'); choose one with --name")
-    data = zip_dir(folder)
-    if len(data) <= 22:  # an empty zip is just its 22-byte end record
-        raise click.UsageError(f"{folder} has no files to deploy")
-    path = f"/dayfly/v1/functions/{function_path(name)}/deploy"
-    with client.stream("POST", path, content=data, params={"publish": "1"} if publish else None,
-                       headers={"content-type": "application/zip"},
+    if folder.startswith(BUILTIN):
+        name, path, body = builtin_request(folder, name, config_pairs, config_file, publish)
+        request: dict[str, Any] = {"json": body}
+        first = f"deploying {folder} as {name}"
+    else:
+        if config_pairs or config_file or trigger:
+            raise click.UsageError("--config, --config-file and --trigger are for builtin:NAME")
+        source = Path(folder)
+        if not source.is_dir():
+            raise click.BadParameter(f"{folder!r} is not a folder", param_hint="DIR")
+        name = _checked(name or source.resolve().name)
+        data = zip_dir(source)
+        if len(data) <= 22:  # an empty zip is just its 22-byte end record
+            raise click.UsageError(f"{folder} has no files to deploy")
+        path = f"/dayfly/v1/functions/{function_path(name)}/deploy"
+        request = {"content": data, "params": {"publish": "1"} if publish else None,
+                   "headers": {"content-type": "application/zip"}}
+        first = f"uploaded {size(len(data))}; deploying {name}"
+    _checked(name)
+    with client.stream("POST", path, **request,
                        timeout=httpx.Timeout(30, connect=5, read=None)) as records:
-        result, previous = _follow(records, f"uploaded {size(len(data))}; deploying {name}")
+        result, previous, last = _follow(records, first)
     console().print(summary(result))
     console().print()
     console().print(capabilities_table(result, previous))
+    if trigger:
+        wire_trigger(client, name, last.get("builtin"))
 
 
-def _follow(records: Any, first: str) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """Show progress lines (a spinner on a terminal, plain lines otherwise); the function."""
+def _checked(name: str) -> str:
+    if not NAME_RE.match(name) or ":" in name:
+        raise click.UsageError(f"{name!r} is not a valid function name (1-64 letters, digits, "
+                               "'-' or '_'); choose one with --name")
+    return name
+
+
+def _follow(records: Any, first: str) -> tuple[dict[str, Any], dict[str, Any] | None, dict]:
+    """Show progress lines (a spinner on a terminal, plain lines otherwise); the function,
+    its previous configuration, and the whole final record."""
     err = console(stderr=True)
     status = err.status(first) if err.is_terminal else None
     if status is not None:
@@ -63,7 +90,7 @@ def _follow(records: Any, first: str) -> tuple[dict[str, Any], dict[str, Any] | 
                 error = record["error"] or {}
                 raise CliError(str(error.get("message") or error), error.get("hint"))
             elif "function" in record:
-                return record["function"], record.get("previous")
+                return record["function"], record.get("previous"), record
     finally:
         if status is not None:
             status.stop()
@@ -79,6 +106,7 @@ def capabilities(fn: dict[str, Any]) -> dict[str, str]:
         "network": ", ".join(d.get("Network") or []) or "none",
         "files (read-only)": ", ".join(d.get("Files") or []) or "none",
         "secrets": ", ".join(d.get("Secrets") or []) or "none",
+        "buckets": ", ".join(d.get("Buckets") or []) or "none",
         "env": ", ".join(env) or "none",
         "memory": f"{fn.get('MemorySize')} MiB",
         "timeout": f"{fn.get('Timeout')} s",

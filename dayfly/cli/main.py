@@ -6,10 +6,12 @@ import click
 
 from .. import __version__
 from .alias import alias
+from .builtins import builtins
 from .deploy import deploy
 from .dlq import dlq
 from .doctor import doctor
 from .functions import ls, rm
+from .ingest import ingest
 from .instances import instances, scale_to_zero
 from .invocations import invocations
 from .invoke import invoke
@@ -28,7 +30,7 @@ def cli() -> None:
 
 
 for command in (up, deploy, invoke, ls, rm, logs, versions, publish, alias, instances,
-                scale_to_zero, invocations, keys, secrets, doctor, dlq, trigger):
+                scale_to_zero, invocations, keys, secrets, doctor, dlq, trigger, ingest, builtins):
     cli.add_command(command)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from pathlib import Path
@@ -30,12 +31,12 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
 def up(host: str, port: int, data_dir: Path | None, isolation: str | None, example: bool,
        max_chain_depth: int, log_level: str) -> None:
     """Run dayfly (API, gateway, scheduler) in the foreground; Ctrl-C stops it cleanly."""
+    import resource
+
     import uvicorn
 
     from ..gateway.app import build_app
     from ..platform import Platform
-
-    import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # each instance holds a few fds
     if soft < hard:
@@ -65,11 +66,20 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
         if "hello" in p.registry.functions:
             console.print(f"  try: [cyan]curl -s -d '{{\"name\": \"you\"}}' "
                           f"{url}/2015-03-31/functions/hello/invocations[/]")
+        console.print(f"  dashboard: [cyan]{url}/ui/[/]  metrics: {url}/metrics")
+        if auth.always:
+            path = await asyncio.to_thread(p.tokens.bootstrap, settings.data_dir)
+            console.print(f"  API tokens required (bound to {host}); "
+                          + (f"the first one is in {path}" if path else "`dayfly token ls`"))
+        elif p.tokens.ids:
+            console.print("  API tokens required (tokens exist); `dayfly token ls` lists them")
         console.print("  Ctrl-C stops dayfly and every instance it started.")
 
+    from ..gateway.auth import Auth
     from ..gateway.fastpath import FastInvoke
 
-    app = FastInvoke(build_app(platform, started), platform)
+    auth = Auth(FastInvoke(build_app(platform, started), platform), platform)
+    app = auth
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
                             lifespan="on", access_log=False, log_level="warning",
                             timeout_graceful_shutdown=5)

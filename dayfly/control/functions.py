@@ -96,6 +96,10 @@ def api_values(params: dict[str, Any]) -> dict[str, Any]:
     if "IdleTimeout" in dayfly:
         out["idle_timeout"] = float(_check_range("Dayfly.IdleTimeout", dayfly["IdleTimeout"], 0,
                                                  86400, integer=False))
+    if "Public" in dayfly:
+        if not isinstance(dayfly["Public"], bool):
+            raise InvalidParameter("Dayfly.Public must be true or false")
+        out["public"] = dayfly["Public"]
     if "Isolation" in dayfly:
         if dayfly["Isolation"] not in mf.ISOLATION_TIERS:
             raise InvalidParameter(f"Dayfly.Isolation must be one of {', '.join(mf.ISOLATION_TIERS)}")
@@ -204,7 +208,7 @@ class Functions:
                                             "description", "role", "max_instances", "min_warm",
                                             "idle_timeout", "isolation", "network", "files",
                                             "secrets", "tmp_size", "pids", "max_output",
-                                            "buckets")}
+                                            "buckets", "public")}
             cfg = await self._prepare(name, zip_bytes, base, {}, progress)
             await self.registry.put_latest(cfg)
             self.scheduler.deploy(self.registry.spec(name, LATEST))

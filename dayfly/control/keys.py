@@ -1,7 +1,8 @@
 """Access keys for the S3 endpoint: id and secret (kept, since SigV4 verification needs it).
 
 On first start, when there is no key at all, one is created and written to
-`<data_dir>/credentials` (mode 0600, the aws CLI's `[default]` format).
+`<data_dir>/credentials` (mode 0600, the aws CLI's `[default]` format). Functions' scoped keys
+are not stored here: `derived` resolves them (control/function_keys.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import secrets
 import sqlite3
 import string
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,7 @@ class KeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._keys: dict[str, dict[str, Any]] = {}
+        self.derived: Callable[[str], str | None] | None = None  # function keys' secrets
         db.call(lambda c: c.execute(SCHEMA))
         self._load()
 
@@ -41,6 +44,8 @@ class KeyStore:
 
     def secret(self, key_id: str) -> str | None:
         key = self._keys.get(key_id)
+        if key is None and self.derived is not None:
+            return self.derived(key_id)
         return key["secret"] if key else None
 
     def list(self) -> list[dict[str, Any]]:

@@ -45,6 +45,7 @@ class Manifest:
     pids: int | None = None  # processes + threads at most
     max_output: int | None = None  # bytes of response and of log output per invocation
     buckets: list[str] | None = None  # built-in store buckets, "name:read|write|readwrite"
+    public: bool | None = None  # invocable without an API token
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -185,6 +186,10 @@ def parse(text: str) -> Manifest:
         m.max_output = _int("max_output", data["max_output"], 1024, 6 * 1024 * 1024)
     if "buckets" in data:
         m.buckets = validate_buckets(data["buckets"], "dayfly.toml: 'buckets'")
+    if "public" in data:
+        if not isinstance(data["public"], bool):
+            raise InvalidParameter(f"dayfly.toml: 'public' must be true or false, got {data['public']!r}")
+        m.public = data["public"]
     if m.min_warm is not None and m.max_instances is not None and m.min_warm > m.max_instances:
         raise InvalidParameter("dayfly.toml: 'min_warm' cannot exceed 'max_instances'")
     return m

@@ -49,6 +49,8 @@ class FunctionConfig:
     tmp_size: int = 64
     pids: int = 64
     max_output: int = 6 * 1024 * 1024
+    buckets: list[str] = field(default_factory=list)  # "name:read|write|readwrite"
+    public: bool = False  # invocable without an API token where tokens are required
     version: str = LATEST
     revision_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     last_modified: float = field(default_factory=time.time)
@@ -67,7 +69,8 @@ class FunctionConfig:
     def capabilities(self) -> dict[str, Any]:
         """What the function is granted; everything else is off."""
         return {"network": list(self.network), "files": list(self.files),
-                "secrets": list(self.secrets), "env": sorted(self.env),
+                "secrets": list(self.secrets), "buckets": list(self.buckets),
+                "env": sorted(self.env),
                 "memory_mb": self.memory, "timeout_s": self.timeout, "tmp_mb": self.tmp_size,
                 "pids": self.pids, "max_output_bytes": self.max_output}
 
@@ -97,7 +100,8 @@ class FunctionConfig:
                        "MinWarm": self.min_warm, "IdleTimeout": self.idle_timeout,
                        "DependenciesKey": self.deps_key, "Network": list(self.network),
                        "Files": list(self.files), "Secrets": list(self.secrets),
-                       "Pids": self.pids, "MaxOutput": self.max_output},
+                       "Pids": self.pids, "MaxOutput": self.max_output,
+                       "Buckets": list(self.buckets), "Public": self.public},
         }
         if self.env:
             out["Environment"] = {"Variables": dict(self.env)}

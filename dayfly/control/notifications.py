@@ -104,7 +104,7 @@ class NotificationStore:
     def __init__(self, db: Database) -> None:
         self.db = db
         self._rules: dict[tuple[str, str], tuple[Rule, ...]] = {}
-        self._lock = asyncio.Lock()  # serializes read-modify-write (add, remove)
+        self._lock = asyncio.Lock()  # serializes writes (add and remove read, then write)
         db.call(lambda c: c.execute(SCHEMA))
 
     def load(self) -> None:
@@ -130,6 +130,10 @@ class NotificationStore:
 
     async def put(self, source: str, bucket: str, rules: list[Rule]) -> None:
         """Replace the bucket's whole configuration (empty removes it), as S3's PUT does."""
+        async with self._lock:
+            await self._put(source, bucket, rules)
+
+    async def _put(self, source: str, bucket: str, rules: list[Rule]) -> None:
         ids = [r.id for r in rules]
         if len(set(ids)) != len(ids):
             raise InvalidParameter("notification Ids must be unique within a bucket")
@@ -157,7 +161,7 @@ class NotificationStore:
             if any(r.id == rule.id for r in current):
                 raise ResourceConflict(f"bucket {bucket} ({source}) already has a notification "
                                        f"with Id {rule.id}")
-            await self.put(source, bucket, [*current, rule])
+            await self._put(source, bucket, [*current, rule])
 
     async def remove(self, source: str, bucket: str, rule_id: str) -> None:
         async with self._lock:
@@ -165,7 +169,7 @@ class NotificationStore:
             if not any(r.id == rule_id for r in current):
                 raise ResourceNotFound(f"bucket {bucket} ({source}) has no notification with Id "
                                        f"{rule_id}", hint="`dayfly trigger ls` lists them")
-            await self.put(source, bucket, [r for r in current if r.id != rule_id])
+            await self._put(source, bucket, [r for r in current if r.id != rule_id])
 
     async def forget(self, source: str, bucket: str | None = None) -> None:
         """Drop a bucket's configuration (the bucket was deleted), or a whole source's."""
@@ -180,7 +184,10 @@ class NotificationStore:
         """At start: drop configurations of local buckets that no longer exist (a crash between
         a bucket's deletion and its configuration's)."""
         gone = [b for (s, b) in self._rules if s == LOCAL and b not in existing]
+
+        def delete(c: sqlite3.Connection) -> None:
+            c.executemany("DELETE FROM bucket_notifications WHERE source = ? AND bucket = ?",
+                          [(LOCAL, b) for b in gone])
+        self.db.call(delete)
         for b in gone:
-            self.db.call(lambda c, b=b: c.execute(
-                "DELETE FROM bucket_notifications WHERE source = ? AND bucket = ?", (LOCAL, b)))
             del self._rules[(LOCAL, b)]

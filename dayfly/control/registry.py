@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import InvalidParameter, ResourceNotFound
 from ..stores.db import Database
 from ..types import LATEST, FunctionSpec, Limits
+from .function_keys import FunctionKeys
 from .model import AliasConfig, FunctionConfig, function_arn
 from .secrets import SecretStore
 
@@ -64,6 +65,8 @@ class Registry:
         self.default_isolation = default_isolation
         self.functions: dict[str, FunctionState] = {}
         self.secrets = SecretStore(db)
+        self.function_keys = FunctionKeys(data_dir, self._buckets_of)
+        self.endpoint = ""  # "host:port" functions reach this node's S3 endpoint at (platform)
         self._specs: dict[tuple[str, str], FunctionSpec] = {}
 
     def load(self) -> None:
@@ -128,7 +131,18 @@ class Registry:
     def _env(self, cfg: FunctionConfig) -> tuple[tuple[str, str], ...]:
         env = dict(cfg.env)
         env.update(self.secrets.env(cfg.secrets))
+        if cfg.buckets:
+            env.update(self.function_keys.env(cfg.name, cfg.version, self.endpoint, self.region))
         return tuple(sorted(env.items()))
+
+    def _buckets_of(self, name: str, version: str) -> list[str] | None:
+        """A version's declared buckets (None if it is gone): function keys' scopes."""
+        st = self.functions.get(name)
+        if st is None:
+            return None
+        cfg = st.latest if version == LATEST else (
+            st.versions.get(int(version)) if version.isdigit() else None)
+        return cfg.buckets if cfg is not None else None
 
     def isolation(self, cfg: FunctionConfig) -> str:
         return cfg.isolation or self.default_isolation
@@ -145,7 +159,8 @@ class Registry:
             runtime=cfg.runtime, region=self.region, limits=self._limits(cfg),
             env=self._env(cfg), max_instances=max_instances,
             min_warm=min(cfg.min_warm, max_instances), idle_timeout_s=cfg.idle_timeout,
-            isolation=self.isolation(cfg), network=tuple(cfg.network), files=tuple(cfg.files))
+            isolation=self.isolation(cfg), network=tuple(cfg.network), files=tuple(cfg.files),
+            buckets=tuple(cfg.buckets), s3_endpoint=self.endpoint if cfg.buckets else "")
 
     def candidate_spec(self, cfg: FunctionConfig) -> FunctionSpec:
         """A spec for a configuration not stored yet (deploy checks)."""
@@ -155,7 +170,8 @@ class Registry:
             deps_dir=str(self.data_dir / "deps" / cfg.deps_key) if cfg.deps_key else None,
             runtime=cfg.runtime, region=self.region, limits=self._limits(cfg),
             env=self._env(cfg), isolation=self.isolation(cfg), network=tuple(cfg.network),
-            files=tuple(cfg.files))
+            files=tuple(cfg.files), buckets=tuple(cfg.buckets),
+            s3_endpoint=self.endpoint if cfg.buckets else "")
 
     def all_specs(self) -> list[FunctionSpec]:
         out = []

@@ -10,8 +10,24 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from ..errors import DayflyError
+from ..metrics.s3 import CountS3
 from ..platform import Platform
-from . import async_api, dayfly_api, esm_api, keys_api, lambda_api, schedules_api
+from . import (
+    async_api,
+    bucket_triggers_api,
+    buckets_api,
+    dayfly_api,
+    esm_api,
+    ingest_api,
+    keys_api,
+    lambda_api,
+    metrics_api,
+    openapi,
+    schedules_api,
+    stats_api,
+    tokens_api,
+    ui,
+)
 from .common import on_dayfly_error, on_http_error, on_unexpected
 from .s3.dispatch import S3Dispatch
 from .s3.routes import S3App
@@ -31,8 +47,13 @@ def build_app(platform: Platform,
 
     app = Starlette(
         routes=[*lambda_api.routes, *dayfly_api.routes, *keys_api.routes, *async_api.routes,
-                *esm_api.routes, *schedules_api.routes],
-        middleware=[Middleware(S3Dispatch, s3=S3App(platform.objects, platform.keys))],
+                *esm_api.routes, *schedules_api.routes, *ingest_api.routes,
+                *bucket_triggers_api.routes,
+                *stats_api.routes, *buckets_api.routes, *tokens_api.routes, *metrics_api.routes,
+                *openapi.routes, *ui.routes],
+        middleware=[Middleware(S3Dispatch, s3=CountS3(S3App(
+            platform.objects, platform.keys, platform.registry.function_keys.scope,
+            platform.bucket_triggers), platform.metrics))],
         exception_handlers={DayflyError: on_dayfly_error, HTTPException: on_http_error,
                             Exception: on_unexpected},
         lifespan=lifespan,

@@ -21,6 +21,7 @@ from ..config import MAX_ZIP
 from ..control.registry import NAME_RE, split_name
 from ..errors import DayflyError, InvalidParameter, ResourceNotFound
 from ..stores.records import record_json
+from . import builtins_api
 from .common import JSON, json_body, read_body
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -50,8 +51,20 @@ async def deploy(request: Request) -> Response:
     if not NAME_RE.match(name):
         raise InvalidParameter("Function name must be 1-64 letters, digits, '-' or '_'")
     data = await read_body(request, MAX_ZIP, "deploy")
+    return _deploy_zip(p, name, data, request.query_params.get("publish") == "1")
+
+
+async def deploy_builtin(request: Request) -> Response:
+    """POST /dayfly/v1/builtins/{builtin}/deploy: a builtin, configured; NDJSON like deploy."""
+    name, data, publish, extra = await builtins_api.builtin_bundle(request)
+    return _deploy_zip(_platform(request), name, data, publish, extra)
+
+
+def _deploy_zip(p, name: str, data: bytes, publish: bool,
+                extra: dict | None = None) -> StreamingResponse:
+    """Create or update `name` from zip bytes, streaming progress, then the result (+ extra)."""
     params = {"FunctionName": name, "ZipFile": base64.b64encode(data).decode(),
-              "Publish": request.query_params.get("publish") == "1"}
+              "Publish": publish}
     lines: asyncio.Queue = asyncio.Queue()
     before = p.registry.functions.get(name)
     previous = (before.latest.to_lambda(p.settings.region, p.registry.isolation(before.latest))
@@ -85,7 +98,7 @@ async def deploy(request: Request) -> Response:
         else:
             cfg = task.result()
             yield _ndjson({"function": cfg.to_lambda(p.settings.region, p.registry.isolation(cfg)),
-                           "previous": previous})
+                           "previous": previous, **(extra or {})})
 
     return StreamingResponse(stream(), media_type="application/x-ndjson")
 
@@ -246,6 +259,8 @@ D = "/dayfly/v1"
 routes = [
     Route("/healthz", healthz, methods=["GET"]),
     Route(f"{D}/functions/{{name}}/deploy", deploy, methods=["POST"]),
+    Route(f"{D}/builtins", builtins_api.list_builtins, methods=["GET"]),
+    Route(f"{D}/builtins/{{builtin}}/deploy", deploy_builtin, methods=["POST"]),
     Route(f"{D}/functions/{{name}}/instances", list_instances, methods=["GET"]),
     Route(f"{D}/functions/{{name}}/instances", stop_instances, methods=["DELETE"]),
     Route(f"{D}/functions/{{name}}/invocations", list_invocations, methods=["GET"]),

@@ -195,6 +195,8 @@ class Instance:
         self.budget.reset()
         if meta.get("trace"):
             os.environ["_X_AMZN_TRACE_ID"] = meta["trace"]
+        else:  # not the previous invocation's trace
+            os.environ.pop("_X_AMZN_TRACE_ID", None)
         cc = meta.get("cc")
         ctx = LambdaContext(self.env, rid, meta["deadline"], meta["arn"],
                             json.loads(cc) if cc else None, meta.get("trace"),

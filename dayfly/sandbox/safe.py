@@ -55,6 +55,7 @@ class SafeSandbox:
 
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
+        self.starts: dict[str, int] = {"ok": 0, "init_error": 0, "error": 0}  # for /metrics
 
     @property
     def name(self) -> str:
@@ -62,7 +63,13 @@ class SafeSandbox:
 
     async def start(self, spec: FunctionSpec, instance_id: str) -> Handle:
         """Start an instance; InitFailed carries the handler's load error."""
-        return Handle(await self.backend.start(spec, instance_id))
+        try:
+            h = Handle(await self.backend.start(spec, instance_id))
+        except Exception as exc:  # a cancelled start (shutdown) is not a failure
+            self.starts["init_error" if isinstance(exc, InitFailed) else "error"] += 1
+            raise
+        self.starts["ok"] += 1
+        return h
 
     async def invoke(self, h: Handle, req: InvokeRequest, timeout_s: float) -> InvokeResult:
         if h.busy:

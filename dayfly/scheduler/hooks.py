@@ -8,6 +8,9 @@ from ..types import FunctionSpec, InvokeRequest, InvokeResult
 class Observer:
     """No-op base; subclasses override what they need. Called on the event loop: never block."""
 
+    def before_invoke(self, spec: FunctionSpec, req: InvokeRequest) -> None:
+        """An invocation is about to be admitted (followed by after_invoke or after_throttle)."""
+
     def after_invoke(self, spec: FunctionSpec, req: InvokeRequest, result: InvokeResult,
                      start: float, end: float) -> None:
         """One invocation finished (successfully or not); `start`/`end` are epoch seconds."""

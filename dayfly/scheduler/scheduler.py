@@ -68,6 +68,8 @@ class Scheduler:
         pool = self.current.get((spec.name, spec.version))
         if pool is None or pool.spec.revision != spec.revision:
             pool = self.pool(spec)
+        for obs in self.observers:
+            obs.before_invoke(spec, req)
         start = time.time()
         try:
             h, cold = await pool.acquire()

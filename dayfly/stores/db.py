@@ -50,9 +50,13 @@ CREATE TABLE IF NOT EXISTS invocations (
     output TEXT NOT NULL,
     init_output TEXT NOT NULL DEFAULT '',
     memory_mb INTEGER NOT NULL DEFAULT 128,
-    instance_id TEXT NOT NULL
+    instance_id TEXT NOT NULL,
+    trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations(function, start);
+-- covers the dashboard's per-window aggregates (stores/stats.py) without reading the rows
+CREATE INDEX IF NOT EXISTS invocations_window ON invocations(start, function, duration_ms, status,
+                                                           cold);
 CREATE INDEX IF NOT EXISTS invocations_by_request ON invocations(request_id);
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
@@ -101,6 +105,7 @@ ADDED_COLUMNS = [
     ("events", "target", "TEXT"),
     ("dead_letters", "chain", "TEXT NOT NULL DEFAULT '[]'"),
     ("dead_letters", "target", "TEXT"),
+    ("invocations", "trace_id", "TEXT"),
 ]
 
 

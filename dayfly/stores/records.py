@@ -22,10 +22,12 @@ log = logging.getLogger("dayfly.records")
 MAX_LOG_BYTES = 256 * 1024
 _COLUMNS = ("request_id", "function", "version", "trigger", "start", "end", "duration_ms",
             "status", "cold", "fork_ms", "init_ms", "max_rss_kb", "error", "output", "init_output",
-            "memory_mb", "instance_id")
+            "memory_mb", "instance_id", "trace_id")
+MAX_TRACE = 512  # characters of a trace header kept in the record
 
 
-def _status(result: InvokeResult) -> str:
+def invocation_status(result: InvokeResult) -> str:
+    """success, timeout, crash or error: the status of a record (and a metrics label)."""
     if result.ok:
         return "success"
     etype = _error_type(result)
@@ -102,11 +104,12 @@ class RecordStore(Observer):
         rec = InvocationRecord(
             request_id=req.request_id, function=spec.name, version=spec.version,
             trigger=req.trigger, start=start, end=end, duration_ms=result.duration_ms,
-            status=_status(result), cold=result.cold, fork_ms=result.fork_ms,
+            status=invocation_status(result), cold=result.cold, fork_ms=result.fork_ms,
             init_ms=result.init_ms, max_rss_kb=result.max_rss_kb, error=error,
             output=_cap("".join(result.logs)) if result.logs else "",
             init_output="".join(result.init_logs) if result.init_logs else "",
-            memory_mb=spec.limits.memory_mb, instance_id=result.instance_id)
+            memory_mb=spec.limits.memory_mb, instance_id=result.instance_id,
+            trace_id=req.trace_id[:MAX_TRACE] if req.trace_id else None)
         self.pending.append(rec)
         for q in self.subscribers:
             if q.qsize() < 10_000:

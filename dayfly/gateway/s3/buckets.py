@@ -9,6 +9,7 @@ from urllib.parse import quote
 import orjson
 from starlette.responses import Response
 
+from ...control.notifications import LOCAL
 from ...stores.listing import Listing
 from ...stores.objects import ObjectInfo
 from ...stores.s3errors import S3Error
@@ -21,6 +22,8 @@ OWNER = wrap("Owner", el("ID", "dayfly"), el("DisplayName", "dayfly"))
 
 async def list_buckets(ctx: Ctx) -> Response:
     buckets = await ctx.store.list_buckets()
+    if ctx.scope is not None:  # a function's key sees the buckets it declared, no others
+        buckets = [b for b in buckets if b[0] in ctx.scope.buckets]
     return xml_response("ListAllMyBucketsResult", OWNER, wrap("Buckets", *(
         wrap("Bucket", el("Name", name), el("CreationDate", iso(created)),
              el("BucketRegion", ctx.store.region))
@@ -38,6 +41,8 @@ async def create_bucket(ctx: Ctx) -> Response:
 
 async def delete_bucket(ctx: Ctx) -> Response:
     await ctx.store.delete_bucket(ctx.bucket)
+    if ctx.triggers is not None:  # its notification settings go with it
+        await ctx.triggers.notifications.forget(LOCAL, ctx.bucket)
     return Response(status_code=204)
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from email.utils import formatdate
+from typing import Any
 from urllib.parse import unquote
 
 from starlette.requests import Request
 
+from ...control.function_keys import Scope
 from ...stores.objects import ObjectInfo, ObjectStore, Origin
 from ...stores.s3errors import S3Error
 from .sigv4 import Auth
@@ -28,6 +30,8 @@ class Ctx:
     key: str
     query: dict[str, str]
     request_id: str
+    scope: Scope | None = None  # a function's key: what it may touch (None: everything)
+    triggers: Any = None  # the node's BucketTriggers (notification settings)
 
     @property
     def headers(self):

@@ -15,10 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from ...control.function_keys import Scope as KeyScope
 from ...control.keys import KeyStore
 from ...stores.objects import ObjectStore
 from ...stores.s3errors import S3Error
-from . import buckets, objects, uploads
+from . import access, buckets, notifications, objects, uploads
 from .context import Ctx
 from .sigv4 import parse_query, verify
 from .xml import error_response
@@ -35,6 +36,8 @@ OPERATIONS: dict[tuple[str, str, str], Handler] = {
     ("HEAD", "b", ""): buckets.head_bucket,
     ("GET", "b", ""): buckets.list_objects,
     ("GET", "b", "location"): buckets.get_location,
+    ("GET", "b", "notification"): notifications.get_notification,
+    ("PUT", "b", "notification"): notifications.put_notification,
     ("GET", "b", "uploads"): uploads.list_uploads,
     ("POST", "b", "delete"): objects.delete_objects,
     ("PUT", "o", ""): objects.put_object,
@@ -47,7 +50,7 @@ OPERATIONS: dict[tuple[str, str, str], Handler] = {
     ("DELETE", "o", "uploadId"): uploads.abort_upload,
     ("GET", "o", "uploadId"): uploads.list_parts,
 }
-SUBRESOURCES = ("uploads", "uploadId", "delete", "location")
+SUBRESOURCES = ("uploads", "uploadId", "delete", "location", "notification")
 # parameters of the operations above; any other one names something not implemented
 PARAMETERS = frozenset({
     *SUBRESOURCES, "list-type", "prefix", "delimiter", "max-keys", "continuation-token",
@@ -91,9 +94,13 @@ def _has_body(scope: Scope) -> bool:
 class S3App:
     """The S3 endpoint of one node."""
 
-    def __init__(self, store: ObjectStore, keys: KeyStore) -> None:
+    def __init__(self, store: ObjectStore, keys: KeyStore,
+                 scopes: Callable[[str], KeyScope | None] | None = None,
+                 triggers: object = None) -> None:
         self.store = store
         self.keys = keys
+        self.scopes = scopes  # key id → a function key's scope (None: an operator's key)
+        self.triggers = triggers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = secrets.token_hex(8).upper()
@@ -138,4 +145,9 @@ class S3App:
             raise S3Error("MethodNotAllowed", "The specified method is not allowed against this "
                           "resource.", Method=scope["method"][:16],
                           ResourceType="OBJECT" if key else "BUCKET" if bucket else "SERVICE")
-        return await handler(Ctx(request, auth, self.store, bucket, key, query, request_id))
+        scope["dayfly.s3_operation"] = handler.__name__  # a metrics label (metrics/s3.py)
+        grant = self.scopes(auth.key_id) if self.scopes is not None else None
+        if grant is not None:
+            access.check(grant, (scope["method"], level, sub), bucket, request.headers)
+        return await handler(Ctx(request, auth, self.store, bucket, key, query, request_id,
+                                 grant, self.triggers))

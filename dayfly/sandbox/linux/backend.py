@@ -97,7 +97,7 @@ class LinuxBackend(ZygoteBackend):
 
     def zygote_key(self, spec: FunctionSpec) -> str:
         parts = [spec.runtime, spec.code_dir, spec.deps_dir or "", ",".join(spec.network),
-                 ",".join(spec.files), spec.name]
+                 ",".join(spec.files), spec.name, spec.s3_endpoint]
         return "linux|" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
     async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
@@ -114,8 +114,10 @@ class LinuxBackend(ZygoteBackend):
                "netns_fd": ns.fd}
         zygote = ZygoteClient(key, self.runtime_root, extra={"jail": cfg}, pass_fds=(ns.fd,))
         zygote.cleanup = ns  # type: ignore[attr-defined]
-        if spec.network:
-            relay = EgressRelay(spec.name, parse_allow(list(spec.network)), ns.listener)
+        if spec.network or spec.s3_endpoint:
+            # the node's own S3 endpoint is reachable for declared `buckets`, and only S3 there
+            s3_only = parse_allow([spec.s3_endpoint]) if spec.s3_endpoint else set()
+            relay = EgressRelay(spec.name, parse_allow(list(spec.network)), ns.listener, s3_only)
             await relay.start()
             self.relays[key] = relay
         else:
@@ -134,7 +136,7 @@ class LinuxBackend(ZygoteBackend):
         env = instance_env(spec, instance_id)
         env["LAMBDA_TASK_ROOT"] = TASK
         env["HOME"] = "/tmp"
-        if spec.network:
+        if spec.network or spec.s3_endpoint:
             proxy = f"http://127.0.0.1:{RELAY_PORT}"
             env.update(HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy)
         return {

@@ -14,6 +14,8 @@ import logging
 import socket
 from urllib.parse import urlsplit
 
+from ...config import FUNCTION_S3_SOURCE
+
 log = logging.getLogger("dayfly.egress")
 
 MAX_HEAD = 16 * 1024
@@ -30,9 +32,11 @@ def parse_allow(entries: list[str]) -> set[tuple[str, int]]:
 class EgressRelay:
     """Serves one function's namespace; `allow` holds (host, port) pairs."""
 
-    def __init__(self, function: str, allow: set[tuple[str, int]], listener: socket.socket) -> None:
+    def __init__(self, function: str, allow: set[tuple[str, int]], listener: socket.socket,
+                 s3_only: set[tuple[str, int]] | None = None) -> None:
         self.function = function
         self.allow = allow
+        self.s3_only = s3_only or set()  # this node's S3 endpoint: reached from a marked address
         self.listener = listener
         self.server: asyncio.base_events.Server | None = None
         self.refused = 0
@@ -70,7 +74,8 @@ class EgressRelay:
                 path += "?" + url.query
             forward = f"{method} {path} {version}\r\n".encode("latin-1") + rest
         host = host.strip("[]").lower()
-        if not port.isdigit() or (host, int(port)) not in self.allow:
+        marked = port.isdigit() and (host, int(port)) in self.s3_only
+        if not port.isdigit() or ((host, int(port)) not in self.allow and not marked):
             self.refused += 1
             declared = ", ".join(f"{h}:{p}" for h, p in sorted(self.allow)) or "none"
             msg = (f"dayfly: egress to {host}:{port} is not declared by function "
@@ -79,7 +84,10 @@ class EgressRelay:
             await self._reply(writer, 403, msg)
             return
         try:
-            up_r, up_w = await asyncio.wait_for(asyncio.open_connection(host, int(port)), 10)
+            # from FUNCTION_S3_SOURCE, the gateway answers only S3 requests on this connection
+            source = (FUNCTION_S3_SOURCE, 0) if marked else None
+            up_r, up_w = await asyncio.wait_for(
+                asyncio.open_connection(host, int(port), local_addr=source), 10)
         except (OSError, TimeoutError) as exc:
             await self._reply(writer, 502, f"dayfly: cannot reach {host}:{port}: {exc}")
             return
