@@ -179,10 +179,8 @@ def remove_stale(parents: list[Path], prefix: str) -> None:
             if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
                 continue
             for slot in base.glob("s*"):
-                try:
+                with contextlib.suppress(OSError):  # still has processes: leave it alone
                     slot.rmdir()
-                except OSError:  # still has processes: leave it, and its parent, alone
-                    pass
             try:
                 base.rmdir()
                 log.info("removed stale cgroups %s", base)
