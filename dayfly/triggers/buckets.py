@@ -8,6 +8,7 @@ so a function writing into the bucket that triggers it is stopped at the chain d
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import unquote_plus
@@ -75,8 +76,12 @@ class BucketTriggers:
                             rule.function, key)
                 continue
             rec = {**record, "s3": {**record["s3"], "configurationId": rule.id}}
-            await self.queue.put(rule.function, rule.qualifier,
-                                 orjson.dumps({"Records": [rec]}), "s3", chain=chain or [])
+            # the event names its own idempotency key (also context.idempotency_key): the
+            # same on every redelivery; parsers of S3's shape ignore the extra key
+            ev_id = str(uuid.uuid4())
+            payload = {"Records": [rec], "dayfly": {"idempotencyKey": ev_id}}
+            await self.queue.put(rule.function, rule.qualifier, orjson.dumps(payload), "s3",
+                                 chain=chain or [], event_id=ev_id)
             queued += 1
         return queued
 

@@ -21,6 +21,8 @@ ECHO = """
 import json
 def handler(event, context):
     print("EVENT " + json.dumps(event))
+    print("KEY " + json.dumps([event.get("dayfly", {}).get("idempotencyKey"),
+                               context.idempotency_key]))
 """
 _counter = itertools.count()
 

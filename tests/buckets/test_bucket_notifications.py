@@ -119,6 +119,8 @@ def test_put_object_delivers_the_aws_record(server, s3, echo):
     before = time.time()
     s3.put_object(Bucket=bucket, Key="dir/a b+c.jpg", Body=b"hello world")
     (rec,) = events_for(server, bucket, 1)
+    keys = logged(server, "echo", "KEY")
+    assert keys and all(a == b and a for a, b in keys)  # the event and the context agree
     assert rec["eventVersion"] == "2.1" and rec["eventSource"] == "aws:s3"
     assert rec["eventName"] == "ObjectCreated:Put" and rec["awsRegion"] == "us-east-1"
     stamp = calendar.timegm(time.strptime(rec["eventTime"][:19], "%Y-%m-%dT%H:%M:%S"))
