@@ -61,7 +61,7 @@ def _payload(payload: str | None, payload_file: IO[bytes] | None) -> bytes:
     if payload is not None and payload_file is not None:
         raise click.UsageError("give the event with --payload or with --payload-file, not both")
     if payload == "-":
-        raw = click.get_binary_stream("stdin").read()
+        raw = sys.stdin.buffer.read()
         where = "stdin"
     elif payload is not None:
         raw = payload.encode()
