@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidParameter
-from . import bundle, image_config
+from . import bundle, compress_config, image_config, notify_config
 from .options import Option, Prepared
 
 
@@ -32,6 +32,14 @@ BUILTINS: dict[str, Builtin] = {b.name: b for b in (
             "resize, crop, rotate, flip, watermark and convert images (Pillow)",
             "S3 event (bucket trigger); {\"bucket\", \"key\"}; {\"image_base64\"} → inline result",
             image_config.OPTIONS, image_config.prepare),
+    Builtin("notify", "notify",
+            "webhooks (signed JSON or CloudEvents) and email for bucket, table and other events",
+            "S3 event; table change batch (DynamoDB Streams shape); destination record; any "
+            "JSON (direct call)", notify_config.OPTIONS, notify_config.prepare),
+    Builtin("compress", "compress",
+            "gzip, zstd, zip and tar(.gz/.zst) of objects or prefixes, and safe extraction",
+            "S3 event; {\"bucket\", \"key\"}; {\"bucket\", \"prefix\"} (compress a prefix)",
+            compress_config.OPTIONS, compress_config.prepare),
 )}
 
 

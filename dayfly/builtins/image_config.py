@@ -50,7 +50,7 @@ OPTIONS = (
     Option("max_input_bytes", "int", 50 * 1024 * 1024, "refuse larger inputs"),
     Option("max_frames", "int", 300, "refuse animations with more frames (animated = all)"),
     Option("allow_same_path", "bool", False, "allow outputs inside the trigger's own path"),
-    *limit_options(512, 60),
+    *limit_options(1024, 60),
 )
 
 
@@ -166,6 +166,6 @@ def prepare(raw: Any) -> Prepared:
                                    "narrow source_prefix/source_suffix, or set allow_same_path "
                                    "= true")
     manifest = {"buckets": [f"{source}:read", f"{cfg['target_bucket']}:write"],
-                "network": [], "secrets": [], **c.limits(512, 60)}
+                "network": [], "secrets": [], **c.limits(1024, 60)}
     trigger = {"bucket": source, "prefix": cfg["source_prefix"], "suffix": cfg["source_suffix"]}
     return Prepared(cfg, manifest, trigger)

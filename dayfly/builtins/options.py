@@ -7,7 +7,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..control.manifest import SECRET_RE
+from ..control.manifest import ISOLATION_TIERS, SECRET_RE
 from ..errors import InvalidParameter
 from ..stores.objects import check_bucket_name
 from ..stores.s3errors import S3Error
@@ -130,11 +130,16 @@ class Checker:
         return v
 
     def limits(self, memory: int, timeout: int) -> dict[str, Any]:
-        """The `memory` and `timeout` options every builtin has, as manifest keys."""
-        return {"memory": self.integer("memory", memory, 128, 10240),
-                "timeout": self.integer("timeout", timeout, 1, 900)}
+        """The `memory`, `timeout` and `isolation` options every builtin has, as manifest keys."""
+        out = {"memory": self.integer("memory", memory, 128, 10240),
+               "timeout": self.integer("timeout", timeout, 1, 900)}
+        if "isolation" in self.raw:
+            out["isolation"] = self.text("isolation", None, ISOLATION_TIERS)
+        return out
 
 
 def limit_options(memory: int, timeout: int) -> tuple[Option, ...]:
     return (Option("memory", "int MiB 128-10240", memory, "memory of each instance"),
-            Option("timeout", "int s 1-900", timeout, "time limit of one invocation"))
+            Option("timeout", "int s 1-900", timeout, "time limit of one invocation"),
+            Option("isolation", "|".join(ISOLATION_TIERS), "platform default",
+                   "isolation tier of its instances"))

@@ -86,9 +86,9 @@ def wire_trigger(client: Client, function: str, info: dict[str, Any] | None) -> 
     a redeploy replaces the earlier wiring (its id is `builtin-FUNCTION`)."""
     trigger = (info or {}).get("trigger")
     if not trigger:
-        raise CliError(f"builtin:{(info or {}).get('name')} has no bucket source to wire",
-                       "wire it with `dayfly trigger add FUNCTION --bucket B` or "
-                       "`--table URL`")
+        raise CliError(f"{function} is deployed, but builtin:{(info or {}).get('name')} has "
+                       "no bucket source to wire",
+                       f"wire it with `dayfly trigger add {function} --bucket B` (or --table)")
     rule_id = f"builtin-{function}"
     client.request("DELETE", f"{BUCKET_TRIGGERS}/{rule_id}", params={"bucket": trigger["bucket"]},
                    allow=(404,))

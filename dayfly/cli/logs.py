@@ -7,6 +7,7 @@ import time
 
 import click
 import httpx
+import orjson
 from rich.console import Console
 from rich.text import Text
 
@@ -27,8 +28,11 @@ EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b
               type=click.IntRange(1, 1000), help="How many recent invocations to show.")
 @click.option("--since", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Only invocations that started less than SECONDS ago.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the API's records (one JSON object a line) instead of the text.")
 @with_client
-def logs(client: Client, name: str, follow: bool, limit: int, since: float | None) -> None:
+def logs(client: Client, name: str, follow: bool, limit: int, since: float | None,
+         as_json: bool) -> None:
     """Print a function's recent logs (-f follows new ones)."""
     params: dict[str, str | int | float] = {"limit": limit}
     if follow:
@@ -41,7 +45,11 @@ def logs(client: Client, name: str, follow: bool, limit: int, since: float | Non
         with client.stream("GET", f"/dayfly/v1/functions/{function_path(name)}/logs",
                            params=params, timeout=FOLLOW_TIMEOUT) as records:
             for record in records:
-                print_record(out, str(record.get("text") or ""))
+                if as_json:
+                    out.file.write(orjson.dumps(record).decode() + "\n")
+                    out.file.flush()
+                else:
+                    print_record(out, str(record.get("text") or ""))
                 shown += 1
     except KeyboardInterrupt:
         return

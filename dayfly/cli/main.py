@@ -7,6 +7,7 @@ import click
 from .. import __version__
 from .alias import alias
 from .builtins import builtins
+from .completion import completion
 from .deploy import deploy
 from .dlq import dlq
 from .doctor import doctor
@@ -18,6 +19,8 @@ from .invoke import invoke
 from .keys import keys
 from .logs import logs
 from .secrets import secrets
+from .tokens import token
+from .top import top
 from .triggers import trigger
 from .up import up
 from .versions import publish, versions
@@ -31,6 +34,8 @@ def cli() -> None:
 
 for command in (up, deploy, invoke, ls, rm, logs, versions, publish, alias, instances,
                 scale_to_zero, invocations, keys, secrets, doctor, dlq, trigger, ingest, builtins):
+    cli.add_command(command)
+for command in (top, token, completion):
     cli.add_command(command)
 
 

@@ -30,7 +30,7 @@ ARN_RE = re.compile(
 
 def split_name(name_or_arn: str, qualifier: str | None = None) -> tuple[str, str | None]:
     """Accept a name, `name:qualifier`, a partial or a full ARN; return (name, qualifier)."""
-    m = ARN_RE.match(name_or_arn or "")
+    m = ARN_RE.match(name_or_arn) if isinstance(name_or_arn, str) else None  # JSON: any type
     if m is None:
         raise InvalidParameter(f"1 validation error detected: Value '{name_or_arn}' at "
                                "'functionName' failed to satisfy constraint: Member must satisfy "

@@ -57,7 +57,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "tag": "functions", "media": "application/x-ndjson",
         "parameters": [q("publish", {"type": "string", "enum": ["0", "1"]},
                          "1 publishes a version.")],
-        "requestBody": body({"type": "string", "format": "binary"}, "application/zip")},
+        "requestBody": body({"type": "string", "format": "binary"}, "application/octet-stream")},
     ("GET", f"{V}/functions/{{name}}/instances"): {"summary": "Instances of a function now.",
                                                    "tag": "functions"},
     ("DELETE", f"{V}/functions/{{name}}/instances"): {

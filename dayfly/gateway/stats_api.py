@@ -66,14 +66,15 @@ async def stats(request: Request) -> Response:
     window = _seconds(request, "window", 3600, 60, MAX_WINDOW)
     now = time.time()
     await p.records.flush()
-    per_fn = await p.db.run(lambda c: overview(c, now - window, window))
+    names = sorted(p.registry.functions)
+    per_fn = await p.db.run(lambda c: overview(c, names, now - window, window))
     q = await p.db.run(queues)
     functions = {}
-    for name in sorted(p.registry.functions):
-        row = per_fn.get(name) or {"invocations": 0, "errors": 0, "cold": 0, "per_min": 0.0,
-                                   "error_rate": 0.0, "cold_share": 0.0, "p50_ms": None,
-                                   "p99_ms": None, "last": None}
-        st = p.registry.functions[name]
+    for name in names:
+        row = per_fn[name]
+        st = p.registry.functions.get(name)
+        if st is None:  # deleted meanwhile
+            continue
         row["instances"] = instances(p, name)
         row["published"] = str(max(st.versions)) if st.versions else None
         row["aliases"] = sorted(st.aliases)

@@ -54,9 +54,9 @@ CREATE TABLE IF NOT EXISTS invocations (
     trace_id TEXT
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations(function, start);
--- covers the dashboard's per-window aggregates (stores/stats.py) without reading the rows
-CREATE INDEX IF NOT EXISTS invocations_window ON invocations(start, function, duration_ms, status,
-                                                           cold);
+-- covers the dashboard's aggregates (stores/stats.py): they never read the rows themselves
+CREATE INDEX IF NOT EXISTS invocations_stats ON invocations(function, start, duration_ms, status,
+                                                          cold, fork_ms, init_ms);
 CREATE INDEX IF NOT EXISTS invocations_by_request ON invocations(request_id);
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,

@@ -1,7 +1,9 @@
 """Aggregates of invocation records over a time window, for the dashboard and `dayfly top`.
 
-One indexed range read per request (`invocations_window` covers the overview), aggregated in
-Python: percentiles are nearest-rank over the window's durations.
+Everything is computed by SQLite over the covering index `invocations_stats` (the GIL is
+released while it works) and comes back as a few rows. Counts and totals are exact;
+percentiles are nearest-rank, exact up to SAMPLE records and over an even sample of the rows
+(every k-th by sequence number) beyond.
 """
 
 from __future__ import annotations
@@ -10,85 +12,108 @@ import math
 import sqlite3
 from typing import Any
 
+SAMPLE = 4000  # durations sorted (by SQLite) for one query's percentiles
+_RANGE = "FROM invocations INDEXED BY invocations_stats WHERE function = ? AND start >= ?"
+NONE: tuple[float | None, float | None] = (None, None)
+STATUSES = ("success", "error", "timeout", "crash")
+_BUCKET = "CAST((start - ?) / ? AS INTEGER)"
 
-def percentile(ordered: list[float], p: float) -> float | None:
-    """Nearest-rank percentile (p in 0..100) of an ascending list; None if it is empty."""
-    if not ordered:
-        return None
-    return round(ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)], 3)
+
+def _r3(v: float | None) -> float | None:
+    return round(v, 3) if v is not None else None
 
 
-def _summary(durations: list[float], errors: int, cold: int, window_s: float,
-             last: float | None) -> dict[str, Any]:
-    durations.sort()
-    n = len(durations)
+def _percentiles(conn: sqlite3.Connection, groups: list[tuple[str, tuple]], function: str,
+                 since: float, n: int) -> dict[Any, tuple[float | None, float | None]]:
+    """{group: (p50, p99)} of durations for each (SQL expression, its arguments) in `groups`,
+    over one sample of the window. SQLite sorts and picks, so Python sees a row per group:
+    fetching the durations would pass the GIL back and forth per row and slow the event loop."""
+    if not n:
+        return {}
+    k = max(1, math.ceil(n / SAMPLE))
+    where = "" if k == 1 else f" AND seq % {k} = 0"
+    if len(groups) == 1:  # straight from the index
+        union = f"SELECT {groups[0][0]} AS g, duration_ms AS d {_RANGE}{where}"
+        args = (*groups[0][1], function, since)
+    else:  # one pass over the index, then a sort per kind of group
+        union = " UNION ALL ".join(f"SELECT {e} AS g, duration_ms AS d FROM s" for e, _ in groups)
+        union = f"WITH s AS MATERIALIZED (SELECT start, cold, duration_ms {_RANGE}{where}) {union}"
+        args = (function, since, *(a for _, group_args in groups for a in group_args))
+    sql = ("SELECT g, MAX(CASE WHEN rn = (c * 50 + 99) / 100 THEN d END), "
+           "MAX(CASE WHEN rn = (c * 99 + 99) / 100 THEN d END) FROM ("
+           "SELECT g, d, ROW_NUMBER() OVER (PARTITION BY g ORDER BY d) AS rn, "
+           f"COUNT(*) OVER (PARTITION BY g) AS c FROM ({union})) GROUP BY g")
+    return {g: (_r3(p50), _r3(p99)) for g, p50, p99 in conn.execute(sql, args)}
+
+
+def _summary(n: int, errors: int, cold: int, last: float | None,
+             pcts: tuple[float | None, float | None], window_s: float) -> dict[str, Any]:
     return {"invocations": n, "errors": errors, "cold": cold,
             "per_min": round(n / (window_s / 60), 3),
             "error_rate": round(errors / n, 4) if n else 0.0,
             "cold_share": round(cold / n, 4) if n else 0.0,
-            "p50_ms": percentile(durations, 50), "p99_ms": percentile(durations, 99),
-            "last": last}
+            "p50_ms": pcts[0], "p99_ms": pcts[1], "last": last}
 
 
-def overview(conn: sqlite3.Connection, since: float, window_s: float) -> dict[str, dict[str, Any]]:
+def overview(conn: sqlite3.Connection, functions: list[str], since: float,
+             window_s: float) -> dict[str, dict[str, Any]]:
     """Per function: count, errors, cold starts, rate, error rate, p50/p99, last invocation."""
-    acc: dict[str, list[Any]] = {}  # function -> [durations, errors, cold, last]
-    for function, start, duration, status, cold in conn.execute(
-            "SELECT function, start, duration_ms, status, cold FROM invocations "
-            "INDEXED BY invocations_window WHERE start >= ?", (since,)):
-        a = acc.get(function)
-        if a is None:
-            a = acc[function] = [[], 0, 0, start]
-        a[0].append(duration)
-        a[1] += status != "success"
-        a[2] += cold
-        if start > a[3]:
-            a[3] = start
-    return {f: _summary(d, e, c, window_s, last) for f, (d, e, c, last) in acc.items()}
+    out = {}
+    for name in functions:
+        n, errors, cold, last = conn.execute(
+            f"SELECT COUNT(*), TOTAL(status != 'success'), TOTAL(cold), MAX(start) {_RANGE}",
+            (name, since)).fetchone()
+        pcts = _percentiles(conn, [("'all'", ())], name, since, n).get("all", NONE)
+        out[name] = _summary(n, int(errors), int(cold), last, pcts, window_s)
+    return out
 
 
 def function_stats(conn: sqlite3.Connection, function: str, since: float, window_s: float,
                    step_s: float) -> dict[str, Any]:
     """One function over a window: summary, cold vs warm, cold-start breakdown, time series."""
-    rows = conn.execute("SELECT start, duration_ms, status, cold, fork_ms, init_ms FROM "
-                        "invocations WHERE function = ? AND start >= ?", (function, since)
-                        ).fetchall()
     buckets = max(1, math.ceil(window_s / step_s))
-    series: list[list[Any]] = [[[], 0, 0] for _ in range(buckets)]
-    warm: list[float] = []
-    cold: list[float] = []
-    fork = init = 0.0
+    counts: list[list[int]] = [[0, 0, 0] for _ in range(buckets)]  # invocations, errors, cold
     by_status: dict[str, int] = {}
+    n = n_cold = 0
+    fork = init = cold_handler = 0.0
     last = None
-    for start, duration, status, is_cold, fork_ms, init_ms in rows:
-        b = series[min(buckets - 1, max(0, int((start - since) // step_s)))]
-        b[0].append(duration)
-        b[1] += status != "success"
-        b[2] += is_cold
-        by_status[status] = by_status.get(status, 0) + 1
-        if is_cold:
-            cold.append(duration)
-            fork += fork_ms
-            init += init_ms
-        else:
-            warm.append(duration)
-        last = start if last is None or start > last else last
-    errors = sum(n for s, n in by_status.items() if s != "success")
-    summary = _summary(warm + cold, errors, len(cold), window_s, last)
+    # a range query per point: index order, no sort (a GROUP BY would sort the whole window)
+    sql = ("SELECT COUNT(*), " + ", ".join(f"TOTAL(status = '{s}')" for s in STATUSES) +
+           ", TOTAL(cold), TOTAL(CASE WHEN cold THEN fork_ms END), "
+           "TOTAL(CASE WHEN cold THEN init_ms END), TOTAL(CASE WHEN cold THEN duration_ms END), "
+           f"MAX(start) {_RANGE} AND start < ?")
+    for i in range(buckets):
+        lo = since + i * step_s
+        hi = lo + step_s if i < buckets - 1 else float("inf")
+        count, *per_status, cold, fork_t, init_t, dur_t, newest = conn.execute(
+            sql, (function, lo, hi)).fetchone()
+        if not count:
+            continue
+        known = dict(zip(STATUSES, map(int, per_status), strict=True))
+        known["other"] = count - sum(known.values())
+        for status, k in known.items():
+            if k:
+                by_status[status] = by_status.get(status, 0) + k
+        counts[i] = [count, count - known["success"], int(cold)]
+        n += count
+        n_cold += int(cold)
+        fork, init, cold_handler = fork + fork_t, init + init_t, cold_handler + dur_t
+        last = newest if last is None or newest > last else last
+    pcts = _percentiles(conn, [("'all'", ()), ("'cold' || cold", ()),
+                               (_BUCKET, (since, step_s))], function, since, n)
+    warm, cold_p = pcts.get("cold0", NONE), pcts.get("cold1", NONE)
+    summary = _summary(n, n - by_status.get("success", 0), n_cold, last,
+                       pcts.get("all", NONE), window_s)
     summary["by_status"] = by_status
-    for lst in (warm, cold, *(b[0] for b in series)):
-        lst.sort()
-    n_cold = len(cold)
+    avg = (lambda total: round(total / n_cold, 3) if n_cold else None)  # noqa: E731
     return {
         "summary": summary,
-        "warm": {"count": len(warm), "p50_ms": percentile(warm, 50), "p99_ms": percentile(warm, 99)},
-        "cold": {"count": n_cold, "p50_ms": percentile(cold, 50), "p99_ms": percentile(cold, 99)},
-        "cold_start": {"fork_ms": round(fork / n_cold, 3) if n_cold else None,
-                       "init_ms": round(init / n_cold, 3) if n_cold else None,
-                       "handler_ms": round(sum(cold) / n_cold, 3) if n_cold else None},
-        "series": [{"t": round(since + i * step_s, 3), "invocations": len(d), "errors": e,
-                    "cold": c, "p50_ms": percentile(d, 50), "p99_ms": percentile(d, 99)}
-                   for i, (d, e, c) in enumerate(series)],
+        "warm": {"count": n - n_cold, "p50_ms": warm[0], "p99_ms": warm[1]},
+        "cold": {"count": n_cold, "p50_ms": cold_p[0], "p99_ms": cold_p[1]},
+        "cold_start": {"fork_ms": avg(fork), "init_ms": avg(init), "handler_ms": avg(cold_handler)},
+        "series": [{"t": round(since + i * step_s, 3), "invocations": c[0], "errors": c[1],
+                    "cold": c[2], "p50_ms": pcts.get(i, NONE)[0], "p99_ms": pcts.get(i, NONE)[1]}
+                   for i, c in enumerate(counts)],
     }
 
 

@@ -45,7 +45,8 @@ class ObjectWriter(io.RawIOBase):
         self._buf += data
         self.size += n
         while len(self._buf) >= self.part_size:
-            part = bytes(self._buf[:self.part_size])
+            with memoryview(self._buf) as view:
+                part = bytes(view[:self.part_size])  # one copy, handed to the uploader
             del self._buf[:self.part_size]
             self._send(part)
         return n
@@ -225,3 +226,53 @@ class ReadAhead(io.RawIOBase):
             except queue.Empty:
                 self._t.join(0.05)
         super().close()
+
+
+class Spool(io.RawIOBase):
+    """A seekable reader over a body that is still arriving: reads past what has arrived wait
+    for it, so a decoder can work on the first bytes while the rest is on the wire. Keeps what
+    it received (use it for objects that fit in memory, like images)."""
+
+    def __init__(self, body: Body, chunk: int = 256 * 1024) -> None:
+        super().__init__()
+        self._body, self._chunk = body, chunk
+        self._buf = bytearray()
+        self._pos = 0
+        self._eof = False
+        self.size = body.size
+
+    def _fill(self, upto: int) -> None:
+        while len(self._buf) < upto and not self._eof:
+            data = self._body.read(self._chunk)
+            if not data:
+                self._eof = True
+                self._body.close()
+            self._buf += data
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence == 2:
+            self._fill(1 << 62)
+        base = {0: 0, 1: self._pos, 2: len(self._buf)}[whence]
+        self._pos = max(0, base + offset)
+        return self._pos
+
+    def readinto(self, buf: Any) -> int:
+        self._fill(self._pos + len(buf))
+        n = max(0, min(len(buf), len(self._buf) - self._pos))
+        buf[:n] = memoryview(self._buf)[self._pos:self._pos + n]
+        self._pos += n
+        return n
+
+    def getvalue(self) -> bytes:
+        """Everything (reading the rest of the body first)."""
+        self._fill(1 << 62)
+        return bytes(self._buf)

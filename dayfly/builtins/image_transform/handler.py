@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import transform
-from _lib import events, keys, s3
+from _lib import events, keys, s3, streams
 
 CONFIG: dict[str, Any] = json.loads((Path(__file__).parent / "config.json").read_text())
 _client: s3.Client | None = None
@@ -42,9 +42,8 @@ def _one(ref: events.ObjectRef) -> dict[str, Any]:
         if body.size > cfg["max_input_bytes"]:
             raise transform.ImageRefused(f"{ref.bucket}/{ref.key} is {body.size} bytes, over "
                                          f"max_input_bytes={cfg['max_input_bytes']}")
-        data = body.read()
-    t1 = time.perf_counter()
-    out = transform.run(data, cfg)
+        t1 = time.perf_counter()
+        out = transform.run(streams.Spool(body), cfg)  # decodes while the rest arrives
     t2 = time.perf_counter()
     values = {**keys.input_fields(ref.bucket, ref.key), "width": out.width, "height": out.height,
               "format": out.format, "ext": out.ext}
@@ -55,7 +54,7 @@ def _one(ref: events.ObjectRef) -> dict[str, Any]:
     _s3().put(target_bucket, key, out.data, out.content_type,
               {"dayfly-source": f"{ref.bucket}/{ref.key}"})
     t3 = time.perf_counter()
-    print(f"{ref.bucket}/{ref.key} ({len(data)} B) -> {target_bucket}/{key} "
+    print(f"{ref.bucket}/{ref.key} ({body.size} B) -> {target_bucket}/{key} "
           f"({out.width}x{out.height} {out.format}, {len(out.data)} B); get "
           f"{(t1 - t0) * 1000:.1f} ms, transform {(t2 - t1) * 1000:.1f} ms, put "
           f"{(t3 - t2) * 1000:.1f} ms")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 from image_ops import OperationError, apply
 from PIL import Image, ImageSequence, UnidentifiedImageError
@@ -36,18 +36,21 @@ class Output:
     frames: int
 
 
-def open_guarded(data: bytes, cfg: dict[str, Any]) -> Image.Image:
-    """Open (header only) and check dimensions and frames before anything is decoded."""
-    if len(data) > cfg["max_input_bytes"]:
-        raise ImageRefused(f"input is {len(data)} bytes, over max_input_bytes="
+def open_guarded(source: bytes | BinaryIO, cfg: dict[str, Any]) -> Image.Image:
+    """Open (header only) and check dimensions and frames before anything is decoded. A
+    seekable stream may still be arriving: decoding then overlaps the transfer."""
+    size = len(source) if isinstance(source, bytes) else source.size  # type: ignore[attr-defined]
+    if size > cfg["max_input_bytes"]:
+        raise ImageRefused(f"input is {size} bytes, over max_input_bytes="
                            f"{cfg['max_input_bytes']}")
     Image.MAX_IMAGE_PIXELS = cfg["max_pixels"]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRefused(f"refused as a decompression bomb: {exc}") from None
+        raise ImageRefused(f"over max_pixels={cfg['max_pixels']}, refused as a decompression "
+                           f"bomb: {exc}") from None
     except UnidentifiedImageError:
         raise ImageError("not an image this function can read (unknown format or corrupt "
                          "header)") from None
@@ -134,9 +137,9 @@ def _encode(frames: list[Image.Image], fmt: str, cfg: dict[str, Any], info: dict
     return buf.getvalue()
 
 
-def run(data: bytes, cfg: dict[str, Any]) -> Output:
+def run(source: bytes | BinaryIO, cfg: dict[str, Any]) -> Output:
     """The whole transformation of one input; ImageError (or ImageRefused) when it cannot be."""
-    img = open_guarded(data, cfg)
+    img = open_guarded(source, cfg)
     fmt = cfg["format"]
     if fmt == "same":
         fmt = (img.format or "").lower()

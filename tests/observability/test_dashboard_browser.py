@@ -1,0 +1,128 @@
+"""The dashboard in a real browser (Debian's headless Chromium driven by Playwright): it shows a
+deployed function, its invocations, a live log tail and a bucket. Screenshots go to
+test-artifacts/ (look at them when changing the page)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from obs_helpers import deploy, invoke
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+sync_api = pytest.importorskip("playwright.sync_api")
+if not shutil.which(CHROMIUM):
+    pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)", allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    pg = context.new_page()
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    yield pg
+    context.close()
+    assert not errors, errors
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+
+
+@pytest.fixture(scope="module")
+def fn(server) -> tuple[str, str]:
+    deploy(server.url, "web-fn")
+    rid = ""
+    for i in range(5):
+        r = invoke(server.url, "web-fn", {"n": i})
+        rid = r.headers["x-amzn-request-id"]
+    invoke(server.url, "web-fn", {"fail": True})
+    return "web-fn", rid
+
+
+def test_overview_lists_the_function_with_its_invocations(server, page, fn):
+    name, _ = fn
+    page.goto(f"{server.url}/")
+    row = page.locator(f'tr[data-function="{name}"]')
+    row.wait_for(timeout=10_000)
+    text = row.inner_text()
+    assert name in text and "6" in text.split()  # 6 invocations in the last hour
+    assert "dead letters" in page.inner_text("main").lower()
+    shot(page, "overview")
+
+
+def test_function_page_shows_charts_and_recent_invocations(server, page, fn):
+    name, rid = fn
+    page.goto(f"{server.url}/ui/#/fn/{name}")
+    page.locator("svg.chart").first.wait_for(timeout=10_000)
+    assert page.locator("svg.chart").count() == 2
+    assert "Cold-start breakdown" in page.inner_text("main")
+    shot(page, "function")
+    page.click("text=Invocations")
+    page.locator(f'tr[data-request-id="{rid}"]').wait_for(timeout=10_000)
+    page.locator(f'tr[data-request-id="{rid}"]').click()
+    detail = page.locator("section.detail")
+    detail.locator(f"text={rid}").first.wait_for(timeout=5_000)
+    assert "START RequestId: " + rid in detail.inner_text()
+    shot(page, "invocations")
+    page.select_option("select", "error")
+    page.locator("tbody tr").first.wait_for(timeout=5_000)
+    rows = page.locator("tbody tr").all_inner_texts()
+    assert rows and all("error" in r for r in rows), rows
+
+
+def test_live_log_tail_shows_new_invocations(server, page, fn):
+    name, _ = fn
+    page.goto(f"{server.url}/ui/#/fn/{name}/logs")
+    page.locator("text=following").wait_for(timeout=10_000)
+    page.wait_for_timeout(300)  # the stream is open
+    r = invoke(server.url, name, {"live": "tail-marker"})
+    page.locator("pre.logs", has_text=r.headers["x-amzn-request-id"]).wait_for(timeout=10_000)
+    assert "tail-marker" in page.inner_text("pre.logs")
+    shot(page, "logs")
+
+
+def test_configuration_and_triggers_tabs(server, page, fn):
+    name, _ = fn
+    page.goto(f"{server.url}/ui/#/fn/{name}/configuration")
+    page.locator("text=Capabilities").wait_for(timeout=10_000)
+    assert "handler.handler" in page.inner_text("main")
+    shot(page, "configuration")
+    page.goto(f"{server.url}/ui/#/fn/{name}/triggers")
+    page.locator("text=dead-letter queue is empty").wait_for(timeout=10_000)
+
+
+def test_buckets_browse_and_upload(server, page, tmp_path):
+    assert httpx.post(f"{server.url}/dayfly/v1/buckets", json={"name": "web-bucket"}).status_code == 201
+    r = httpx.put(f"{server.url}/dayfly/v1/buckets/web-bucket/objects/docs/readme.txt",
+                  content=b"hello")
+    assert r.status_code == 201
+    page.goto(f"{server.url}/ui/#/buckets")
+    page.locator("text=web-bucket").first.click()
+    page.locator("text=docs/").click()
+    page.locator("text=readme.txt").wait_for(timeout=10_000)
+    upload = tmp_path / "note.txt"
+    upload.write_text("uploaded from the browser")
+    page.set_input_files("input[type=file]", str(upload))
+    page.locator("td", has_text="note.txt").wait_for(timeout=10_000)
+    got = httpx.get(f"{server.url}/dayfly/v1/buckets/web-bucket/objects/docs/note.txt")
+    assert got.text == "uploaded from the browser"
+    shot(page, "bucket")
