@@ -41,6 +41,8 @@ class ObjectWriter(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
+        if self._done:
+            raise ValueError(f"{self.key}: write after the object was finished or abandoned")
         n = len(data)
         self._buf += data
         self.size += n
@@ -116,7 +118,8 @@ class ObjectWriter(io.RawIOBase):
             self.close()
 
     def __del__(self) -> None:
-        self.abort()  # a writer dropped without close() must not store half an object
+        if getattr(self, "_done", True) is False:
+            self.abort()  # a writer dropped without close() must not store half an object
 
 
 class RangeReader(io.RawIOBase):

@@ -54,6 +54,9 @@ class CompressingWriter(io.RawIOBase):
             self.sink.write(self._c.flush())
         super().close()
 
+    def __del__(self) -> None:
+        pass  # never flush from the garbage collector: after an error the sink is abandoned
+
 
 def decompressing_reader(raw: BinaryIO, codec: str) -> BinaryIO:
     """A reader of the decompressed stream; each read(n) returns at most n bytes."""
