@@ -33,11 +33,15 @@ from harness.wrk import WrkResult, require_wrk, run_wrk, wrk_version
 RUNS = {"c=1": (1, 1), "c=32": (2, 32)}
 METRICS = ["/metrics"]
 # what an open dashboard asks for every few seconds: the overview, and one function's page
-DASHBOARD = ["/dayfly/v1/stats?window=3600", "/dayfly/v1/bucket-triggers",
-             "/2015-03-31/event-source-mappings/", "/dayfly/v1/schedules",
-             f"/dayfly/v1/functions/{NOOP_FUNCTION}/stats?window=3600",
-             f"/dayfly/v1/functions/{NOOP_FUNCTION}/invocations?limit=100",
-             f"/2015-03-31/functions/{NOOP_FUNCTION}"]
+# what an open dashboard asks for every 5 s, per page it shows
+PAGES = {
+    "overview": ["/dayfly/v1/stats?window=3600", "/dayfly/v1/bucket-triggers",
+                 "/2015-03-31/event-source-mappings/", "/dayfly/v1/schedules"],
+    "function": [f"/dayfly/v1/functions/{NOOP_FUNCTION}/stats?window=3600",
+                 f"/dayfly/v1/functions/{NOOP_FUNCTION}/invocations?limit=100",
+                 f"/2015-03-31/functions/{NOOP_FUNCTION}"],
+}
+DASHBOARD: list[str] = []  # set from --pages
 
 
 class Poller(threading.Thread):
@@ -131,7 +135,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2, help="a/b pairs per concurrency")
     ap.add_argument("--isolation", default=None, help="isolation tier (default: dayfly's)")
     ap.add_argument("--out", type=Path, help="also write the table here")
+    ap.add_argument("--pages", default="function",
+                    help="dashboard pages open at once, comma-separated: overview,function "
+                         "(default: one dashboard on a function page)")
     args = ap.parse_args()
+    DASHBOARD[:] = [path for page in args.pages.split(",") for path in PAGES[page]]
     require_wrk()
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-obs-") as tmp:
