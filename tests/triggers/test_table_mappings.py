@@ -254,3 +254,32 @@ def test_partial_batch_response_retries_from_the_first_failed_record(server, lam
         batches = [[r["dynamodb"]["Keys"]["id"]["N"] for r in inv["event"]["Records"]]
                    for inv in received(out)]
         assert batches == [["1", "2", "3", "4", "5"], ["3", "4", "5"]]
+
+
+def test_lag_is_exported_while_changes_wait(server, lam, db: DB, tmp_path):
+    """`dayfly_event_source_lag_records` counts committed changes not yet delivered."""
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    fn, out = unique("laggy"), tmp_path / "laggy.jsonl"
+    deploy(server, fn, out, behave="""
+        import time
+        def behave(event):
+            time.sleep(0.5)
+            return {"ok": True}
+    """)
+    t = db.create("t_lag")
+    m = create_mapping(lam, fn, f"arn:dayfly:table:{db.url(t)}", BatchSize=1)
+    for i in range(12):
+        db.sql(f"INSERT INTO {db.ns}{t} VALUES (?, 'x', 1.0, ?, NULL, NULL)", i, True)
+
+    def lag() -> float | None:
+        text = httpx.get(f"{server.url}/metrics").text
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "dayfly_event_source_lag_records" and s.labels["uuid"] == m["UUID"]:
+                    return s.value
+        return None
+
+    assert wait_for(lambda: (lag() or 0) >= 3, 20)  # a backlog shows while the slow handler works
+    assert wait_for(lambda: lag() == 0 and len(records(out)) == 12, 60)  # and drains to zero

@@ -84,6 +84,8 @@ class Consumer:
         self._pruned_at = 0.0
         self._pruned = 0
         self._mark = 0  # the newest position every mapping of this table has passed
+        self.lag = 0  # committed changes not yet delivered (a metric), measured once a second
+        self._lag_at = 0.0
 
     def start(self) -> None:
         self._task = spawn(self._run())
@@ -125,6 +127,7 @@ class Consumer:
     async def _consume(self) -> None:
         size = self.m.batch_size
         while True:
+            await self._measure_lag()
             batch = await self.source.read(self.position, size)
             if not batch:
                 await self._prune()
@@ -136,6 +139,12 @@ class Consumer:
                     await self.source.wait(min(left, IDLE_S))
                     batch += await self.source.read(batch[-1].seq, size - len(batch))
             await self._deliver(self._fit(batch))
+
+    async def _measure_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._lag_at >= 1.0:
+            self._lag_at = now
+            self.lag = max(0, await self.source.head() - self.position)
 
     def _record(self, change: Change) -> dict[str, Any]:
         return stream_record(change, view=self.m.view, source_key=self.url.key,
