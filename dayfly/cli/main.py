@@ -21,6 +21,7 @@ from .logs import logs
 from .secrets import secrets
 from .tokens import token
 from .top import top
+from .transfer import download, upload
 from .triggers import trigger
 from .up import up
 from .versions import publish, versions
@@ -35,7 +36,7 @@ def cli() -> None:
 for command in (up, deploy, invoke, ls, rm, logs, versions, publish, alias, instances,
                 scale_to_zero, invocations, keys, secrets, doctor, dlq, trigger, ingest, builtins):
     cli.add_command(command)
-for command in (top, token, completion):
+for command in (top, token, completion, upload, download):
     cli.add_command(command)
 
 
