@@ -111,4 +111,6 @@ class InvocationRecord:
     memory_mb: int = 128
     instance_id: str = ""
     trace_id: str | None = None  # the caller's W3C traceparent (or X-Amzn-Trace-Id), if any
+    event: str | None = None  # the payload and the result, cut at PAYLOAD_PREVIEW bytes
+    result: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)

@@ -51,7 +51,9 @@ CREATE TABLE IF NOT EXISTS invocations (
     init_output TEXT NOT NULL DEFAULT '',
     memory_mb INTEGER NOT NULL DEFAULT 128,
     instance_id TEXT NOT NULL,
-    trace_id TEXT
+    trace_id TEXT,
+    event TEXT,
+    result TEXT
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations(function, start);
 -- covers the dashboard's aggregates (stores/stats.py): they never read the rows themselves
@@ -106,6 +108,8 @@ ADDED_COLUMNS = [
     ("dead_letters", "chain", "TEXT NOT NULL DEFAULT '[]'"),
     ("dead_letters", "target", "TEXT"),
     ("invocations", "trace_id", "TEXT"),
+    ("invocations", "event", "TEXT"),
+    ("invocations", "result", "TEXT"),
 ]
 
 

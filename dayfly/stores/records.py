@@ -22,7 +22,7 @@ log = logging.getLogger("dayfly.records")
 MAX_LOG_BYTES = 256 * 1024
 _COLUMNS = ("request_id", "function", "version", "trigger", "start", "end", "duration_ms",
             "status", "cold", "fork_ms", "init_ms", "max_rss_kb", "error", "output", "init_output",
-            "memory_mb", "instance_id", "trace_id")
+            "memory_mb", "instance_id", "trace_id", "event", "result")
 MAX_TRACE = 512  # characters of a trace header kept in the record
 
 
@@ -45,6 +45,15 @@ def _error_type(result: InvokeResult) -> str | None:
         return orjson.loads(result.payload).get("errorType")
     except (orjson.JSONDecodeError, AttributeError):
         return "Unknown"
+
+
+PAYLOAD_PREVIEW = 4096  # bytes of an invocation's event and result kept with its record
+
+
+def _preview(data: bytes) -> str:
+    """The start of a payload, for the dashboard's invocation view (never the whole of a big one)."""
+    text = data[:PAYLOAD_PREVIEW].decode("utf-8", "replace")
+    return text + f"… [{len(data)} bytes]" if len(data) > PAYLOAD_PREVIEW else text
 
 
 def _cap(text: str) -> str:
@@ -109,7 +118,8 @@ class RecordStore(Observer):
             output=_cap("".join(result.logs)) if result.logs else "",
             init_output="".join(result.init_logs) if result.init_logs else "",
             memory_mb=spec.limits.memory_mb, instance_id=result.instance_id,
-            trace_id=req.trace_id[:MAX_TRACE] if req.trace_id else None)
+            trace_id=req.trace_id[:MAX_TRACE] if req.trace_id else None,
+            event=_preview(req.payload), result=_preview(result.payload) if result.ok else None)
         self.pending.append(rec)
         for q in self.subscribers:
             if q.qsize() < 10_000:

@@ -20,7 +20,7 @@ def db(tmp_path):
 
 
 def invoke(store, i, ok=True, start=None):
-    req = InvokeRequest(request_id=f"req-{i}", payload=b"{}", invoked_arn="a")
+    req = InvokeRequest(request_id=f"req-{i}", payload=b'{"n": %d}' % i, invoked_arn="a")
     res = InvokeResult(b"{}" if ok else b'{"errorType": "ValueError", "errorMessage": "x"}',
                        None if ok else "Unhandled", logs=[f"line {i}\n"], duration_ms=1.5,
                        max_rss_kb=20480, cold=i == 0, init_ms=3.0)
@@ -39,6 +39,9 @@ async def test_records_are_written_and_queried(db):
     assert [r["request_id"] for r in errors] == ["req-3"]
     first = (await store.query(request_id="req-0"))[0]
     assert first["cold"] and first["init_ms"] == 3.0
+    assert first["event"] == '{"n": 0}' and first["result"] == "{}"  # the dashboard shows them
+    failed = (await store.query(request_id="req-3"))[0]
+    assert failed["result"] is None and "ValueError" in failed["error"]
     assert "line 0" in first["logs"] and "REPORT RequestId: req-0" in first["logs"]
 
 
@@ -62,3 +65,11 @@ def test_log_text_reads_like_lambda():
         "init", "START RequestId: abc Version: $LATEST", "hello", "END RequestId: abc",
         "REPORT RequestId: abc\tDuration: 2.20 ms\tBilled Duration: 3 ms\tMemory Size: 128 MB\t"
         "Max Memory Used: 30 MB\tInit Duration: 4.50 ms"]
+
+
+async def test_large_payloads_are_kept_only_as_a_preview(db):
+    store = RecordStore(db)
+    req = InvokeRequest(request_id="big", payload=b"x" * 100_000, invoked_arn="a")
+    store.after_invoke(SPEC, req, InvokeResult(b"{}"), time.time(), time.time())
+    (row,) = await store.query(request_id="big")
+    assert row["event"].startswith("x" * 4096) and row["event"].endswith("[100000 bytes]")

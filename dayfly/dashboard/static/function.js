@@ -84,10 +84,15 @@ function detail(inv) {
   return h("section.panel.detail",
     h("h3", "Invocation ", h("code", inv.request_id)),
     h("dl", fields.map(([k, v]) => [h("dt", k), h("dd", v)])),
-    h("h4", "Event and result"),
-    h("p.muted", "Not kept: invocation records keep the error and the logs, not payloads."),
+    h("h4", "Event"), h("pre.code", pretty(inv.event)),
+    inv.result != null ? [h("h4", "Result"), h("pre.code", pretty(inv.result))] : null,
     error ? [h("h4", "Error"), h("pre.code", error)] : null,
     h("h4", "Logs"), h("pre.code.logs", inv.logs || ""));
+}
+
+function pretty(text) {
+  if (text == null) return "–";
+  try { return JSON.stringify(JSON.parse(text), null, 2); } catch (e) { return text; }
 }
 
 async function invocationsTab(body, name) {
