@@ -189,6 +189,29 @@ def test_failing_batches_are_retried_then_sent_to_the_on_failure_destination(
         assert got["LastProcessingResult"] == "PROBLEM: Function call failed"
 
 
+def test_records_older_than_the_maximum_age_go_to_the_on_failure_destination(
+        server, lam, tmp_path):
+    with scratch_db("sqlite", tmp_path) as db:
+        fn, out = unique("aged"), tmp_path / "aged.jsonl"
+        dest, dest_out = unique("agedest"), tmp_path / "agedest.jsonl"
+        deploy(server, fn, out)
+        deploy(server, dest, dest_out)
+        t = db.create("aged")
+        m = create_mapping(lam, fn, db.url(t), MaximumRecordAgeInSeconds=60, DestinationConfig={
+            "OnFailure": {"Destination": f"arn:aws:lambda:us-east-1:000000000000:function:{dest}"}},
+            Enabled=False)
+        db.sql(f"INSERT INTO {t} (id) VALUES (1)")
+        # the change was captured two minutes "ago": older than MaximumRecordAgeInSeconds
+        db.sql(f"UPDATE _dayfly_log_{t} SET ts = ts - 120")
+        db.sql(f"INSERT INTO {t} (id) VALUES (2)")  # a fresh one, delivered normally
+        lam.update_event_source_mapping(UUID=m["UUID"], Enabled=True)
+        assert wait_for(lambda: received(dest_out) and records(out), 30)
+        failure = received(dest_out)[0]["event"]
+        assert failure["requestContext"]["condition"] == "RecordAgeExceeded"
+        assert failure["DDBStreamBatchInfo"]["batchSize"] == 1
+        assert [r["dynamodb"]["Keys"]["id"] for r in records(out)] == [{"N": "2"}]
+
+
 POISON = """
 def behave(event):
     if any(r["dynamodb"]["NewImage"].get("name") == {"S": "poison"} for r in event["Records"]):
