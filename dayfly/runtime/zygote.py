@@ -65,6 +65,15 @@ class Zygote:
             jail.enter_zygote_sandbox(self.jail)
             sys.path[:] = [p for p in sys.path if p != self.config["runtime_root"]]
             sys.path.insert(0, "/opt/dayfly")
+            # the code and dependency folders are fixed here: their path finders (and directory
+            # listings) are made once, shared, instead of by every instance. Nothing is imported.
+            for folder in ("/var/task", "/opt/python"):
+                for hook in sys.path_hooks:
+                    with contextlib.suppress(ImportError):
+                        finder = hook(folder)
+                        finder.find_spec("_dayfly_warm_")
+                        sys.path_importer_cache[folder] = finder
+                        break
         for name in _PRELOAD + tuple(self.config.get("preload", ())):
             with contextlib.suppress(Exception):  # a missing module only costs its import later
                 importlib.import_module(name)
