@@ -115,7 +115,7 @@ class EgressRelay:
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
     try:
-        while data := await src.read(65536):
+        while data := await src.read(1 << 20):
             dst.write(data)
             await dst.drain()
     finally:
