@@ -12,9 +12,7 @@ import io
 import os
 import shlex
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+from harness.procs import start_platform
 
 HANDLER = """
 import time
@@ -32,26 +31,7 @@ def handler(event, context):
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
-
-def start(data: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dayfly.cli.main", "up", "--port", str(port),
-                             "--data-dir", str(data), "--log-level", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("dayfly up did not start")
 
 
 def client(url: str, data: Path):
@@ -162,7 +142,7 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="dayfly-bench-") as tmp:
         data = Path(tmp) / "data"
-        proc, url = start(data)
+        proc, url = start_platform(data)
         try:
             lat = trigger_latency(url, data, args.tier, args.samples)
             rows = []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import configparser
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from harness.procs import start_platform
 
 BUILTINS = Path(__file__).resolve().parents[1] / "dayfly" / "builtins"
 
@@ -25,26 +25,8 @@ def in_process(folder: str) -> None:
             sys.path.insert(0, p)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(data: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "dayfly.cli.main", "up", "--port", str(port),
-                             "--data-dir", str(data), "--log-level", "warning"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("dayfly up did not start")
+    return start_platform(data)
 
 
 def credentials(data: Path) -> tuple[str, str]:

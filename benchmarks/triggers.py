@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import io
 import re
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from harness.procs import start_platform
 
 HANDLER = '''import time
 
@@ -39,28 +38,6 @@ def handler(event, context):
 RECV = re.compile(r"RECV (\d+) ([0-9.]+)")
 WARMUP = 10
 TARGETS = {"sqlite": 10.0, "postgresql": 20.0}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(data: Path, isolation: str | None) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    argv = [sys.executable, "-m", "dayfly.cli.main", "up", "--port", str(port), "--data-dir",
-            str(data), "--log-level", "warning"] + (["--isolation", isolation] if isolation else [])
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("dayfly up did not start")
 
 
 def deploy(url: str, name: str) -> None:
@@ -118,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="dayfly-bench-") as tmp:
-        proc, url = start(Path(tmp) / "data", args.isolation)
+        proc, url = start_platform(Path(tmp) / "data", args.isolation)
         try:
             db = sqlite3.connect(Path(tmp) / "app.db", isolation_level=None)
             db.execute("PRAGMA journal_mode=WAL")

@@ -181,3 +181,25 @@ def tree_pss_mib(root: int) -> tuple[float, int]:
         with contextlib.suppress(OSError):  # the process exited meanwhile
             sizes.append(pss_mib(pid))
     return sum(sizes), len(sizes)
+
+
+def start_platform(data: Path, isolation: str | None = None) -> tuple[subprocess.Popen, str]:
+    """`dayfly up` on a free port and data dir `data`, waited for; (process, base URL)."""
+    import sys
+
+    port = free_port()
+    argv = [sys.executable, "-m", "dayfly.cli.main", "up", "--port", str(port), "--data-dir",
+            str(data), "--log-level", "warning"] + (["--isolation", isolation] if isolation else [])
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=1)) as c:
+                c.request("GET", "/healthz")
+                if c.getresponse().status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("dayfly up did not start")
