@@ -22,8 +22,9 @@ ERROR = ord("E")
 LOG = ord("L")
 HELLO = ord("H")  # first frame of an instance that connected back (gVisor)
 # host -> zygote
-FORK = ord("F")
+FORK = ord("F")  # meta may name a prepared spare ("spare": pid) to claim instead of forking
 KILL = ord("K")
+SPARE = ord("S")  # jailed tiers: prepare a confined child ahead of demand (answered with FORKED)
 # zygote -> host
 ZYGOTE_READY = ord("Z")
 FORKED = ord("P")

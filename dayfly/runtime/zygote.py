@@ -45,6 +45,7 @@ class Zygote:
         else:
             self.chan = socket.socket(fileno=config["fd"])
         self.children: set[int] = set()
+        self.spares: dict[int, socket.socket] = {}  # pid -> control socket of a prepared spare
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.config = config
@@ -136,8 +137,12 @@ class Zygote:
                 kind, meta, _ = protocol.decode(msg)
         except (ConnectionError, EOFError):
             self._shutdown()
-        if kind == protocol.FORK and fds:
+        if kind == protocol.FORK and fds and "spare" in meta:
+            self._claim(meta, fds[0])
+        elif kind == protocol.FORK and fds:
             self._fork(meta, fds[0], fds[1:])
+        elif kind == protocol.SPARE and self.jail:
+            self._prepare_spare(meta, fds)
         elif kind == protocol.KILL and meta.get("pid") in self.children:
             os.kill(meta["pid"], signal.SIGKILL)
         else:
@@ -170,7 +175,67 @@ class Zygote:
             self.children.add(pid)
             self._send(protocol.encode(protocol.FORKED, {"id": spec["id"], "pid": pid}))
 
-    def _fork_jailed(self, spec: dict, fd: int, cgroup_fds: list[int]) -> int:
+    def _prepare_spare(self, meta: dict, cgroup_fds: list[int]) -> None:
+        """A child cloned, mapped, in its cgroup and confined ahead of demand: claiming it later
+        costs one message instead of a clone and the kernel's cgroup move (whose latency has a
+        long tail on cgroup v1)."""
+        ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = self._fork_jailed(meta, -1, cgroup_fds,
+                                then=lambda: self._spare(meta, ctl_child.detach()))
+        ctl_child.close()
+        for cfd in cgroup_fds:
+            os.close(cfd)
+        if pid > 0:
+            self.children.add(pid)
+            self.spares[pid] = ctl
+            self._send(protocol.encode(protocol.FORKED, {"id": meta["id"], "pid": pid}))
+        else:
+            ctl.close()
+
+    def _spare(self, meta: dict, ctl_fd: int) -> None:
+        """In a spare: confine now, then wait to be claimed (or for the zygote to go away)."""
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, signal.SIG_DFL)
+            # keep only stdio and the control socket: with the zygote's end closed here too,
+            # the zygote going away reads as EOF
+            os.closerange(3, ctl_fd)
+            os.closerange(ctl_fd + 1, 1 << 16)
+            os.setsid()
+            from . import jail
+
+            jail.confine_instance(int(meta.get("tmp_mb", 64)))
+            ctl = socket.socket(fileno=ctl_fd)
+            msg, fds, _, _ = socket.recv_fds(ctl, 1 << 20, 1)
+            if not msg or not fds:
+                os._exit(0)  # the zygote is gone: nothing will claim this spare
+            _, spec, _ = protocol.decode(msg)
+            self._become_instance(spec, fds[0], confined=True)
+        except BaseException:
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(70)
+
+    def _claim(self, meta: dict, fd: int) -> None:
+        """Hand a prepared spare its spec and channel; it becomes the instance."""
+        ctl = self.spares.pop(meta["spare"], None)
+        try:
+            if ctl is None:
+                raise OSError(f"no spare {meta['spare']}")
+            socket.send_fds(ctl, [protocol.encode(protocol.FORK, meta)], [fd])
+        except OSError as exc:
+            self._send(protocol.encode(protocol.FORKED, {"id": meta["id"], "error": str(exc)}))
+        else:
+            self._send(protocol.encode(protocol.FORKED, {"id": meta["id"], "pid": meta["spare"]}))
+        finally:
+            os.close(fd)
+            if ctl is not None:
+                ctl.close()
+
+    def _fork_jailed(self, spec: dict, fd: int, cgroup_fds: list[int], then=None) -> int:
         """Clone into new user, pid, mount, IPC and UTS namespaces; map ids and join the cgroup
         from here (still privileged) before letting the child go on (step I1)."""
         from . import jail
@@ -193,6 +258,8 @@ class Zygote:
                 go = False
             if not go:
                 os._exit(71)
+            if then is not None:
+                then()
             self._child(spec, fd)
         os.close(go_r)
         try:
@@ -221,7 +288,7 @@ class Zygote:
         finally:
             os._exit(70)
 
-    def _become_instance(self, spec: dict, fd: int) -> None:
+    def _become_instance(self, spec: dict, fd: int, confined: bool = False) -> None:
         """In the child: drop the zygote's fds and signals, confine, apply limits and env, run."""
         t_start = time.monotonic_ns()
         signal.set_wakeup_fd(-1)
@@ -238,11 +305,12 @@ class Zygote:
         null = os.open(os.devnull, os.O_RDWR)
         os.dup2(null, 0)
         os.close(null)
-        os.setsid()
-        if self.jail:
-            from . import jail
+        if not confined:  # (a spare did these steps before it was claimed)
+            os.setsid()
+            if self.jail:
+                from . import jail
 
-            jail.confine_instance(int(spec.get("tmp_mb", 64)))
+                jail.confine_instance(int(spec.get("tmp_mb", 64)))
         mem = int(spec.get("memory_mb", 0))
         if mem and spec.get("rlimit_as", True):
             limit = self.baseline_vm + mem * 1024 * 1024

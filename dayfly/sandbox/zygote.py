@@ -175,6 +175,20 @@ class ZygoteClient:
         self.last_used = time.monotonic()
         return pid, host
 
+    async def prepare_spare(self, spare_id: str, meta: dict, fds: tuple[int, ...]) -> int:
+        """Have the zygote prepare a confined spare child (jailed tiers); return its pid."""
+        if self.dead or self.sock is None:
+            raise SandboxError(f"zygote {self.key} is gone")
+        fut = asyncio.get_running_loop().create_future()
+        self.forks[spare_id] = fut
+        await self._send(protocol.encode(protocol.SPARE, {**meta, "id": spare_id}), list(fds))
+        try:
+            pid = await asyncio.wait_for(fut, 10)
+        except (TimeoutError, EOFError) as exc:
+            raise SandboxError(f"zygote {self.key} did not prepare a spare") from exc
+        self.deaths.setdefault(pid, asyncio.get_running_loop().create_future())
+        return pid
+
     async def _send(self, msg: bytes, fds: list[int] = ()) -> None:  # type: ignore[assignment]
         assert self.sock is not None
         for _ in range(1000):

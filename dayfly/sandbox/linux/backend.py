@@ -69,6 +69,10 @@ class LinuxBackend(ZygoteBackend):
         self.netns = NetnsPool()
         self.relays: dict[str, EgressRelay] = {}
         self._refilling: asyncio.Future | None = None
+        self.spares: dict[str, tuple[int, Slot, int]] = {}  # zygote key -> (pid, slot, tmp MiB)
+        self._preparing: set[str] = set()
+        self._spare_ids = 0
+        self.spares_claimed = 0
         self.python_binds, self.masks = _python_binds()
 
     @classmethod
@@ -130,7 +134,59 @@ class LinuxBackend(ZygoteBackend):
         if ns is not None:  # the zygote holds its own reference to the namespace now
             os.close(ns.fd)
             z.cleanup = None  # type: ignore[attr-defined]
+            self._keep_spare(spec)
         return z
+
+    # -- spares: one confined child per zygote, prepared ahead of demand ------------------------
+
+    def _keep_spare(self, spec: FunctionSpec) -> None:
+        key = self.zygote_key(spec)
+        if key not in self.spares and key not in self._preparing:
+            self._preparing.add(key)
+            spawn(self._prepare_spare(key, spec))
+
+    async def _prepare_spare(self, key: str, spec: FunctionSpec) -> None:
+        zygote = self.zygotes.get(key)
+        slot = None
+        try:
+            if zygote is None or zygote.dead:
+                return
+            slot = self.cgroups.acquire(spec.limits.memory_mb, spec.limits.pids)
+            uid = UID_BASE + slot.index
+            self._spare_ids += 1
+            pid = await zygote.prepare_spare(f"spare-{self._spare_ids}", {
+                "uid": uid, "gid": uid, "tmp_mb": spec.limits.tmp_mb}, tuple(slot.procs_fds))
+        except Exception as exc:  # no spare: starts take the ordinary path
+            log.warning("could not prepare a spare instance for %s: %s", spec.name, exc)
+            if slot is not None:
+                self.unreserve(slot)
+            return
+        finally:
+            self._preparing.discard(key)
+        if zygote.dead or self.zygotes.get(key) is not zygote:
+            await self._drop_spare(key, pid, slot, zygote)
+            return
+        self.spares[key] = (pid, slot, spec.limits.tmp_mb)
+        spawn(self._forget_spare_when_dead(key, pid, slot, zygote))
+
+    async def _forget_spare_when_dead(self, key: str, pid: int, slot: Slot,
+                                      zygote: ZygoteClient) -> None:
+        """A spare that dies unclaimed (its zygote stopped) gives its slot back."""
+        await zygote.death(pid)
+        if self.spares.get(key, (None,))[0] == pid:
+            del self.spares[key]
+            self.unreserve(slot)
+
+    async def _drop_spare(self, key: str, pid: int, slot: Slot,
+                          zygote: ZygoteClient | None = None) -> None:
+        zygote = zygote or self.zygotes.get(key)
+        if zygote is None:
+            return
+        death = zygote.death(pid)
+        await zygote.kill(pid)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(death, 30)
+            self.unreserve(slot)
 
     def fork_spec(self, spec: FunctionSpec, instance_id: str) -> dict:
         env = instance_env(spec, instance_id)
@@ -147,6 +203,16 @@ class LinuxBackend(ZygoteBackend):
         }
 
     def reserve(self, spec: FunctionSpec) -> tuple[dict, tuple[int, ...], object]:
+        key = self.zygote_key(spec)
+        spare = self.spares.pop(key, None)
+        if spare is not None:
+            pid, slot, tmp_mb = spare
+            self._keep_spare(spec)  # the next one, prepared off the request path
+            if (slot.memory_mb, slot.extra.get("pids"), tmp_mb) == (
+                    spec.limits.memory_mb, spec.limits.pids, spec.limits.tmp_mb):
+                self.spares_claimed += 1
+                return {"spare": pid}, (), slot
+            spawn(self._drop_spare(key, pid, slot))  # prepared for other limits: not usable
         slot = self.cgroups.acquire(spec.limits.memory_mb, spec.limits.pids)
         if len(self.cgroups.free) < self.cgroup_prefill // 4:
             self._refill_cgroups()
