@@ -105,10 +105,12 @@ class TriggerRegistry:
 
     # -- what consumers call -----------------------------------------------------------------
 
-    async def _invoke(self, name: str, qualifier: str | None, payload: bytes) -> InvokeResult:
+    async def _invoke(self, name: str, qualifier: str | None, payload: bytes,
+                      key: str) -> InvokeResult:
         spec = self.registry.spec(name, qualifier)
         req = InvokeRequest(request_id=str(uuid.uuid4()), payload=payload,
-                            invoked_arn=self._arn(name, qualifier), trigger="table")
+                            invoked_arn=self._arn(name, qualifier), trigger="table",
+                            idempotency_key=key)
         return await self.scheduler.invoke(spec, req)
 
     async def _save_checkpoint(self, mapping_uuid: str, seq: int) -> int:

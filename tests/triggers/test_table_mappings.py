@@ -176,6 +176,8 @@ def test_failing_batches_are_retried_then_sent_to_the_on_failure_destination(
         db.sql(f"INSERT INTO {t} (id) VALUES (1)")
         assert wait_for(lambda: received(dest_out), 30)
         assert len(received(out)) == 3  # the first attempt and two retries
+        keys = {inv["key"] for inv in received(out)}
+        assert len(keys) == 1 and m["UUID"] in keys.pop()  # one idempotency key for all three
         failure = received(dest_out)[0]["event"]
         seq = received(out)[0]["event"]["Records"][0]["dynamodb"]["SequenceNumber"]
         assert failure["requestContext"]["condition"] == "RetryAttemptsExhausted"

@@ -33,7 +33,8 @@ OUT = os.environ["OUT"]
 def handler(event, context):
     start = time.time()
     with open(OUT, "a") as f:
-        f.write(json.dumps({"t": start, "rid": context.aws_request_id, "event": event}) + "\\n")
+        f.write(json.dumps({"t": start, "rid": context.aws_request_id,
+                            "key": context.idempotency_key, "event": event}) + "\\n")
     return behave(event)
 
 

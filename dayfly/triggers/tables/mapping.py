@@ -62,7 +62,7 @@ class Mapping:
 class Delivery:
     """What a consumer needs from the platform, as plain callables."""
 
-    invoke: Callable[[str, str | None, bytes], Awaitable[InvokeResult]]
+    invoke: Callable[[str, str | None, bytes, str], Awaitable[InvokeResult]]  # last: idempotency key
     enqueue: Callable[[str, str | None, bytes, str], Awaitable[Any]]
     save: Callable[[str, int], Awaitable[int]]  # persist a checkpoint; returns the prune mark
     arn: Callable[..., str]
@@ -214,8 +214,10 @@ class Consumer:
     async def _invoke(self, part: list[tuple[Change, bytes]]) -> tuple[str, str | None]:
         """One invocation: ("ok"|"failed"|"partial"|"blocked", error type or failed index)."""
         payload = b'{"Records":[' + b",".join(rec for _, rec in part) + b"]}"
+        # the same records, retried, keep one key: handlers can make their effects idempotent
+        key = f"{self.m.uuid}:{part[0][0].seq}-{part[-1][0].seq}"
         try:
-            result = await self.d.invoke(self.m.function, self.m.qualifier, payload)
+            result = await self.d.invoke(self.m.function, self.m.qualifier, payload, key)
         except TooManyRequests:
             return "blocked", "throttled"
         except ResourceNotFound as exc:
