@@ -237,7 +237,7 @@ class Zygote:
 
     def _fork_jailed(self, spec: dict, fd: int, cgroup_fds: list[int], then=None) -> int:
         """Clone into new user, pid, mount, IPC and UTS namespaces; map ids and join the cgroup
-        from here (still privileged) before letting the child go on (step I1)."""
+        while still privileged, before letting the child go on (step I1)."""
         from . import jail
 
         go_r, go_w = os.pipe()
