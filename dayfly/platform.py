@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from .config import Settings
 from .control.bundles import BundleStore
@@ -127,9 +128,15 @@ class Platform:
         await self.triggers.start()
         weak = [n for n, sb in self.sandboxes.items() if sb.backend.weak]
         if self.default_isolation in weak:
+            why = {r["name"]: r["why"] for r in tier_report()}
             log.warning("isolation: '%s' tier in force — functions are NOT isolated from this "
-                        "machine (no namespaces, no seccomp); only rlimits apply",
-                        self.default_isolation)
+                        "machine (no namespaces, no seccomp); only rlimits apply. "
+                        "linux tier: %s", self.default_isolation, why.get("linux", "?"))
+        elif getattr(self.sandboxes[self.default_isolation].backend, "rootless", False):
+            log.warning("isolation: '%s' tier running rootless — namespaces and seccomp as "
+                        "usual, but no cgroups (memory and processes bounded by rlimits, no CPU "
+                        "share) and every instance runs as uid %d on the host; run as root for "
+                        "dedicated uids and cgroups", self.default_isolation, os.getuid())
 
     async def stop(self) -> None:
         await self.triggers.stop()

@@ -74,13 +74,14 @@ class Server:
                             config=Config(retries={"max_attempts": 1}, read_timeout=120))
 
 
-def start_server(data_dir: Path, *extra: str) -> Server:
+def start_server(data_dir: Path, *extra: str, prefix: tuple[str, ...] = ()) -> Server:
+    """`dayfly up` on a free port; `prefix` wraps the command (it must exec, keeping the pid)."""
     port = free_port()
     log_path = data_dir.parent / f"server-{port}.log"
     logf = open(log_path, "wb")  # noqa: SIM115 - closed by stop_server
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dayfly.cli.main", "up", "--port", str(port), "--data-dir",
-         str(data_dir), *extra], stdout=logf, stderr=subprocess.STDOUT)
+        [*prefix, sys.executable, "-m", "dayfly.cli.main", "up", "--port", str(port),
+         "--data-dir", str(data_dir), *extra], stdout=logf, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -59,7 +59,10 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
             await p.functions.create({"FunctionName": "hello", "Handler": "handler.handler",
                                       "Code": {"ZipFile": code}})
         tier = p.default_isolation
-        weak = " [bold red](weak: rlimits only)[/]" if p.sandboxes[tier].backend.weak else ""
+        backend = p.sandboxes[tier].backend
+        weak = " [bold red](weak: rlimits only)[/]" if backend.weak else ""
+        if getattr(backend, "rootless", False):
+            weak = " [yellow](rootless: rlimits instead of cgroups, one uid for all)[/]"
         console.print(f"[bold green]dayfly[/] listening on [bold]{url}[/]  "
                       f"data: {settings.data_dir}  isolation: [bold]{tier}[/]{weak}  "
                       f"functions: {len(p.registry.functions)}")

@@ -93,12 +93,16 @@ class BundleStore:
             # compiled once here, so instances (whose code dir is read-only) never compile;
             # a file that does not compile is left for the import to report properly
             compileall.compile_dir(str(staging), quiet=2, workers=1)
-            _make_read_only(staging)
+            # the top folder is sealed after the move: moving a folder to another parent
+            # rewrites its ".." entry, which needs write permission on it (unless root)
+            _make_read_only(staging, top=False)
             try:
                 os.rename(staging, dest)
             except OSError:
                 if not dest.is_dir():  # a concurrent identical upload won the race otherwise
                     raise
+            else:
+                os.chmod(dest, 0o555)
         finally:
             if staging.exists():
                 _make_writable(staging)
@@ -124,11 +128,12 @@ def _check_member(info: zipfile.ZipInfo) -> None:
         raise InvalidParameter(f"The zip entry {name!r} is a symbolic link; links are not allowed")
 
 
-def _make_read_only(root: Path) -> None:
+def _make_read_only(root: Path, top: bool = True) -> None:
     for dirpath, _dirnames, filenames in os.walk(root):
         for f in filenames:
             os.chmod(os.path.join(dirpath, f), 0o444)
-        os.chmod(dirpath, 0o555)
+        if top or dirpath != str(root):
+            os.chmod(dirpath, 0o555)
 
 
 def _make_writable(root: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import importlib
 import importlib.util
@@ -117,6 +118,16 @@ def _init_error(handler: str, exc: BaseException) -> dict:
     return err
 
 
+def _tasks() -> int:
+    """Processes and threads in this instance's pid namespace (it sees only its own)."""
+    n = 0
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):  # gone meanwhile
+                n += len(os.listdir(f"/proc/{pid}/task"))
+    return n
+
+
 class HandlerNotFound(Exception):
     pass
 
@@ -149,6 +160,7 @@ class Instance:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.max_output = int(spec.get("max_output_bytes", 6 * 1024 * 1024))
         self.memory_mb = int(spec.get("memory_mb", 128))
+        self.nproc = int(spec.get("nproc") or 0)
         self.formatter = _LambdaFormatter()
         self.budget = LogBudget(self.max_output)
 
@@ -251,6 +263,10 @@ class Instance:
                                  f"allowed payload size ({self.max_output} bytes).",
                  "errorType": "Function.ResponseSizeTooLarge", "requestId": rid,
                  "stackTrace": []}).encode()
+        if self.nproc and _tasks() >= self.nproc:  # rootless: no cgroup counts refusals
+            self.channel.send(protocol.LOG, None, (
+                f"dayfly: process limit reached ({self.nproc} processes and threads); "
+                "new ones were refused\n").encode())
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         meta = {"ns": duration_ns, "rss": rss}
         if fatal:

@@ -259,6 +259,21 @@ def install_seccomp() -> None:
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 
+def _loopback_up_and_listen(listen_port: int | None) -> socket.socket | None:
+    """In a fresh network namespace: bring loopback up and, if asked, listen on
+    127.0.0.1:`listen_port` (the egress relay's door)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        ifreq = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
+        fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    if listen_port is None:
+        return None
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", listen_port))
+    listener.listen(128)
+    return listener
+
+
 def new_netns(listen_port: int | None = None) -> tuple[int, socket.socket | None]:
     """Create an empty network namespace with loopback up; return an fd for it and, if asked,
     a socket listening on 127.0.0.1:`listen_port` inside it (the egress relay's door).
@@ -270,21 +285,34 @@ def new_netns(listen_port: int | None = None) -> tuple[int, socket.socket | None
     try:
         unshare(CLONE_NEWNET)
         try:
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                ifreq = struct.pack("16sH14x", b"lo", 0)
-                flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
-                fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
-            listener = None
-            if listen_port is not None:
-                listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                listener.bind(("127.0.0.1", listen_port))
-                listener.listen(128)
+            listener = _loopback_up_and_listen(listen_port)
             fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         finally:
             setns(home, CLONE_NEWNET)
     finally:
         os.close(home)
     return fd, listener
+
+
+def rootless_supported() -> tuple[bool, str]:
+    """Can an unprivileged process make every namespace a rootless sandbox needs?
+
+    Tried in a throwaway child: a user namespace first (which grants capabilities inside
+    it), then the network, mount, pid, IPC and UTS namespaces owned by it.
+    """
+    pid = os.fork()
+    if pid == 0:
+        try:
+            unshare(CLONE_NEWUSER)
+            unshare(CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET)
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        return False, ("the kernel refuses unprivileged user namespaces "
+                       "(kernel.unprivileged_userns_clone or user.max_user_namespaces)")
+    return True, "unprivileged user namespaces"
 
 
 # -- building the sandbox (zygote side) --------------------------------------------------------
@@ -300,11 +328,24 @@ def _touch(path: str, is_dir: bool) -> None:
                 pass
 
 
-def enter_zygote_sandbox(cfg: dict) -> None:
-    """Steps Z1-Z8 of docs/security.md: put this (trusted, still privileged) zygote in its own
-    network, mount, IPC and UTS namespaces with a minimal read-only root."""
-    # Z1: the function's network namespace (empty; loopback only), prepared by the host
-    if cfg.get("netns_fd") is not None:
+def enter_zygote_sandbox(cfg: dict) -> socket.socket | None:
+    """Steps Z0-Z8 of docs/security.md: put this (trusted, still privileged) zygote in its own
+    network, mount, IPC and UTS namespaces with a minimal read-only root (rootless: in its own
+    user namespace first). Returns the relay's listening socket when it made one (rootless)."""
+    listener = None
+    if cfg.get("rootless"):
+        # Z0 (rootless): a user namespace of its own, in which this zygote is uid 0 with
+        # capabilities that count only for namespaces it owns; host-wise it stays the
+        # unprivileged user that started dayfly
+        uid, gid = os.geteuid(), os.getegid()
+        unshare(CLONE_NEWUSER)
+        _write_id_maps("self", f"0 {uid} 1\n", f"0 {gid} 1\n")
+        # Z1 (rootless): its own empty network namespace; the relay's listening socket is
+        # made here and handed to the host, which accepts on it from outside
+        unshare(CLONE_NEWNET)
+        listener = _loopback_up_and_listen(cfg.get("relay_port"))
+    elif cfg.get("netns_fd") is not None:
+        # Z1: the function's network namespace (empty; loopback only), prepared by the host
         setns(cfg["netns_fd"], CLONE_NEWNET)
         os.close(cfg["netns_fd"])
     # Z2: private mount, IPC and UTS namespaces; nothing propagates back to the host
@@ -336,23 +377,34 @@ def enter_zygote_sandbox(cfg: dict) -> None:
         _touch(f"{root}/dev/{dev}", False)
         bind(f"/dev/{dev}", f"{root}/dev/{dev}", readonly=False, devices=True)
     mount(None, f"{root}/dev", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC)
-    # Z6: a proc mount (instances cover it with their own; the kernel requires one to exist)
-    mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    # Z6: a proc mount (instances cover it with their own; the kernel requires one to exist).
+    # Rootless, the host's pid namespace is not ours to mount: its existing /proc is bound
+    # instead (writable, as the kernel wants it fully visible before a new proc is mounted)
+    if cfg.get("rootless"):
+        mount("/proc", f"{root}/proc", None, MS_BIND | MS_REC)
+    else:
+        mount("proc", f"{root}/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     # Z7: pivot into the new root, detach the host's, make the root read-only
     pivot_root(root)
     mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     # Z8: a hostname that says nothing about the host
     sethostname("dayfly")
+    return listener
 
 
-def map_ids(pid: int, uid: int, gid: int, inner: int = 1000) -> None:
-    """Zygote side of step I1: map the instance's inner id to its dedicated host uid/gid."""
+def _write_id_maps(pid: int | str, uid_map: str, gid_map: str) -> None:
     with open(f"/proc/{pid}/uid_map", "w") as f:
-        f.write(f"{inner} {uid} 1\n")
+        f.write(uid_map)
     with open(f"/proc/{pid}/setgroups", "w") as f:
         f.write("deny")
     with open(f"/proc/{pid}/gid_map", "w") as f:
-        f.write(f"{inner} {gid} 1\n")
+        f.write(gid_map)
+
+
+def map_ids(pid: int, uid: int, gid: int, inner: int = 1000) -> None:
+    """Zygote side of step I1: map the instance's inner id to its dedicated host uid/gid
+    (rootless: to the zygote's own id, the only one its user namespace has)."""
+    _write_id_maps(pid, f"{inner} {uid} 1\n", f"{inner} {gid} 1\n")
 
 
 def confine_instance(tmp_mb: int, inner_id: int = 1000) -> None:

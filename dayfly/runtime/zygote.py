@@ -49,6 +49,7 @@ class Zygote:
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.config = config
+        self.relay_listener: socket.socket | None = None
 
     def warm(self) -> None:
         """Enter the sandbox (jailed tiers), import what every instance needs, freeze the heap.
@@ -63,7 +64,7 @@ class Zygote:
         if self.jail:  # everything of dayfly the instances need is imported by now
             from . import jail
 
-            jail.enter_zygote_sandbox(self.jail)
+            self.relay_listener = jail.enter_zygote_sandbox(self.jail)
             sys.path[:] = [p for p in sys.path if p != self.config["runtime_root"]]
             sys.path.insert(0, "/opt/dayfly")
             # the code and dependency folders are fixed here: their path finders (and directory
@@ -95,7 +96,13 @@ class Zygote:
         signal.set_wakeup_fd(self.wake_w)
         self.sel.register(self.chan, selectors.EVENT_READ, self._on_host)
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_signal)
-        self._send(protocol.encode(protocol.ZYGOTE_READY, {"pid": os.getpid()}))
+        ready = protocol.encode(protocol.ZYGOTE_READY, {"pid": os.getpid()})
+        if self.relay_listener is not None:  # rootless: the relay's door travels with READY
+            socket.send_fds(self.chan, [ready], [self.relay_listener.fileno()])
+            self.relay_listener.close()
+            self.relay_listener = None
+        else:
+            self._send(ready)
         while True:
             for key, _ in self.sel.select():
                 key.data()
@@ -316,6 +323,8 @@ class Zygote:
             limit = self.baseline_vm + mem * 1024 * 1024
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if spec.get("nproc"):  # rootless, no cgroup: processes of its own user namespace
+            resource.setrlimit(resource.RLIMIT_NPROC, (spec["nproc"], spec["nproc"]))
         os.environ.clear()
         os.environ.update(spec.get("env", {}))
         os.chdir(spec["code_dir"])

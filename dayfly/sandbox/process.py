@@ -69,6 +69,9 @@ class ZygoteBackend(Backend):
         """A zygote (not started yet) for this spec; jailed tiers add their sandbox set-up."""
         return ZygoteClient(key, self.runtime_root)
 
+    async def zygote_started(self, spec: FunctionSpec, key: str, zygote: ZygoteClient) -> None:
+        """Called once per zygote, after it said READY and before anyone forks from it."""
+
     def fork_spec(self, spec: FunctionSpec, instance_id: str) -> dict:
         """What the zygote needs to turn a fork into an instance of `spec`."""
         return {
@@ -106,6 +109,7 @@ class ZygoteBackend(Backend):
         try:
             z = await self.new_zygote(spec, key)
             await z.start()
+            await self.zygote_started(spec, key, z)
             self.zygotes[key] = z
             fut.set_result(z)
             return z

@@ -70,6 +70,7 @@ class ZygoteClient:
         self.instances = 0
         self.last_used = time.monotonic()
         self.dead = False
+        self.relay_listener: socket.socket | None = None  # rootless: made inside, sent with READY
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -106,20 +107,23 @@ class ZygoteClient:
         assert self.sock is not None
         while True:
             try:
-                msg = self.sock.recv(65536)
+                msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 1)
             except BlockingIOError:
                 return
             except OSError:
-                msg = b""
+                msg, fds = b"", []
             if not msg:
                 self._lost()
                 return
             kind, meta, _ = protocol.decode(msg)
-            self._handle(kind, meta)
+            self._handle(kind, meta, fds)
 
-    def _handle(self, kind: int, meta: dict) -> None:
-        """One frame from the zygote."""
+    def _handle(self, kind: int, meta: dict, fds: list[int] | None = None) -> None:
+        """One frame from the zygote (READY may carry the relay's listening socket)."""
+        fds = fds or []
         if kind == protocol.ZYGOTE_READY and self.ready and not self.ready.done():
+            if fds:
+                self.relay_listener = socket.socket(fileno=fds.pop())
             self.ready.set_result(meta["pid"])
         elif kind == protocol.FORKED:
             fut = self.forks.pop(meta["id"], None)
@@ -136,6 +140,8 @@ class ZygoteClient:
             if pid in self.forgotten:
                 self.forgotten.discard(pid)
                 del self.deaths[pid]
+        for fd in fds:  # nothing else carries fds from a zygote
+            os.close(fd)
 
     def _lost(self) -> None:
         self.dead = True
@@ -228,6 +234,9 @@ class ZygoteClient:
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
+        if self.relay_listener is not None:  # never handed to a relay
+            self.relay_listener.close()
+            self.relay_listener = None
         self.dead = True
         if self.proc is not None and self.proc.returncode is None:
             try:

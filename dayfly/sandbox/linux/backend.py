@@ -64,12 +64,20 @@ class LinuxBackend(ZygoteBackend):
         super().__init__(data_dir)
         self.roots = Path(data_dir) / "roots"
         self.roots.mkdir(parents=True, exist_ok=True)
-        self.cgroups = CgroupPool(f"dayfly-{os.getpid()}")
-        self.cgroups.prepare(self.cgroup_prefill)
-        self.netns = NetnsPool()
+        # Rootless (docs/security.md): every namespace still, owned by a user namespace the
+        # zygote makes itself; no dedicated uids and no cgroups, so memory and processes are
+        # bounded by rlimits (RLIMIT_AS, and RLIMIT_NPROC counted per instance user namespace)
+        self.rootless = os.geteuid() != 0
+        self.cgroups: CgroupPool | None = None
+        self.netns: NetnsPool | None = None
+        if not self.rootless:
+            self.cgroups = CgroupPool(f"dayfly-{os.getpid()}")
+            self.cgroups.prepare(self.cgroup_prefill)
+            self.netns = NetnsPool()
         self.relays: dict[str, EgressRelay] = {}
         self._refilling: asyncio.Future | None = None
-        self.spares: dict[str, tuple[int, Slot, int]] = {}  # zygote key -> (pid, slot, tmp MiB)
+        # zygote key -> (pid, cgroup slot or None, the limits it was prepared for)
+        self.spares: dict[str, tuple[int, Slot | None, tuple]] = {}
         self._preparing: set[str] = set()
         self._spare_ids = 0
         self.spares_claimed = 0
@@ -81,8 +89,11 @@ class LinuxBackend(ZygoteBackend):
         if not ok:
             return False, why
         if os.geteuid() != 0:
-            return False, ("needs root (dedicated uids and cgroups per instance); "
-                           "run `dayfly up` as root, or use the process tier")
+            ok, why = jail.rootless_supported()
+            if not ok:
+                return False, f"not root, and {why}"
+            return True, (f"rootless: {why}, seccomp; memory and processes bounded by rlimits "
+                          "(no cgroups without root), all instances share your uid")
         ok, why = CgroupPool.probe()
         if not ok:
             return False, why
@@ -105,7 +116,6 @@ class LinuxBackend(ZygoteBackend):
         return "linux|" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
     async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
-        ns: Netns = await self.netns.take()
         binds = [(str(self.runtime_root), RUNTIME), (spec.code_dir, TASK)]
         if spec.deps_dir:
             binds.append((spec.deps_dir, DEPS))
@@ -114,28 +124,38 @@ class LinuxBackend(ZygoteBackend):
         binds += [(p, p) for p in spec.files]
         cfg = {"root": str(self.roots / key.split("|")[1]), "binds": binds, "masks": self.masks,
                "files": ETC, "symlinks": {"/lib": "usr/lib", "/lib64": "usr/lib64",
-                                          "/bin": "usr/bin"},
-               "netns_fd": ns.fd}
+                                          "/bin": "usr/bin"}}
+        wants_relay = bool(spec.network or spec.s3_endpoint)
+        if self.rootless:  # the zygote makes its namespaces itself, the relay's door included
+            cfg.update(rootless=True, relay_port=RELAY_PORT if wants_relay else None)
+            return ZygoteClient(key, self.runtime_root, extra={"jail": cfg})
+        assert self.netns is not None
+        ns: Netns = await self.netns.take()
+        cfg["netns_fd"] = ns.fd
         zygote = ZygoteClient(key, self.runtime_root, extra={"jail": cfg}, pass_fds=(ns.fd,))
         zygote.cleanup = ns  # type: ignore[attr-defined]
-        if spec.network or spec.s3_endpoint:
-            # the node's own S3 endpoint is reachable for declared `buckets`, and only S3 there
-            s3_only = parse_allow([spec.s3_endpoint]) if spec.s3_endpoint else set()
-            relay = EgressRelay(spec.name, parse_allow(list(spec.network)), ns.listener, s3_only)
-            await relay.start()
-            self.relays[key] = relay
+        if wants_relay:
+            await self._start_relay(spec, key, ns.listener)
         else:
             ns.listener.close()  # no network declared: nobody listens, nothing gets out
         return zygote
 
-    async def zygote_for(self, spec: FunctionSpec) -> ZygoteClient:
-        z = await super().zygote_for(spec)
-        ns = getattr(z, "cleanup", None)
+    async def _start_relay(self, spec: FunctionSpec, key: str, listener) -> None:
+        # the node's own S3 endpoint is reachable for declared `buckets`, and only S3 there
+        s3_only = parse_allow([spec.s3_endpoint]) if spec.s3_endpoint else set()
+        relay = EgressRelay(spec.name, parse_allow(list(spec.network)), listener, s3_only)
+        await relay.start()
+        self.relays[key] = relay
+
+    async def zygote_started(self, spec: FunctionSpec, key: str, zygote: ZygoteClient) -> None:
+        ns = getattr(zygote, "cleanup", None)
         if ns is not None:  # the zygote holds its own reference to the namespace now
             os.close(ns.fd)
-            z.cleanup = None  # type: ignore[attr-defined]
-            self._keep_spare(spec)
-        return z
+            zygote.cleanup = None  # type: ignore[attr-defined]
+        if zygote.relay_listener is not None:  # rootless: the door came back with READY
+            listener, zygote.relay_listener = zygote.relay_listener, None
+            await self._start_relay(spec, key, listener)
+        self._keep_spare(spec)  # runs once the zygote is registered
 
     # -- spares: one confined child per zygote, prepared ahead of demand ------------------------
 
@@ -151,11 +171,10 @@ class LinuxBackend(ZygoteBackend):
         try:
             if zygote is None or zygote.dead:
                 return
-            slot = self.cgroups.acquire(spec.limits.memory_mb, spec.limits.pids)
-            uid = UID_BASE + slot.index
+            ids, fds, slot = self._ids_and_slot(spec)
             self._spare_ids += 1
             pid = await zygote.prepare_spare(f"spare-{self._spare_ids}", {
-                "uid": uid, "gid": uid, "tmp_mb": spec.limits.tmp_mb}, tuple(slot.procs_fds))
+                **ids, "tmp_mb": spec.limits.tmp_mb}, fds)
         except Exception as exc:  # no spare: starts take the ordinary path
             log.warning("could not prepare a spare instance for %s: %s", spec.name, exc)
             if slot is not None:
@@ -166,10 +185,10 @@ class LinuxBackend(ZygoteBackend):
         if zygote.dead or self.zygotes.get(key) is not zygote:
             await self._drop_spare(key, pid, slot, zygote)
             return
-        self.spares[key] = (pid, slot, spec.limits.tmp_mb)
+        self.spares[key] = (pid, slot, _limits(spec))
         spawn(self._forget_spare_when_dead(key, pid, slot, zygote))
 
-    async def _forget_spare_when_dead(self, key: str, pid: int, slot: Slot,
+    async def _forget_spare_when_dead(self, key: str, pid: int, slot: Slot | None,
                                       zygote: ZygoteClient) -> None:
         """A spare that dies unclaimed (its zygote stopped) gives its slot back."""
         await zygote.death(pid)
@@ -177,7 +196,7 @@ class LinuxBackend(ZygoteBackend):
             del self.spares[key]
             self.unreserve(slot)
 
-    async def _drop_spare(self, key: str, pid: int, slot: Slot,
+    async def _drop_spare(self, key: str, pid: int, slot: Slot | None,
                           zygote: ZygoteClient | None = None) -> None:
         zygote = zygote or self.zygotes.get(key)
         if zygote is None:
@@ -195,43 +214,56 @@ class LinuxBackend(ZygoteBackend):
         if spec.network or spec.s3_endpoint:
             proxy = f"http://127.0.0.1:{RELAY_PORT}"
             env.update(HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy)
-        return {
+        out = {
             "handler": spec.handler, "code_dir": TASK, "deps_dir": DEPS if spec.deps_dir else None,
             "env": env, "memory_mb": spec.limits.memory_mb,
-            "max_output_bytes": spec.limits.max_output_bytes, "rlimit_as": False,
+            "max_output_bytes": spec.limits.max_output_bytes, "rlimit_as": self.rootless,
             "tmp_mb": spec.limits.tmp_mb,
         }
+        if self.rootless:
+            out["nproc"] = spec.limits.pids
+        return out
 
-    def reserve(self, spec: FunctionSpec) -> tuple[dict, tuple[int, ...], object]:
-        key = self.zygote_key(spec)
-        spare = self.spares.pop(key, None)
-        if spare is not None:
-            pid, slot, tmp_mb = spare
-            self._keep_spare(spec)  # the next one, prepared off the request path
-            if (slot.memory_mb, slot.extra.get("pids"), tmp_mb) == (
-                    spec.limits.memory_mb, spec.limits.pids, spec.limits.tmp_mb):
-                self.spares_claimed += 1
-                return {"spare": pid}, (), slot
-            spawn(self._drop_spare(key, pid, slot))  # prepared for other limits: not usable
+    def _ids_and_slot(self, spec: FunctionSpec) -> tuple[dict, tuple[int, ...], Slot | None]:
+        """The host ids an instance is mapped to and the cgroup it joins (rootless: the
+        zygote's own id, which is the only one its user namespace has, and no cgroup)."""
+        if self.cgroups is None:
+            return {"uid": 0, "gid": 0}, (), None
         slot = self.cgroups.acquire(spec.limits.memory_mb, spec.limits.pids)
         if len(self.cgroups.free) < self.cgroup_prefill // 4:
             self._refill_cgroups()
         uid = UID_BASE + slot.index
         return {"uid": uid, "gid": uid}, tuple(slot.procs_fds), slot
 
+    def reserve(self, spec: FunctionSpec) -> tuple[dict, tuple[int, ...], object]:
+        key = self.zygote_key(spec)
+        spare = self.spares.pop(key, None)
+        if spare is not None:
+            pid, slot, limits = spare
+            self._keep_spare(spec)  # the next one, prepared off the request path
+            if limits == _limits(spec):
+                self.spares_claimed += 1
+                return {"spare": pid}, (), slot
+            spawn(self._drop_spare(key, pid, slot))  # prepared for other limits: not usable
+        return self._ids_and_slot(spec)
+
     def _refill_cgroups(self) -> None:
+        assert self.cgroups is not None
         if self._refilling is None or self._refilling.done():
             self._refilling = asyncio.ensure_future(
                 asyncio.to_thread(self.cgroups.prepare, self.cgroup_prefill))
 
     def unreserve(self, token: object) -> None:
-        assert isinstance(token, Slot)
+        if token is None:  # rootless: nothing was taken
+            return
+        assert isinstance(token, Slot) and self.cgroups is not None
         # emptying a v1 memory cgroup can take a while: never on the event loop
         spawn(asyncio.to_thread(self.cgroups.release, token))
 
     def explain_death(self, inst: Instance, info: dict) -> InstanceDied:
         slot = inst.backend_state.token  # type: ignore[union-attr]
-        if isinstance(slot, Slot) and self.cgroups.oom_kills(slot) > slot.oom_base:
+        if (isinstance(slot, Slot) and self.cgroups is not None
+                and self.cgroups.oom_kills(slot) > slot.oom_base):
             return InstanceDied(f"out of memory (limit {slot.memory_mb} MiB)",
                                 "Runtime.OutOfMemory")
         return InstanceDied(exit_reason(info))
@@ -239,7 +271,7 @@ class LinuxBackend(ZygoteBackend):
     async def invoke(self, inst: Instance, req: InvokeRequest) -> InvokeResult:
         result = await super().invoke(inst, req)
         slot = inst.backend_state.token  # type: ignore[union-attr]
-        if isinstance(slot, Slot):
+        if isinstance(slot, Slot) and self.cgroups is not None:
             refused = self.cgroups.pids_refused(slot)
             if refused > slot.pids_base:
                 slot.pids_base = refused
@@ -249,7 +281,7 @@ class LinuxBackend(ZygoteBackend):
 
     def pids_refused(self, inst: Instance) -> int:
         slot = inst.backend_state.token  # type: ignore[union-attr]
-        if not isinstance(slot, Slot):
+        if not isinstance(slot, Slot) or self.cgroups is None:
             return 0
         return self.cgroups.pids_refused(slot) - slot.pids_base
 
@@ -257,7 +289,7 @@ class LinuxBackend(ZygoteBackend):
         await super().maintain()
         for key in [k for k in self.relays if k not in self.zygotes]:
             await self.relays.pop(key).close()
-        if len(self.cgroups.free) < self.cgroup_prefill // 2:
+        if self.cgroups is not None and len(self.cgroups.free) < self.cgroup_prefill // 2:
             self._refill_cgroups()
 
     async def close(self) -> None:
@@ -265,9 +297,16 @@ class LinuxBackend(ZygoteBackend):
         for relay in self.relays.values():
             await relay.close()
         self.relays.clear()
-        await self.netns.close()
+        if self.netns is not None:
+            await self.netns.close()
         await asyncio.sleep(0.05)  # let the zygotes' children be reaped before removing cgroups
-        self.cgroups.close()
+        if self.cgroups is not None:
+            self.cgroups.close()
         for d in self.roots.iterdir():
             with contextlib.suppress(OSError):
                 d.rmdir()
+
+
+def _limits(spec: FunctionSpec) -> tuple[int, int, int]:
+    """What a spare is prepared for: an instance with other limits cannot claim it."""
+    return spec.limits.memory_mb, spec.limits.pids, spec.limits.tmp_mb

@@ -1,0 +1,99 @@
+"""The linux tier without root: unprivileged user namespaces instead of dedicated uids.
+
+These tests need root only to make a real unprivileged process (nobody, no capabilities)
+that can run this interpreter (see unprivileged.py); everything under test runs as that
+user. The escape battery, the spare tests and the sandbox contract run again, unchanged,
+over the rootless linux tier, and a whole `dayfly up` serves a function from it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import make_zip, start_server, stop_server
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+NOBODY = 65534
+
+
+def _can_run() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root to create the unprivileged test user's environment"
+    for tool in ("unshare", "mount"):
+        if shutil.which(tool) is None:
+            return f"{tool} (util-linux) is not installed"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_can_run() is not None, reason=str(_can_run()))
+
+# runs this interpreter as nobody, in a private mount namespace (unprivileged.py)
+UNPRIVILEGED = ("unshare", "--mount", "--propagation", "private", sys.executable,
+                str(HERE / "unprivileged.py"))
+
+
+def test_security_battery_and_contract_pass_rootless():
+    out = subprocess.run(
+        [*UNPRIVILEGED, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/security/test_escape.py", "tests/security/test_spares.py", "tests/contract",
+         "-k", "linux", "-W", "error::pytest.PytestUnraisableExceptionWarning"],
+        cwd=REPO, env={**os.environ, "DAYFLY_STRICT": "1"}, capture_output=True, text=True,
+        timeout=600)
+    tail = out.stdout[-4000:] + out.stderr[-2000:]
+    assert out.returncode == 0, tail
+    summary = out.stdout.strip().splitlines()[-1]
+    passed = int(summary.split(" passed")[0].split()[-1])
+    assert passed >= 50 and "skipped" not in summary and "failed" not in summary, summary
+
+
+@pytest.fixture
+def rootless_server():
+    home = Path(tempfile.mkdtemp(prefix="dayfly-rootless-"))
+    os.chown(home, NOBODY, NOBODY)
+    srv = start_server(home / "data", prefix=UNPRIVILEGED)
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+PROBE = '''
+import os, socket
+def handler(event, context):
+    return {"uid": os.getuid(), "pid": os.getpid(), "host": socket.gethostname(),
+            "procs": sorted(p for p in os.listdir("/proc") if p.isdigit()),
+            "shadow": os.path.exists("/etc/shadow"), "root": sorted(os.listdir("/"))}
+'''
+
+
+def test_dayfly_up_serves_isolated_functions_without_root(rootless_server):
+    srv = rootless_server
+    with open(f"/proc/{srv.proc.pid}/status") as f:
+        uids = next(line for line in f if line.startswith("Uid:")).split()[1:]
+    assert uids == [str(NOBODY)] * 4  # the platform itself is not root
+    doctor = httpx.get(f"{srv.url}/dayfly/v1/doctor", timeout=10).json()
+    linux = next(t for t in doctor["tiers"] if t["name"] == "linux")
+    assert doctor["default"] == "linux" and linux["available"] and "rootless" in linux["why"]
+    assert "running rootless" in srv.log()  # said loudly at start
+
+    lam = srv.lambda_client()
+    cfg = lam.create_function(FunctionName="probe", Runtime="python3.11", Role="r",
+                              Handler="handler.handler",
+                              Code={"ZipFile": make_zip({"handler.py": PROBE})})
+    assert cfg["FunctionName"] == "probe"
+    out = json.loads(lam.invoke(FunctionName="probe", Payload=b"{}")["Payload"].read())
+    assert out["uid"] == 1000 and out["pid"] == 1 and out["host"] == "dayfly"
+    assert out["procs"] == ["1"] and out["shadow"] is False
+    # the minimal root: the runtime's folders only ("root" holds this interpreter, pyenv's)
+    assert set(out["root"]) <= {"bin", "dev", "etc", "lib", "lib64", "opt", "proc", "tmp",
+                                "usr", "var", "root"}, out["root"]
