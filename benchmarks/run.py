@@ -33,7 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="3 s runs, 15 cold starts")
     parser.add_argument("--out", type=Path, default=BENCH_DIR / "results.md")
     parser.add_argument("--tiers", default="process,linux",
-                        help="dayfly isolation tiers to run, comma-separated (default: %(default)s)")
+                        help="dayfly isolation tiers to run, comma-separated; `linux-rootless` "
+                        "runs the linux tier as nobody (default: %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -99,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [
         bench("functions-framework", lambda row: bench_functions_framework(row, ff_bin, settings)),
         bench("uvicorn (ceiling)", lambda row: bench_uvicorn(row, uv_bin, settings)),
-        *(bench(f"dayfly ({tier} tier)", lambda row, t=tier: bench_dayfly(row, settings, t))
+        *(bench(f"dayfly ({tier} tier)", lambda row, t=tier: bench_dayfly(
+            row, settings, t.removesuffix("-rootless"), rootless=t.endswith("-rootless")))
           for tier in args.tiers),
     ]
     report = render(TITLE, meta, rows)

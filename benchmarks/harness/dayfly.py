@@ -168,13 +168,23 @@ def measure_instance_pss(row: Row, port: int, name: str, seconds: float, server:
     row.instance_pss = (statistics.mean(pss_mib(pid) for pid in pids), len(pids))
 
 
-def bench_dayfly(row: Row, settings: Settings, isolation: str | None = None) -> None:
-    """Start `dayfly up` (on one isolation tier), deploy the functions and measure."""
+# `dayfly up` as nobody, in a private mount namespace where this interpreter is reachable
+UNPRIVILEGED = ("unshare", "--mount", "--propagation", "private", sys.executable,
+                str(REPO_DIR / "tests" / "security" / "unprivileged.py"))
+NOBODY = 65534
+
+
+def bench_dayfly(row: Row, settings: Settings, isolation: str | None = None,
+                 rootless: bool = False) -> None:
+    """Start `dayfly up` (on one isolation tier; as root, or as nobody), deploy and measure."""
     port = free_port()
     row.cold_note = row.instance_note = MISSING
     with tempfile.TemporaryDirectory(prefix="bench-dayfly-") as tmp:
         work = Path(tmp)
         prefix, env = dayfly_command()
+        if rootless:
+            os.chown(work, NOBODY, NOBODY)
+            prefix = [*UNPRIVILEGED, *prefix]
         argv = [*prefix, "up", *LOOPBACK, str(port), "--data-dir", str(work / "data")]
         if isolation:
             argv += ["--isolation", isolation]
