@@ -328,11 +328,11 @@ def _touch(path: str, is_dir: bool) -> None:
                 pass
 
 
-def enter_zygote_sandbox(cfg: dict) -> socket.socket | None:
+def enter_zygote_sandbox(cfg: dict) -> int:
     """Steps Z0-Z8 of docs/security.md: put this (trusted, still privileged) zygote in its own
     network, mount, IPC and UTS namespaces with a minimal read-only root (rootless: in its own
-    user namespace first). Returns the relay's listening socket when it made one (rootless)."""
-    listener = None
+    user namespace first). Returns an fd of its network namespace, to come back to after
+    making each instance's own (I1a)."""
     if cfg.get("rootless"):
         # Z0 (rootless): a user namespace of its own, in which this zygote is uid 0 with
         # capabilities that count only for namespaces it owns; host-wise it stays the
@@ -340,10 +340,9 @@ def enter_zygote_sandbox(cfg: dict) -> socket.socket | None:
         uid, gid = os.geteuid(), os.getegid()
         unshare(CLONE_NEWUSER)
         _write_id_maps("self", f"0 {uid} 1\n", f"0 {gid} 1\n")
-        # Z1 (rootless): its own empty network namespace; the relay's listening socket is
-        # made here and handed to the host, which accepts on it from outside
+        # Z1 (rootless): its own empty network namespace
         unshare(CLONE_NEWNET)
-        listener = _loopback_up_and_listen(cfg.get("relay_port"))
+        _loopback_up_and_listen(None)
     elif cfg.get("netns_fd") is not None:
         # Z1: the function's network namespace (empty; loopback only), prepared by the host
         setns(cfg["netns_fd"], CLONE_NEWNET)
@@ -389,7 +388,20 @@ def enter_zygote_sandbox(cfg: dict) -> socket.socket | None:
     mount(None, "/", None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV)
     # Z8: a hostname that says nothing about the host
     sethostname("dayfly")
-    return listener
+    return os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+
+
+def instance_netns(listen_port: int | None) -> socket.socket | None:
+    """Zygote side of step I1a: move this (single-threaded) zygote into a new, empty network
+    namespace for the child it is about to clone, with loopback up and, if asked, the relay's
+    listening socket inside. The zygote goes home (`return_to_netns`) right after the clone;
+    the namespace then belongs to the child and to the host's relay alone."""
+    unshare(CLONE_NEWNET)
+    return _loopback_up_and_listen(listen_port)
+
+
+def return_to_netns(home_fd: int) -> None:
+    setns(home_fd, CLONE_NEWNET)
 
 
 def _write_id_maps(pid: int | str, uid_map: str, gid_map: str) -> None:

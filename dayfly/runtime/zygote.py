@@ -49,7 +49,7 @@ class Zygote:
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.config = config
-        self.relay_listener: socket.socket | None = None
+        self.home_net = -1  # jailed: the zygote's own network namespace (instances get theirs)
 
     def warm(self) -> None:
         """Enter the sandbox (jailed tiers), import what every instance needs, freeze the heap.
@@ -64,7 +64,7 @@ class Zygote:
         if self.jail:  # everything of dayfly the instances need is imported by now
             from . import jail
 
-            self.relay_listener = jail.enter_zygote_sandbox(self.jail)
+            self.home_net = jail.enter_zygote_sandbox(self.jail)
             sys.path[:] = [p for p in sys.path if p != self.config["runtime_root"]]
             sys.path.insert(0, "/opt/dayfly")
             # the code and dependency folders are fixed here: their path finders (and directory
@@ -83,11 +83,20 @@ class Zygote:
         gc.freeze()
         self.baseline_vm = _vm_size()
 
-    def _send(self, frame: bytes) -> None:
+    def _send(self, frame: bytes, door: socket.socket | None = None) -> None:
+        """One frame to the host; `door` (an instance's relay socket) travels with it."""
         try:
-            self.chan.sendall(frame) if self.connect_dir else self.chan.send(frame)
+            if door is not None:
+                socket.send_fds(self.chan, [frame], [door.fileno()])
+            elif self.connect_dir:
+                self.chan.sendall(frame)
+            else:
+                self.chan.send(frame)
         except OSError:  # the host is gone: nobody to serve
             self._shutdown()
+        finally:
+            if door is not None:
+                door.close()  # the host holds it now
 
     def run(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -96,13 +105,7 @@ class Zygote:
         signal.set_wakeup_fd(self.wake_w)
         self.sel.register(self.chan, selectors.EVENT_READ, self._on_host)
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_signal)
-        ready = protocol.encode(protocol.ZYGOTE_READY, {"pid": os.getpid()})
-        if self.relay_listener is not None:  # rootless: the relay's door travels with READY
-            socket.send_fds(self.chan, [ready], [self.relay_listener.fileno()])
-            self.relay_listener.close()
-            self.relay_listener = None
-        else:
-            self._send(ready)
+        self._send(protocol.encode(protocol.ZYGOTE_READY, {"pid": os.getpid()}))
         while True:
             for key, _ in self.sel.select():
                 key.data()
@@ -168,34 +171,35 @@ class Zygote:
         os._exit(0)
 
     def _fork(self, spec: dict, fd: int, cgroup_fds: list[int]) -> None:
+        door = None
         if not self.jail:
             pid = os.fork()
             if pid == 0:
                 self._child(spec, fd)
         else:
-            pid = self._fork_jailed(spec, fd, cgroup_fds)
+            pid, door = self._fork_jailed(spec, fd, cgroup_fds)
         if fd >= 0:
             os.close(fd)
         for cfd in cgroup_fds:
             os.close(cfd)
         if pid > 0:
             self.children.add(pid)
-            self._send(protocol.encode(protocol.FORKED, {"id": spec["id"], "pid": pid}))
+            self._send(protocol.encode(protocol.FORKED, {"id": spec["id"], "pid": pid}), door)
 
     def _prepare_spare(self, meta: dict, cgroup_fds: list[int]) -> None:
         """A child cloned, mapped, in its cgroup and confined ahead of demand: claiming it later
         costs one message instead of a clone and the kernel's cgroup move (whose latency has a
         long tail on cgroup v1)."""
         ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = self._fork_jailed(meta, -1, cgroup_fds,
-                                then=lambda: self._spare(meta, ctl_child.detach()))
+        pid, door = self._fork_jailed(meta, -1, cgroup_fds,
+                                      then=lambda: self._spare(meta, ctl_child.detach()))
         ctl_child.close()
         for cfd in cgroup_fds:
             os.close(cfd)
         if pid > 0:
             self.children.add(pid)
             self.spares[pid] = ctl
-            self._send(protocol.encode(protocol.FORKED, {"id": meta["id"], "pid": pid}))
+            self._send(protocol.encode(protocol.FORKED, {"id": meta["id"], "pid": pid}), door)
         else:
             ctl.close()
 
@@ -242,21 +246,30 @@ class Zygote:
             if ctl is not None:
                 ctl.close()
 
-    def _fork_jailed(self, spec: dict, fd: int, cgroup_fds: list[int], then=None) -> int:
-        """Clone into new user, pid, mount, IPC and UTS namespaces; map ids and join the cgroup
-        while still privileged, before letting the child go on (step I1)."""
+    def _fork_jailed(self, spec: dict, fd: int, cgroup_fds: list[int],
+                     then=None) -> tuple[int, socket.socket | None]:
+        """Clone into a network namespace of its own (I1a) and new user, pid, mount, IPC and
+        UTS namespaces; map ids and join the cgroup while still privileged, before letting the
+        child go on (I1). Returns the pid and the relay's socket in the child's namespace."""
         from . import jail
 
         go_r, go_w = os.pipe()
+        door = None
         try:
+            door = jail.instance_netns(self.jail.get("relay_port"))
             pid = jail.clone_fork(jail.CLONE_NEWUSER | jail.CLONE_NEWPID | jail.CLONE_NEWNS
                                   | jail.CLONE_NEWIPC | jail.CLONE_NEWUTS)
         except OSError as exc:
+            jail.return_to_netns(self.home_net)
             os.close(go_r)
             os.close(go_w)
+            if door is not None:
+                door.close()
             self._send(protocol.encode(protocol.FORKED, {"id": spec["id"], "error": str(exc)}))
-            return -1
+            return -1, None
         if pid == 0:
+            if door is not None:  # the host's end, not the instance's: closed, not collected
+                os.close(door.detach())
             try:
                 os.close(go_w)
                 go = os.read(go_r, 1) == b"1"  # wait until ids are mapped and cgroups joined
@@ -268,6 +281,7 @@ class Zygote:
             if then is not None:
                 then()
             self._child(spec, fd)
+        jail.return_to_netns(self.home_net)
         os.close(go_r)
         try:
             jail.map_ids(pid, spec["uid"], spec["gid"])
@@ -280,9 +294,11 @@ class Zygote:
                                                              "error": f"set-up failed: {exc}"}))
             os.close(go_w)
             self.children.add(pid)  # reaped (and reported) like any other child
-            return -1
+            if door is not None:
+                door.close()
+            return -1, None
         os.close(go_w)
-        return pid
+        return pid, door
 
     def _child(self, spec: dict, fd: int) -> None:
         """Become the instance; never return into the zygote's loop."""

@@ -72,6 +72,11 @@ class ZygoteBackend(Backend):
     async def zygote_started(self, spec: FunctionSpec, key: str, zygote: ZygoteClient) -> None:
         """Called once per zygote, after it said READY and before anyone forks from it."""
 
+    async def forked(self, spec: FunctionSpec, zygote: ZygoteClient, pid: int,
+                     token: object) -> object:
+        """Called once the instance process exists; returns the token it holds from now on."""
+        return token
+
     def fork_spec(self, spec: FunctionSpec, instance_id: str) -> dict:
         """What the zygote needs to turn a fork into an instance of `spec`."""
         return {
@@ -128,6 +133,14 @@ class ZygoteBackend(Backend):
             pid, sock = await zygote.fork(instance_id, {**self.fork_spec(spec, instance_id),
                                                         **extra}, fds)
         except BaseException:
+            self.unreserve(token)
+            raise
+        try:
+            token = await self.forked(spec, zygote, pid, token)
+        except BaseException:
+            sock.close()
+            await zygote.kill(pid)
+            zygote.forget(pid)
             self.unreserve(token)
             raise
         loop = asyncio.get_running_loop()

@@ -70,7 +70,9 @@ class ZygoteClient:
         self.instances = 0
         self.last_used = time.monotonic()
         self.dead = False
-        self.relay_listener: socket.socket | None = None  # rootless: made inside, sent with READY
+        # pid -> the relay's listening socket inside that instance's network namespace
+        # (jailed tiers; it arrives with FORKED and is taken by the backend)
+        self.doors: dict[int, socket.socket] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -119,13 +121,13 @@ class ZygoteClient:
             self._handle(kind, meta, fds)
 
     def _handle(self, kind: int, meta: dict, fds: list[int] | None = None) -> None:
-        """One frame from the zygote (READY may carry the relay's listening socket)."""
+        """One frame from the zygote (FORKED may carry the instance's relay socket)."""
         fds = fds or []
         if kind == protocol.ZYGOTE_READY and self.ready and not self.ready.done():
-            if fds:
-                self.relay_listener = socket.socket(fileno=fds.pop())
             self.ready.set_result(meta["pid"])
         elif kind == protocol.FORKED:
+            if fds and "pid" in meta:
+                self.doors[meta["pid"]] = socket.socket(fileno=fds.pop())
             fut = self.forks.pop(meta["id"], None)
             if fut is not None and not fut.done():
                 if "error" in meta:
@@ -140,6 +142,9 @@ class ZygoteClient:
             if pid in self.forgotten:
                 self.forgotten.discard(pid)
                 del self.deaths[pid]
+            door = self.doors.pop(pid, None)  # never taken: nobody serves it
+            if door is not None:
+                door.close()
         for fd in fds:  # nothing else carries fds from a zygote
             os.close(fd)
 
@@ -234,9 +239,9 @@ class ZygoteClient:
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
-        if self.relay_listener is not None:  # never handed to a relay
-            self.relay_listener.close()
-            self.relay_listener = None
+        for door in self.doors.values():
+            door.close()
+        self.doors.clear()
         self.dead = True
         if self.proc is not None and self.proc.returncode is None:
             try:

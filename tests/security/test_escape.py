@@ -57,6 +57,19 @@ def handler(event, context):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.settimeout(2)
         return _err(lambda: s.connect((event["host"], event["port"])))
+    if op == "listen":  # kept open after the invocation, for a sibling to look for
+        global LISTENING
+        tcp = socket.socket()
+        tcp.bind(("127.0.0.1", event["port"]))
+        tcp.listen()
+        unix = socket.socket(socket.AF_UNIX)
+        unix.bind("\0" + event["name"])  # abstract: scoped by the network namespace
+        unix.listen()
+        LISTENING = (tcp, unix)
+        return "listening"
+    if op == "connect_unix":
+        s = socket.socket(socket.AF_UNIX)
+        return _err(lambda: s.connect("\0" + event["name"]))
     if op == "proxy":
         s = socket.create_connection(("127.0.0.1", 3128), timeout=5)
         s.sendall(f"CONNECT {event['target']} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -212,6 +225,24 @@ async def test_host_loopback_services_are_unreachable(sandbox, inst):
         pytest.skip("no service on 127.0.0.1:5432 to prove the point with")
     _, result = await attack(sandbox, inst, op="connect", host="127.0.0.1", port=5432)
     assert result == "ECONNREFUSED"  # its own empty loopback, not the host's
+
+
+@linux_only
+async def test_sibling_instances_have_separate_networks(sandbox, code, inst):
+    """Each instance has a network namespace of its own: what one listens on (TCP on its
+    loopback, abstract unix sockets) its sibling of the same function cannot reach."""
+    _, ok = await attack(sandbox, inst, op="listen", port=7777, name="dayfly-probe")
+    assert ok == "listening"
+    _, own = await attack(sandbox, inst, op="connect", host="127.0.0.1", port=7777)
+    assert own == "ALLOWED"  # the probe works where the listener is
+    sibling = await sandbox.start(mkspec(sandbox, code), "sibling-net")
+    try:
+        _, tcp = await attack(sandbox, sibling, op="connect", host="127.0.0.1", port=7777)
+        assert tcp == "ECONNREFUSED"
+        _, unix = await attack(sandbox, sibling, op="connect_unix", name="dayfly-probe")
+        assert unix == "ECONNREFUSED"
+    finally:
+        await sandbox.stop(sibling)
 
 
 async def test_no_route_out(sandbox, inst):

@@ -7,8 +7,10 @@ import contextlib
 import hashlib
 import logging
 import os
+import socket
 import sys
 import sysconfig
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...background import spawn
@@ -125,37 +127,46 @@ class LinuxBackend(ZygoteBackend):
         cfg = {"root": str(self.roots / key.split("|")[1]), "binds": binds, "masks": self.masks,
                "files": ETC, "symlinks": {"/lib": "usr/lib", "/lib64": "usr/lib64",
                                           "/bin": "usr/bin"}}
-        wants_relay = bool(spec.network or spec.s3_endpoint)
-        if self.rootless:  # the zygote makes its namespaces itself, the relay's door included
-            cfg.update(rootless=True, relay_port=RELAY_PORT if wants_relay else None)
+        if spec.network or spec.s3_endpoint:
+            # each instance's namespace gets a listening socket for the relay (step I1a);
+            # the node's own S3 endpoint is reachable for declared `buckets`, and only S3 there
+            cfg["relay_port"] = RELAY_PORT
+            s3_only = parse_allow([spec.s3_endpoint]) if spec.s3_endpoint else set()
+            self.relays[key] = EgressRelay(spec.name, parse_allow(list(spec.network)), s3_only)
+        if self.rootless:  # the zygote makes its namespaces itself
+            cfg["rootless"] = True
             return ZygoteClient(key, self.runtime_root, extra={"jail": cfg})
         assert self.netns is not None
         ns: Netns = await self.netns.take()
         cfg["netns_fd"] = ns.fd
         zygote = ZygoteClient(key, self.runtime_root, extra={"jail": cfg}, pass_fds=(ns.fd,))
         zygote.cleanup = ns  # type: ignore[attr-defined]
-        if wants_relay:
-            await self._start_relay(spec, key, ns.listener)
-        else:
-            ns.listener.close()  # no network declared: nobody listens, nothing gets out
         return zygote
-
-    async def _start_relay(self, spec: FunctionSpec, key: str, listener) -> None:
-        # the node's own S3 endpoint is reachable for declared `buckets`, and only S3 there
-        s3_only = parse_allow([spec.s3_endpoint]) if spec.s3_endpoint else set()
-        relay = EgressRelay(spec.name, parse_allow(list(spec.network)), listener, s3_only)
-        await relay.start()
-        self.relays[key] = relay
 
     async def zygote_started(self, spec: FunctionSpec, key: str, zygote: ZygoteClient) -> None:
         ns = getattr(zygote, "cleanup", None)
         if ns is not None:  # the zygote holds its own reference to the namespace now
-            os.close(ns.fd)
+            ns.close()
             zygote.cleanup = None  # type: ignore[attr-defined]
-        if zygote.relay_listener is not None:  # rootless: the door came back with READY
-            listener, zygote.relay_listener = zygote.relay_listener, None
-            await self._start_relay(spec, key, listener)
         self._keep_spare(spec)  # runs once the zygote is registered
+
+    async def _lease(self, key: str, zygote: ZygoteClient, pid: int, slot: Slot | None) -> Lease:
+        """What an instance holds: its cgroup slot, and the relay serving its namespace."""
+        lease = Lease(slot)
+        door = zygote.doors.pop(pid, None)
+        relay = self.relays.get(key)
+        if door is not None and relay is not None:
+            await relay.attach(door)
+            lease.door, lease.relay = door, relay
+        elif door is not None:
+            door.close()
+        return lease
+
+    async def forked(self, spec: FunctionSpec, zygote: ZygoteClient, pid: int,
+                     token: object) -> object:
+        if isinstance(token, Lease):  # a claimed spare: leased when it was prepared
+            return token
+        return await self._lease(self.zygote_key(spec), zygote, pid, token)  # type: ignore[arg-type]
 
     # -- spares: one confined child per zygote, prepared ahead of demand ------------------------
 
@@ -175,28 +186,29 @@ class LinuxBackend(ZygoteBackend):
             self._spare_ids += 1
             pid = await zygote.prepare_spare(f"spare-{self._spare_ids}", {
                 **ids, "tmp_mb": spec.limits.tmp_mb}, fds)
+            lease = await self._lease(key, zygote, pid, slot)
         except Exception as exc:  # no spare: starts take the ordinary path
             log.warning("could not prepare a spare instance for %s: %s", spec.name, exc)
             if slot is not None:
-                self.unreserve(slot)
+                self.unreserve(Lease(slot))
             return
         finally:
             self._preparing.discard(key)
         if zygote.dead or self.zygotes.get(key) is not zygote:
-            await self._drop_spare(key, pid, slot, zygote)
+            await self._drop_spare(key, pid, lease, zygote)
             return
-        self.spares[key] = (pid, slot, _limits(spec))
-        spawn(self._forget_spare_when_dead(key, pid, slot, zygote))
+        self.spares[key] = (pid, lease, _limits(spec))
+        spawn(self._forget_spare_when_dead(key, pid, lease, zygote))
 
-    async def _forget_spare_when_dead(self, key: str, pid: int, slot: Slot | None,
+    async def _forget_spare_when_dead(self, key: str, pid: int, lease: Lease,
                                       zygote: ZygoteClient) -> None:
         """A spare that dies unclaimed (its zygote stopped) gives its slot back."""
         await zygote.death(pid)
         if self.spares.get(key, (None,))[0] == pid:
             del self.spares[key]
-            self.unreserve(slot)
+            self.unreserve(lease)
 
-    async def _drop_spare(self, key: str, pid: int, slot: Slot | None,
+    async def _drop_spare(self, key: str, pid: int, lease: Lease,
                           zygote: ZygoteClient | None = None) -> None:
         zygote = zygote or self.zygotes.get(key)
         if zygote is None:
@@ -205,7 +217,7 @@ class LinuxBackend(ZygoteBackend):
         await zygote.kill(pid)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(death, 30)
-            self.unreserve(slot)
+            self.unreserve(lease)
 
     def fork_spec(self, spec: FunctionSpec, instance_id: str) -> dict:
         env = instance_env(spec, instance_id)
@@ -239,12 +251,12 @@ class LinuxBackend(ZygoteBackend):
         key = self.zygote_key(spec)
         spare = self.spares.pop(key, None)
         if spare is not None:
-            pid, slot, limits = spare
+            pid, lease, limits = spare
             self._keep_spare(spec)  # the next one, prepared off the request path
             if limits == _limits(spec):
                 self.spares_claimed += 1
-                return {"spare": pid}, (), slot
-            spawn(self._drop_spare(key, pid, slot))  # prepared for other limits: not usable
+                return {"spare": pid}, (), lease
+            spawn(self._drop_spare(key, pid, lease))  # prepared for other limits: not usable
         return self._ids_and_slot(spec)
 
     def _refill_cgroups(self) -> None:
@@ -254,14 +266,17 @@ class LinuxBackend(ZygoteBackend):
                 asyncio.to_thread(self.cgroups.prepare, self.cgroup_prefill))
 
     def unreserve(self, token: object) -> None:
-        if token is None:  # rootless: nothing was taken
+        if isinstance(token, Lease):
+            token.close()
+            token = token.slot
+        if token is None:  # rootless: no cgroup was taken
             return
         assert isinstance(token, Slot) and self.cgroups is not None
         # emptying a v1 memory cgroup can take a while: never on the event loop
         spawn(asyncio.to_thread(self.cgroups.release, token))
 
     def explain_death(self, inst: Instance, info: dict) -> InstanceDied:
-        slot = inst.backend_state.token  # type: ignore[union-attr]
+        slot = _slot(inst)
         if (isinstance(slot, Slot) and self.cgroups is not None
                 and self.cgroups.oom_kills(slot) > slot.oom_base):
             return InstanceDied(f"out of memory (limit {slot.memory_mb} MiB)",
@@ -270,7 +285,7 @@ class LinuxBackend(ZygoteBackend):
 
     async def invoke(self, inst: Instance, req: InvokeRequest) -> InvokeResult:
         result = await super().invoke(inst, req)
-        slot = inst.backend_state.token  # type: ignore[union-attr]
+        slot = _slot(inst)
         if isinstance(slot, Slot) and self.cgroups is not None:
             refused = self.cgroups.pids_refused(slot)
             if refused > slot.pids_base:
@@ -280,14 +295,14 @@ class LinuxBackend(ZygoteBackend):
         return result
 
     def pids_refused(self, inst: Instance) -> int:
-        slot = inst.backend_state.token  # type: ignore[union-attr]
+        slot = _slot(inst)
         if not isinstance(slot, Slot) or self.cgroups is None:
             return 0
         return self.cgroups.pids_refused(slot) - slot.pids_base
 
     async def maintain(self) -> None:
         await super().maintain()
-        for key in [k for k in self.relays if k not in self.zygotes]:
+        for key in [k for k in self.relays if k not in self.zygotes and k not in self._starting]:
             await self.relays.pop(key).close()
         if self.cgroups is not None and len(self.cgroups.free) < self.cgroup_prefill // 2:
             self._refill_cgroups()
@@ -310,3 +325,23 @@ class LinuxBackend(ZygoteBackend):
 def _limits(spec: FunctionSpec) -> tuple[int, int, int]:
     """What a spare is prepared for: an instance with other limits cannot claim it."""
     return spec.limits.memory_mb, spec.limits.pids, spec.limits.tmp_mb
+
+
+@dataclass(slots=True)
+class Lease:
+    """An instance's share of the backend: its cgroup slot (None rootless) and the relay's
+    listening socket in its network namespace, served until the instance is reaped."""
+
+    slot: Slot | None
+    door: socket.socket | None = None
+    relay: EgressRelay | None = None
+
+    def close(self) -> None:
+        if self.door is not None and self.relay is not None:
+            self.relay.detach(self.door)
+        self.door = self.relay = None
+
+
+def _slot(inst: Instance) -> Slot | None:
+    lease = inst.backend_state.token  # type: ignore[union-attr]
+    return lease.slot if isinstance(lease, Lease) else None

@@ -1,7 +1,7 @@
 """The egress relay: the only way out of a function's network namespace.
 
 Instances have loopback only; the proxy environment variables point at 127.0.0.1:3128 inside
-their namespace, where the host holds the listening socket. The relay reads one HTTP proxy
+their namespace (one per instance), where the host holds the listening socket. The relay reads one HTTP proxy
 request (CONNECT host:port, or an absolute-URI request for plain HTTP), checks the target
 against the function's declared allow-list, and only then connects from the host's side.
 """
@@ -30,20 +30,27 @@ def parse_allow(entries: list[str]) -> set[tuple[str, int]]:
 
 
 class EgressRelay:
-    """Serves one function's namespace; `allow` holds (host, port) pairs."""
+    """Serves one function's instances, each through the listening socket in its own network
+    namespace (`attach` when it is made, `detach` once it is reaped); `allow` holds
+    (host, port) pairs."""
 
-    def __init__(self, function: str, allow: set[tuple[str, int]], listener: socket.socket,
+    def __init__(self, function: str, allow: set[tuple[str, int]],
                  s3_only: set[tuple[str, int]] | None = None) -> None:
         self.function = function
         self.allow = allow
         self.s3_only = s3_only or set()  # this node's S3 endpoint: reached from a marked address
-        self.listener = listener
-        self.server: asyncio.base_events.Server | None = None
+        self.servers: dict[int, asyncio.base_events.Server] = {}  # id(door) -> its server
         self.refused = 0
 
-    async def start(self) -> None:
-        self.listener.setblocking(False)
-        self.server = await asyncio.start_server(self._serve, sock=self.listener)
+    async def attach(self, door: socket.socket) -> None:
+        door.setblocking(False)
+        self.servers[id(door)] = await asyncio.start_server(self._serve, sock=door)
+
+    def detach(self, door: socket.socket) -> None:
+        server = self.servers.pop(id(door), None)
+        if server is not None:
+            server.close()  # closes the listening socket; connections in flight finish
+        door.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -106,11 +113,9 @@ class EgressRelay:
         writer.close()
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await self.server.wait_closed()
-        self.listener.close()
+        servers, self.servers = list(self.servers.values()), {}
+        for server in servers:
+            server.close()
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -15,14 +14,12 @@ RELAY_PORT = 3128  # inside each namespace: 127.0.0.1:3128 is the egress relay
 
 @dataclass(slots=True)
 class Netns:
-    """An empty namespace (loopback up) and the relay's listening socket inside it."""
+    """An empty namespace (loopback up) for a zygote; its instances get namespaces of their own."""
 
     fd: int
-    listener: socket.socket
 
     def close(self) -> None:
         os.close(self.fd)
-        self.listener.close()
 
 
 class NetnsPool:
@@ -35,9 +32,8 @@ class NetnsPool:
         self._filling: asyncio.Future | None = None
 
     def _make(self) -> Netns:
-        fd, listener = jail.new_netns(RELAY_PORT)
-        assert listener is not None
-        return Netns(fd, listener)
+        fd, _ = jail.new_netns(None)
+        return Netns(fd)
 
     async def take(self) -> Netns:
         loop = asyncio.get_running_loop()
