@@ -133,10 +133,14 @@ class Platform:
                         "machine (no namespaces, no seccomp); only rlimits apply. "
                         "linux tier: %s", self.default_isolation, why.get("linux", "?"))
         elif getattr(self.sandboxes[self.default_isolation].backend, "rootless", False):
+            backend = self.sandboxes[self.default_isolation].backend
+            limits = ("cgroups in the delegated DAYFLY_CGROUP_PARENT"
+                      if getattr(backend, "cgroups", None) is not None else
+                      "no cgroups (memory and processes bounded by rlimits, no CPU share; "
+                      "delegate one with DAYFLY_CGROUP_PARENT)")
             log.warning("isolation: '%s' tier running rootless — namespaces and seccomp as "
-                        "usual, but no cgroups (memory and processes bounded by rlimits, no CPU "
-                        "share) and every instance runs as uid %d on the host; run as root for "
-                        "dedicated uids and cgroups", self.default_isolation, os.getuid())
+                        "usual, %s, and every instance runs as uid %d on the host; run as root "
+                        "for dedicated uids", self.default_isolation, limits, os.getuid())
 
     async def stop(self) -> None:
         await self.triggers.stop()

@@ -62,7 +62,9 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
         backend = p.sandboxes[tier].backend
         weak = " [bold red](weak: rlimits only)[/]" if backend.weak else ""
         if getattr(backend, "rootless", False):
-            weak = " [yellow](rootless: rlimits instead of cgroups, one uid for all)[/]"
+            limits = ("delegated cgroups" if getattr(backend, "cgroups", None) is not None
+                      else "rlimits instead of cgroups")
+            weak = f" [yellow](rootless: {limits}, one uid for all)[/]"
         console.print(f"[bold green]dayfly[/] listening on [bold]{url}[/]  "
                       f"data: {settings.data_dir}  isolation: [bold]{tier}[/]{weak}  "
                       f"functions: {len(p.registry.functions)}")

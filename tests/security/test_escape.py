@@ -380,6 +380,29 @@ async def test_memory_exhaustion_is_contained(sandbox, code, inst):
 
 
 @linux_only
+async def test_instance_sits_in_its_own_cgroup_or_under_rlimits(sandbox, inst):
+    backend = sandbox.backend
+    with open(f"/proc/{inst.inst.pid}/cgroup") as f:
+        lines = f.read().splitlines()
+    if os.environ.get("DAYFLY_CGROUP_PARENT"):  # delegated (rootless or not): it is used
+        assert backend.cgroups is not None
+        assert os.environ["DAYFLY_CGROUP_PARENT"] in str(backend.cgroups.bases[0])
+    if backend.cgroups is None:  # rootless with nothing delegated: rlimits (AS, NPROC)
+        assert backend.rootless
+        with open(f"/proc/{inst.inst.pid}/limits") as f:
+            limits = f.read()
+        assert any(line.startswith("Max processes") and line.split()[2] == "32"
+                   for line in limits.splitlines()), limits
+        return
+    slot = inst.inst.backend_state.token.slot
+    for d in slot.dirs:  # one slot of this backend's pool, in every controller it uses
+        rel = d.relative_to("/sys/fs/cgroup").parts
+        if backend.cgroups.v == 1:  # /sys/fs/cgroup/<controller>/<path>
+            rel = rel[1:]
+        assert any(line.endswith(":/" + "/".join(rel)) for line in lines), (d, lines)
+
+
+@linux_only
 async def test_fork_bomb_is_contained_and_reported(sandbox, inst):
     r, out = await attack(sandbox, inst, op="forkbomb")
     assert out["error"] == "EAGAIN" and out["forked"] < 32

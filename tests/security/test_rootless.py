@@ -41,18 +41,61 @@ UNPRIVILEGED = ("unshare", "--mount", "--propagation", "private", sys.executable
                 str(HERE / "unprivileged.py"))
 
 
-def test_security_battery_and_contract_pass_rootless():
+def _battery(tests: list[str], select: str, **env: str) -> int:
+    """Run tests as nobody; return how many passed (none may fail or skip)."""
     out = subprocess.run(
         [*UNPRIVILEGED, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "tests/security/test_escape.py", "tests/security/test_spares.py", "tests/contract",
-         "-k", "linux", "-W", "error::pytest.PytestUnraisableExceptionWarning"],
-        cwd=REPO, env={**os.environ, "DAYFLY_STRICT": "1"}, capture_output=True, text=True,
-        timeout=600)
+         *tests, "-k", select, "-W", "error::pytest.PytestUnraisableExceptionWarning"],
+        cwd=REPO, env={**os.environ, "DAYFLY_STRICT": "1", **env}, capture_output=True,
+        text=True, timeout=600)
     tail = out.stdout[-4000:] + out.stderr[-2000:]
     assert out.returncode == 0, tail
     summary = out.stdout.strip().splitlines()[-1]
-    passed = int(summary.split(" passed")[0].split()[-1])
-    assert passed >= 50 and "skipped" not in summary and "failed" not in summary, summary
+    assert "skipped" not in summary and "failed" not in summary, summary
+    return int(summary.split(" passed")[0].split()[-1])
+
+
+def test_security_battery_and_contract_pass_rootless():
+    passed = _battery(["tests/security/test_escape.py", "tests/security/test_spares.py",
+                       "tests/contract"], "linux")
+    assert passed >= 50
+
+
+@pytest.fixture
+def delegated_cgroup():
+    """A cgroup handed to nobody, the way an administrator (or systemd's Delegate=yes) would."""
+    from dayfly.sandbox.linux import cgroups
+
+    v = cgroups.version()
+    if v is None:
+        pytest.skip("no usable cgroup hierarchy")
+    name = f"dayfly-delegated-{os.getpid()}"
+    dirs = ([cgroups.ROOT / name] if v == 2 else
+            [cgroups.ROOT / c / name for c in cgroups.V1_CONTROLLERS])
+    for d in dirs:
+        d.mkdir()
+        os.chown(d, NOBODY, NOBODY)
+        for f in ("cgroup.procs", "cgroup.subtree_control", "cgroup.threads", "tasks"):
+            if (d / f).exists():
+                os.chown(d / f, NOBODY, NOBODY)
+    if v == 2:
+        (cgroups.ROOT / "cgroup.subtree_control").write_text("+memory +pids +cpu")
+    try:
+        yield name
+    finally:
+        for d in dirs:  # dayfly removed its own slots; what is left is ours
+            for sub in sorted(d.glob("**/"), key=lambda p: -len(p.parts)):
+                if sub != d:
+                    sub.rmdir()
+            d.rmdir()
+
+
+def test_delegated_cgroup_gives_rootless_instances_cgroup_limits(delegated_cgroup):
+    # the same memory, fork-bomb and cgroup-membership checks, now enforced by cgroups
+    passed = _battery(["tests/security/test_escape.py"],
+                      "linux and (memory or fork_bomb or own_cgroup or capabilities)",
+                      DAYFLY_CGROUP_PARENT=delegated_cgroup)
+    assert passed == 4
 
 
 @pytest.fixture

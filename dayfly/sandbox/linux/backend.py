@@ -19,7 +19,7 @@ from ...types import FunctionSpec, InvokeRequest, InvokeResult
 from ..base import Instance, InstanceDied
 from ..process import ZygoteBackend, instance_env
 from ..zygote import ZygoteClient, exit_reason
-from .cgroups import CgroupPool, Slot
+from .cgroups import CgroupPool, Slot, delegated
 from .egress import EgressRelay, parse_allow
 from .netns import RELAY_PORT, Netns, NetnsPool
 
@@ -67,14 +67,17 @@ class LinuxBackend(ZygoteBackend):
         self.roots = Path(data_dir) / "roots"
         self.roots.mkdir(parents=True, exist_ok=True)
         # Rootless (docs/security.md): every namespace still, owned by a user namespace the
-        # zygote makes itself; no dedicated uids and no cgroups, so memory and processes are
-        # bounded by rlimits (RLIMIT_AS, and RLIMIT_NPROC counted per instance user namespace)
+        # zygote makes itself; no dedicated uids, and cgroups only where one was delegated,
+        # else memory and processes are bounded by rlimits (RLIMIT_AS, and RLIMIT_NPROC
+        # counted per instance user namespace)
         self.rootless = os.geteuid() != 0
         self.cgroups: CgroupPool | None = None
         self.netns: NetnsPool | None = None
-        if not self.rootless:
-            self.cgroups = CgroupPool(f"dayfly-{os.getpid()}")
+        parent = delegated()
+        if not self.rootless or (parent and CgroupPool.probe(parent)[0]):
+            self.cgroups = CgroupPool(f"dayfly-{os.getpid()}", parent)
             self.cgroups.prepare(self.cgroup_prefill)
+        if not self.rootless:
             self.netns = NetnsPool()
         self.relays: dict[str, EgressRelay] = {}
         self._refilling: asyncio.Future | None = None
@@ -90,13 +93,17 @@ class LinuxBackend(ZygoteBackend):
         ok, why = jail.supported()
         if not ok:
             return False, why
+        parent = delegated()
         if os.geteuid() != 0:
             ok, why = jail.rootless_supported()
             if not ok:
                 return False, f"not root, and {why}"
-            return True, (f"rootless: {why}, seccomp; memory and processes bounded by rlimits "
-                          "(no cgroups without root), all instances share your uid")
-        ok, why = CgroupPool.probe()
+            cg_ok, cg = CgroupPool.probe(parent) if parent else (False, "")
+            limits = (f"limits by {cg}" if cg_ok else
+                      "memory and processes bounded by rlimits (no cgroup delegated: "
+                      "DAYFLY_CGROUP_PARENT)" + (f" [{cg}]" if parent else ""))
+            return True, f"rootless: {why}, seccomp; {limits}; all instances share your uid"
+        ok, why = CgroupPool.probe(parent)
         if not ok:
             return False, why
         pid = os.fork()
@@ -229,10 +236,10 @@ class LinuxBackend(ZygoteBackend):
         out = {
             "handler": spec.handler, "code_dir": TASK, "deps_dir": DEPS if spec.deps_dir else None,
             "env": env, "memory_mb": spec.limits.memory_mb,
-            "max_output_bytes": spec.limits.max_output_bytes, "rlimit_as": self.rootless,
-            "tmp_mb": spec.limits.tmp_mb,
+            "max_output_bytes": spec.limits.max_output_bytes,
+            "rlimit_as": self.cgroups is None, "tmp_mb": spec.limits.tmp_mb,
         }
-        if self.rootless:
+        if self.cgroups is None:
             out["nproc"] = spec.limits.pids
         return out
 
@@ -244,7 +251,7 @@ class LinuxBackend(ZygoteBackend):
         slot = self.cgroups.acquire(spec.limits.memory_mb, spec.limits.pids)
         if len(self.cgroups.free) < self.cgroup_prefill // 4:
             self._refill_cgroups()
-        uid = UID_BASE + slot.index
+        uid = 0 if self.rootless else UID_BASE + slot.index
         return {"uid": uid, "gid": uid}, tuple(slot.procs_fds), slot
 
     def reserve(self, spec: FunctionSpec) -> tuple[dict, tuple[int, ...], object]:

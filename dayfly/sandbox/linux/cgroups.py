@@ -42,10 +42,23 @@ class Slot:
     extra: dict = field(default_factory=dict)
 
 
-class CgroupPool:
-    """Slots under `<hierarchy>/<name>/s<index>`; `prepare` makes them, `acquire` hands one out."""
+def delegated() -> str:
+    """The cgroup an administrator delegated to dayfly (DAYFLY_CGROUP_PARENT: a path relative
+    to the hierarchy root, e.g. `dayfly` or `user.slice/.../dayfly.scope`), or "" for the root.
+    Without root this is the only way to cgroup limits; with root it keeps dayfly in a subtree."""
+    return os.environ.get("DAYFLY_CGROUP_PARENT", "").strip("/")
 
-    def __init__(self, name: str = "dayfly") -> None:
+
+def _parents(v: int, parent: str) -> list[Path]:
+    rel = Path(parent) if parent else Path()
+    return [ROOT / rel] if v == 2 else [ROOT / c / rel for c in V1_CONTROLLERS]
+
+
+class CgroupPool:
+    """Slots under `<hierarchy>[/<parent>]/<name>/s<index>`; `prepare` makes them, `acquire`
+    hands one out."""
+
+    def __init__(self, name: str = "dayfly", parent: str = "") -> None:
         self.v = version()
         if self.v is None:
             raise OSError("no usable cgroup hierarchy (need v2, or v1 memory+cpu+pids)")
@@ -54,22 +67,26 @@ class CgroupPool:
         self.free: list[Slot] = []
         self.used: dict[int, Slot] = {}
         self.next_index = 0
-        self.bases = ([ROOT / name] if self.v == 2 else [ROOT / c / name for c in V1_CONTROLLERS])
+        self.bases = [p / name for p in _parents(self.v, parent)]
         remove_stale([b.parent for b in self.bases], name.split("-")[0])
         for base in self.bases:
             base.mkdir(exist_ok=True)
         if self.v == 2:
-            for parent in (ROOT, ROOT / name):
-                _write(parent / "cgroup.subtree_control", "+memory +pids +cpu")
+            # (a delegated v2 parent must hold no processes itself: the kernel's rule for any
+            # cgroup that passes controllers on to children)
+            for d in (self.bases[0].parent, self.bases[0]):
+                _write(d / "cgroup.subtree_control", "+memory +pids +cpu")
 
     @classmethod
-    def probe(cls) -> tuple[bool, str]:
+    def probe(cls, parent: str = "") -> tuple[bool, str]:
         v = version()
         if v is None:
             return False, "no usable cgroup hierarchy (need v2, or v1 memory+cpu+pids)"
-        if not os.access(ROOT / ("" if v == 2 else "memory"), os.W_OK):
-            return False, f"cgroup v{v} hierarchy is not writable"
-        return True, f"cgroup v{v}"
+        where = f"cgroup v{v}" + (f" (delegated: {parent})" if parent else "")
+        for d in _parents(v, parent):
+            if not os.access(d, os.W_OK):
+                return False, f"{where}: {d} is not writable"
+        return True, where
 
     def prepare(self, count: int) -> None:
         """Make `count` more free slots (blocking: call off the event loop)."""
