@@ -93,6 +93,7 @@ class ConnectProxy:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.tunnels = 0
+        self.conns: list[socket.socket] = []
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -117,6 +118,7 @@ class ConnectProxy:
             return
         up = socket.create_connection(("127.0.0.1", port))
         self.tunnels += 1
+        self.conns.append(conn)
         conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
 
         def pipe(a: socket.socket, b: socket.socket) -> None:
@@ -132,6 +134,14 @@ class ConnectProxy:
 
         threading.Thread(target=pipe, args=(up, conn), daemon=True).start()
         pipe(conn, up)
+
+    def drop_tunnels(self) -> None:
+        """Close every tunnel, as a server closes keep-alive connections that idled too long."""
+        for c in self.conns:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
+            c.close()
+        self.conns = []
 
     def close(self) -> None:
         self.sock.close()
@@ -154,3 +164,23 @@ def test_requests_tunnel_through_the_proxy_and_refusals_read_clearly(client, ser
     finally:
         proxy.close()
     assert "via-proxy" in keys(s3_client(server), "lib", "via")
+
+
+def test_a_retry_after_a_dropped_keep_alive_connection_takes_a_new_one(client, server,
+                                                                      monkeypatch):
+    """Every pooled connection idled as long as the one that failed: the retry must not take
+    another of them (the server closes idle keep-alive connections after a few seconds)."""
+    proxy = ConnectProxy(server.port)
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    try:
+        tunnelled = s3.Client(server.url, client.key_id, client.secret)
+        tunnelled.put("lib", "pooled", b"hello")
+        first, second = tunnelled.get("lib", "pooled"), tunnelled.get("lib", "pooled")
+        assert first.read() == second.read() == b"hello"  # two connections, back in the pool
+        assert proxy.tunnels == 2
+        proxy.drop_tunnels()
+        assert tunnelled.head("lib", "pooled")["size"] == 5
+        assert proxy.tunnels == 3
+        tunnelled.close()
+    finally:
+        proxy.close()

@@ -90,9 +90,9 @@ class Client:
 
     # -- connections ---------------------------------------------------------------------------
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self, pooled: bool = True) -> http.client.HTTPConnection:
         with self._lock:
-            if self._pool:
+            if self._pool and pooled:
                 return self._pool.pop()
         cls = net.HTTPSConnection if self.scheme == "https" else net.HTTPConnection
         return cls(self.host, self.port, timeout=self.timeout)
@@ -123,7 +123,8 @@ class Client:
                                 self.key_id, self.secret, self.region, self.session_token)
             if body is not None:
                 signed["content-length"] = str(len(body))
-            conn = self._connection()
+            # the retry takes a new connection: the other pooled ones idled as long as this one
+            conn = self._connection(pooled=attempt == 1)
             try:
                 conn.request(method, path + ("?" + qs if qs else ""), body=body, headers=signed)
                 resp = conn.getresponse()
