@@ -28,4 +28,5 @@ def doctor(as_json: bool) -> None:
     if not any(r["available"] and not r["weak"] for r in report):
         console(stderr=True).print("[bold red]warning:[/] only the process tier works here: "
                                    "functions would run without isolation (no namespaces, "
-                                   "no seccomp). Run as root on Linux for the linux tier.")
+                                   "no seccomp). The linux tier needs root, or a kernel that "
+                                   "allows unprivileged user namespaces.")
