@@ -149,11 +149,33 @@ def load_handler(spec: str):
     return fn
 
 
+class _Output:
+    """An instance's channel (its socket set at start), log budget, stdout/stderr writers and
+    log handler: made once in the zygote by `prepare`, shared until an instance writes to them."""
+
+    def __init__(self) -> None:
+        self.channel = Channel(None)  # type: ignore[arg-type]
+        self.budget = LogBudget(0)
+        self.formatter = _LambdaFormatter()
+        self.stdout = LogWriter(self.channel, "<stdout>", self.budget)
+        self.stderr = LogWriter(self.channel, "<stderr>", self.budget)
+        self.handler = logging.StreamHandler(self.stdout)
+        self.handler.setFormatter(self.formatter)
+
+
+_OUTPUT: _Output | None = None
+
+
+def prepare() -> None:
+    """In the zygote: make the objects every instance's output goes through."""
+    global _OUTPUT
+    _OUTPUT = _Output()
+
+
 class Instance:
     """The receive/call/reply loop."""
 
     def __init__(self, sock: socket.socket, spec: dict) -> None:
-        self.channel = Channel(sock)
         self.sock = sock
         self.spec = spec
         self.env = dict(os.environ)
@@ -161,8 +183,11 @@ class Instance:
         self.max_output = int(spec.get("max_output_bytes", 6 * 1024 * 1024))
         self.memory_mb = int(spec.get("memory_mb", 128))
         self.nproc = int(spec.get("nproc") or 0)
-        self.formatter = _LambdaFormatter()
-        self.budget = LogBudget(self.max_output)
+        out = _OUTPUT or _Output()
+        self.channel, self.formatter, self.budget, self.output = (out.channel, out.formatter,
+                                                                  out.budget, out)
+        self.channel.sock = sock
+        self.budget.limit = self.budget.left = self.max_output
 
     def init(self, t_start_ns: int) -> None:
         """Wire stdout/logging, import the handler and say READY (or INIT_ERROR and exit).
@@ -172,14 +197,7 @@ class Instance:
         the first invocation.
         """
         gc.disable()
-        sys.stdout = LogWriter(self.channel, "<stdout>", self.budget)
-        sys.stderr = LogWriter(self.channel, "<stderr>", self.budget)
-        root = logging.getLogger()
-        root.handlers[:] = []
-        h = logging.StreamHandler(sys.stdout)
-        h.setFormatter(self.formatter)
-        root.addHandler(h)
-        root.setLevel(logging.WARNING)
+        self.wire_output()
         try:
             self.handler = load_handler(self.spec["handler"])
         except HandlerNotFound as exc:
@@ -195,6 +213,13 @@ class Instance:
         gc.enable()
         self.channel.send(protocol.READY, {"pid": os.getpid(), "start_ns": t_start_ns,
                                            "ready_ns": time.monotonic_ns()})
+
+    def wire_output(self) -> None:
+        """stdout, stderr and the root logger write LOG frames."""
+        sys.stdout, sys.stderr = self.output.stdout, self.output.stderr
+        root = logging.getLogger()
+        root.handlers[:] = [self.output.handler]
+        root.setLevel(logging.WARNING)
 
     def _die_at_init(self, err: dict) -> None:
         self.channel.send(protocol.INIT_ERROR, None, json.dumps(err).encode())
@@ -274,3 +299,30 @@ class Instance:
         self.channel.send(kind, meta, body)
         if fatal:
             os._exit(1)
+
+
+def rehearse(times: int, module: str = "colorsys") -> None:
+    """In the zygote (runtime/prefork.py): an instance's start-up paths on a socket pair, output
+    wired and restored, a small standard-library module imported and forgotten `times` times."""
+    ours, theirs = socket.socketpair()
+    root = logging.getLogger()
+    saved = sys.stdout, sys.stderr, root.handlers[:], root.level
+    try:
+        for _ in range(times):
+            inst = Instance(ours, {"handler": f"{module}.hls_to_rgb"})
+            inst.wire_output()
+            sys.modules.pop(module, None)
+            inspect.iscoroutinefunction(load_handler(inst.spec["handler"]))
+            inst.channel.send(protocol.READY, {"pid": 1, "start_ns": 0, "ready_ns": 0})
+            theirs.sendall(protocol.encode(protocol.INVOKE, {"id": "-"}, b"{}"))
+            protocol.read(ours)
+            theirs.recv(1 << 16)
+    finally:
+        sys.stdout, sys.stderr = saved[0], saved[1]
+        root.handlers[:] = saved[2]
+        root.setLevel(saved[3])
+        sys.modules.pop(module, None)
+        if _OUTPUT is not None:
+            _OUTPUT.channel.sock = None  # type: ignore[assignment]
+        ours.close()
+        theirs.close()

@@ -152,10 +152,11 @@ def clone_fork(flags: int) -> int:
     must be single-threaded (the zygote is).
     """
     py = ctypes.pythonapi
+    after_child = py.PyOS_AfterFork_Child  # looked up here: children then find it cached
     py.PyOS_BeforeFork()
     pid = _libc.syscall(SYSCALLS["clone"], signal.SIGCHLD | flags, 0, 0, 0, 0)
     if pid == 0:
-        py.PyOS_AfterFork_Child()
+        after_child()
         return 0
     err = ctypes.get_errno()
     py.PyOS_AfterFork_Parent()
@@ -179,10 +180,15 @@ def drop_capabilities() -> None:
         if ret < 0 and ctypes.get_errno() != errno.EINVAL:
             _check(ret, "PR_CAPBSET_DROP")
     _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "ambient caps")
+    hbuf, dbuf = _PREPARED["capset"]
+    _check(_libc.syscall(SYSCALLS["capset"], hbuf, dbuf), "capset")
+
+
+def _prepare_capset() -> tuple[ctypes.Array, ctypes.Array]:
+    """capset(2)'s arguments for "no capabilities at all" (the kernel only reads them)."""
     header = struct.pack("Ii", 0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
     data = bytes(24)  # two empty __user_cap_data_struct
-    hbuf, dbuf = ctypes.create_string_buffer(header), ctypes.create_string_buffer(data)
-    _check(_libc.syscall(SYSCALLS["capset"], hbuf, dbuf), "capset")
+    return ctypes.create_string_buffer(header), ctypes.create_string_buffer(data)
 
 
 def no_new_privs() -> None:
@@ -436,4 +442,5 @@ def confine_instance(tmp_mb: int, inner_id: int = 1000) -> None:
 
 
 # Built once in the zygote, before it freezes its heap: each instance only makes the calls.
-_PREPARED: dict = {"last_cap": _cap_last_cap(), "seccomp": _prepare_seccomp()}
+_PREPARED: dict = {"last_cap": _cap_last_cap(), "seccomp": _prepare_seccomp(),
+                   "capset": _prepare_capset()}

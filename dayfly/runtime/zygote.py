@@ -9,6 +9,7 @@ hangs up, so no instance outlives the platform.
 
 from __future__ import annotations
 
+import _signal  # signal.signal minus its enum conversions, which run much Python in a child
 import contextlib
 import gc
 import importlib
@@ -21,7 +22,7 @@ import socket
 import sys
 import time
 
-from . import protocol
+from . import prefork, protocol
 
 _PRELOAD = ("asyncio", "json", "logging", "traceback", "inspect", "importlib.util", "resource",
             "threading", "io", "base64", "datetime", "decimal", "uuid", "hashlib", "urllib.parse")
@@ -79,7 +80,9 @@ class Zygote:
         for name in _PRELOAD + tuple(self.config.get("preload", ())):
             with contextlib.suppress(Exception):  # a missing module only costs its import later
                 importlib.import_module(name)
+        prefork.rehearse()  # instances then copy less of this heap (runtime/prefork.py)
         gc.collect()
+        self.ballast = prefork.fill_pools()
         gc.freeze()
         self.baseline_vm = _vm_size()
 
@@ -208,7 +211,7 @@ class Zygote:
         try:
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, signal.SIG_DFL)
+                _signal.signal(sig, _signal.SIG_DFL)
             # keep only stdio and the control socket: with the zygote's end closed here too,
             # the zygote going away reads as EOF
             os.closerange(3, ctl_fd)
@@ -322,7 +325,7 @@ class Zygote:
             fd = sock.detach()
             self.chan.close()
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_DFL)
+            _signal.signal(sig, _signal.SIG_DFL)
         os.closerange(3, fd)
         os.closerange(fd + 1, 1 << 16)
         null = os.open(os.devnull, os.O_RDWR)
@@ -345,15 +348,29 @@ class Zygote:
         os.environ.update(spec.get("env", {}))
         os.chdir(spec["code_dir"])
         if spec.get("deps_dir"):
-            import site
-
-            site.addsitedir(spec["deps_dir"])  # here, not in the zygote: .pth files are code
+            _add_dependencies(spec["deps_dir"])
         sys.path.insert(0, spec["code_dir"])
         from .instance import Instance
 
         inst = Instance(socket.socket(fileno=fd), spec)
         inst.init(t_start)
         inst.serve()
+
+
+def _add_dependencies(folder: str) -> None:
+    """site.addsitedir, here in the instance (never in the zygote: .pth files are code). Without
+    .pth files it amounts to appending the folder to sys.path, done directly: site's own path
+    bookkeeping would write to much of the heap shared with the zygote."""
+    if folder not in sys.path:
+        sys.path.append(folder)
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    if any(name.endswith(".pth") and not name.startswith(".") for name in names):
+        import site
+
+        site.addsitedir(folder)
 
 
 def main() -> None:
