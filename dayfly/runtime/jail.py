@@ -18,6 +18,7 @@ import platform
 import signal
 import socket
 import struct
+import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -147,19 +148,29 @@ def clone_fork(flags: int) -> int:
     """fork(2) into new namespaces: a raw clone with the interpreter's own fork hooks around it.
 
     os.fork() cannot pass CLONE_NEW* flags, and unshare(CLONE_NEWPID) works only once per
-    process; a raw clone without CLONE_VM behaves like fork, and PyOS_BeforeFork /
-    PyOS_AfterFork_* keep the interpreter consistent exactly as os.fork does. The caller
-    must be single-threaded (the zygote is).
+    process; a raw clone without CLONE_VM behaves like fork. The caller must be
+    single-threaded (the zygote is), and the child relies on it: with no other thread, no lock
+    can be left held by a thread that does not exist in the child, so PyOS_AfterFork_Child's
+    re-creation of the GIL, of the runtime's locks and (through threading's and logging's
+    after-fork hooks) of theirs is not needed. The child releases what PyOS_BeforeFork took
+    (the import lock; logging's lock, by its parent hook) with PyOS_AfterFork_Parent, as the
+    zygote does, and reseeds `random` if it is loaded (the one standard-library child hook
+    that is not about locks). Those hooks run some 30 Python functions, and in a child every
+    one of them copies pages shared with the zygote: 0.2 MiB per instance (SPECIFICATION.md).
+    Signals the zygote had not handled yet at the clone may run its handlers (no-ops) once.
     """
     py = ctypes.pythonapi
-    after_child = py.PyOS_AfterFork_Child  # looked up here: children then find it cached
-    py.PyOS_BeforeFork()
+    before, after = py.PyOS_BeforeFork, py.PyOS_AfterFork_Parent
+    before()
     pid = _libc.syscall(SYSCALLS["clone"], signal.SIGCHLD | flags, 0, 0, 0, 0)
     if pid == 0:
-        after_child()
+        after()
+        random = sys.modules.get("random")
+        if random is not None:
+            random.seed()
         return 0
     err = ctypes.get_errno()
-    py.PyOS_AfterFork_Parent()
+    after()
     if pid < 0:
         raise OSError(err, f"clone: {os.strerror(err)}")
     return pid
