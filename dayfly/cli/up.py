@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from pathlib import Path
 
 import click
@@ -41,6 +42,15 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # each instance holds a few fds
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # listen first: a taken port is a clear error before anything starts, and with --port 0
+    # the platform (and the S3 endpoint its functions are given) knows the real port
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        listener = socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                                   ) from None
+    port = listener.getsockname()[1]
     settings = Settings(host=host, port=port, default_isolation=isolation,
                         max_chain_depth=max_chain_depth)
     if data_dir is not None:
@@ -94,4 +104,4 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
-        Server(config).run()
+        Server(config).run(sockets=[listener])

@@ -430,3 +430,33 @@ def test_rm_asks_first(server, tmp_path):
     assert "doomed" not in dayfly(server, "ls").stdout
     gone = dayfly(server, "rm", "doomed", "--yes")
     assert gone.exit_code == 1 and "Function not found" in gone.stderr
+
+
+def _up(data_dir: Path, port: int) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "dayfly.cli.main", "up", "--port", str(port),
+                             "--data-dir", str(data_dir), "--isolation", "process"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_up_on_port_0_says_the_port_it_got_and_serves_there(tmp_path):
+    import httpx
+
+    proc = _up(tmp_path / "data", 0)
+    try:
+        line = ""
+        deadline = time.monotonic() + 30
+        while "listening on" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line or proc.poll() is None, "dayfly up exited"
+        port = int(re.search(r"listening on http://127\.0\.0\.1:(\d+)", line).group(1))
+        assert port != 0
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        # a second platform on the taken port: one clear line, before anything starts
+        second = _up(tmp_path / "data2", port)
+        out, _ = second.communicate(timeout=30)
+        assert second.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out
+        assert "Traceback" not in out
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(20)
