@@ -11,6 +11,8 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import stat
+import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from . import checksums
 from .s3errors import S3Error
 
 FLUSH = 1024 * 1024  # bytes buffered before one write (hash + write happen off the event loop)
+SLICE = 16 * 1024 * 1024  # bytes copied from a file descriptor per worker-thread call
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,34 @@ class _Writer:
         while view:
             view = view[os.write(self.fd, view):]
         self.size += len(data)
+
+    def copy_fd(self, fd: int, size: int, flush: bool = False,
+                stop: threading.Event | None = None, offset: int = 0) -> None:
+        """Append bytes [offset, offset + size) of the regular file `fd` (read into our own
+        buffer, so what is hashed is what is written, whatever the file's owner does
+        meanwhile). `flush` writes them to disk now, so `finish` has only the rest to wait for."""
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise S3Error("InvalidArgument", "the body must be a regular file or a memfd")
+        if st.st_size < offset + size:
+            raise S3Error("IncompleteBody", f"the file holds {st.st_size} bytes, fewer than "
+                          f"the {offset + size} announced")
+        view = memoryview(bytearray(max(1, min(FLUSH, size))))
+        done = 0
+        while done < size:
+            if stop is not None and stop.is_set():
+                raise S3Error("InternalError", "the upload was abandoned")
+            try:
+                n = os.preadv(fd, [view[:size - done]], offset + done)
+            except OSError as exc:
+                raise S3Error("InvalidArgument", f"the body cannot be read: {exc}") from None
+            if n == 0:
+                raise S3Error("IncompleteBody", f"the file ended after {done} of the {size} "
+                              "bytes announced")
+            self.write(view[:n])
+            done += n
+        if flush:
+            os.fdatasync(self.fd)
 
     def finish(self) -> Blob:
         os.fsync(self.fd)
@@ -91,6 +122,39 @@ class BlobStore:
 
     def path(self, blob_id: str) -> Path:
         return self.root / blob_id[:2] / blob_id
+
+    def writer(self, algorithms: Iterable[str] = ()) -> _Writer:
+        """A new blob to fill (`copy_fd`, `write`), then `finish` or `discard`; every call
+        blocks: make them from a thread."""
+        return _Writer(self, algorithms)
+
+    async def write_fd(self, fd: int, size: int, *, limit: int,
+                       algorithms: Iterable[str] = ()) -> Blob:
+        """A new blob holding the first `size` bytes of the regular file `fd`, copied in
+        worker threads a slice at a time (a large body does not hold one thread throughout;
+        a small one takes one hop: create, copy, fsync, rename)."""
+        if size > limit:
+            raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum allowed "
+                          "size", MaxSizeAllowed=str(limit))
+        w, blob = None, None
+        for offset in range(0, max(size, 1), SLICE):  # once at least: is `fd` a file?
+            n = min(SLICE, size - offset)
+            w, blob = await asyncio.to_thread(self._write_slice, w, fd, offset, n,
+                                              offset + n >= size, algorithms)
+        assert blob is not None
+        return blob
+
+    def _write_slice(self, w: _Writer | None, fd: int, offset: int, n: int, last: bool,
+                     algorithms: Iterable[str]) -> tuple[_Writer, Blob | None]:
+        """One worker-thread step of `write_fd`: the first makes the blob, the last finishes
+        it; a failure discards it."""
+        w = w or _Writer(self, algorithms)
+        try:
+            w.copy_fd(fd, n, offset=offset)
+            return w, w.finish() if last else None
+        except BaseException:
+            w.discard()
+            raise
 
     async def write(self, chunks: AsyncIterable[bytes], *, limit: int,
                     algorithms: Iterable[str] = ()) -> Blob:

@@ -181,6 +181,14 @@ class ObjectStore:
         check_key(key)
         await self.head_bucket(bucket)
         blob = await self.blobs.write(body, limit=MAX_PUT, algorithms=algorithms)
+        return await self.put_blob(bucket, key, blob, headers=headers, verify=verify,
+                                   origin=origin)
+
+    async def put_blob(self, bucket: str, key: str, blob: Blob, *, headers: dict[str, str],
+                       verify: Callable[[Blob], dict[str, str] | None] | None = None,
+                       origin: Origin | None = None) -> ObjectInfo:
+        """Make a written blob the object `bucket/key`, as PutObject does (commit, then the
+        event); the blob is removed if that fails."""
         try:
             checksum = verify(blob) if verify is not None else None
             md5 = blob.md5.hex()
