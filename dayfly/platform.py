@@ -18,6 +18,7 @@ from .control.notifications import NotificationStore
 from .control.registry import Registry
 from .control.tokens import TokenStore
 from .control.triggers import TriggerRegistry
+from .gateway.s3.binding import BindingService
 from .metrics.observer import Metrics
 from .sandbox.base import Backend
 from .sandbox.gvisor import GvisorBackend
@@ -101,6 +102,11 @@ class Platform:
                                               self.registry, self.registry.function_keys,
                                               self.inflight)
         self.objects.on_event = self.bucket_triggers.on_event
+        # bucket bindings: instances reach their declared buckets over their own channel
+        bindings = BindingService(self.objects, self.registry.function_keys)
+        for sandbox in self.sandboxes.values():
+            if hasattr(sandbox.backend, "objects"):
+                sandbox.backend.objects = bindings  # type: ignore[attr-defined]
         self.event_configs = EventConfigs(self.db)
         self.dispatcher = AsyncDispatcher(self.queue, self.scheduler, self.registry.spec,
                                           self.arn, self.event_configs,

@@ -11,6 +11,7 @@ class LambdaContext:
     __slots__ = (
         "_deadline_ms",
         "aws_request_id",
+        "buckets",
         "client_context",
         "function_name",
         "function_version",
@@ -25,7 +26,7 @@ class LambdaContext:
 
     def __init__(self, env: dict, request_id: str, deadline_ms: int, arn: str,
                  client_context: object = None, trace_id: str | None = None,
-                 idempotency_key: str | None = None) -> None:
+                 idempotency_key: str | None = None, buckets: object = None) -> None:
         self.aws_request_id = request_id
         self.function_name = env.get("AWS_LAMBDA_FUNCTION_NAME")
         self.function_version = env.get("AWS_LAMBDA_FUNCTION_VERSION")
@@ -39,6 +40,9 @@ class LambdaContext:
         # dayfly: the same for every delivery of one event (retries, redrives), so handlers
         # can make their side effects idempotent
         self.idempotency_key = idempotency_key or request_id
+        # dayfly: the function's declared buckets over the instance's channel (runtime/buckets.py),
+        # None where the platform offers no binding (no `buckets`, or the gvisor tier)
+        self.buckets = buckets
         self._deadline_ms = deadline_ms
 
     def get_remaining_time_in_millis(self) -> int:

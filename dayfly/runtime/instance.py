@@ -20,6 +20,7 @@ import time
 import traceback
 
 from . import protocol
+from .buckets import Buckets
 from .context import LambdaContext
 
 
@@ -188,6 +189,7 @@ class Instance:
                                                                   out.budget, out)
         self.channel.sock = sock
         self.budget.limit = self.budget.left = self.max_output
+        self.buckets = Buckets(self.channel) if spec.get("buckets") else None  # bindings
 
     def init(self, t_start_ns: int) -> None:
         """Wire stdout/logging, import the handler and say READY (or INIT_ERROR and exit).
@@ -245,7 +247,9 @@ class Instance:
         cc = meta.get("cc")
         ctx = LambdaContext(self.env, rid, meta["deadline"], meta["arn"],
                             json.loads(cc) if cc else None, meta.get("trace"),
-                            meta.get("idem") or rid)
+                            meta.get("idem") or rid, self.buckets)
+        if self.buckets is not None:
+            self.buckets._begin()
         t0 = time.perf_counter_ns()
         fatal = False
         try:
@@ -281,6 +285,8 @@ class Instance:
             print(f"[ERROR] {err['errorType']}: {exc}\nTraceback (most recent call last):\n"
                   f"{''.join(err['stackTrace'])}", file=sys.stderr, end="")
             body = json.dumps(err).encode()
+        if self.buckets is not None:
+            self.buckets._end()  # before the reply: no answer may follow it on the channel
         duration_ns = time.perf_counter_ns() - t0
         if kind == protocol.RESULT and len(body) > self.max_output:
             kind, body = protocol.ERROR, json.dumps(

@@ -7,6 +7,7 @@ A frame is a 9-byte prefix `>BII` (kind, meta length, payload length), then `met
 from __future__ import annotations
 
 import json
+import os
 import socket
 import struct
 
@@ -21,6 +22,9 @@ RESULT = ord("R")
 ERROR = ord("E")
 LOG = ord("L")
 HELLO = ord("H")  # first frame of an instance that connected back (gVisor)
+BUCKET = ord("B")  # a bucket binding request, during an invocation (may carry one fd)
+# host -> instance, during an invocation
+ANSWER = ord("A")  # the answer to a BUCKET request (may carry one fd)
 # host -> zygote
 FORK = ord("F")  # meta may name a prepared spare ("spare": pid) to claim instead of forking
 KILL = ord("K")
@@ -57,3 +61,30 @@ def read(sock: socket.socket) -> tuple[int, dict, bytes]:
     kind, mlen, plen = PREFIX.unpack(_recv_exact(sock, PREFIX.size))
     body = _recv_exact(sock, mlen + plen) if mlen + plen else b""
     return kind, (json.loads(body[:mlen]) if mlen else {}), body[mlen:]
+
+
+def read_with_fds(sock: socket.socket, maxfds: int = 1) -> tuple[int, dict, bytes, list[int]]:
+    """`read`, also returning the fds that travelled with the frame (SCM_RIGHTS, close-on-exec).
+
+    On a stream socket the kernel hands fds over with the recvmsg that reads the first byte
+    sent with them, and ends that recvmsg there, so the frame is read in as many calls as it
+    takes; fds beyond `maxfds` are closed by the kernel.
+    """
+    fds: list[int] = []
+
+    def exact(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            data, got, _, _ = socket.recv_fds(sock, n - len(buf), maxfds,
+                                              socket.MSG_CMSG_CLOEXEC)
+            fds.extend(got)
+            if not data:
+                for fd in fds:
+                    os.close(fd)
+                raise EOFError
+            buf += data
+        return buf
+
+    kind, mlen, plen = PREFIX.unpack(exact(PREFIX.size))
+    body = exact(mlen + plen) if mlen + plen else b""
+    return kind, (json.loads(body[:mlen]) if mlen else {}), body[mlen:], fds

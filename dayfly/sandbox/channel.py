@@ -1,35 +1,75 @@
-"""Host end of an instance's stream channel: an asyncio protocol that reassembles frames."""
+"""Host end of an instance's stream channel: frames in and out, and the fds that travel with them.
+
+Read with recvmsg, so an fd an instance sends with a frame (a bucket binding's put) arrives with
+that frame: on a stream socket the kernel hands fds over with the recvmsg that reads the first
+byte sent with them. Received fds wait in `fds` for the frame that claims them (`take_fd`); any
+left once every whole frame received so far is handled are closed, so an instance cannot pile
+fds up in the host. Writes go straight to the socket and are queued only when it is full.
+"""
 
 from __future__ import annotations
 
+import array
 import asyncio
+import contextlib
+import os
+import socket
 from collections import deque
+from collections.abc import Callable, Sequence
 
 from ..runtime import protocol
 
 _PREFIX = protocol.PREFIX
 _PLEN = _PREFIX.size
+_READ = 256 * 1024
+_MAX_FDS = 2  # per recvmsg; the kernel closes any beyond (MSG_CTRUNC)
+_ANCILLARY = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
 
 
-class InstanceChannel(asyncio.Protocol):
-    """Sends INVOKE frames and resolves one pending reply at a time; collects LOG frames.
+class InstanceChannel:
+    """Sends frames and resolves one pending reply at a time; collects LOG frames and hands
+    BUCKET frames to `on_bucket` (the instance's binding, sandbox/bindings.py).
 
     A frame that arrives before anyone waits for it (READY can beat the host's `expect`) is
     kept in `early` and handed to the next `expect`.
     """
 
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        sock.setblocking(False)
+        self.loop = asyncio.get_running_loop()
         self.buf = bytearray()
+        self.fds: deque[int] = deque()  # received, not claimed by a frame yet
+        self.out: deque[tuple[memoryview, list[int]]] = deque()  # unsent bytes (and their fds)
         self.waiter: asyncio.Future | None = None
         self.early: deque[tuple[int, bytes, bytes]] = deque()
         self.logs: list[str] = []
-        self.closed = asyncio.get_running_loop().create_future()
+        self.on_bucket: Callable[[bytes], None] | None = None
+        self.closed = self.loop.create_future()
+        self.loop.add_reader(sock.fileno(), self._readable)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+    # -- reading --------------------------------------------------------------------------------
 
-    def data_received(self, data: bytes) -> None:
+    def _readable(self) -> None:
+        try:
+            data, ancillary, _, _ = self.sock.recvmsg(_READ, _ANCILLARY, socket.MSG_CMSG_CLOEXEC)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data, ancillary = b"", []
+        for level, kind, cdata in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(cdata[:len(cdata) - len(cdata) % fds.itemsize])
+                self.fds.extend(fds)
+        if not data:
+            self._lost()
+            return
+        self._frames(data)
+        if self.fds and (not self.buf or len(self.fds) > _MAX_FDS):
+            self._drop_fds()  # no frame claimed them (or an instance is piling them up)
+
+    def _frames(self, data: bytes) -> None:
         buf = self.buf
         buf += data
         while len(buf) >= _PLEN:
@@ -42,34 +82,103 @@ class InstanceChannel(asyncio.Protocol):
             del buf[:end]
             if kind == protocol.LOG:
                 self.logs.append(payload.decode("utf-8", "replace"))
+            elif kind == protocol.BUCKET and self.on_bucket is not None:
+                self.on_bucket(meta)
             elif self.waiter is not None and not self.waiter.done():
                 self.waiter.set_result((kind, meta, payload))
             else:
                 self.early.append((kind, meta, payload))
 
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(EOFError())
+    def take_fd(self) -> int:
+        """The oldest fd received and not claimed yet (the claimer closes it), or -1."""
+        return self.fds.popleft() if self.fds else -1
+
+    def _drop_fds(self) -> None:
+        while self.fds:
+            os.close(self.fds.popleft())
 
     def expect(self) -> asyncio.Future:
         """A future for the next non-log frame."""
-        self.waiter = asyncio.get_running_loop().create_future()
+        self.waiter = self.loop.create_future()
         if self.early:
             self.waiter.set_result(self.early.popleft())
         elif self.closed.done():
             self.waiter.set_exception(EOFError())
         return self.waiter
 
-    def send(self, frame: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(frame)
-
     def take_logs(self) -> list[str]:
         logs, self.logs = self.logs, []
         return logs
 
+    # -- writing --------------------------------------------------------------------------------
+
+    def send(self, frame: bytes, fds: Sequence[int] = ()) -> None:
+        """Send a frame, with `fds` attached (they are the channel's now: closed once sent, or
+        when the channel closes first)."""
+        owned = list(fds)
+        if self.closed.done():
+            _close(owned)
+            return
+        if self.out:
+            self.out.append((memoryview(frame), owned))
+            return
+        try:
+            sent = self._write(memoryview(frame), owned)
+        except OSError:  # the instance is gone: the reader sees EOF and says so
+            _close(owned)
+            return
+        if sent < len(frame):
+            self.out.append((memoryview(frame)[sent:], owned if not sent else []))
+            self.loop.add_writer(self.sock.fileno(), self._writable)
+
+    def _write(self, data: memoryview, fds: list[int]) -> int:
+        """Bytes written now (0 if the socket is full); fds go with the first byte."""
+        try:
+            if fds:
+                sent = self.sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS,
+                                                   array.array("i", fds))])
+                _close(fds)
+                return sent
+            return self.sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+
+    def _writable(self) -> None:
+        while self.out:
+            data, fds = self.out[0]
+            try:
+                sent = self._write(data, fds)
+            except OSError:
+                self._lost()
+                return
+            if sent < len(data):
+                self.out[0] = (data[sent:], fds if not sent else [])
+                return
+            self.out.popleft()
+        self.loop.remove_writer(self.sock.fileno())
+
+    # -- the end --------------------------------------------------------------------------------
+
+    def _lost(self) -> None:
+        if self.closed.done():
+            return
+        with contextlib.suppress(ValueError, OSError):  # fileno -1: closed already
+            self.loop.remove_reader(self.sock.fileno())
+            self.loop.remove_writer(self.sock.fileno())
+        self.sock.close()
+        self._drop_fds()
+        for _, fds in self.out:
+            _close(fds)
+        self.out.clear()
+        self.closed.set_result(None)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(EOFError())
+
     def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
+        self._lost()
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+    fds.clear()

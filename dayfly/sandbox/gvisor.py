@@ -185,6 +185,8 @@ class GvisorBackend(ZygoteBackend):
 
     name = "gvisor"
     weak = False
+    no_bindings = ("the gvisor tier offers no bucket bindings: no file descriptors cross its "
+                   "boundary")
     _probe: tuple[bool, str] | None = None
 
     def __init__(self, data_dir: Path) -> None:

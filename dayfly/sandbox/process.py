@@ -11,6 +11,7 @@ from ..background import spawn
 from ..runtime import protocol
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
 from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats
+from .bindings import Binding, ObjectService
 from .channel import InstanceChannel
 from .zygote import ZygoteClient, exit_reason, prepare_runtime
 
@@ -43,18 +44,22 @@ def instance_env(spec: FunctionSpec, instance_id: str) -> dict[str, str]:
 
 
 class _State:
-    __slots__ = ("chan", "token", "zygote")
+    __slots__ = ("binding", "chan", "token", "zygote")
 
-    def __init__(self, zygote: ZygoteClient, chan: InstanceChannel, token: object) -> None:
+    def __init__(self, zygote: ZygoteClient, chan: InstanceChannel, token: object,
+                 binding: Binding) -> None:
         self.zygote = zygote
         self.chan = chan
         self.token = token
+        self.binding = binding
 
 
 class ZygoteBackend(Backend):
     """Common machinery of tiers whose instances fork from zygotes (one per runtime + deps)."""
 
     zygote_idle_s = 600.0
+    objects: ObjectService | None = None  # the node's objects, for bucket bindings (platform)
+    no_bindings = ""  # why this tier offers no bucket bindings ("": it does)
 
     def __init__(self, data_dir: Path) -> None:
         self.runtime_root = prepare_runtime(Path(data_dir) / "runtime")
@@ -128,6 +133,9 @@ class ZygoteBackend(Backend):
     async def start(self, spec: FunctionSpec, instance_id: str) -> Instance:
         zygote = await self.zygote_for(spec)
         extra, fds, token = self.reserve(spec)
+        objects = self.objects if spec.buckets and not self.no_bindings else None
+        if objects is not None:
+            extra["buckets"] = True  # the instance offers context.buckets
         t0 = time.monotonic_ns()
         try:
             pid, sock = await zygote.fork(instance_id, {**self.fork_spec(spec, instance_id),
@@ -143,10 +151,12 @@ class ZygoteBackend(Backend):
             zygote.forget(pid)
             self.unreserve(token)
             raise
-        loop = asyncio.get_running_loop()
-        _, chan = await loop.create_unix_connection(InstanceChannel, sock=sock)
+        chan = InstanceChannel(sock)
+        binding = Binding(chan, spec, objects, self.no_bindings or (
+            "this function declares no `buckets`" if not spec.buckets
+            else "this node offers no bucket bindings"))
         inst = Instance(id=instance_id, spec=spec, pid=pid,
-                        backend_state=_State(zygote, chan, token))
+                        backend_state=_State(zygote, chan, token, binding))
         try:
             kind, meta, payload = await asyncio.wait_for(chan.expect(), INIT_TIMEOUT_S)
         except TimeoutError:
@@ -173,7 +183,8 @@ class ZygoteBackend(Backend):
         return inst
 
     async def invoke(self, inst: Instance, req: InvokeRequest) -> InvokeResult:
-        chan = inst.backend_state.chan  # type: ignore[union-attr]
+        state: _State = inst.backend_state  # type: ignore[assignment]
+        chan = state.chan
         head = {"id": req.request_id, "deadline": req.deadline_ms, "arn": req.invoked_arn}
         if req.client_context:
             head["cc"] = req.client_context
@@ -182,11 +193,14 @@ class ZygoteBackend(Backend):
         if req.idempotency_key:
             head["idem"] = req.idempotency_key
         waiter = chan.expect()
+        state.binding.begin()
         chan.send(protocol.encode(protocol.INVOKE, head, req.payload))
         try:
             kind, meta, payload = await waiter
         except EOFError:
             raise await self._death(inst) from None
+        finally:
+            state.binding.end()
         meta = json.loads(meta)
         return InvokeResult(
             payload=payload,

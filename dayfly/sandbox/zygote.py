@@ -24,8 +24,8 @@ from ..runtime import protocol
 
 log = logging.getLogger("dayfly.zygote")
 
-_RUNTIME_FILES = ("__init__.py", "protocol.py", "context.py", "instance.py", "zygote.py", "jail.py",
-                  "prefork.py")
+_RUNTIME_FILES = ("__init__.py", "protocol.py", "context.py", "instance.py", "buckets.py",
+                  "zygote.py", "jail.py", "prefork.py")
 BOOT = "import sys; sys.path.insert(0, {root!r}); from dayfly.runtime.zygote import main; main()"
 
 

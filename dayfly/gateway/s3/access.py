@@ -29,6 +29,13 @@ def _denied(function: str, why: str) -> S3Error:
     return S3Error("AccessDenied", f"Access Denied: function {function}'s key {why}")
 
 
+def require(scope: Scope, bucket: str, need: str) -> None:
+    """Raise AccessDenied unless the scope may `need` (read or write) the bucket."""
+    if not scope.allows(bucket, need):
+        raise _denied(scope.function, f"may not {need} bucket {bucket} (dayfly.toml `buckets` "
+                      f"declares: {', '.join(f'{b}:{m}' for b, m in scope.buckets.items())})")
+
+
 def check(scope: Scope, op: tuple[str, str, str], bucket: str, headers: Headers) -> None:
     """Raise AccessDenied unless the scope allows the operation on the bucket."""
     need = NEEDS.get(op)
@@ -36,9 +43,7 @@ def check(scope: Scope, op: tuple[str, str, str], bucket: str, headers: Headers)
         raise _denied(scope.function, "may only read and write objects")
     if need == "list":
         return
-    if not scope.allows(bucket, need):
-        raise _denied(scope.function, f"may not {need} bucket {bucket} (dayfly.toml `buckets` "
-                      f"declares: {', '.join(f'{b}:{m}' for b, m in scope.buckets.items())})")
+    require(scope, bucket, need)
     if op[0] == "PUT" and "x-amz-copy-source" in headers:
         source = unquote(headers["x-amz-copy-source"].partition("?")[0]).lstrip("/")
         source = source.partition("/")[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
@@ -54,9 +55,14 @@ class Ctx:
 
 def stored_headers(request: Request) -> dict[str, str]:
     """The headers S3 keeps with an object: standard ones and x-amz-meta-* (user metadata)."""
+    return kept_headers(request.headers.items())
+
+
+def kept_headers(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """`stored_headers` of (lower-case name, value) pairs, however they arrived."""
     out: dict[str, str] = {}
     meta_size = 0
-    for name, value in request.headers.items():
+    for name, value in pairs:
         if name.startswith("x-amz-meta-"):
             meta_size += len(name) - 11 + len(value.encode())
             out[name] = value

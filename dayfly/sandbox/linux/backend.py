@@ -79,6 +79,9 @@ class LinuxBackend(ZygoteBackend):
             self.cgroups.prepare(self.cgroup_prefill)
         if not self.rootless:
             self.netns = NetnsPool()
+        else:  # instances run as this uid: a stored object's fd could be reopened for writing
+            self.no_bindings = ("the rootless linux tier offers no bucket bindings (instances "
+                                "share the platform's uid); use the S3 endpoint")
         self.relays: dict[str, EgressRelay] = {}
         self._refilling: asyncio.Future | None = None
         # zygote key -> (pid, cgroup slot or None, the limits it was prepared for)
