@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import queue
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -15,6 +16,34 @@ from .s3 import Body, Client
 
 PART_SIZE = 8 * 1024 * 1024
 MIN_PART = 5 * 1024 * 1024  # S3's smallest part but the last
+
+
+def writer(client: Any, bucket: str, key: str, content_type: str = "application/octet-stream",
+           part_size: int = PART_SIZE) -> Any:
+    """A file that becomes one object: the client's own streaming writer where it has one (a
+    bucket binding's), else an ObjectWriter uploading parts over HTTP."""
+    if hasattr(client, "writer"):
+        return client.writer(bucket, key, content_type)
+    return ObjectWriter(client, bucket, key, content_type, part_size)
+
+
+def read_ahead(body: Any, chunk: int = 1024 * 1024) -> Any:
+    """A reader of `body` with `read_chunk`: a ReadAhead for a network body; a local file (a
+    binding's object) is read directly, a thread would only add hand-offs."""
+    return FileChunks(body, chunk) if isinstance(body, io.FileIO) else ReadAhead(body, chunk)
+
+
+def spooled(body: Any) -> Any:
+    """A seekable reader for a decoder: a local file as it is, a network body in a Spool."""
+    return body if isinstance(body, io.FileIO) else Spool(body)
+
+
+def seekable(client: Any, bucket: str, key: str, size: int) -> Any:
+    """A seekable reader of one object: the stored file itself where the client can open it,
+    else ranged GETs (RangeReader)."""
+    if hasattr(client, "open"):
+        return client.open(bucket, key)
+    return RangeReader(client, bucket, key, size)
 
 
 class ObjectWriter(io.RawIOBase):
@@ -228,6 +257,30 @@ class ReadAhead(io.RawIOBase):
                 self._q.get_nowait()
             except queue.Empty:
                 self._t.join(0.05)
+        super().close()
+
+
+class FileChunks(io.RawIOBase):
+    """ReadAhead's interface over a local file, read in the caller's thread."""
+
+    def __init__(self, f: io.FileIO, chunk: int = 1024 * 1024) -> None:
+        super().__init__()
+        self._f, self._chunk = f, chunk
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        return self._f.readinto(buf)
+
+    def read_chunk(self) -> bytes:
+        """The next chunk (b"" at the end)."""
+        return self._f.read(self._chunk)
+
+    def close(self) -> None:
+        self._f.close()
         super().close()
 
 

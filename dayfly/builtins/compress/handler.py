@@ -11,18 +11,18 @@ from typing import Any
 import pack
 import stream_codecs
 import unpack
-from _lib import events, keys, s3
-from _lib.streams import ObjectWriter
+from _lib import events, keys, objects, streams
 from guards import ArchiveRefused, Budget
 
 CONFIG: dict[str, Any] = json.loads((Path(__file__).parent / "config.json").read_text())
-_client: s3.Client | None = None
+_client: Any = None
 
 
-def _s3() -> s3.Client:
+def _s3(context: Any = None) -> Any:
+    """The object client: the instance's bucket binding, or S3 over HTTP (_lib/objects.py)."""
     global _client
     if _client is None:
-        _client = s3.Client.from_env()
+        _client = objects.client(context)
     return _client
 
 
@@ -47,8 +47,8 @@ def _compress(bucket: str, key: str, members: list[tuple[str, str, int]],
     if target == bucket and any(out_key == m[0] for m in members):
         raise ArchiveRefused(f"the output {out_key} would overwrite an input")
     t0 = time.perf_counter()
-    with ObjectWriter(_s3(), target, out_key, stream_codecs.CONTENT_TYPE[fmt],
-                      CONFIG["part_size_mb"] * 1024 * 1024) as w:
+    with streams.writer(_s3(), target, out_key, stream_codecs.CONTENT_TYPE[fmt],
+                        CONFIG["part_size_mb"] * 1024 * 1024) as w:
         if fmt in ("gzip", "zstd"):
             read = pack.compress_one(_s3(), bucket, key, fmt, level, w)
         else:
@@ -108,6 +108,7 @@ def _prefix_request(event: Any) -> list[dict[str, Any]] | None:
 
 
 def handler(event: Any, context: Any) -> dict[str, Any]:
+    _s3(context)
     done = _prefix_request(event)
     if done is not None:
         return {"written": done, "skipped": []}

@@ -10,16 +10,15 @@ from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 import stream_codecs
-from _lib.s3 import Client
-from _lib.streams import ObjectWriter, ReadAhead
+from _lib.streams import ObjectWriter, read_ahead
 
 CHUNK = 1024 * 1024
 
 
-def _pump(client: Client, bucket: str, key: str, out: Any) -> int:
+def _pump(client: Any, bucket: str, key: str, out: Any) -> int:
     """Copy one object into `out` chunk by chunk; bytes copied."""
     n = 0
-    reader = ReadAhead(client.get(bucket, key), CHUNK)
+    reader = read_ahead(client.get(bucket, key), CHUNK)
     try:
         while chunk := reader.read_chunk():
             out.write(chunk)
@@ -29,12 +28,12 @@ def _pump(client: Client, bucket: str, key: str, out: Any) -> int:
     return n
 
 
-def compress_one(client: Client, bucket: str, key: str, codec: str, level: int,
+def compress_one(client: Any, bucket: str, key: str, codec: str, level: int,
                  writer: ObjectWriter) -> int:
     """gzip or zstd of one object into `writer`; bytes read."""
     c = stream_codecs.compressor(codec, level)
     n = 0
-    reader = ReadAhead(client.get(bucket, key), CHUNK)
+    reader = read_ahead(client.get(bucket, key), CHUNK)
     try:
         while chunk := reader.read_chunk():
             n += len(chunk)
@@ -47,7 +46,7 @@ def compress_one(client: Client, bucket: str, key: str, codec: str, level: int,
     return n
 
 
-def _zip(client: Client, bucket: str, members: Iterable[tuple[str, str, int]], level: int,
+def _zip(client: Any, bucket: str, members: Iterable[tuple[str, str, int]], level: int,
          sink: BinaryIO) -> int:
     total = 0
     stamp = time.gmtime()[:6]
@@ -62,7 +61,7 @@ def _zip(client: Client, bucket: str, members: Iterable[tuple[str, str, int]], l
     return total
 
 
-def _tar(client: Client, bucket: str, members: Iterable[tuple[str, str, int]], codec: str | None,
+def _tar(client: Any, bucket: str, members: Iterable[tuple[str, str, int]], codec: str | None,
          level: int, sink: BinaryIO) -> int:
     out: Any = stream_codecs.CompressingWriter(sink, codec, level) if codec else sink
     total = 0
@@ -72,7 +71,7 @@ def _tar(client: Client, bucket: str, members: Iterable[tuple[str, str, int]], c
         for key, name, size in members:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = size, now, 0o644
-            reader = ReadAhead(client.get(bucket, key), CHUNK)
+            reader = read_ahead(client.get(bucket, key), CHUNK)
             try:
                 tf.addfile(info, reader)
             finally:
@@ -83,7 +82,7 @@ def _tar(client: Client, bucket: str, members: Iterable[tuple[str, str, int]], c
     return total
 
 
-def archive(client: Client, bucket: str, members: Iterable[tuple[str, str, int]], fmt: str,
+def archive(client: Any, bucket: str, members: Iterable[tuple[str, str, int]], fmt: str,
             level: int, writer: ObjectWriter) -> int:
     """(object key, name in the archive, size) for each member, into one archive; bytes read."""
     if fmt == "zip":

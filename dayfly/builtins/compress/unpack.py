@@ -9,8 +9,7 @@ import zipfile
 from typing import Any, BinaryIO
 
 import stream_codecs
-from _lib.s3 import Client
-from _lib.streams import ObjectWriter, RangeReader, ReadAhead
+from _lib import streams
 from guards import ArchiveRefused, Budget, safe_name
 
 CHUNK = 1024 * 1024
@@ -21,7 +20,7 @@ class Extraction:
     """One archive object extracted under one prefix, within a budget; what it wrote is
     remembered so that a refusal can take it back."""
 
-    def __init__(self, client: Client, bucket: str, key: str, size: int, target_bucket: str,
+    def __init__(self, client: Any, bucket: str, key: str, size: int, target_bucket: str,
                  prefix: str, budget: Budget, part_size: int) -> None:
         self.client, self.bucket, self.key, self.size = client, bucket, key, size
         self.target_bucket, self.prefix = target_bucket, prefix
@@ -31,7 +30,8 @@ class Extraction:
     def member(self, name: str, src: BinaryIO, key: str | None = None) -> None:
         """Stream one member's bytes (read in bounded chunks) into its object."""
         key = key or self.prefix + name
-        with ObjectWriter(self.client, self.target_bucket, key, part_size=self.part_size) as w:
+        with streams.writer(self.client, self.target_bucket, key,
+                            part_size=self.part_size) as w:
             while chunk := src.read(CHUNK):
                 self.budget.add(len(chunk), name)
                 w.write(chunk)
@@ -68,11 +68,13 @@ def _zip_members(zf: zipfile.ZipFile, budget: Budget) -> list[tuple[zipfile.ZipI
 
 
 def _zip(ex: Extraction) -> None:
+    src = streams.seekable(ex.client, ex.bucket, ex.key, ex.size)
     try:
-        zf = zipfile.ZipFile(RangeReader(ex.client, ex.bucket, ex.key, ex.size))
+        zf = zipfile.ZipFile(src)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        src.close()
         raise ArchiveRefused(f"not a readable zip archive: {exc}") from None
-    with zf:
+    with src, zf:
         for info, name in _zip_members(zf, ex.budget):
             with zf.open(info) as src:
                 ex.member(name, src)
@@ -108,7 +110,7 @@ def extract(ex: Extraction, fmt: str, out_key: str) -> None:
         if fmt == "zip":
             _zip(ex)
             return
-        reader = ReadAhead(ex.client.get(ex.bucket, ex.key), CHUNK)
+        reader = streams.read_ahead(ex.client.get(ex.bucket, ex.key), CHUNK)
         try:
             if fmt in ("gzip", "zstd"):
                 ex.budget.entry(out_key)

@@ -9,16 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import transform
-from _lib import events, keys, s3, streams
+from _lib import events, keys, objects, streams
 
 CONFIG: dict[str, Any] = json.loads((Path(__file__).parent / "config.json").read_text())
-_client: s3.Client | None = None
+_client: Any = None
 
 
-def _s3() -> s3.Client:
+def _s3(context: Any = None) -> Any:
+    """The object client: the instance's bucket binding, or S3 over HTTP (_lib/objects.py)."""
     global _client
     if _client is None:
-        _client = s3.Client.from_env()
+        _client = objects.client(context)
     return _client
 
 
@@ -43,7 +44,7 @@ def _one(ref: events.ObjectRef) -> dict[str, Any]:
             raise transform.ImageRefused(f"{ref.bucket}/{ref.key} is {body.size} bytes, over "
                                          f"max_input_bytes={cfg['max_input_bytes']}")
         t1 = time.perf_counter()
-        out = transform.run(streams.Spool(body), cfg)  # decodes while the rest arrives
+        out = transform.run(streams.spooled(body), cfg)  # decodes while the rest arrives
     t2 = time.perf_counter()
     values = {**keys.input_fields(ref.bucket, ref.key), "width": out.width, "height": out.height,
               "format": out.format, "ext": out.ext}
@@ -77,6 +78,8 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
     if isinstance(event, dict) and "image_base64" in event:
         return _inline(event)
     refs, skipped = events.objects(event)
+    if refs:
+        _s3(context)
     results = [_one(ref) for ref in refs]
     return {"written": [r for r in results if "key" in r],
             "skipped": skipped + [r["skipped"] for r in results if "skipped" in r]}
