@@ -94,9 +94,17 @@ class EventQueue:
         return await self.db.run(read)
 
     async def next_due(self) -> float | None:
-        row = await self.db.run(lambda c: c.execute(
-            "SELECT MIN(not_before) FROM events").fetchone())
-        return row[0] if row and row[0] is not None else None
+        """When the next event not being delivered comes due (None: no other event waits).
+        Events in flight are left out: they are due already, so counting them made the
+        dispatcher poll the database without pause for as long as one ran; one that fails
+        comes back through `retry`, and the end of every delivery wakes the dispatcher."""
+        skip = set(self.in_flight)
+
+        def read(conn: sqlite3.Connection) -> float | None:
+            rows = conn.execute("SELECT id, not_before FROM events ORDER BY not_before LIMIT ?",
+                                (len(skip) + 1,))
+            return next((r[1] for r in rows if r[0] not in skip), None)
+        return await self.db.run(read)
 
     def _finished(self, ev_id: str) -> None:
         if len(self._done) == self._done.maxlen:

@@ -4,10 +4,12 @@ loop detection, and no acknowledged event lost to a kill -9."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import botocore.exceptions
 import httpx
@@ -52,6 +54,24 @@ def test_event_invoke_keeps_one_id_and_exposes_the_idempotency_key(server, lam):
     rid = r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-request-id"]
     rec = wait_for(lambda: [x for x in records(server, "asyncecho") if x["request_id"] == rid])
     assert rec[0]["trigger"] == "event" and rec[0]["status"] == "success"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_the_dispatcher_rests_while_an_event_runs(server, lam):
+    """An event in flight is due already: the dispatcher waits for its end instead of polling
+    the database for as long as it runs (it used to take a core: 1.6 s of 2)."""
+    create(lam, "napper", "import time\ndef handler(event, context):\n    time.sleep(2)\n",
+           timeout=10)
+    lam.invoke(FunctionName="napper", Payload=b"{}")  # started and warm
+    before = cpu_seconds(server.proc.pid)
+    assert lam.invoke(FunctionName="napper", InvocationType="Event",
+                      Payload=b"{}")["StatusCode"] == 202
+    wait_for(lambda: [r for r in records(server, "napper") if r["trigger"] == "event"])
+    assert cpu_seconds(server.proc.pid) - before < 0.5
 
 
 def test_event_invoke_config_api(lam):
