@@ -95,6 +95,9 @@ def handler(event, context):
             "write_only_read": refused(b.open, "dst", "x"),
             "no_key": refused(b.open, "src", "missing"),
             "no_bucket": refused(b.put, "gone-bucket", "x", b""),
+            "declared_missing_put": refused(b.put, "ghost", "x", b"body"),
+            "declared_missing_writer": refused(b.writer, "ghost", "x"),
+            "declared_missing_read": refused(b.open, "ghost", "x"),
             "bad_key": refused(b.put, "both", "", b""),
             "bad_header": refused(b.put, "both", "h", b"", metadata={"x": "a\r\nb"}),
         }
@@ -158,7 +161,7 @@ def handler(event, context):
     return "?"
 '''
 
-GRANTS = {"fn": ["src:read", "dst:write", "both:readwrite"]}
+GRANTS = {"fn": ["src:read", "dst:write", "both:readwrite", "ghost:readwrite"]}
 ROOTLESS = os.geteuid() != 0
 BOUND = [t for t in TIERS if t != "gvisor" and not (t == "linux" and ROOTLESS)]
 UNBOUND = ["gvisor"] + (["linux"] if ROOTLESS else [])
@@ -250,6 +253,12 @@ async def test_grants_are_the_declared_buckets_and_modes(env):
     assert "may not write bucket src" in out["read_only_put"][3]
     assert "may not read bucket secret" in out["undeclared_read"][3]
     assert out["no_key"][1:3] == ["NoSuchKey", 404]
+    for case in ("declared_missing_put", "declared_missing_writer", "declared_missing_read"):
+        assert out[case][1:3] == ["NoSuchBucket", 404], (case, out[case])
+    store = env[2]
+    assert not list(store.blobs.tmp.iterdir())  # nothing of the refused bodies stays
+    assert sum(len(list(d.iterdir())) for d in store.blobs.root.iterdir()
+               if d != store.blobs.tmp) == 1  # the one object there is: src/in.txt
     assert out["bad_key"][1] == "InvalidArgument"
     assert out["bad_header"][1] == "InvalidArgument"
     assert await env[2].list_objects("secret") and not (await env[2].list_objects("secret")).rows
@@ -262,7 +271,7 @@ async def test_a_changed_declaration_counts_at_once(env):
         refusal = await run(env, {"op": "exists", "bucket": "src", "key": "in.txt"})
         assert refusal[1] == "AccessDenied"
     finally:
-        GRANTS["fn"] = ["src:read", "dst:write", "both:readwrite"]
+        GRANTS["fn"] = ["src:read", "dst:write", "both:readwrite", "ghost:readwrite"]
 
 
 async def test_a_64_mib_object_streams_both_ways_without_being_held(env):

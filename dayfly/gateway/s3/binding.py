@@ -91,11 +91,10 @@ class BindingService:
 
     async def put(self, fn: FunctionSpec, bucket: str, key: str, fd: int, size: int,
                   headers: dict[str, str]) -> dict[str, Any]:
-        try:
+        try:  # no bucket lookup first: the body is already here, and the commit checks it
             origin = self._grant(fn, bucket, "write")
             check_key(key)
             kept = _headers(headers)
-            await self.store.head_bucket(bucket)
             blob = await self.store.blobs.write_fd(fd, size, limit=MAX_PUT)
         finally:
             os.close(fd)
