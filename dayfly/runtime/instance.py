@@ -219,9 +219,10 @@ class Instance:
     def wire_output(self) -> None:
         """stdout, stderr and the root logger write LOG frames."""
         sys.stdout, sys.stderr = self.output.stdout, self.output.stderr
-        root = logging.getLogger()
+        root = logging.root
         root.handlers[:] = [self.output.handler]
-        root.setLevel(logging.WARNING)
+        if root.level != logging.WARNING:  # the default; setting it again would only clear
+            root.setLevel(logging.WARNING)  # every logger's cache, which is still right
 
     def _die_at_init(self, err: dict) -> None:
         self.channel.send(protocol.INIT_ERROR, None, json.dumps(err).encode())

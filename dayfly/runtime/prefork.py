@@ -52,14 +52,15 @@ def _at_fork_hooks() -> None:
 
 
 def _environment_swap() -> None:
-    """`os.environ.clear()` and `update()` on a throwaway mapping of the same class (the real
-    putenv/unsetenv run, on a variable nobody reads)."""
+    """An instance's swap of os.environ (delete every variable, then `update`), on a throwaway
+    mapping of the same class (the real putenv/unsetenv run, on a variable nobody reads)."""
     env = os.environ
     with contextlib.suppress(Exception):
         scratch = type(env)({}, env.encodekey, env.decodekey,  # type: ignore[attr-defined]
                             env.encodevalue, env.decodevalue)  # type: ignore[attr-defined]
         scratch.update({"_DAYFLY_PREFORK": "1"})
-        scratch.clear()
+        for key in list(scratch):
+            del scratch[key]
 
 
 def fill_pools(rounds: int = 3) -> list:

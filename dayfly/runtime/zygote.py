@@ -344,7 +344,8 @@ class Zygote:
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if spec.get("nproc"):  # rootless, no cgroup: processes of its own user namespace
             resource.setrlimit(resource.RLIMIT_NPROC, (spec["nproc"], spec["nproc"]))
-        os.environ.clear()
+        for key in list(os.environ):  # clear(), without popitem's KeyError at the end
+            del os.environ[key]
         os.environ.update(spec.get("env", {}))
         os.chdir(spec["code_dir"])
         if spec.get("deps_dir"):
