@@ -247,3 +247,25 @@ def test_jpeg_draft_decoding_respects_the_exif_orientation():
     Image.new("RGB", (4000, 1000), "teal").save(buf, "JPEG", exif=exif.tobytes())
     result = transform.run(buf.getvalue(), _image_config(width=500))
     assert (result.width, result.height) == (500, 2000)  # not blurred up from a 1/8 draft
+
+
+def test_file_chunks_map_a_window_at_a_time(tmp_path):
+    from dayfly.builtins._lib import streams
+
+    data = bytes(range(256)) * 97  # 24,832 bytes: three windows of 8 KiB and a tail
+    (tmp_path / "f").write_bytes(data)
+    reader = streams.read_ahead(io.FileIO(tmp_path / "f"), 3000)
+    assert isinstance(reader, streams.FileChunks)
+    reader.WINDOW = 8192
+    got = b""
+    while chunk := reader.read_chunk():
+        assert len(chunk) <= 3000
+        got += bytes(chunk)
+    assert got == data
+    reader.close()
+    again = streams.read_ahead(io.FileIO(tmp_path / "f"))
+    again.WINDOW = 8192
+    assert again.read() == data  # read/readinto cross windows too
+    again.close()
+    (tmp_path / "empty").write_bytes(b"")
+    assert streams.read_ahead(io.FileIO(tmp_path / "empty")).read_chunk() == b""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import mmap
 import os
 import queue
 import threading
@@ -261,25 +262,49 @@ class ReadAhead(io.RawIOBase):
 
 
 class FileChunks(io.RawIOBase):
-    """ReadAhead's interface over a local file, read in the caller's thread."""
+    """ReadAhead's interface over a local file, in the caller's thread. `read_chunk` hands out
+    views of the file mapped into memory, a window at a time (no copy); a view is valid until
+    the next call. `read`/`readinto` copy, as a file's do."""
+
+    WINDOW = 8 * 1024 * 1024  # mapped at a time: resident size stays small (granularity multiple)
 
     def __init__(self, f: io.FileIO, chunk: int = 1024 * 1024) -> None:
         super().__init__()
         self._f, self._chunk = f, chunk
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        self._size = os.fstat(f.fileno()).st_size
+        self._pos = 0  # of the next byte handed out
+        self._base = 0  # file offset of the window
+        self._window = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buf: Any) -> int:
-        return self._f.readinto(buf)
+    def _view(self, n: int) -> memoryview:
+        """Up to n bytes at the position, from the mapped window (mapping the next if needed)."""
+        if self._pos >= self._base + len(self._window):
+            if self._pos >= self._size:
+                return memoryview(b"")
+            self._base = self._pos - self._pos % self.WINDOW
+            length = min(self.WINDOW, self._size - self._base)
+            m = mmap.mmap(self._f.fileno(), length, prot=mmap.PROT_READ, offset=self._base)
+            m.madvise(mmap.MADV_SEQUENTIAL)
+            self._window = memoryview(m)  # the map goes when its last view does
+        start = self._pos - self._base
+        out = self._window[start:start + n]
+        self._pos += len(out)
+        return out
 
-    def read_chunk(self) -> bytes:
-        """The next chunk (b"" at the end)."""
-        return self._f.read(self._chunk)
+    def readinto(self, buf: Any) -> int:
+        view = self._view(len(buf))
+        buf[:len(view)] = view
+        return len(view)
+
+    def read_chunk(self) -> memoryview:
+        """The next chunk (empty at the end)."""
+        return self._view(self._chunk)
 
     def close(self) -> None:
+        self._window = memoryview(b"")
         self._f.close()
         super().close()
 
