@@ -408,13 +408,12 @@ def enter_zygote_sandbox(cfg: dict) -> int:
     return os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
 
 
-def instance_netns(listen_port: int | None) -> socket.socket | None:
-    """Zygote side of step I1a: move this (single-threaded) zygote into a new, empty network
-    namespace for the child it is about to clone, with loopback up and, if asked, the relay's
-    listening socket inside. The zygote goes home (`return_to_netns`) right after the clone;
-    the namespace then belongs to the child and to the host's relay alone."""
-    unshare(CLONE_NEWNET)
-    return _loopback_up_and_listen(listen_port)
+def enter_netns(fd: int) -> None:
+    """Zygote side of step I1a: move this (single-threaded) zygote into a namespace made ahead
+    by `new_netns` (empty, loopback up, the relay's listening socket inside when the function
+    has egress) for the child it is about to clone. The zygote goes home (`return_to_netns`)
+    right after the clone; the namespace then belongs to the child and to the host's relay."""
+    setns(fd, CLONE_NEWNET)
 
 
 def return_to_netns(home_fd: int) -> None:

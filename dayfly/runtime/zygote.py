@@ -24,6 +24,7 @@ import time
 
 from . import prefork, protocol
 
+NETNS_AHEAD = 2  # jailed zygotes keep this many instance network namespaces ready
 _PRELOAD = ("asyncio", "json", "logging", "traceback", "inspect", "importlib.util", "resource",
             "threading", "io", "base64", "datetime", "decimal", "uuid", "hashlib", "urllib.parse")
 
@@ -51,6 +52,10 @@ class Zygote:
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self.config = config
         self.home_net = -1  # jailed: the zygote's own network namespace (instances get theirs)
+        # instances' network namespaces, made while the zygote has nothing else to do:
+        # (namespace fd, the relay's listening socket inside or None)
+        self.nets: list[tuple[int, socket.socket | None]] = []
+        self.nets_failing = False
 
     def warm(self) -> None:
         """Enter the sandbox (jailed tiers), import what every instance needs, freeze the heap.
@@ -110,8 +115,23 @@ class Zygote:
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_signal)
         self._send(protocol.encode(protocol.ZYGOTE_READY, {"pid": os.getpid()}))
         while True:
-            for key, _ in self.sel.select():
+            ahead = self.jail and not self.nets_failing and len(self.nets) < NETNS_AHEAD
+            events = self.sel.select(0 if ahead else None)
+            if ahead and not events:
+                self._make_netns()
+            for key, _ in events:
                 key.data()
+
+    def _make_netns(self) -> None:
+        """One instance network namespace ahead of demand (about a millisecond of kernel work
+        that would otherwise delay the next clone)."""
+        from . import jail
+
+        try:
+            self.nets.append(jail.new_netns(self.jail.get("relay_port")))
+        except OSError as exc:  # e.g. a namespace limit: made on demand, and reported then
+            self.nets_failing = True
+            os.write(2, f"dayfly zygote: cannot prepare a network namespace: {exc}\n".encode())
 
     def _on_signal(self) -> None:
         try:
@@ -257,15 +277,20 @@ class Zygote:
         from . import jail
 
         go_r, go_w = os.pipe()
-        door = None
+        net, door = -1, None
         try:
-            door = jail.instance_netns(self.jail.get("relay_port"))
+            self.nets_failing = False
+            net, door = self.nets.pop(0) if self.nets else jail.new_netns(
+                self.jail.get("relay_port"))
+            jail.enter_netns(net)
             pid = jail.clone_fork(jail.CLONE_NEWUSER | jail.CLONE_NEWPID | jail.CLONE_NEWNS
                                   | jail.CLONE_NEWIPC | jail.CLONE_NEWUTS)
         except OSError as exc:
             jail.return_to_netns(self.home_net)
             os.close(go_r)
             os.close(go_w)
+            if net >= 0:
+                os.close(net)
             if door is not None:
                 door.close()
             self._send(protocol.encode(protocol.FORKED, {"id": spec["id"], "error": str(exc)}))
@@ -285,6 +310,7 @@ class Zygote:
                 then()
             self._child(spec, fd)
         jail.return_to_netns(self.home_net)
+        os.close(net)  # the child holds the namespace now (and the host, through the door)
         os.close(go_r)
         try:
             jail.map_ids(pid, spec["uid"], spec["gid"])
