@@ -300,8 +300,11 @@ class Zygote:
                 os.close(door.detach())
             try:
                 os.close(go_w)
-                go = os.read(go_r, 1) == b"1"  # wait until ids are mapped and cgroups joined
+                go = os.read(go_r, 1) == b"1"  # wait until ids are mapped (and cgroups joined)
                 os.close(go_r)
+                if go and spec.get("cg_self"):  # cgroup v1: join by moving itself (I1)
+                    for cfd in cgroup_fds:
+                        os.write(cfd, b"0")
             except BaseException:
                 go = False
             if not go:
@@ -314,8 +317,9 @@ class Zygote:
         os.close(go_r)
         try:
             jail.map_ids(pid, spec["uid"], spec["gid"])
-            for cfd in cgroup_fds:
-                os.write(cfd, str(pid).encode())
+            if not spec.get("cg_self"):
+                for cfd in cgroup_fds:
+                    os.write(cfd, str(pid).encode())
             os.write(go_w, b"1")
         except OSError as exc:
             os.kill(pid, signal.SIGKILL)

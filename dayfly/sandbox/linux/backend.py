@@ -255,7 +255,8 @@ class LinuxBackend(ZygoteBackend):
         if len(self.cgroups.free) < self.cgroup_prefill // 4:
             self._refill_cgroups()
         uid = 0 if self.rootless else UID_BASE + slot.index
-        return {"uid": uid, "gid": uid}, tuple(slot.procs_fds), slot
+        ids = {"uid": uid, "gid": uid, "cg_self": self.cgroups.self_join}
+        return ids, tuple(slot.procs_fds), slot
 
     def reserve(self, spec: FunctionSpec) -> tuple[dict, tuple[int, ...], object]:
         key = self.zygote_key(spec)

@@ -1,8 +1,9 @@
 """Per-instance cgroups (memory, cpu, pids), v1 or v2, created ahead of time in a pool.
 
-A slot is a cgroup (one directory per controller on v1, one on v2) with its cgroup.procs
-files held open, so putting an instance in it is a write on an open fd: no mkdir and no
-open on the request path. Slots are reused after their instance has been reaped.
+A slot is a cgroup (one directory per controller on v1, one on v2) with the file that joins
+it held open (v1 `tasks`, written by the new process itself; v2 `cgroup.procs`), so putting
+an instance in it is a write on an open fd: no mkdir and no open on the request path. Slots
+are reused after their instance has been reaped.
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ class CgroupPool:
         self.used: dict[int, Slot] = {}
         self.next_index = 0
         self.bases = [p / name for p in _parents(self.v, parent)]
+        # v1: the new process writes "0" to `tasks` itself: a single thread moving itself is
+        # the one migration that does not take the global threadgroup lock (whose write side
+        # waits for an RCU grace period and stalls every fork and exit meanwhile). v2: the
+        # zygote writes the pid to `cgroup.procs`.
+        self.self_join = self.v == 1
+        self.join_file = "tasks" if self.self_join else "cgroup.procs"
         remove_stale([b.parent for b in self.bases], name.split("-")[0])
         for base in self.bases:
             base.mkdir(exist_ok=True)
@@ -97,7 +104,7 @@ class CgroupPool:
             dirs = [b / f"s{i}" for b in self.bases]
             for d in dirs:
                 d.mkdir(exist_ok=True)
-            fds = [os.open(d / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC) for d in dirs]
+            fds = [os.open(d / self.join_file, os.O_WRONLY | os.O_CLOEXEC) for d in dirs]
             with self.lock:
                 self.free.append(Slot(i, dirs, fds))
 
