@@ -89,9 +89,12 @@ def platform(url: str, data_dir: Path, data: bytes, samples: int, tier: str) -> 
     rows: list[dict] = []
     direct: list[float] = []
     for i in range(samples + 2):  # the first two start and warm the instance
+        # every timed step follows the same 0.2 s pause (the machine's cores idle the same)
+        time.sleep(0.2)
         t = time.perf_counter()
         out = transform.run(data, cfg)
         pillow.append((time.perf_counter() - t) * 1000)
+        time.sleep(0.2)
         files_ms.append(with_files(source, target, cfg))
         time.sleep(0.2)  # let the fsyncs settle before the next step
         t = time.time()
