@@ -3,8 +3,8 @@ over its own channel to the host instead of HTTP (docs/runtime-protocol.md, "Buc
 
 A read hands the instance a read-only fd of the stored object: nothing is copied until the
 function reads, and it reads from the page cache. A write hands the host an fd of what the
-function wrote (a memfd, filled part by part); the host stores it as PutObject does: same
-checks, ETag, bucket notifications and triggers. Requests are answered only while an
+function wrote (a memfd), or streams into a pipe the host reads; the host stores it as
+PutObject does: same checks, ETag, bucket notifications and triggers. Requests are answered only while an
 invocation runs, one at a time; what may be read or written is the function's `buckets`
 declaration, checked by the host on every request.
 """
@@ -21,7 +21,6 @@ from typing import Any
 
 from . import protocol
 
-PART_SIZE = 2 * 1024 * 1024  # bytes a writer fills before it hands them to the host
 _LIST_PAGE = 1000
 
 
@@ -165,10 +164,9 @@ class Buckets:
         return {"etag": answer["etag"], "size": answer["size"]}
 
     def writer(self, bucket: str, key: str, content_type: str | None = None,
-               metadata: dict[str, str] | None = None, part_size: int = PART_SIZE
-               ) -> ObjectWriter:
+               metadata: dict[str, str] | None = None) -> ObjectWriter:
         """A file to write one object into, streaming (see ObjectWriter)."""
-        return ObjectWriter(self, bucket, key, _headers(content_type, metadata), part_size)
+        return ObjectWriter(self, bucket, key, _headers(content_type, metadata))
 
     def delete(self, bucket: str, *keys: str) -> None:
         """Delete keys (missing ones are no error, as in S3)."""
@@ -177,22 +175,22 @@ class Buckets:
 
 
 class ObjectWriter(io.RawIOBase):
-    """Writes one object: bytes go into a memfd that is handed to the host each time it holds
-    `part_size` bytes, and the host stores parts as they come (so an instance holds about one
-    part, never the object). `close()` makes it the object; `abort()`, or an exception inside
-    `with`, stores nothing. The ETag is the content's MD5, as for a single PutObject."""
+    """Writes one object as a stream: `open` answers with the write end of a pipe whose other
+    end the host reads as bytes arrive (hashing and storing them), so the instance holds no
+    more than the pipe's buffer and a write blocks only while the host is behind. `close()`
+    makes it the object; `abort()`, or an exception inside `with`, stores nothing. The ETag is
+    the content's MD5, as for a single PutObject."""
 
-    def __init__(self, buckets: Buckets, bucket: str, key: str, headers: dict[str, str],
-                 part_size: int = PART_SIZE) -> None:
+    def __init__(self, buckets: Buckets, bucket: str, key: str, headers: dict[str, str]) -> None:
         super().__init__()
-        answer, _ = buckets.request({"op": "open", "bucket": bucket, "key": key,
-                                     "headers": headers})
-        self._buckets, self._upload = buckets, answer["upload"]
-        self.bucket, self.key, self.part_size = bucket, key, max(1, part_size)
+        answer, fd = buckets.request({"op": "open", "bucket": bucket, "key": key,
+                                      "headers": headers})
+        if fd < 0:
+            raise BucketError("InternalError", "the host sent no pipe for the object", 500)
+        self._buckets, self._upload, self._fd = buckets, answer["upload"], fd
+        self.bucket, self.key = bucket, key
         self.size = 0
         self.etag = ""
-        self._fd = -1
-        self._filled = 0
         self._done = False
 
     def writable(self) -> bool:
@@ -203,25 +201,14 @@ class ObjectWriter(io.RawIOBase):
             raise ValueError(f"{self.key}: write after the object was finished or abandoned")
         view = memoryview(data).cast("B")
         n = len(view)
-        while view:
-            if self._fd < 0:
-                self._fd = os.memfd_create("dayfly-part", os.MFD_CLOEXEC)
-                self._filled = 0
-            wrote = os.write(self._fd, view[:self.part_size - self._filled])
-            self._filled += wrote
-            view = view[wrote:]
-            if self._filled >= self.part_size:
-                self._hand_over()
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except BrokenPipeError:
+            raise BucketError("InternalError", f"{self.key}: the host stopped reading the "
+                              "object (aborted, or the invocation ended)", 500) from None
         self.size += n
         return n
-
-    def _hand_over(self) -> None:
-        fd, self._fd = self._fd, -1
-        try:
-            self._buckets.request({"op": "part", "upload": self._upload, "size": self._filled},
-                                  fd)
-        finally:
-            os.close(fd)
 
     def close(self) -> None:
         """Store the object (a no-op after abort or a first close)."""
@@ -230,9 +217,10 @@ class ObjectWriter(io.RawIOBase):
             return
         self._done = True
         try:
-            if self._fd >= 0:
-                self._hand_over()
-            answer, _ = self._buckets.request({"op": "close", "upload": self._upload})
+            os.close(self._fd)
+            self._fd = -1
+            answer, _ = self._buckets.request({"op": "close", "upload": self._upload,
+                                               "size": self.size})
             self.etag = answer["etag"]
         except BaseException:
             self._abort()

@@ -31,14 +31,13 @@ MAX_UPLOADS = 8  # streamed puts one invocation may have open at once
 
 
 class Upload(Protocol):
-    """A streamed put: parts appended in order, then finished (stored) or aborted."""
+    """A streamed put: the instance writes into a pipe (`fd`, its write end, is the instance's
+    to take), the host stores what arrives; then finished (stored) or aborted."""
 
-    async def append(self, fd: int, size: int) -> None:
-        """Take `size` bytes of `fd` (closing it) as the next part; may return before they are
-        stored, raising at a later call if storing them failed."""
+    fd: int
 
-    async def finish(self) -> dict[str, Any]:
-        """Store the object once every part is in; {etag, size}."""
+    async def finish(self, size: int) -> dict[str, Any]:
+        """Store the object once `size` bytes have arrived; {etag, size}."""
 
     async def abort(self) -> None:
         """Drop what was written; never raises."""
@@ -54,7 +53,8 @@ class ObjectService(Protocol):
     async def put(self, fn: FunctionSpec, bucket: str, key: str, fd: int, size: int,
                   headers: dict[str, str]) -> dict[str, Any]: ...
     async def create(self, fn: FunctionSpec, bucket: str, key: str,
-                     headers: dict[str, str]) -> Upload: ...
+                     headers: dict[str, str]) -> Upload:
+        """A streamed put, reading from a new pipe whose write end is `Upload.fd`."""
     async def delete(self, fn: FunctionSpec, bucket: str, keys: list[str]) -> dict[str, Any]: ...
     async def list(self, fn: FunctionSpec, bucket: str, prefix: str, start: str,
                    max_keys: int) -> dict[str, Any]: ...
@@ -74,8 +74,7 @@ OPS: dict[str, tuple[dict[str, type], bool]] = {
     "get": ({"bucket": str, "key": str}, False),
     "put": ({"bucket": str, "key": str, "size": int, "headers": dict}, True),
     "open": ({"bucket": str, "key": str, "headers": dict}, False),
-    "part": ({"upload": str, "size": int}, True),
-    "close": ({"upload": str}, False),
+    "close": ({"upload": str, "size": int}, False),
     "abort": ({"upload": str}, False),
     "delete": ({"bucket": str, "keys": list}, False),
     "list": ({"bucket": str, "prefix": str, "start": str, "max_keys": int}, False),
@@ -213,32 +212,23 @@ class Binding:
                                    "open at once", 503)
             self._ids += 1
             upload_id = f"u{self._ids}"
-            self.uploads[upload_id] = await s.create(fn, a["bucket"], a["key"], a["headers"])
-            return {"upload": upload_id}, -1
+            upload = self.uploads[upload_id] = await s.create(fn, a["bucket"], a["key"],
+                                                              a["headers"])
+            fd, upload.fd = upload.fd, -1  # the pipe's write end goes to the instance
+            return {"upload": upload_id}, fd
         if op == "delete":
             return await s.delete(fn, a["bucket"], a["keys"]), -1
         if op == "list":
             return await s.list(fn, a["bucket"], a["prefix"], a["start"], a["max_keys"]), -1
-        upload = self.uploads.get(a["upload"])
+        upload = self.uploads.pop(a["upload"], None)
         if upload is None:
-            if fd >= 0:
-                os.close(fd)
             raise RequestError("NoSuchUpload", f"{op}: no open streamed put {a['upload'][:40]!r}"
                                " (finished, aborted, or from an earlier invocation)", 404)
-        if op == "part":
-            try:
-                await upload.append(fd, a["size"])
-            except BaseException:
-                del self.uploads[a["upload"]]
-                spawn(upload.abort())
-                raise
-            return {}, -1
-        del self.uploads[a["upload"]]
         if op == "abort":
             await upload.abort()
             return {}, -1
         try:
-            return await upload.finish(), -1
+            return await upload.finish(a["size"]), -1
         except BaseException:
             spawn(upload.abort())
             raise

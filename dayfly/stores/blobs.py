@@ -12,7 +12,6 @@ import contextlib
 import hashlib
 import os
 import stat
-import threading
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -57,11 +56,10 @@ class _Writer:
             view = view[os.write(self.fd, view):]
         self.size += len(data)
 
-    def copy_fd(self, fd: int, size: int, flush: bool = False,
-                stop: threading.Event | None = None, offset: int = 0) -> None:
+    def copy_fd(self, fd: int, size: int, offset: int = 0) -> None:
         """Append bytes [offset, offset + size) of the regular file `fd` (read into our own
         buffer, so what is hashed is what is written, whatever the file's owner does
-        meanwhile). `flush` writes them to disk now, so `finish` has only the rest to wait for."""
+        meanwhile)."""
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise S3Error("InvalidArgument", "the body must be a regular file or a memfd")
@@ -71,8 +69,6 @@ class _Writer:
         view = memoryview(bytearray(max(1, min(FLUSH, size))))
         done = 0
         while done < size:
-            if stop is not None and stop.is_set():
-                raise S3Error("InternalError", "the upload was abandoned")
             try:
                 n = os.preadv(fd, [view[:size - done]], offset + done)
             except OSError as exc:
@@ -82,8 +78,11 @@ class _Writer:
                               "bytes announced")
             self.write(view[:n])
             done += n
-        if flush:
-            os.fdatasync(self.fd)
+
+    def sync(self) -> None:
+        """Write what was appended so far to disk, so that `finish` has only the rest to wait
+        for."""
+        os.fdatasync(self.fd)
 
     def finish(self) -> Blob:
         os.fsync(self.fd)
@@ -150,7 +149,7 @@ class BlobStore:
         it; a failure discards it."""
         w = w or _Writer(self, algorithms)
         try:
-            w.copy_fd(fd, n, offset=offset)
+            w.copy_fd(fd, n, offset)
             return w, w.finish() if last else None
         except BaseException:
             w.discard()

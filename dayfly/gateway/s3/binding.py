@@ -12,11 +12,12 @@ come from the function's S3 key. File work happens in threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
 import re
 import secrets
 import threading
-from collections import deque
 from typing import Any
 
 from ...control.function_keys import FunctionKeys
@@ -27,7 +28,8 @@ from ...types import FunctionSpec
 from . import access
 from .context import kept_headers
 
-PARTS_IN_FLIGHT = 2  # parts of a streamed put taken but not stored yet (their memfds are held)
+PIPE_SIZE = 1024 * 1024  # a streamed put's pipe: what an instance may write ahead of the host
+SYNC_EVERY = 2 * 1024 * 1024  # bytes of a streamed put stored between flushes to disk
 _TOKEN = re.compile(r"^[a-z0-9!#$%&'*+.^_`|~-]+$")  # an HTTP header name, lower case
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -128,70 +130,103 @@ class BindingService:
 
 
 class Upload:
-    """A streamed put: parts are copied into one blob, in order, by worker threads while the
-    instance writes the next; at most PARTS_IN_FLIGHT wait. Finished, it is a PutObject."""
+    """A streamed put: the instance writes into a pipe; whenever it is readable, a worker
+    thread drains it into the blob (hashing what it stores), so the instance blocks only while
+    the host is behind, and holds no more than the pipe's buffer. Every SYNC_EVERY bytes,
+    another thread flushes what is stored so far to disk (never in the drain's way), so the
+    final fsync is short. Finished, it is a PutObject."""
 
     def __init__(self, store: ObjectStore, bucket: str, key: str, headers: dict[str, str],
                  origin: Origin, writer: Any) -> None:
         self.store, self.bucket, self.key = store, bucket, key
         self.headers, self.origin, self.writer = headers, origin, writer
-        self.size = 0  # bytes announced so far
-        self.pending: deque[asyncio.Future] = deque()  # copies, oldest first, until done
+        self.rfd, self.fd = os.pipe2(os.O_CLOEXEC)  # fd: the write end, for the instance
+        os.set_blocking(self.rfd, False)
+        with contextlib.suppress(OSError):  # a bigger pipe: fewer wake-ups per megabyte
+            fcntl.fcntl(self.rfd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        self.buf = memoryview(bytearray(PIPE_SIZE))
+        self.received = 0  # bytes stored so far (guarded by being touched by one drain at once)
+        self.synced = 0  # bytes stored when the last flush started
+        self.syncing: asyncio.Future | None = None
+        self.eof = False
         self.failed: BaseException | None = None
-        self.stop = threading.Event()  # set by abort: a copy in progress gives up
+        self.stop = threading.Event()  # set by abort: a drain in progress gives up
+        self.draining: asyncio.Future | None = None
+        self.changed = asyncio.Event()  # set when a drain ends
+        self.loop = asyncio.get_running_loop()
+        self.loop.add_reader(self.rfd, self._readable)
 
-    async def append(self, fd: int, size: int) -> None:
-        try:
-            if self.failed is not None:
-                raise self.failed
-            if self.size + size > MAX_PUT:
-                raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum "
-                              "allowed size", MaxSizeAllowed=str(MAX_PUT))
-        except BaseException:
-            os.close(fd)
-            raise
-        self.size += size
-        previous = self.pending[-1] if self.pending else None
-        self.pending.append(asyncio.ensure_future(self._copy(previous, fd, size)))
-        while len(self.pending) > PARTS_IN_FLIGHT:
-            await asyncio.wait([self.pending[0]])
-            self._prune()
-        self._prune()
-        if self.failed is not None:
-            raise self.failed
-
-    async def _copy(self, previous: asyncio.Future | None, fd: int, size: int) -> None:
-        try:
-            if previous is not None:
-                await asyncio.wait([previous])
-            if self.failed is None and not self.stop.is_set():
-                await asyncio.to_thread(self.writer.copy_fd, fd, size, True, self.stop)
-        except Exception as exc:
-            self.failed = self.failed or exc
-        finally:
-            os.close(fd)
-
-    def _prune(self) -> None:
-        while self.pending and self.pending[0].done():
-            self.pending.popleft()
+    def _readable(self) -> None:
+        self.loop.remove_reader(self.rfd)
+        self.draining = asyncio.ensure_future(self._drain())
 
     async def _drain(self) -> None:
-        """Wait until no copy runs (a copy is never dropped from `pending` before it ends, so
-        the writer is never discarded under a running thread)."""
-        if self.pending:
-            await asyncio.wait(list(self.pending))
-        self._prune()
+        try:
+            self.eof = await asyncio.to_thread(self._drain_now)
+        except Exception as exc:
+            self.failed = self.failed or exc
+            self._close_pipe()  # the instance's next write fails at once instead of blocking
+        if not (self.eof or self.failed or self.stop.is_set()):
+            self.loop.add_reader(self.rfd, self._readable)
+        if self.received - self.synced >= SYNC_EVERY and (
+                self.syncing is None or self.syncing.done()):
+            self.synced = self.received
+            self.syncing = asyncio.ensure_future(asyncio.to_thread(self.writer.sync))
+        self.changed.set()
 
-    async def finish(self) -> dict[str, Any]:
-        await self._drain()
+    def _drain_now(self) -> bool:
+        """In a worker thread: store what the pipe holds; True at its end."""
+        while not self.stop.is_set():
+            try:
+                n = os.readv(self.rfd, [self.buf])
+            except BlockingIOError:
+                return False
+            if n == 0:
+                return True
+            if self.received + n > MAX_PUT:
+                raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum "
+                              "allowed size", MaxSizeAllowed=str(MAX_PUT))
+            self.writer.write(self.buf[:n])
+            self.received += n
+        return False
+
+    def _close_pipe(self) -> None:
+        if self.rfd >= 0:
+            self.loop.remove_reader(self.rfd)
+            os.close(self.rfd)
+            self.rfd = -1
+
+    async def _quiet(self) -> None:
+        """Stop reading: no drain runs once this returns, and none starts again (the pipe is
+        closed only then: never under a thread reading it)."""
+        self.stop.set()
+        if self.rfd >= 0:
+            self.loop.remove_reader(self.rfd)
+        running = [f for f in (self.draining, self.syncing) if f is not None]
+        if running:
+            await asyncio.wait(running)
+        self._close_pipe()
+
+    async def finish(self, size: int) -> dict[str, Any]:
+        """Once `size` bytes have arrived (or the pipe ended, or failed): store the object."""
+        while self.received < size and not self.eof and self.failed is None:
+            self.changed.clear()
+            await self.changed.wait()
+        await self._quiet()
         if self.failed is not None:
             raise self.failed
+        if self.received != size:
+            raise S3Error("IncompleteBody", f"the pipe carried {self.received} bytes, the "
+                          f"close announced {size}")
         blob: Blob = await asyncio.to_thread(self.writer.finish)
         info = await self.store.put_blob(self.bucket, self.key, blob, headers=self.headers,
                                          origin=self.origin)
         return {"etag": info.etag, "size": info.size}
 
     async def abort(self) -> None:
-        self.stop.set()
-        await self._drain()
+        if self.fd >= 0:  # never handed to the instance
+            os.close(self.fd)
+            self.fd = -1
+        await self._quiet()
+        self.changed.set()
         await asyncio.to_thread(self.writer.discard)
