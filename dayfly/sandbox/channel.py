@@ -39,6 +39,8 @@ class InstanceChannel:
         sock.setblocking(False)
         self.loop = asyncio.get_running_loop()
         self.buf = bytearray()
+        self.rbuf = bytearray(_READ)  # what one recvmsg_into fills (no allocation per read)
+        self.rview = memoryview(self.rbuf)
         self.fds: deque[int] = deque()  # received, not claimed by a frame yet
         self.out: deque[tuple[memoryview, list[int]]] = deque()  # unsent bytes (and their fds)
         self.waiter: asyncio.Future | None = None
@@ -52,24 +54,25 @@ class InstanceChannel:
 
     def _readable(self) -> None:
         try:
-            data, ancillary, _, _ = self.sock.recvmsg(_READ, _ANCILLARY, socket.MSG_CMSG_CLOEXEC)
+            n, ancillary, _, _ = self.sock.recvmsg_into([self.rbuf], _ANCILLARY,
+                                                        socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data, ancillary = b"", []
+            n, ancillary = 0, []
         for level, kind, cdata in ancillary:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = array.array("i")
                 fds.frombytes(cdata[:len(cdata) - len(cdata) % fds.itemsize])
                 self.fds.extend(fds)
-        if not data:
+        if not n:
             self._lost()
             return
-        self._frames(data)
+        self._frames(self.rview[:n])
         if self.fds and (not self.buf or len(self.fds) > _MAX_FDS):
             self._drop_fds()  # no frame claimed them (or an instance is piling them up)
 
-    def _frames(self, data: bytes) -> None:
+    def _frames(self, data: memoryview) -> None:
         buf = self.buf
         buf += data
         while len(buf) >= _PLEN:
