@@ -130,9 +130,10 @@ class Binding:
     def end(self) -> None:
         """The invocation is over: later requests are refused, open uploads dropped."""
         self.active = False
-        uploads, self.uploads = list(self.uploads.values()), {}
-        for upload in uploads:
-            spawn(upload.abort())
+        if self.uploads:  # (every invocation passes here: nothing to allocate when empty)
+            uploads, self.uploads = list(self.uploads.values()), {}
+            for upload in uploads:
+                spawn(upload.abort())
 
     def on_frame(self, raw: bytes) -> None:
         """A BUCKET frame (on the event loop): parse it, claim its fd, queue it."""

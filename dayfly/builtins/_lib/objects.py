@@ -19,6 +19,18 @@ def client(context: Any) -> Any:
     return BindingClient(buckets) if buckets is not None else s3.Client.from_env()
 
 
+_shared: Any = None
+
+
+def shared(context: Any = None) -> Any:
+    """This instance's client, made from the first context it is given (an instance's binding,
+    like its environment, is the same for every invocation)."""
+    global _shared
+    if _shared is None:
+        _shared = client(context)
+    return _shared
+
+
 class BindingClient:
     """`s3.Client`'s methods over a bucket binding; refusals raise `s3.S3Error` with S3's codes
     and statuses, as over HTTP. `writer` and `open` are its own: streams.py picks them up."""

@@ -15,15 +15,7 @@ from _lib import events, keys, objects, streams
 from guards import ArchiveRefused, Budget
 
 CONFIG: dict[str, Any] = json.loads((Path(__file__).parent / "config.json").read_text())
-_client: Any = None
-
-
-def _s3(context: Any = None) -> Any:
-    """The object client: the instance's bucket binding, or S3 over HTTP (_lib/objects.py)."""
-    global _client
-    if _client is None:
-        _client = objects.client(context)
-    return _client
+_s3 = objects.shared  # the object client: the instance's bucket binding, or S3 over HTTP
 
 
 def _known() -> dict[str, str]:
