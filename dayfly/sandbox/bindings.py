@@ -149,7 +149,7 @@ class Binding:
                 if fd < 0:
                     raise RequestError("InvalidRequest", "the request says it carries an fd, "
                                        "but none arrived with it")
-        except (ValueError, RequestError) as exc:
+        except (ValueError, RecursionError, RequestError) as exc:  # (nesting too deep to parse)
             error = exc if isinstance(exc, RequestError) else RequestError(
                 "InvalidRequest", f"a bucket request is a JSON object: {exc}")
             self._answer(n, _error(error))

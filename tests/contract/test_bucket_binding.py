@@ -123,6 +123,7 @@ def handler(event, context):
         out = {}
         out["json"] = raw(b, protocol.BUCKET, b"{not json")
         out["not_object"] = raw(b, protocol.BUCKET, b"[1, 2]")
+        out["deep"] = raw(b, protocol.BUCKET, b"[" * 30000 + b"]" * 30000)
         out["too_big"] = raw(b, protocol.BUCKET, b'{"n": 1, "pad": "' + b"x" * 70000 + b'"}')
         out["unknown_op"] = refused(b.request, {"op": "chmod", "bucket": "both"})
         out["wrong_type"] = refused(b.request, {"op": "head", "bucket": "both", "key": 5})
@@ -295,6 +296,7 @@ async def test_bad_frames_get_errors_and_the_instance_goes_on(env):
     out = await run(env, {"op": "bad_frames"})
     assert out["json"][0] == "A" and out["json"][1]["error"]["code"] == "InvalidRequest"
     assert out["not_object"][1]["error"]["code"] == "InvalidRequest"
+    assert out["deep"][1]["error"]["code"] == "InvalidRequest"
     assert "at most 65536 bytes" in out["too_big"][1]["error"]["message"]
     assert out["unknown_op"][1] == "InvalidRequest" and "chmod" in out["unknown_op"][3]
     assert out["wrong_type"][1] == "InvalidArgument" and "'key'" in out["wrong_type"][3]
