@@ -98,27 +98,19 @@ class LinuxBackend(ZygoteBackend):
             return False, why
         parent = delegated()
         if os.geteuid() != 0:
-            ok, why = jail.rootless_supported()
-            if not ok:
-                return False, f"not root, and {why}"
+            if not jail.namespaces_work():
+                return False, ("not root, and the kernel refuses unprivileged user namespaces "
+                               "(kernel.unprivileged_userns_clone or user.max_user_namespaces)")
             cg_ok, cg = CgroupPool.probe(parent) if parent else (False, "")
             limits = (f"limits by {cg}" if cg_ok else
                       "memory and processes bounded by rlimits (no cgroup delegated: "
                       "DAYFLY_CGROUP_PARENT)" + (f" [{cg}]" if parent else ""))
-            return True, f"rootless: {why}, seccomp; {limits}; all instances share your uid"
+            return True, ("rootless: unprivileged user namespaces, seccomp; "
+                          f"{limits}; all instances share your uid")
         ok, why = CgroupPool.probe(parent)
         if not ok:
             return False, why
-        pid = os.fork()
-        if pid == 0:  # can this kernel make the namespaces an instance gets?
-            try:
-                jail.unshare(jail.CLONE_NEWUSER | jail.CLONE_NEWNS | jail.CLONE_NEWPID
-                             | jail.CLONE_NEWIPC | jail.CLONE_NEWUTS | jail.CLONE_NEWNET)
-                os._exit(0)
-            except BaseException:
-                os._exit(1)
-        _, status = os.waitpid(pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
+        if not jail.namespaces_work():
             return False, "the kernel refuses new user/pid/mount/net namespaces"
         return True, f"namespaces, seccomp, {why}"
 
