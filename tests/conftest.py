@@ -35,9 +35,9 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in strict mode (DAYFLY_STRICT=1): {reason}"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -74,15 +74,19 @@ class Server:
                             config=Config(retries={"max_attempts": 1}, read_timeout=120))
 
 
-def start_server(data_dir: Path, *extra: str, prefix: tuple[str, ...] = ()) -> Server:
-    """`dayfly up` on a free port; `prefix` wraps the command (it must exec, keeping the pid)."""
-    port = free_port()
+def start_server(data_dir: Path, *extra: str, prefix: tuple[str, ...] = (),
+                 host: str | None = None) -> Server:
+    """`dayfly up` on a free port; `prefix` wraps the command (it must exec, keeping the pid);
+    `host` is passed as --host, and the returned url reaches it over that family's loopback."""
+    local = "::1" if host and ":" in host else "127.0.0.1"
+    port = free_port(local)
     log_path = data_dir.parent / f"server-{port}.log"
     logf = open(log_path, "wb")  # noqa: SIM115 - closed by stop_server
     proc = subprocess.Popen(
         [*prefix, sys.executable, "-m", "dayfly.cli.main", "up", "--port", str(port),
-         "--data-dir", str(data_dir), *extra], stdout=logf, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+         "--data-dir", str(data_dir), *(("--host", host) if host else ()), *extra],
+        stdout=logf, stderr=subprocess.STDOUT)
+    url = f"http://[{local}]:{port}" if ":" in local else f"http://{local}:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
