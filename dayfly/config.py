@@ -9,9 +9,6 @@ from pathlib import Path
 MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous request/response limit
 MAX_ZIP = 50 * 1024 * 1024  # Lambda's direct-upload zip limit
 MAX_UNZIPPED = 250 * 1024 * 1024  # Lambda's unzipped code limit
-# The egress relay connects to this node's S3 endpoint from this loopback address, and the
-# gateway serves requests from it only the S3 endpoint (never the Lambda or dayfly API).
-FUNCTION_S3_SOURCE = "127.0.0.2"
 
 
 def default_data_dir() -> Path:
@@ -25,6 +22,9 @@ class Settings:
     data_dir: Path = field(default_factory=default_data_dir)
     host: str = "127.0.0.1"
     port: int = 8080
+    # The functions' S3 listener: a second one, on loopback, where egress relays reach this
+    # node's S3 endpoint; the gateway serves nothing but S3 there. Opened by `dayfly up`.
+    function_s3: tuple[str, int] | None = None
     region: str = "us-east-1"
     default_isolation: str | None = None  # None: the strongest tier available
     max_queue: int = 256
@@ -35,8 +35,9 @@ class Settings:
 
     @property
     def endpoint(self) -> str:
-        """`host:port` where this machine (and functions, through their relay) reach the node."""
-        host = "127.0.0.1" if self.host in ("", "0.0.0.0", "::") else self.host
+        """`host:port` where this machine reaches the node (and functions address its S3
+        endpoint: the relay takes that name to `function_s3`)."""
+        host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     @property

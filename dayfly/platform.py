@@ -107,6 +107,8 @@ class Platform:
         for sandbox in self.sandboxes.values():
             if hasattr(sandbox.backend, "objects"):
                 sandbox.backend.objects = bindings  # type: ignore[attr-defined]
+            if hasattr(sandbox.backend, "function_s3"):  # where relays reach the S3 endpoint
+                sandbox.backend.function_s3 = settings.function_s3  # type: ignore[attr-defined]
         self.event_configs = EventConfigs(self.db)
         self.dispatcher = AsyncDispatcher(self.queue, self.scheduler, self.registry.spec,
                                           self.arn, self.event_configs,

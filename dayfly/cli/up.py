@@ -17,6 +17,14 @@ from .package import zip_dir
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
 
 
+def _listen(host: str, port: int, family: socket.AddressFamily, what: str) -> socket.socket:
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}{what}: "
+                                   f"{exc.strerror or exc}") from None
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
@@ -45,14 +53,14 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
     # listen first: a taken port is a clear error before anything starts, and with --port 0
     # the platform (and the S3 endpoint its functions are given) knows the real port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        listener = socket.create_server((host, port), family=family, backlog=2048)
-    except OSError as exc:
-        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror or exc}"
-                                   ) from None
+    listener = _listen(host, port, family, "")
+    # the functions' S3 listener: their relays reach the S3 endpoint there, and only it
+    # (docs/security.md); loopback of the same family, any free port
+    function_s3 = _listen("::1" if family == socket.AF_INET6 else "127.0.0.1", 0, family,
+                          " (the functions' S3 listener)")
     port = listener.getsockname()[1]
-    settings = Settings(host=host, port=port, default_isolation=isolation,
-                        max_chain_depth=max_chain_depth)
+    settings = Settings(host=host, port=port, function_s3=function_s3.getsockname()[:2],
+                        default_isolation=isolation, max_chain_depth=max_chain_depth)
     if data_dir is not None:
         settings.data_dir = data_dir.expanduser().resolve()
     console = Console(stderr=True)
@@ -104,4 +112,4 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
             super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
     with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises the Ctrl-C it handled
-        Server(config).run(sockets=[listener])
+        Server(config).run(sockets=[listener, function_s3])

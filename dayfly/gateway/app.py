@@ -53,7 +53,7 @@ def build_app(platform: Platform,
                 *openapi.routes, *ui.routes],
         middleware=[Middleware(S3Dispatch, s3=CountS3(S3App(
             platform.objects, platform.keys, platform.registry.function_keys.scope,
-            platform.bucket_triggers), platform.metrics))],
+            platform.bucket_triggers), platform.metrics), function_s3=platform.settings.function_s3)],
         exception_handlers={DayflyError: on_dayfly_error, HTTPException: on_http_error,
                             Exception: on_unexpected},
         lifespan=lifespan,

@@ -13,12 +13,11 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..config import FUNCTION_S3_SOURCE
 from ..control.registry import split_name
 from ..control.tokens import TokenStore, is_loopback
 from ..errors import DayflyError
 from .common import error_response
-from .s3.dispatch import is_s3
+from .s3.dispatch import from_functions, is_s3
 
 OPEN = frozenset({"/", "/ui", "/healthz", "/openapi.json", "/favicon.ico"})
 OPEN_PREFIXES = ("/ui/", "/dayfly/v1/ingest/s3/")
@@ -46,6 +45,7 @@ class Auth:
         self.platform = platform
         self.tokens: TokenStore = platform.tokens
         self.always = not is_loopback(platform.settings.host)
+        self.function_s3 = platform.settings.function_s3
         self._valid: dict[bytes, bool] = {}  # Authorization header values known to be valid
         self._seen = self.tokens.changed
 
@@ -73,7 +73,7 @@ class Auth:
         path: str = scope["path"]
         if path in OPEN or path.startswith(OPEN_PREFIXES) or is_s3(scope):
             return True
-        if (scope.get("client") or ("",))[0] == FUNCTION_S3_SOURCE:
+        if from_functions(scope, self.function_s3):
             return True  # the gateway gives these the S3 endpoint or a 403, nothing else
         return (scope["method"] == "POST" and path.startswith(_INVOKE_PREFIX)
                 and path.endswith(_INVOKE_SUFFIX) and self._public(scope, path))

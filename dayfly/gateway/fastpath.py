@@ -9,10 +9,10 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..config import FUNCTION_S3_SOURCE
 from ..errors import DayflyError, RequestTooLarge
 from .common import error_response
 from .invoke import run_invoke
+from .s3.dispatch import from_functions
 
 log = logging.getLogger("dayfly.gateway")
 
@@ -27,6 +27,7 @@ class FastInvoke:
     def __init__(self, app: ASGIApp, platform) -> None:
         self.app = app
         self.platform = platform
+        self.function_s3 = platform.settings.function_s3  # S3 only there, never an invoke
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -38,7 +39,7 @@ class FastInvoke:
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
                    if k in _WANTED}
         if (not name or "/" in name or "/s3/aws4_request" in headers.get("authorization", "")
-                or (scope.get("client") or ("",))[0] == FUNCTION_S3_SOURCE):
+                or from_functions(scope, self.function_s3)):
             await self.app(scope, receive, send)
             return
         qualifier = None

@@ -61,6 +61,7 @@ class LinuxBackend(ZygoteBackend):
     name = "linux"
     weak = False
     cgroup_prefill = 32
+    function_s3: tuple[str, int] | None = None  # where relays reach the S3 endpoint (platform)
 
     def __init__(self, data_dir: Path) -> None:
         super().__init__(data_dir)
@@ -131,10 +132,11 @@ class LinuxBackend(ZygoteBackend):
                                           "/bin": "usr/bin"}}
         if spec.network or spec.s3_endpoint:
             # each instance's namespace gets a listening socket for the relay (step I1a);
-            # the node's own S3 endpoint is reachable for declared `buckets`, and only S3 there
+            # the node's own S3 endpoint is reachable for declared `buckets` (S3 only there)
             cfg["relay_port"] = RELAY_PORT
-            s3_only = parse_allow([spec.s3_endpoint]) if spec.s3_endpoint else set()
-            self.relays[key] = EgressRelay(spec.name, parse_allow(list(spec.network)), s3_only)
+            node = parse_allow([spec.s3_endpoint]) if spec.s3_endpoint else set()
+            self.relays[key] = EgressRelay(spec.name, parse_allow(list(spec.network)), node,
+                                           self.function_s3)
         if self.rootless:  # the zygote makes its namespaces itself
             cfg["rootless"] = True
             return ZygoteClient(key, self.runtime_root, extra={"jail": cfg})

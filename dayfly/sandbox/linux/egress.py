@@ -4,6 +4,9 @@ Instances have loopback only; the proxy environment variables point at 127.0.0.1
 their namespace (one per instance), where the host holds the listening socket. The relay reads one HTTP proxy
 request (CONNECT host:port, or an absolute-URI request for plain HTTP), checks the target
 against the function's declared allow-list, and only then connects from the host's side.
+A function that declares `buckets` may also address this node's S3 endpoint (by the name it
+was given, `Settings.endpoint`); the relay takes that to the node's S3 listener for
+functions (`Settings.function_s3`, on loopback), where the gateway serves only S3.
 """
 
 from __future__ import annotations
@@ -13,8 +16,6 @@ import contextlib
 import logging
 import socket
 from urllib.parse import urlsplit
-
-from ...config import FUNCTION_S3_SOURCE
 
 log = logging.getLogger("dayfly.egress")
 
@@ -32,13 +33,16 @@ def parse_allow(entries: list[str]) -> set[tuple[str, int]]:
 class EgressRelay:
     """Serves one function's instances, each through the listening socket in its own network
     namespace (`attach` when it is made, `detach` once it is reaped); `allow` holds
-    (host, port) pairs."""
+    (host, port) pairs, `node` the names of this node's S3 endpoint, reached at
+    `function_s3`."""
 
     def __init__(self, function: str, allow: set[tuple[str, int]],
-                 s3_only: set[tuple[str, int]] | None = None) -> None:
+                 node: set[tuple[str, int]] | None = None,
+                 function_s3: tuple[str, int] | None = None) -> None:
         self.function = function
         self.allow = allow
-        self.s3_only = s3_only or set()  # this node's S3 endpoint: reached from a marked address
+        self.node = node or set()
+        self.function_s3 = function_s3
         self.servers: dict[int, asyncio.base_events.Server] = {}  # id(door) -> its server
         self.refused = 0
 
@@ -81,8 +85,8 @@ class EgressRelay:
                 path += "?" + url.query
             forward = f"{method} {path} {version}\r\n".encode("latin-1") + rest
         host = host.strip("[]").lower()
-        marked = port.isdigit() and (host, int(port)) in self.s3_only
-        if not port.isdigit() or ((host, int(port)) not in self.allow and not marked):
+        to_node = port.isdigit() and (host, int(port)) in self.node
+        if not port.isdigit() or ((host, int(port)) not in self.allow and not to_node):
             self.refused += 1
             declared = ", ".join(f"{h}:{p}" for h, p in sorted(self.allow)) or "none"
             msg = (f"dayfly: egress to {host}:{port} is not declared by function "
@@ -90,11 +94,13 @@ class EgressRelay:
             log.warning(msg)
             await self._reply(writer, 403, msg)
             return
+        # the node's S3 endpoint is reached on its listener for functions: S3 only there
+        upstream = self.function_s3 if to_node else (host, int(port))
+        if upstream is None:
+            await self._reply(writer, 502, "dayfly: this node has no S3 listener for functions")
+            return
         try:
-            # from FUNCTION_S3_SOURCE, the gateway answers only S3 requests on this connection
-            source = (FUNCTION_S3_SOURCE, 0) if marked else None
-            up_r, up_w = await asyncio.wait_for(
-                asyncio.open_connection(host, int(port), local_addr=source), 10)
+            up_r, up_w = await asyncio.wait_for(asyncio.open_connection(*upstream), 10)
         except (OSError, TimeoutError) as exc:
             await self._reply(writer, 502, f"dayfly: cannot reach {host}:{port}: {exc}")
             return
