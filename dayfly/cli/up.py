@@ -69,7 +69,7 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
     platform = Platform(settings)
 
     async def started(p: Platform) -> None:
-        url = f"http://{host}:{port}"
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
         if example and "hello" not in p.registry.functions:
             import base64
 

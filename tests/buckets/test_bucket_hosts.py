@@ -10,6 +10,7 @@ import contextlib
 import ipaddress
 import json
 import os
+import re
 import shutil
 import socket
 import sys
@@ -155,3 +156,8 @@ def test_the_functions_listener_serves_only_s3(node, headers, bucket):
                       aws_secret_access_key=cp["default"]["aws_secret_access_key"],
                       config=Config(s3={"addressing_style": "path"}))
     assert "box" in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_the_announced_url_is_one(node):
+    announced = re.search(r"listening on (\S+)", node.log()).group(1)
+    assert httpx.URL(announced).port == node.port, announced  # IPv6 in brackets
