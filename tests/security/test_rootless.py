@@ -41,13 +41,18 @@ UNPRIVILEGED = ("unshare", "--mount", "--propagation", "private", sys.executable
                 str(HERE / "unprivileged.py"))
 
 
-def _battery(tests: list[str], select: str, **env: str) -> int:
-    """Run tests as nobody; return how many passed (none may fail or skip)."""
+def _battery(tests: list[str], select: str, inside: list[Path] = (), **env: str) -> int:
+    """Run tests as nobody, started in the cgroups `inside` (the way systemd starts a service
+    in its delegated cgroup); return how many passed (none may fail or skip)."""
+    def join() -> None:
+        for d in inside:
+            (d / "cgroup.procs").write_text("0")
+
     out = subprocess.run(
         [*UNPRIVILEGED, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          *tests, "-k", select, "-W", "error::pytest.PytestUnraisableExceptionWarning"],
         cwd=REPO, env={**os.environ, "DAYFLY_STRICT": "1", **env}, capture_output=True,
-        text=True, timeout=600)
+        text=True, timeout=600, preexec_fn=join if inside else None)
     tail = out.stdout[-4000:] + out.stderr[-2000:]
     assert out.returncode == 0, tail
     summary = out.stdout.strip().splitlines()[-1]
@@ -81,7 +86,7 @@ def delegated_cgroup():
     if v == 2:
         (cgroups.ROOT / "cgroup.subtree_control").write_text("+memory +pids +cpu")
     try:
-        yield name
+        yield name, dirs
     finally:
         for d in dirs:  # dayfly removed its own slots; what is left is ours
             for sub in sorted(d.glob("**/"), key=lambda p: -len(p.parts)):
@@ -91,11 +96,39 @@ def delegated_cgroup():
 
 
 def test_delegated_cgroup_gives_rootless_instances_cgroup_limits(delegated_cgroup):
-    # the same memory, fork-bomb and cgroup-membership checks, now enforced by cgroups
+    # the same memory, fork-bomb and cgroup-membership checks, now enforced by cgroups; the
+    # platform starts inside the delegated cgroup (on v2 it must: see CgroupPool)
+    name, dirs = delegated_cgroup
     passed = _battery(["tests/security/test_escape.py"],
                       "linux and (memory or fork_bomb or own_cgroup or capabilities)",
-                      DAYFLY_CGROUP_PARENT=delegated_cgroup)
+                      inside=dirs, DAYFLY_CGROUP_PARENT=name)
     assert passed == 4
+
+
+def test_delegated_cgroup_must_hold_the_platform_on_v2(delegated_cgroup):
+    # v2 moves a process only with write access to the common ancestor of its old and new
+    # cgroups: a platform outside the delegated subtree cannot place instances, and says why
+    # (the tier then falls back to rlimits); v1 has no such rule
+    from dayfly.sandbox.linux import cgroups
+
+    name, dirs = delegated_cgroup
+    probe = [*UNPRIVILEGED, sys.executable, "-c",
+             "import json; from dayfly.sandbox.linux.cgroups import CgroupPool; "
+             f"print(json.dumps(CgroupPool.probe({name!r})))"]
+
+    def run(inside: list[Path]) -> list:
+        out = subprocess.run(probe, cwd=REPO, capture_output=True, text=True, timeout=60,
+                             preexec_fn=(lambda: [(d / "cgroup.procs").write_text("0")
+                                                  for d in inside]) if inside else None)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    assert run(dirs) == [True, f"cgroup v{cgroups.version()} (delegated: {name})"]
+    ok, why = run([])
+    if cgroups.version() == 2:
+        assert not ok and "outside" in why and "Delegate=yes" in why, why
+    else:
+        assert ok, why
 
 
 @pytest.fixture

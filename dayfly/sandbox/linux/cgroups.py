@@ -79,9 +79,20 @@ class CgroupPool:
         for base in self.bases:
             base.mkdir(exist_ok=True)
         if self.v == 2:
-            # (a delegated v2 parent must hold no processes itself: the kernel's rule for any
-            # cgroup that passes controllers on to children)
-            for d in (self.bases[0].parent, self.bases[0]):
+            # A v2 cgroup that passes controllers on holds no processes itself (the root
+            # excepted). A platform started inside its delegated cgroup (systemd's
+            # Delegate=yes: the service's own cgroup) first moves into a leaf of its pool, the
+            # way systemd and container runtimes do; the pool's base is then the common
+            # ancestor of the platform and every slot, which the kernel requires to be
+            # writable for each move (dayfly made it, so it is).
+            parent = self.bases[0].parent
+            if parent != ROOT and own() == parent:
+                leaf = self.bases[0] / "platform"
+                leaf.mkdir(exist_ok=True)
+                _write(leaf / "cgroup.procs", "0")
+                log.info("moved the platform into %s (its delegated cgroup passes controllers "
+                         "on to instances' cgroups, so it may hold no process itself)", leaf)
+            for d in (parent, self.bases[0]):
                 _write(d / "cgroup.subtree_control", "+memory +pids +cpu")
 
     @classmethod
@@ -93,6 +104,15 @@ class CgroupPool:
         for d in _parents(v, parent):
             if not os.access(d, os.W_OK):
                 return False, f"{where}: {d} is not writable"
+        if v == 2 and os.geteuid() != 0:
+            # moving a process needs write access to the common ancestor of its old and new
+            # cgroups: without root, that ancestor must be inside the delegated subtree
+            mine, top = own(), _parents(v, parent)[0]
+            if mine is None or not mine.is_relative_to(top):
+                return False, (f"{where}: dayfly runs in the cgroup {mine or '(unknown)'}, "
+                               f"outside {top}, and the kernel lets it move instances only "
+                               "within a subtree it runs in: start it inside the delegated "
+                               "cgroup (e.g. systemd-run --user -p Delegate=yes ...)")
         return True, where
 
     def prepare(self, count: int) -> None:
@@ -195,16 +215,30 @@ class CgroupPool:
                 base.rmdir()
 
 
+def own() -> Path | None:
+    """This process's cgroup directory on the v2 hierarchy (None if there is none)."""
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return ROOT / line[3:].strip().lstrip("/")
+    except OSError:
+        pass
+    return None
+
+
 def remove_stale(parents: list[Path], prefix: str) -> None:
-    """Remove `<prefix>-<pid>` pools left behind by a platform process that died (kill -9)."""
+    """Remove `<prefix>-<pid>` pools left behind by a platform process that has exited (the
+    v2 leaf the platform ran in cannot be removed before it exits; kill -9 leaves slots)."""
     for parent in parents:
         for base in parent.glob(f"{prefix}-*"):
             pid = base.name.rpartition("-")[2]
             if not pid.isdigit() or os.path.exists(f"/proc/{pid}"):
                 continue
-            for slot in base.glob("s*"):
-                with contextlib.suppress(OSError):  # still has processes: leave it alone
-                    slot.rmdir()
+            for slot in base.iterdir():
+                if slot.is_dir():
+                    with contextlib.suppress(OSError):  # still has processes: leave it alone
+                        slot.rmdir()
             try:
                 base.rmdir()
                 log.info("removed stale cgroups %s", base)

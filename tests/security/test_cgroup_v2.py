@@ -1,0 +1,60 @@
+"""The linux tier on cgroup v2, in a VM (this machine's own hierarchy is v1).
+
+Most users' machines mount the unified hierarchy, where a slot is one directory with
+memory.max, pids.max and cpu.weight and the zygote places an instance with cgroup.procs. The
+host here cannot switch hierarchies, so kernel_vm.py boots a kernel with only cgroup2
+mounted, over this same checkout, and the sandbox contract, the escape battery and the
+spare tests run again there, unchanged, over the linux tier; so does the rootless tier with
+a delegated v2 cgroup (the systemd `Delegate=yes` case). Slow (the guest CPU is emulated):
+one VM for everything.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import kernel_vm
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(kernel_vm.missing() is not None, reason=str(kernel_vm.missing()))]
+
+# the contract, the spare test, and the battery's attempts that cgroups answer (the rest of
+# the battery checks namespaces, mounts and seccomp, which do not depend on the hierarchy,
+# and costs minutes under an emulated CPU)
+SELECT = "linux and (contract or spare or memory or cgroup or fork_bomb or pids or kill)"
+PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs", "--color=no",
+          "-W", "error::pytest.PytestUnraisableExceptionWarning"]
+
+
+@pytest.mark.timeout(1500)
+def test_linux_tier_keeps_its_contract_and_limits_on_cgroup_v2():
+    script = " && ".join([
+        # the guest must really be on v2, with the controllers a slot needs
+        "grep -qw 'memory' /sys/fs/cgroup/cgroup.controllers",
+        "grep -qw 'pids' /sys/fs/cgroup/cgroup.controllers",
+        "! grep -q ' cgroup ' /proc/mounts",
+        f"{sys.executable} -c 'from dayfly.sandbox.linux import cgroups; "
+        "print(\"hierarchy\", cgroups.version())'",
+        " ".join([*PYTEST, "tests/contract/test_sandbox_contract.py",
+                  "tests/security/test_escape.py", "tests/security/test_spares.py",
+                  "-k", repr(SELECT)]),
+        " ".join([*PYTEST, "tests/security/test_rootless.py", "-k", "delegated"]),
+    ])
+    result = kernel_vm.run(["sh", "-c", script], cwd=REPO,
+                           env={"DAYFLY_STRICT": "1", "PYTHONDONTWRITEBYTECODE": "1"},
+                           timeout=1400)
+    out = result.output
+    assert result.returncode == 0, out[-6000:]
+    assert "hierarchy 2" in out, out[-3000:]
+    summaries = re.findall(r"^(\d+) passed[^\n]* in [\d.]+s", out, re.M)
+    assert len(summaries) == 2, out[-3000:]
+    contract_and_battery, rootless = (int(n) for n in summaries)
+    assert contract_and_battery >= 20 and rootless == 2, summaries
+    # what the v2 path itself did: the OOM kill came from a slot's memory.max
+    assert "Memory cgroup out of memory" in out, out[-3000:]
+
