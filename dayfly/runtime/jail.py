@@ -144,8 +144,19 @@ def sethostname(name: str) -> None:
     _check(_libc.sethostname(raw, len(raw)), "sethostname")
 
 
-def clone_fork(flags: int) -> int:
+CLONE_INTO_CGROUP = 0x200000000
+_clone3_into = [True]  # until the kernel (< 5.7) or a seccomp filter says otherwise
+
+
+def clone_fork(flags: int, cgroup: int = -1) -> tuple[int, bool]:
     """fork(2) into new namespaces: a raw clone with the interpreter's own fork hooks around it.
+    Returns (pid, whether the child was born in the cgroup whose directory fd is `cgroup`).
+
+    With a cgroup v2 directory fd, clone3(CLONE_INTO_CGROUP) starts the child there: no
+    migration afterwards, so no write side of the kernel's global threadgroup lock (an RCU
+    grace period that stalls every fork and exit meanwhile). Where clone3 or the flag is
+    refused (kernels before 5.7; seccomp profiles that answer ENOSYS) the plain clone is used
+    and the caller moves the child itself.
 
     os.fork() cannot pass CLONE_NEW* flags, and unshare(CLONE_NEWPID) works only once per
     process; a raw clone without CLONE_VM behaves like fork. The caller must be
@@ -161,19 +172,29 @@ def clone_fork(flags: int) -> int:
     """
     py = ctypes.pythonapi
     before, after = py.PyOS_BeforeFork, py.PyOS_AfterFork_Parent
+    into = cgroup >= 0 and _clone3_into[0]
     before()
-    pid = _libc.syscall(SYSCALLS["clone"], signal.SIGCHLD | flags, 0, 0, 0, 0)
+    if into:
+        # struct clone_args up to `cgroup` (CLONE_ARGS_SIZE_VER2): flags, pidfd, child_tid,
+        # parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup
+        args = struct.pack("<11Q", flags | CLONE_INTO_CGROUP, 0, 0, 0, signal.SIGCHLD, 0, 0, 0,
+                           0, 0, cgroup)
+        pid = _libc.syscall(SYSCALLS["clone3"], args, len(args))
+        if pid < 0 and ctypes.get_errno() in (errno.ENOSYS, errno.E2BIG, errno.EINVAL):
+            _clone3_into[0] = into = False
+    if not into:
+        pid = _libc.syscall(SYSCALLS["clone"], signal.SIGCHLD | flags, 0, 0, 0, 0)
     if pid == 0:
         after()
         random = sys.modules.get("random")
         if random is not None:
             random.seed()
-        return 0
+        return 0, into
     err = ctypes.get_errno()
     after()
     if pid < 0:
         raise OSError(err, f"clone: {os.strerror(err)}")
-    return pid
+    return pid, into
 
 
 def _cap_last_cap() -> int:

@@ -283,8 +283,9 @@ class Zygote:
             net, door = self.nets.pop(0) if self.nets else jail.new_netns(
                 self.jail.get("relay_port"))
             jail.enter_netns(net)
-            pid = jail.clone_fork(jail.CLONE_NEWUSER | jail.CLONE_NEWPID | jail.CLONE_NEWNS
-                                  | jail.CLONE_NEWIPC | jail.CLONE_NEWUTS)
+            pid, born_in = jail.clone_fork(
+                jail.CLONE_NEWUSER | jail.CLONE_NEWPID | jail.CLONE_NEWNS | jail.CLONE_NEWIPC
+                | jail.CLONE_NEWUTS, cgroup_fds[0] if spec.get("cg") == "into" else -1)
         except OSError as exc:
             jail.return_to_netns(self.home_net)
             os.close(go_r)
@@ -302,7 +303,7 @@ class Zygote:
                 os.close(go_w)
                 go = os.read(go_r, 1) == b"1"  # wait until ids are mapped (and cgroups joined)
                 os.close(go_r)
-                if go and spec.get("cg_self"):  # cgroup v1: join by moving itself (I1)
+                if go and spec.get("cg") == "self":  # cgroup v1: join by moving itself (I1)
                     for cfd in cgroup_fds:
                         os.write(cfd, b"0")
             except BaseException:
@@ -317,9 +318,12 @@ class Zygote:
         os.close(go_r)
         try:
             jail.map_ids(pid, spec["uid"], spec["gid"])
-            if not spec.get("cg_self"):
-                for cfd in cgroup_fds:
-                    os.write(cfd, str(pid).encode())
+            if spec.get("cg") == "into" and not born_in:  # v2 without CLONE_INTO_CGROUP
+                procs = os.open("cgroup.procs", os.O_WRONLY | os.O_CLOEXEC, dir_fd=cgroup_fds[0])
+                try:
+                    os.write(procs, str(pid).encode())
+                finally:
+                    os.close(procs)
             os.write(go_w, b"1")
         except OSError as exc:
             os.kill(pid, signal.SIGKILL)

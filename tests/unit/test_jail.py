@@ -1,5 +1,6 @@
 """The syscall table and the seccomp program, checked without running anything privileged."""
 
+import os
 import re
 import struct
 from pathlib import Path
@@ -41,7 +42,7 @@ from dayfly.runtime import jail
 
 r, w = os.pipe()
 for _ in range(2):
-    pid = jail.clone_fork(0)  # no namespaces: a plain fork through the same path
+    pid, _ = jail.clone_fork(0)  # no namespaces: a plain fork through the same path
     if pid == 0:  # the interpreter works: threads, imports, logging; random is its own
         t = threading.Thread(target=lambda: None)
         t.start()
@@ -64,3 +65,37 @@ def test_clone_fork_children_run_and_do_not_share_random_state():
     out = subprocess.run([sys.executable, "-c", CLONED], capture_output=True, text=True,
                          timeout=60, check=True).stdout.split()
     assert len(out) == 3 and len(set(out)) == 3, out
+
+
+def _cgroup2_mount() -> str | None:
+    with open("/proc/mounts") as f:
+        return next((line.split()[1] for line in f if line.split()[2] == "cgroup2"), None)
+
+
+@pytest.mark.skipif(not jail.supported()[0] or os.geteuid() != 0 or _cgroup2_mount() is None,
+                    reason="needs root and a cgroup2 mount (v2, or v1's `unified`) on x86_64")
+def test_clone_fork_starts_the_child_inside_a_v2_cgroup():
+    # clone3(CLONE_INTO_CGROUP): born in the slot, never migrated (the v2 linux tier's path)
+    mount = _cgroup2_mount()
+    with open("/proc/self/cgroup") as f:
+        mine = next(line for line in f if line.startswith("0::"))[3:].strip()
+    target = os.path.join(mount, mine.lstrip("/"), f"dayfly-clone3-{os.getpid()}")
+    os.mkdir(target)
+    fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        r, w = os.pipe()
+        pid, born_in = jail.clone_fork(0, fd)
+        if pid == 0:
+            with open("/proc/self/cgroup") as f:
+                os.write(w, f.read().encode())
+            os._exit(0)
+        os.close(w)
+        _, status = os.waitpid(pid, 0)
+        seen = os.read(r, 65536).decode()
+        os.close(r)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert born_in
+        assert f"0::{mine.rstrip('/')}/dayfly-clone3-{os.getpid()}\n" in seen, seen
+    finally:
+        os.close(fd)
+        os.rmdir(target)

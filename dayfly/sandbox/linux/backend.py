@@ -249,8 +249,8 @@ class LinuxBackend(ZygoteBackend):
         if len(self.cgroups.free) < self.cgroup_prefill // 4:
             self._refill_cgroups()
         uid = 0 if self.rootless else UID_BASE + slot.index
-        ids = {"uid": uid, "gid": uid, "cg_self": self.cgroups.self_join}
-        return ids, tuple(slot.procs_fds), slot
+        ids = {"uid": uid, "gid": uid, "cg": "self" if self.cgroups.self_join else "into"}
+        return ids, tuple(slot.join_fds), slot
 
     def reserve(self, spec: FunctionSpec) -> tuple[dict, tuple[int, ...], object]:
         key = self.zygote_key(spec)

@@ -1,9 +1,9 @@
 """Per-instance cgroups (memory, cpu, pids), v1 or v2, created ahead of time in a pool.
 
-A slot is a cgroup (one directory per controller on v1, one on v2) with the file that joins
-it held open (v1 `tasks`, written by the new process itself; v2 `cgroup.procs`), so putting
-an instance in it is a write on an open fd: no mkdir and no open on the request path. Slots
-are reused after their instance has been reaped.
+A slot is a cgroup (one directory per controller on v1, one on v2) with what joins it held
+open (v1: each `tasks` file, written by the new process itself; v2: the directory, which the
+zygote clones the instance into), so putting an instance in it needs no mkdir and no open on
+the request path. Slots are reused after their instance has been reaped.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class Slot:
 
     index: int
     dirs: list[Path]
-    procs_fds: list[int]
+    join_fds: list[int]
     oom_base: int = 0
     pids_base: int = 0
     memory_mb: int = 0
@@ -69,12 +69,12 @@ class CgroupPool:
         self.used: dict[int, Slot] = {}
         self.next_index = 0
         self.bases = [p / name for p in _parents(self.v, parent)]
-        # v1: the new process writes "0" to `tasks` itself: a single thread moving itself is
-        # the one migration that does not take the global threadgroup lock (whose write side
-        # waits for an RCU grace period and stalls every fork and exit meanwhile). v2: the
-        # zygote writes the pid to `cgroup.procs`.
+        # Neither way takes the write side of the kernel's global threadgroup lock (which
+        # waits for an RCU grace period and stalls every fork and exit meanwhile). v1: the new
+        # process writes "0" to `tasks` itself, the one migration without it. v2: the zygote
+        # clones the instance straight into the slot (clone3 with CLONE_INTO_CGROUP and the
+        # directory's fd; on kernels without it, it writes the pid to the slot's cgroup.procs).
         self.self_join = self.v == 1
-        self.join_file = "tasks" if self.self_join else "cgroup.procs"
         remove_stale([b.parent for b in self.bases], name.split("-")[0])
         for base in self.bases:
             base.mkdir(exist_ok=True)
@@ -124,7 +124,8 @@ class CgroupPool:
             dirs = [b / f"s{i}" for b in self.bases]
             for d in dirs:
                 d.mkdir(exist_ok=True)
-            fds = [os.open(d / self.join_file, os.O_WRONLY | os.O_CLOEXEC) for d in dirs]
+            fds = [os.open(d / "tasks", os.O_WRONLY | os.O_CLOEXEC) if self.self_join else
+                   os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) for d in dirs]
             with self.lock:
                 self.free.append(Slot(i, dirs, fds))
 
@@ -201,7 +202,7 @@ class CgroupPool:
     def close(self) -> None:
         """Remove every slot (call after every instance is gone)."""
         for slot in [*self.free, *self.used.values()]:
-            for fd in slot.procs_fds:
+            for fd in slot.join_fds:
                 os.close(fd)
             for d in slot.dirs:
                 try:
