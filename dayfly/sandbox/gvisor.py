@@ -62,6 +62,16 @@ class _Frames(asyncio.Protocol):
         self.client._lost()
 
 
+async def _recv_exactly(loop: asyncio.AbstractEventLoop, sock: socket.socket, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = await loop.sock_recv(sock, n - len(buf))
+        if not chunk:
+            raise EOFError
+        buf += chunk
+    return bytes(buf)
+
+
 class GvisorZygote(ZygoteClient):
     """A zygote inside a runsc sandbox, reached through connect-back sockets."""
 
@@ -74,56 +84,82 @@ class GvisorZygote(ZygoteClient):
         self.container = f"dayfly-{uuid.uuid4().hex[:12]}"
         self.transport: asyncio.Transport | None = None
         self.arrivals: dict[str, asyncio.Future] = {}
-        self._servers: list[asyncio.base_events.Server] = []
+        self._listeners: list[socket.socket] = []
+        self._accepting: list[asyncio.Task] = []
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self.ready = loop.create_future()
         connected: asyncio.Future = loop.create_future()
 
-        async def on_zygote(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if not connected.done():
-                connected.set_result(writer)
+        async def on_zygote(conn: socket.socket) -> None:
+            if connected.done():
+                conn.close()
+            else:
+                connected.set_result(conn)
 
-        zsrv = await asyncio.start_unix_server(on_zygote, path=str(self.sockets / "zygote.sock"))
-        isrv = await asyncio.start_unix_server(self._on_instance,
-                                               path=str(self.sockets / "instances.sock"))
-        self._servers = [zsrv, isrv]
-        for name in ("zygote.sock", "instances.sock"):
-            os.chmod(self.sockets / name, 0o777)
+        self._listen("zygote.sock", on_zygote)
+        self._listen("instances.sock", self._on_instance)
         self.proc = await asyncio.create_subprocess_exec(
             *_runsc_base(self.state), "run", "--bundle", str(self.bundle), self.container,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, start_new_session=True)
         spawn(self._drain_output())
         try:
-            writer = await asyncio.wait_for(connected, 60)
-            # take the raw socket over from the stream wrapper and frame it ourselves
-            sock = writer.get_extra_info("socket").dup()
-            writer.transport.abort()
-            sock.setblocking(False)
+            sock = await asyncio.wait_for(connected, 60)
             self.transport, _ = await loop.connect_accepted_socket(lambda: _Frames(self), sock)
             await asyncio.wait_for(self.ready, 30)
         except (TimeoutError, EOFError) as exc:
             await self.close()
             raise SandboxError(f"gVisor zygote {self.key} did not start") from exc
 
-    async def _on_instance(self, reader: asyncio.StreamReader,
-                           writer: asyncio.StreamWriter) -> None:
+    def _listen(self, name: str, handle) -> None:
+        """Accept connections on the host socket `name` (bound into the sandbox) as raw
+        sockets: a stream wrapper would read ahead of the first frame, and whatever the peer
+        sent right after it (an instance's init result, the zygote's READY) would be lost
+        with the wrapper when the socket is handed on."""
+        lsock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        lsock.bind(str(self.sockets / name))
+        lsock.listen(512)
+        lsock.setblocking(False)
+        os.chmod(self.sockets / name, 0o777)
+        self._listeners.append(lsock)
+
+        async def accept() -> None:
+            loop = asyncio.get_running_loop()
+            while True:
+                conn, _ = await loop.sock_accept(lsock)
+                conn.setblocking(False)
+                spawn(handle(conn))
+
+        self._accepting.append(spawn(accept()))
+
+    async def close_listeners(self) -> None:
+        for task in self._accepting:
+            task.cancel()
+        await asyncio.gather(*self._accepting, return_exceptions=True)
+        for lsock in self._listeners:
+            lsock.close()
+        self._accepting, self._listeners = [], []
+
+    async def _on_instance(self, conn: socket.socket) -> None:
+        """An instance's first frame (HELLO) names it; read exactly that, nothing after it."""
+        loop = asyncio.get_running_loop()
         try:
-            head = await asyncio.wait_for(reader.readexactly(protocol.PREFIX.size), 10)
-            kind, mlen, _plen = protocol.PREFIX.unpack(head)
-            meta = json.loads(await reader.readexactly(mlen)) if mlen else {}
-        except (asyncio.IncompleteReadError, TimeoutError, ValueError):
-            writer.close()
+            head = await asyncio.wait_for(_recv_exactly(loop, conn, protocol.PREFIX.size), 10)
+            kind, mlen, plen = protocol.PREFIX.unpack(head)
+            if plen or mlen > 4096:
+                raise ValueError("not a HELLO frame")
+            body = await asyncio.wait_for(_recv_exactly(loop, conn, mlen), 10)
+            meta = json.loads(body) if mlen else {}
+        except (EOFError, OSError, TimeoutError, ValueError):
+            conn.close()
             return
-        fut = self.arrivals.pop(meta.get("id", ""), None)
+        fut = self.arrivals.pop(meta.get("id", ""), None) if isinstance(meta, dict) else None
         if kind != protocol.HELLO or fut is None or fut.done():
-            writer.close()
+            conn.close()
             return
-        sock = writer.get_extra_info("socket").dup()
-        writer.transport.abort()
-        fut.set_result(sock)
+        fut.set_result(conn)
 
     async def _send(self, msg: bytes, fds: list[int] = ()) -> None:  # type: ignore[assignment]
         if self.transport is None or self.transport.is_closing():
@@ -162,8 +198,7 @@ class GvisorZygote(ZygoteClient):
         self.dead = True
         if self.transport is not None:
             self.transport.close()
-        for srv in self._servers:
-            srv.close()
+        await self.close_listeners()
         for cmd in (["kill", self.container, "KILL"], ["delete", "--force", self.container]):
             proc = await asyncio.create_subprocess_exec(
                 *_runsc_base(self.state), *cmd, stdout=asyncio.subprocess.DEVNULL,
