@@ -202,4 +202,8 @@ def bench_dayfly(row: Row, settings: Settings, isolation: str | None = None,
             measure_load(row, invoke_url, settings)
             row.tree_pss = tree_pss_mib(proc.pid)
             row.cold_ms = time_cold_starts(port, COLD_FUNCTION, settings.cold_starts)
-            measure_instance_pss(row, port, NOOP_FUNCTION, settings.warmup_seconds, proc.pid)
+            if isolation == "gvisor":  # instances are threads of runsc's sentry, not host pids
+                row.instance_note = "n/a (inside the gVisor sentry: see the tree)"
+            else:
+                measure_instance_pss(row, port, NOOP_FUNCTION, settings.warmup_seconds,
+                                     proc.pid)

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,6 +142,11 @@ def running(
     try:
         wait_ready(proc, port, ready_path, log)
         yield proc
+    except BaseException:
+        # the server's own account of what went wrong, before its folder is removed
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        print(f"--- last lines of {argv[0]}'s log ---", *tail, "---", sep="\n", file=sys.stderr)
+        raise
     finally:
         survivors = stop(proc)
         if survivors:
