@@ -25,6 +25,7 @@ import time
 from . import prefork, protocol
 
 NETNS_AHEAD = 2  # jailed zygotes keep this many instance network namespaces ready
+NETNS_QUIET_S = 0.05  # ... made after this long without a request
 _PRELOAD = ("asyncio", "json", "logging", "traceback", "inspect", "importlib.util", "resource",
             "threading", "io", "base64", "datetime", "decimal", "uuid", "hashlib", "urllib.parse")
 
@@ -115,8 +116,11 @@ class Zygote:
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_signal)
         self._send(protocol.encode(protocol.ZYGOTE_READY, {"pid": os.getpid()}))
         while True:
+            # namespaces are made ahead once the zygote has been quiet a moment, not right
+            # after a fork: that would put a third of a millisecond of kernel work on the cores
+            # the instance it just made is starting on
             ahead = self.jail and not self.nets_failing and len(self.nets) < NETNS_AHEAD
-            events = self.sel.select(0 if ahead else None)
+            events = self.sel.select(NETNS_QUIET_S if ahead else None)
             if ahead and not events:
                 self._make_netns()
             for key, _ in events:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import textwrap
 import time
 import uuid
@@ -66,3 +67,51 @@ async def test_a_claimed_spare_is_confined_like_any_instance(linux, tmp_path):
     assert b["env"].endswith("]second")  # the spare took the claiming instance's identity
     await linux.stop(first)
     await linux.stop(second)
+
+
+READER = """
+def handler(event, context):
+    with open("/var/task/blob", "rb") as f:
+        while f.read(1 << 20):
+            pass
+    return {}
+"""
+
+
+def _usage(pool, slot) -> int:
+    name = "memory.current" if pool.v == 2 else "memory.usage_in_bytes"
+    return int((slot.dirs[0] / name).read_text())
+
+
+async def test_a_retired_slot_is_emptied_once_starts_pause_and_before_reuse(linux, tmp_path):
+    # the page cache an instance read stays charged to its cgroup after it exits; emptying it
+    # costs CPU the next cold starts need, so it waits for a pause, but a slot is never handed
+    # out again before it was emptied (the next instance gets its whole memory limit)
+    from dayfly.sandbox.linux.backend import QUIET_S, _slot
+
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "handler.py").write_text(textwrap.dedent(READER))
+    with open(code / "blob", "wb") as f:  # out of the page cache: the instance's read
+        f.write(b"\1" * (24 << 20))          # charges it to the instance's cgroup
+        f.flush()
+        os.fsync(f.fileno())
+        os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    spec = FunctionSpec(name="reader", version="$LATEST", revision="r", arn="arn",
+                        handler="handler.handler", code_dir=str(code), isolation="linux",
+                        limits=Limits(memory_mb=128, timeout_s=5))
+    pool = linux.backend.cgroups
+    h = await linux.start(spec, "reader")
+    await probe(linux, h)
+    slot = _slot(h.inst)
+    assert _usage(pool, slot) > 16 << 20
+    await linux.stop(h)
+    for _ in range(100):
+        if slot in pool.dirty:
+            break
+        await asyncio.sleep(0.005)
+    assert slot in pool.dirty and slot not in pool.free
+    assert _usage(pool, slot) > 16 << 20  # not emptied on the spot
+    await asyncio.sleep(QUIET_S * 3)
+    assert slot in pool.free and slot not in pool.dirty
+    assert _usage(pool, slot) < 4 << 20

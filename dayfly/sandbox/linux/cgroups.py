@@ -67,6 +67,7 @@ class CgroupPool:
         self.lock = threading.Lock()  # guards free, used and next_index (threads refill/release)
         self.free: list[Slot] = []
         self.used: dict[int, Slot] = {}
+        self.dirty: list[Slot] = []  # retired, not yet emptied: `clean` makes them free
         self.next_index = 0
         self.bases = [p / name for p in _parents(self.v, parent)]
         # Neither way takes the write side of the kernel's global threadgroup lock (which
@@ -115,6 +116,11 @@ class CgroupPool:
                                "cgroup (e.g. systemd-run --user -p Delegate=yes ...)")
         return True, where
 
+    def refill(self, count: int) -> None:
+        """Up to `count` free slots: retired ones emptied first, new ones for the rest."""
+        self.clean()
+        self.prepare(max(0, count - len(self.free)))
+
     def prepare(self, count: int) -> None:
         """Make `count` more free slots (blocking: call off the event loop)."""
         for _ in range(count):
@@ -145,6 +151,9 @@ class CgroupPool:
                     slot = self.free.pop()
             if slot is not None:
                 break
+            if self.dirty:  # busy all along: empty a retired slot now rather than make one
+                self.clean(1)
+                continue
             log.warning("cgroup pool empty: creating a slot on the request path")
             self.prepare(1)
         with self.lock:
@@ -170,18 +179,48 @@ class CgroupPool:
         slot.extra["pids"] = pids
         return slot
 
+    def retire(self, slot: Slot) -> None:
+        """Its processes are gone; `clean` returns it to the pool later (cheap: no I/O)."""
+        with self.lock:
+            self.used.pop(slot.index, None)
+            self.dirty.append(slot)
+
+    def clean(self, limit: int | None = None) -> int:
+        """Empty retired slots (all, or up to `limit`) and make them free again; how many
+        (blocking: v1's force_empty reclaims what the last instance left charged, slab
+        included, a fraction of a millisecond of CPU per slot: call off the event loop, when
+        idle)."""
+        with self.lock:
+            n = len(self.dirty) if limit is None else limit
+            dirty, self.dirty = self.dirty[:n], self.dirty[n:]
+        for slot in dirty:
+            self._empty(slot)
+        with self.lock:
+            self.free.extend(dirty)
+        return len(dirty)
+
     def release(self, slot: Slot) -> None:
         """Back to the pool once its processes are gone (blocking: call off the event loop)."""
         with self.lock:
             self.used.pop(slot.index, None)
+        self._empty(slot)
+        with self.lock:
+            self.free.append(slot)
+
+    def _empty(self, slot: Slot) -> None:
+        # what the last instance left charged (page cache it read, slab) would count against
+        # the next one's limit
         if self.v == 1:
             _write(slot.dirs[0] / "memory.force_empty", "0", optional=True)
             _write(slot.dirs[0] / "memory.max_usage_in_bytes", "0", optional=True)
+        else:  # memory.reclaim: kernel 5.19 and later
+            with contextlib.suppress(OSError, ValueError):
+                left = int((slot.dirs[0] / "memory.current").read_text())
+                if left:
+                    _write(slot.dirs[0] / "memory.reclaim", str(left), optional=True)
         # the counters only ever grow: what they read now is the next instance's zero
         slot.oom_base = self.oom_kills(slot)
         slot.pids_base = self.pids_refused(slot)
-        with self.lock:
-            self.free.append(slot)
 
     def oom_kills(self, slot: Slot) -> int:
         name = "memory.events" if self.v == 2 else "memory.oom_control"
@@ -201,7 +240,7 @@ class CgroupPool:
 
     def close(self) -> None:
         """Remove every slot (call after every instance is gone)."""
-        for slot in [*self.free, *self.used.values()]:
+        for slot in [*self.free, *self.dirty, *self.used.values()]:
             for fd in slot.join_fds:
                 os.close(fd)
             for d in slot.dirs:
@@ -210,6 +249,7 @@ class CgroupPool:
                 except OSError as exc:
                     log.warning("could not remove cgroup %s: %s", d, exc)
         self.free.clear()
+        self.dirty.clear()
         self.used.clear()
         for base in self.bases:
             with contextlib.suppress(OSError):
