@@ -37,6 +37,7 @@ class Slot:
     index: int
     dirs: list[Path]
     join_fds: list[int]
+    events_fd: int = -1  # pids.events, read after every invocation (pread: no open, no path)
     oom_base: int = 0
     pids_base: int = 0
     memory_mb: int = 0
@@ -132,8 +133,10 @@ class CgroupPool:
                 d.mkdir(exist_ok=True)
             fds = [os.open(d / "tasks", os.O_WRONLY | os.O_CLOEXEC) if self.self_join else
                    os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) for d in dirs]
+            events = os.open((dirs[0] if self.v == 2 else dirs[2]) / "pids.events",
+                             os.O_RDONLY | os.O_CLOEXEC)
             with self.lock:
-                self.free.append(Slot(i, dirs, fds))
+                self.free.append(Slot(i, dirs, fds, events))
 
     def acquire(self, memory_mb: int, pids: int) -> Slot:
         """A slot with these limits; creates one on the spot only if the pool ran dry.
@@ -227,8 +230,15 @@ class CgroupPool:
         return _counter(slot.dirs[0] / name, "oom_kill")
 
     def pids_refused(self, slot: Slot) -> int:
-        d = slot.dirs[0] if self.v == 2 else slot.dirs[2]
-        return _counter(d / "pids.events", "max")
+        """Forks the pids limit refused since the slot was made (on the warm path: ~1 us)."""
+        try:
+            data = os.pread(slot.events_fd, 256, 0)
+        except OSError:
+            return 0
+        for line in data.split(b"\n"):
+            if line.startswith(b"max "):
+                return int(line[4:])
+        return 0
 
     def peak_kb(self, slot: Slot) -> int:
         d = slot.dirs[0]
@@ -241,7 +251,7 @@ class CgroupPool:
     def close(self) -> None:
         """Remove every slot (call after every instance is gone)."""
         for slot in [*self.free, *self.dirty, *self.used.values()]:
-            for fd in slot.join_fds:
+            for fd in [*slot.join_fds, slot.events_fd]:
                 os.close(fd)
             for d in slot.dirs:
                 try:
