@@ -43,8 +43,11 @@ def send(target: dict[str, Any], msg: EmailMessage, password: str | None) -> Non
     except net.EgressRefused as exc:
         raise DeliveryError(f"{target['name']}: {exc}", retryable=False) from None
     except smtplib.SMTPResponseException as exc:
-        raise DeliveryError(f"{target['name']}: SMTP {exc.smtp_code} "
-                            f"{exc.smtp_error.decode(errors='replace')}",
+        # smtplib's own refusals carry text (a reply line too long: "Line too long."), the
+        # server's replies bytes
+        error = exc.smtp_error
+        text = error.decode(errors="replace") if isinstance(error, bytes) else error
+        raise DeliveryError(f"{target['name']}: SMTP {exc.smtp_code} {text}",
                             retryable=exc.smtp_code < 500) from None
     except smtplib.SMTPRecipientsRefused as exc:
         raise DeliveryError(f"{target['name']}: recipients refused: {exc.recipients}",
