@@ -20,10 +20,9 @@ from .control.tokens import TokenStore
 from .control.triggers import TriggerRegistry
 from .gateway.s3.binding import BindingService
 from .metrics.observer import Metrics
-from .sandbox.base import Backend
 from .sandbox.gvisor import GvisorBackend
 from .sandbox.linux.backend import LinuxBackend
-from .sandbox.process import ProcessBackend
+from .sandbox.process import ProcessBackend, ZygoteBackend
 from .sandbox.safe import SafeSandbox
 from .scheduler.scheduler import Scheduler
 from .stores.db import Database
@@ -38,7 +37,7 @@ log = logging.getLogger("dayfly")
 
 
 # weakest first; the default tier is the last available one that is not opt-in only
-BACKENDS: tuple[type[Backend], ...] = (ProcessBackend, GvisorBackend, LinuxBackend)
+BACKENDS: tuple[type[ZygoteBackend], ...] = (ProcessBackend, GvisorBackend, LinuxBackend)
 
 
 def tier_report() -> list[dict]:
@@ -53,9 +52,9 @@ def tier_report() -> list[dict]:
     return report
 
 
-def available_backends() -> dict[str, type[Backend]]:
+def available_backends() -> dict[str, type[ZygoteBackend]]:
     """Isolation tiers that work on this machine, strongest last."""
-    tiers: dict[str, type[Backend]] = {}
+    tiers: dict[str, type[ZygoteBackend]] = {}
     for cls in BACKENDS:
         ok, _why = cls.available()
         if ok:

@@ -76,9 +76,9 @@ def builtin_request(target: str, name: str | None, pairs: tuple[str, ...],
                     config_file: Path | None, publish: bool) -> tuple[str, str, dict[str, Any]]:
     """(function name, API path, JSON body) of a `dayfly deploy builtin:NAME`."""
     builtin = target.removeprefix(PREFIX)
-    body = {"name": name or builtin, "config": read_config(pairs, config_file),
-            "publish": publish}
-    return body["name"], f"/dayfly/v1/builtins/{builtin}/deploy", body
+    function = name or builtin
+    body = {"name": function, "config": read_config(pairs, config_file), "publish": publish}
+    return function, f"/dayfly/v1/builtins/{builtin}/deploy", body
 
 
 def wire_trigger(client: Client, function: str, info: dict[str, Any] | None) -> None:

@@ -67,7 +67,7 @@ class Zygote:
         """
         from . import instance  # noqa: F401  (imported once, shared copy-on-write)
 
-        self.jail = self.config.get("jail")
+        self.jail: dict = self.config.get("jail") or {}  # empty: the process tier
         if self.jail:  # everything of dayfly the instances need is imported by now
             from . import jail
 

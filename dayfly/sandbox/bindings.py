@@ -91,7 +91,7 @@ def _check(meta: object) -> tuple[str, dict[str, Any]]:
         raise RequestError("InvalidRequest", f"unknown bucket request op {str(op)[:40]!r} "
                            f"(known: {', '.join(OPS)})")
     fields, _ = OPS[op]
-    args = {}
+    args: dict[str, Any] = {}
     for name, kind in fields.items():
         value = meta.get(name, OPTIONAL.get(name))
         if not isinstance(value, kind) or isinstance(value, bool):
@@ -213,9 +213,9 @@ class Binding:
                                    "open at once", 503)
             self._ids += 1
             upload_id = f"u{self._ids}"
-            upload = self.uploads[upload_id] = await s.create(fn, a["bucket"], a["key"],
-                                                              a["headers"])
-            fd, upload.fd = upload.fd, -1  # the pipe's write end goes to the instance
+            created = self.uploads[upload_id] = await s.create(fn, a["bucket"], a["key"],
+                                                               a["headers"])
+            fd, created.fd = created.fd, -1  # the pipe's write end goes to the instance
             return {"upload": upload_id}, fd
         if op == "delete":
             return await s.delete(fn, a["bucket"], a["keys"]), -1

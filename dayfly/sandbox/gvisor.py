@@ -287,12 +287,12 @@ class GvisorBackend(ZygoteBackend):
                   {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
                    "options": ["nosuid", "nodev", f"size={spec.limits.tmp_mb}m", "mode=1777"]}]
         for src, dst in binds:
-            target = rootfs / dst.lstrip("/")
+            mountpoint = rootfs / dst.lstrip("/")
             if os.path.isdir(src):
-                target.mkdir(parents=True, exist_ok=True)
+                mountpoint.mkdir(parents=True, exist_ok=True)
             else:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.touch()
+                mountpoint.parent.mkdir(parents=True, exist_ok=True)
+                mountpoint.touch()
             opts = ["rbind", "rw" if dst == SOCKETS else "ro", "nosuid", "nodev"]
             mounts.append({"destination": dst, "type": "bind", "source": src, "options": opts})
         for path in self.masks:

@@ -213,7 +213,8 @@ class ZygoteBackend(Backend):
         )
 
     async def _death(self, inst: Instance) -> InstanceDied:
-        zygote = inst.backend_state.zygote  # type: ignore[union-attr]
+        # backend_state is this backend's _State (typed `object` on Instance)
+        zygote = inst.backend_state.zygote  # type: ignore[attr-defined]
         try:
             info = await asyncio.wait_for(asyncio.shield(zygote.death(inst.pid)), 1.0)
         except TimeoutError:
@@ -221,7 +222,7 @@ class ZygoteBackend(Backend):
         return self.explain_death(inst, info)
 
     def take_logs(self, inst: Instance) -> list[str]:
-        return inst.backend_state.chan.take_logs()  # type: ignore[union-attr]
+        return inst.backend_state.chan.take_logs()  # type: ignore[attr-defined]  # a _State
 
     async def kill(self, inst: Instance) -> None:
         state: _State = inst.backend_state  # type: ignore[assignment]

@@ -47,7 +47,7 @@ class _Writer:
         self.digests = {a: checksums.new(a) for a in algorithms}
         self.size = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         self.md5.update(data)
         for d in self.digests.values():
             d.update(data)

@@ -135,7 +135,8 @@ class EventQueue:
         self._finished(ev.id)
 
     async def depth(self, function: str | None = None) -> int:
-        sql, args = "SELECT COUNT(*) FROM events", ()
+        sql = "SELECT COUNT(*) FROM events"
+        args: tuple[str, ...] = ()
         if function is not None:
             sql, args = sql + " WHERE function = ?", (function,)
         row = await self.db.run(lambda c: c.execute(sql, args).fetchone())
@@ -145,7 +146,8 @@ class EventQueue:
 
     async def dead(self, function: str | None = None, limit: int = 100,
                    event_id: str | None = None) -> list[dict[str, Any]]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | int] = []
         if function is not None:
             where.append("function = ?")
             args.append(function)

@@ -172,7 +172,8 @@ class RecordStore(Observer):
                     request_id: str | None = None) -> list[dict[str, Any]]:
         """Newest first; includes records still waiting to be written."""
         await self.flush()
-        where, args = [], []
+        where: list[str] = []
+        args: list[str | float] = []
         for col, val in (("function", function), ("status", status), ("request_id", request_id)):
             if val is not None:
                 where.append(f"{col} = ?")

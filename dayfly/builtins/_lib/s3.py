@@ -7,7 +7,7 @@ import http.client
 import os
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -216,7 +216,7 @@ class Client:
         return h.get("etag", "")
 
     def complete_multipart(self, bucket: str, key: str, upload_id: str,
-                           etags: list[str]) -> str:
+                           etags: Sequence[str]) -> str:
         parts = "".join(f"<Part><PartNumber>{i}</PartNumber><ETag>{e}</ETag></Part>"
                         for i, e in enumerate(etags, 1))
         body = f"<CompleteMultipartUpload>{parts}</CompleteMultipartUpload>".encode()

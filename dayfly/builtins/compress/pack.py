@@ -66,8 +66,9 @@ def _tar(client: Any, bucket: str, members: Iterable[tuple[str, str, int]], code
     out: Any = stream_codecs.CompressingWriter(sink, codec, level) if codec else sink
     total = 0
     now = time.time()
-    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT, bufsize=CHUNK,
-                      copybufsize=CHUNK) as tf:
+    # typeshed's overloads of tarfile.open omit copybufsize, which it passes on to TarFile
+    with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
+                      bufsize=CHUNK, copybufsize=CHUNK) as tf:
         for key, name, size in members:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = size, now, 0o644

@@ -6,7 +6,7 @@ from __future__ import annotations
 import stat
 import tarfile
 import zipfile
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 import stream_codecs
 from _lib import streams
@@ -27,7 +27,7 @@ class Extraction:
         self.budget, self.part_size = budget, part_size
         self.written: list[dict[str, Any]] = []
 
-    def member(self, name: str, src: BinaryIO, key: str | None = None) -> None:
+    def member(self, name: str, src: IO[bytes], key: str | None = None) -> None:
         """Stream one member's bytes (read in bounded chunks) into its object."""
         key = key or self.prefix + name
         with streams.writer(self.client, self.target_bucket, key,

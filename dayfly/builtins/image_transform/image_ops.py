@@ -20,24 +20,29 @@ def _resize(img: Image.Image, op: dict[str, Any], background: str) -> Image.Imag
     bw, bh = op.get("width"), op.get("height")
     fit, up = op.get("fit", "contain"), op.get("upscale", False)
     if not bw or not bh:  # one side given: keep the aspect ratio
-        s = (bw / w) if bw else (bh / h)
+        if bw:
+            s = bw / w
+        elif bh:
+            s = bh / h
+        else:  # the config requires one (image_config)
+            raise OperationError("resize needs a width or a height")
         s = s if up else min(s, 1.0)
-        return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS,
+        return img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS,
                           reducing_gap=3.0)
     if fit == "exact":
         size = (bw, bh) if up else (min(bw, w), min(bh, h))
-        return img.resize(size, Image.LANCZOS, reducing_gap=3.0)
+        return img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     if fit == "cover":
         s = max(bw / w, bh / h)
         s = s if up else min(s, 1.0)
         cw, ch = min(w, round(bw / s)), min(h, round(bh / s))  # the box, in source pixels
         left, top = (w - cw) // 2, (h - ch) // 2
         size = (max(1, min(bw, round(cw * s))), max(1, min(bh, round(ch * s))))
-        return img.resize(size, Image.LANCZOS, box=(left, top, left + cw, top + ch),
+        return img.resize(size, Image.Resampling.LANCZOS, box=(left, top, left + cw, top + ch),
                           reducing_gap=3.0)
     s = min(bw / w, bh / h)
     s = s if up else min(s, 1.0)
-    out = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.LANCZOS,
+    out = img.resize((max(1, round(w * s)), max(1, round(h * s))), Image.Resampling.LANCZOS,
                      reducing_gap=3.0)
     if fit == "fill":  # letterbox onto the whole box
         mode = "RGBA" if "A" in out.mode else "RGB"
@@ -71,7 +76,7 @@ def _rotate(img: Image.Image, op: dict[str, Any], background: str) -> Image.Imag
     if deg in fixed:
         return img.transpose(fixed[deg])
     fill = None if "A" in img.mode else background
-    return img.rotate(-deg, Image.BICUBIC, expand=op.get("expand", True), fillcolor=fill)
+    return img.rotate(-deg, Image.Resampling.BICUBIC, expand=op.get("expand", True), fillcolor=fill)
 
 
 def _watermark(img: Image.Image, op: dict[str, Any]) -> Image.Image:
@@ -103,7 +108,7 @@ def apply(img: Image.Image, ops: list[dict[str, Any]], background: str) -> Image
         elif kind == "thumbnail":
             img = img.copy() if img.readonly else img
             img.thumbnail((op.get("width") or img.width, op.get("height") or img.height),
-                          Image.LANCZOS, reducing_gap=2.0)
+                          Image.Resampling.LANCZOS, reducing_gap=2.0)
         elif kind == "crop":
             img = _crop(img, op)
         elif kind == "rotate":

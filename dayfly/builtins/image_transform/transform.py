@@ -111,8 +111,8 @@ def _flatten(img: Image.Image, background: str) -> Image.Image:
     return out
 
 
-def _encode(frames: list[Image.Image], fmt: str, cfg: dict[str, Any], info: dict[str, Any],
-            durations: list[int]) -> bytes:
+def _encode(frames: list[Image.Image], fmt: str, cfg: dict[str, Any],
+            info: dict[str | tuple[int, int], Any], durations: list[int]) -> bytes:
     name = FORMATS[fmt][0]
     kw: dict[str, Any] = {}
     if fmt in ("jpeg", "webp", "avif"):

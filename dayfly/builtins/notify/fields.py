@@ -141,10 +141,10 @@ class Template(string.Template):
 class _Lookup(dict):
     def __init__(self, values: dict[str, Any]) -> None:
         super().__init__()
-        self.values = values
+        self.fields = values  # not `values`: that would shadow dict.values()
 
     def __getitem__(self, name: str) -> str:
-        value: Any = self.values
+        value: Any = self.fields
         for part in name.split("."):
             if isinstance(value, dict) and part in value:
                 value = value[part]

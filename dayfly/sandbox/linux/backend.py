@@ -13,6 +13,7 @@ import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ...background import spawn
 from ...runtime import jail
@@ -87,8 +88,8 @@ class LinuxBackend(ZygoteBackend):
                                 "share the platform's uid); use the S3 endpoint")
         self.relays: dict[str, EgressRelay] = {}
         self._refilling: asyncio.Future | None = None
-        # zygote key -> (pid, cgroup slot or None, the limits it was prepared for)
-        self.spares: dict[str, tuple[int, Slot | None, tuple]] = {}
+        # zygote key -> (pid, its lease (cgroup slot, relay), the limits it was prepared for)
+        self.spares: dict[str, tuple[int, Lease, tuple[int, int, int]]] = {}
         self._preparing: set[str] = set()
         self._spare_ids = 0
         self._last_reserve = 0.0
@@ -131,9 +132,9 @@ class LinuxBackend(ZygoteBackend):
         binds += [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
         binds += self.python_binds
         binds += [(p, p) for p in spec.files]
-        cfg = {"root": str(self.roots / key.split("|")[1]), "binds": binds, "masks": self.masks,
-               "files": ETC, "symlinks": {"/lib": "usr/lib", "/lib64": "usr/lib64",
-                                          "/bin": "usr/bin"}}
+        cfg: dict[str, Any] = {
+            "root": str(self.roots / key.split("|")[1]), "binds": binds, "masks": self.masks,
+            "files": ETC, "symlinks": {"/lib": "usr/lib", "/lib64": "usr/lib64", "/bin": "usr/bin"}}
         if spec.network or spec.s3_endpoint:
             # each instance's namespace gets a listening socket for the relay (step I1a);
             # the node's own S3 endpoint is reachable for declared `buckets` (S3 only there)
@@ -367,5 +368,6 @@ class Lease:
 
 
 def _slot(inst: Instance) -> Slot | None:
-    lease = inst.backend_state.token  # type: ignore[union-attr]
+    # backend_state is the ZygoteBackend's _State (typed `object` on Instance)
+    lease = inst.backend_state.token  # type: ignore[attr-defined]
     return lease.slot if isinstance(lease, Lease) else None

@@ -87,14 +87,14 @@ class CgroupPool:
             # way systemd and container runtimes do; the pool's base is then the common
             # ancestor of the platform and every slot, which the kernel requires to be
             # writable for each move (dayfly made it, so it is).
-            parent = self.bases[0].parent
-            if parent != ROOT and own() == parent:
+            parent_dir = self.bases[0].parent
+            if parent_dir != ROOT and own() == parent_dir:
                 leaf = self.bases[0] / "platform"
                 leaf.mkdir(exist_ok=True)
                 _write(leaf / "cgroup.procs", "0")
                 log.info("moved the platform into %s (its delegated cgroup passes controllers "
                          "on to instances' cgroups, so it may hold no process itself)", leaf)
-            for d in (parent, self.bases[0]):
+            for d in (parent_dir, self.bases[0]):
                 _write(d / "cgroup.subtree_control", "+memory +pids +cpu")
 
     @classmethod
