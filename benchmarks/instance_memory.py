@@ -15,12 +15,8 @@ import asyncio
 import collections
 import os
 import sys
-import tempfile
-from pathlib import Path
 
-from dayfly.platform import available_backends
-from dayfly.sandbox.safe import SafeSandbox
-from dayfly.types import FunctionSpec, Limits
+from harness.direct import direct_sandbox
 
 HANDLER = "import json, os\n\ndef handler(event, context):\n    return {'pid': os.getpid()}\n"
 FIELDS = ("Private_Dirty", "Pss")
@@ -53,18 +49,7 @@ def smaps(pid: int) -> dict[str, collections.Counter]:
 
 
 async def run(n: int, tier: str) -> None:
-    cls = available_backends().get(tier)
-    if cls is None:
-        raise SystemExit(f"isolation tier {tier!r} is not available here (the linux tier needs root)")
-    with tempfile.TemporaryDirectory(prefix="dayfly-memory-") as tmp:
-        code, deps = Path(tmp, "code"), Path(tmp, "deps")
-        code.mkdir()
-        deps.mkdir()
-        (code / "handler.py").write_text(HANDLER)
-        spec = FunctionSpec(name="memory", version="$LATEST", revision="r", arn="arn",
-                            handler="handler.handler", code_dir=str(code), deps_dir=str(deps),
-                            isolation=tier, limits=Limits(memory_mb=128, timeout_s=5))
-        sb = SafeSandbox(cls(Path(tmp, "data")))
+    async with direct_sandbox(tier, "memory", HANDLER) as (sb, spec):
         handles = []
         try:
             for i in range(n):
@@ -81,7 +66,6 @@ async def run(n: int, tier: str) -> None:
         finally:
             for h in handles:
                 await sb.stop(h)
-            await sb.close()
 
 
 def main() -> int:

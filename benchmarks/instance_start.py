@@ -13,13 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from dayfly.platform import available_backends
-from dayfly.sandbox.safe import SafeSandbox
-from dayfly.types import FunctionSpec, InvokeRequest, Limits
+from harness.direct import direct_sandbox
+
+from dayfly.types import InvokeRequest
 
 HANDLER = "import json, os\n\ndef handler(event, context):\n    return {}\n"
 
@@ -30,33 +28,19 @@ def quantile(values: list[float], q: float) -> float:
 
 
 async def run(n: int, tier: str) -> None:
-    cls = available_backends().get(tier)
-    if cls is None:
-        raise SystemExit(f"isolation tier {tier!r} is not available here")
-    with tempfile.TemporaryDirectory(prefix="dayfly-start-") as tmp:
-        code, deps = Path(tmp, "code"), Path(tmp, "deps")
-        code.mkdir()
-        deps.mkdir()
-        (code / "handler.py").write_text(HANDLER)
-        spec = FunctionSpec(name="start", version="$LATEST", revision="r", arn="arn",
-                            handler="handler.handler", code_dir=str(code), deps_dir=str(deps),
-                            isolation=tier, limits=Limits(memory_mb=128, timeout_s=5))
-        sb = SafeSandbox(cls(Path(tmp, "data")))
-        total, init = [], []
-        try:
-            await sb.stop(await sb.start(spec, "zygote"))  # the zygote's own start is not timed
-            for i in range(n):
-                await asyncio.sleep(0.05)  # room to prepare the next spare
-                t0 = time.perf_counter()
-                h = await sb.start(spec, f"i{i}")
-                req = InvokeRequest(request_id=f"r{i}", payload=b"{}", invoked_arn="arn")
-                req.deadline_ms = int((time.time() + 5) * 1000)
-                await sb.invoke(h, req, 5)
-                total.append((time.perf_counter() - t0) * 1000)
-                init.append(h.inst.init_ms)
-                await sb.stop(h)
-        finally:
-            await sb.close()
+    total, init = [], []
+    async with direct_sandbox(tier, "start", HANDLER) as (sb, spec):
+        await sb.stop(await sb.start(spec, "zygote"))  # the zygote's own start is not timed
+        for i in range(n):
+            await asyncio.sleep(0.05)  # room to prepare the next spare
+            t0 = time.perf_counter()
+            h = await sb.start(spec, f"i{i}")
+            req = InvokeRequest(request_id=f"r{i}", payload=b"{}", invoked_arn="arn")
+            req.deadline_ms = int((time.time() + 5) * 1000)
+            await sb.invoke(h, req, 5)
+            total.append((time.perf_counter() - t0) * 1000)
+            init.append(h.inst.init_ms)
+            await sb.stop(h)
     print(f"| {n} starts, {tier} tier | p50 | p90 | p99 |\n|---|---|---|---|")
     for name, values in (("start + first invocation (ms)", total), ("instance init (ms)", init)):
         print(f"| {name} | " + " | ".join(f"{quantile(values, q):.2f}" for q in (.5, .9, .99))

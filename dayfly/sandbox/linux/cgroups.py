@@ -65,7 +65,7 @@ class CgroupPool:
         if self.v is None:
             raise OSError("no usable cgroup hierarchy (need v2, or v1 memory+cpu+pids)")
         self.name = name
-        self.lock = threading.Lock()  # guards free, used and next_index (threads refill/release)
+        self.lock = threading.Lock()  # guards free, dirty, used, next_index (threads clean)
         self.free: list[Slot] = []
         self.used: dict[int, Slot] = {}
         self.dirty: list[Slot] = []  # retired, not yet emptied: `clean` makes them free
@@ -201,14 +201,6 @@ class CgroupPool:
         with self.lock:
             self.free.extend(dirty)
         return len(dirty)
-
-    def release(self, slot: Slot) -> None:
-        """Back to the pool once its processes are gone (blocking: call off the event loop)."""
-        with self.lock:
-            self.used.pop(slot.index, None)
-        self._empty(slot)
-        with self.lock:
-            self.free.append(slot)
 
     def _empty(self, slot: Slot) -> None:
         # what the last instance left charged (page cache it read, slab) would count against
