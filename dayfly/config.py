@@ -31,6 +31,7 @@ class Settings:
     queue_timeout_s: float = 10.0
     records_max: int = 100_000
     records_max_age_s: float = 7 * 24 * 3600.0
+    records_flush_s: float = 0.25  # how often buffered invocation records are written
     max_chain_depth: int = 16  # events caused by events, at most this deep (loop detection)
 
     @property

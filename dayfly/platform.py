@@ -78,7 +78,8 @@ class Platform:
         self.db = Database(settings.db_path)
         self.sandboxes = {name: SafeSandbox(cls(settings.data_dir)) for name, cls in tiers.items()}
         self.records = RecordStore(self.db, max_records=settings.records_max,
-                                   max_age_s=settings.records_max_age_s)
+                                   max_age_s=settings.records_max_age_s,
+                                   flush_interval_s=settings.records_flush_s)
         self.inflight = InFlight()  # chains of causes of running invocations (loop detection)
         self.metrics = Metrics()  # counters for /metrics
         self.scheduler = Scheduler(self.sandboxes, [self.records, self.inflight, self.metrics],

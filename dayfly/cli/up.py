@@ -35,10 +35,13 @@ def _listen(host: str, port: int, family: socket.AddressFamily, what: str) -> so
 @click.option("--example", is_flag=True, help="Deploy the example function 'hello' at start.")
 @click.option("--max-chain-depth", default=16, show_default=True, type=click.IntRange(1, 1000),
               help="Stop events caused by events deeper than this (recursive loops).")
+@click.option("--records-flush-interval", default=0.25, show_default=True,
+              type=click.FloatRange(0.01, 86400), metavar="SECONDS",
+              help="How often buffered invocation records are written to disk.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def up(host: str, port: int, data_dir: Path | None, isolation: str | None, example: bool,
-       max_chain_depth: int, log_level: str) -> None:
+       max_chain_depth: int, records_flush_interval: float, log_level: str) -> None:
     """Run dayfly (API, gateway, scheduler) in the foreground; Ctrl-C stops it cleanly."""
     import resource
 
@@ -60,7 +63,8 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
                           " (the functions' S3 listener)")
     port = listener.getsockname()[1]
     settings = Settings(host=host, port=port, function_s3=function_s3.getsockname()[:2],
-                        default_isolation=isolation, max_chain_depth=max_chain_depth)
+                        default_isolation=isolation, max_chain_depth=max_chain_depth,
+                        records_flush_s=records_flush_interval)
     if data_dir is not None:
         settings.data_dir = data_dir.expanduser().resolve()
     console = Console(stderr=True)
