@@ -107,7 +107,9 @@ class Client:
 
     def _unreachable(self, exc: httpx.TransportError) -> CliError:
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-            return CliError(f"cannot reach dayfly at {self.endpoint} — is `dayfly up` running?")
+            return CliError(f"cannot reach dayfly at {self.endpoint} — is `dayfly up` running?",
+                            "point the CLI at another node with `--endpoint URL` or "
+                            "DAYFLY_ENDPOINT=URL (`dayfly up --port N` picks the port)")
         if isinstance(exc, httpx.TimeoutException):
             return CliError(f"dayfly at {self.endpoint} did not answer in time")
         return CliError(f"dayfly at {self.endpoint} closed the connection (did `dayfly up` "

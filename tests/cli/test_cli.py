@@ -254,8 +254,10 @@ def test_unreachable_endpoint(tmp_path):
             assert result.exit_code == 2
             continue
         assert result.exit_code == 1, args
-        assert result.stderr.strip() == (f"Error: cannot reach dayfly at {url} — is `dayfly up` "
-                                         "running?")
+        assert result.stderr.strip().splitlines() == [
+            f"Error: cannot reach dayfly at {url} — is `dayfly up` running?",
+            "hint: point the CLI at another node with `--endpoint URL` or DAYFLY_ENDPOINT=URL "
+            "(`dayfly up --port N` picks the port)"]
     result = CliRunner().invoke(cli, ["ls", "--endpoint", "localhost:8080"])
     assert result.exit_code == 2
     assert "must start with http://" in result.stderr
