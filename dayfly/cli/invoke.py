@@ -46,7 +46,7 @@ def invoke(client: Client, name: str, payload: str | None, payload_file: IO[byte
                               params={"Qualifier": qualifier} if qualifier else None,
                               timeout=INVOKE_TIMEOUT)
     if is_async:
-        click.echo(response.headers.get("x-amzn-request-id", ""))
+        click.echo(response.headers.get("x-amzn-requestid", ""))
         return
     if log and "x-amz-log-result" in response.headers:
         _print_log(response.headers["x-amz-log-result"])

@@ -29,6 +29,7 @@ from . import (
     ui,
 )
 from .common import on_dayfly_error, on_http_error, on_unexpected
+from .request_ids import RequestIds
 from .s3.dispatch import S3Dispatch
 from .s3.routes import S3App
 
@@ -53,7 +54,8 @@ def build_app(platform: Platform,
                 *openapi.routes, *ui.routes],
         middleware=[Middleware(S3Dispatch, s3=CountS3(S3App(
             platform.objects, platform.keys, platform.registry.function_keys.scope,
-            platform.bucket_triggers), platform.metrics), function_s3=platform.settings.function_s3)],
+            platform.bucket_triggers), platform.metrics), function_s3=platform.settings.function_s3),
+                    Middleware(RequestIds)],
         exception_handlers={DayflyError: on_dayfly_error, HTTPException: on_http_error,
                             Exception: on_unexpected},
         lifespan=lifespan,

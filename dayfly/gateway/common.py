@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from typing import Any
 
 import orjson
@@ -57,7 +58,8 @@ def error_response(code: str, message: str, status: int, hint: str | None = None
                             "__type": code}
     if hint:
         body["hint"] = hint
-    return JSON(body, status_code=status, headers={"X-Amzn-ErrorType": code})
+    return JSON(body, status_code=status,
+                headers={"X-Amzn-ErrorType": code, "X-Amzn-RequestId": str(uuid.uuid4())})
 
 
 async def on_dayfly_error(request: Request, exc: Exception) -> Response:

@@ -57,10 +57,11 @@ async def run_invoke(platform, raw_name: str, qualifier: str | None,
     else:
         body = b"{}"
     if itype == "DryRun":
-        return Response(status_code=204, headers={"X-Amz-Executed-Version": spec.version})
+        return Response(status_code=204, headers={"X-Amz-Executed-Version": spec.version,
+                                                  "X-Amzn-RequestId": str(uuid.uuid4())})
     if itype == "Event":
         ev_id = await platform.queue.put(name, qualifier, body, "event")
-        return Response(status_code=202, headers={"X-Amzn-Request-Id": ev_id})
+        return Response(status_code=202, headers={"X-Amzn-RequestId": ev_id})
     if spec.max_instances == 0:  # reserved concurrency 0: no instance can ever serve, so no queue
         raise TooManyRequests("Rate Exceeded: the function's reserved concurrency is 0")
     req = InvokeRequest(request_id=str(uuid.uuid4()), payload=body,
@@ -68,7 +69,7 @@ async def run_invoke(platform, raw_name: str, qualifier: str | None,
                         client_context=_client_context(headers.get("x-amz-client-context")),
                         trace_id=headers.get("traceparent") or headers.get("x-amzn-trace-id"))
     result = await platform.scheduler.invoke(spec, req)
-    out = {"X-Amz-Executed-Version": spec.version, "X-Amzn-Request-Id": req.request_id}
+    out = {"X-Amz-Executed-Version": spec.version, "X-Amzn-RequestId": req.request_id}
     if not result.ok:
         out["X-Amz-Function-Error"] = result.error_type or "Unhandled"
     if headers.get("x-amz-log-type") == "Tail":

@@ -172,7 +172,7 @@ async def invoke_async(request: Request) -> Response:
     p.registry.config(name, qualifier)
     body = await request.body()
     ev_id = await p.queue.put(name, qualifier, body or b"{}", "event")
-    return JSON({"Status": 202}, status_code=202, headers={"X-Amzn-Request-Id": ev_id})
+    return JSON({"Status": 202}, status_code=202, headers={"X-Amzn-RequestId": ev_id})
 
 
 F = "/2015-03-31/functions"

@@ -51,7 +51,7 @@ def test_event_invoke_keeps_one_id_and_exposes_the_idempotency_key(server, lam):
     create(lam, "asyncecho")
     r = lam.invoke(FunctionName="asyncecho", InvocationType="Event", Payload=b'{"x": 1}')
     assert r["StatusCode"] == 202
-    rid = r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-request-id"]
+    rid = r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
     rec = wait_for(lambda: [x for x in records(server, "asyncecho") if x["request_id"] == rid])
     assert rec[0]["trigger"] == "event" and rec[0]["status"] == "success"
 
@@ -101,7 +101,7 @@ def test_failures_are_retried_then_dead_lettered_then_redriven(server, lam):
     create(lam, "flaky")
     lam.put_function_event_invoke_config(FunctionName="flaky", MaximumRetryAttempts=1)
     r = lam.invoke(FunctionName="flaky", InvocationType="Event", Payload=b'{"fail": true}')
-    rid = r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-request-id"]
+    rid = r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
     dead = wait_for(lambda: httpx.get(f"{server.url}/dayfly/v1/functions/flaky/dlq")
                     .json()["dead_letters"])
     assert dead[0]["id"] == rid and dead[0]["attempts"] == 2
@@ -159,7 +159,7 @@ def test_on_failure_webhook_gets_the_failure_record(lam):
             DestinationConfig={"OnFailure": {"Destination": url}})
         r = lam.invoke(FunctionName="failhook", InvocationType="Event",
                        Payload=b'{"fail": true, "n": 1}')
-        rid = r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-request-id"]
+        rid = r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
         got = wait_for(lambda: _Hook.received)
         record = got[0]["body"]
         assert record["version"] == "1.0"
@@ -215,7 +215,7 @@ def handler(event, context):
         r = lam.invoke(FunctionName="durable", InvocationType="Event",
                        Payload=json.dumps({"i": i}).encode())
         assert r["StatusCode"] == 202
-        acked.append(r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-request-id"])
+        acked.append(r["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"])
     stop_server(srv, signal.SIGKILL)  # mid-stream: a few delivered, most not
     before = set(seen.read_text().split()) if seen.exists() else set()
     assert len(before) < len(acked)  # the kill really interrupted the stream

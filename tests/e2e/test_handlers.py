@@ -61,7 +61,7 @@ MISBEHAVES = """
 
 
 def request_id(resp: dict) -> str:
-    return resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-request-id"]
+    return resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
 
 
 def test_context_fields_unqualified(lam):

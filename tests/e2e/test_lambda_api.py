@@ -178,7 +178,7 @@ def test_invoke_log_type_tail_returns_the_log(lam):
     resp, body = invoke(lam, name, {"x": 7}, LogType="Tail")
     assert body == "ok"
     log = base64.b64decode(resp["LogResult"]).decode()
-    rid = resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-request-id"]
+    rid = resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
     lines = log.splitlines()
     assert lines[0] == f"START RequestId: {rid} Version: $LATEST"
     assert "printed-by-handler 7" in lines
@@ -208,7 +208,7 @@ def test_invoke_event_is_accepted_and_runs(lam, tmp_path: Path):
         Environment={"Variables": {"OUT_FILE": str(out_file)}})
     resp = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"id": "ev-1"}')
     assert resp["StatusCode"] == 202
-    assert resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-request-id"]
+    assert resp["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
     assert resp["Payload"].read() == b""
     text = wait_for(lambda: out_file.exists() and out_file.read_text(), timeout=10)
     assert text == '{"id": "ev-1"}\n'
@@ -237,7 +237,7 @@ def test_invoke_dry_run_is_204_and_runs_nothing(server, lam):
     assert resp["Payload"].read() == b""
     # a real invocation afterwards is the only one on record
     real, _ = invoke(lam, name)
-    rid = real["ResponseMetadata"]["HTTPHeaders"]["x-amzn-request-id"]
+    rid = real["ResponseMetadata"]["HTTPHeaders"]["x-amzn-requestid"]
     rows = wait_for(lambda: records(server, name), timeout=10)
     assert [r["request_id"] for r in rows] == [rid]
 

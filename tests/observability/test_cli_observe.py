@@ -39,7 +39,7 @@ def test_ls_shows_warm_instances(server):
 
 def test_logs_json_prints_records(server):
     deploy(server.url, "logged")
-    rid = invoke(server.url, "logged", {"hello": 1}).headers["x-amzn-request-id"]
+    rid = invoke(server.url, "logged", {"hello": 1}).headers["x-amzn-requestid"]
     res = run(server, "logs", "logged", "--json")
     assert res.exit_code == 0, res.output
     records = [json.loads(line) for line in res.stdout.splitlines()]

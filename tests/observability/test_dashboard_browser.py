@@ -53,7 +53,7 @@ def fn(server) -> tuple[str, str]:
     rid = ""
     for i in range(5):
         r = invoke(server.url, "web-fn", {"n": i})
-        rid = r.headers["x-amzn-request-id"]
+        rid = r.headers["x-amzn-requestid"]
     invoke(server.url, "web-fn", {"fail": True})
     return "web-fn", rid
 
@@ -95,7 +95,7 @@ def test_live_log_tail_shows_new_invocations(server, page, fn):
     page.locator("text=following").wait_for(timeout=10_000)
     page.wait_for_timeout(300)  # the stream is open
     r = invoke(server.url, name, {"live": "tail-marker"})
-    page.locator("pre.logs", has_text=r.headers["x-amzn-request-id"]).wait_for(timeout=10_000)
+    page.locator("pre.logs", has_text=r.headers["x-amzn-requestid"]).wait_for(timeout=10_000)
     assert "tail-marker" in page.inner_text("pre.logs")
     shot(page, "logs")
 

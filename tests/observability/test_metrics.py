@@ -39,7 +39,7 @@ def test_traceparent_reaches_the_record_and_the_handler(server, fn):
     r = invoke(server.url, fn, {}, headers={"traceparent": TRACEPARENT})
     assert r.status_code == 200
     assert r.json() == {"trace_id": TRACEPARENT, "env_trace": TRACEPARENT}
-    rid = r.headers["x-amzn-request-id"]
+    rid = r.headers["x-amzn-requestid"]
     rows = [row for row in records(server.url, fn) if row["request_id"] == rid]
     assert rows and rows[0]["trace_id"] == TRACEPARENT
     # the next invocation without a trace does not see the previous one's
