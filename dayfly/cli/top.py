@@ -56,8 +56,11 @@ def top(client: Client, window: int, interval: float, once: bool, as_json: bool)
         print_json(client.json("GET", path))
         return
     out = console()
-    if once:
+    if once or not out.is_terminal:  # a live view needs a terminal: a pipe gets one frame
         out.print(render(client.json("GET", path), window))
+        if not once:
+            click.echo("(one frame: the output is not a terminal; --once says so explicitly, "
+                       "--json gives the numbers)", err=True)
         return
     try:
         with Live(render(client.json("GET", path), window), console=out, auto_refresh=False,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 from click.testing import CliRunner
 from obs_helpers import deploy, invoke
@@ -26,6 +28,19 @@ def test_top_once_and_json(server):
     data = json.loads(res.stdout)
     assert data["functions"]["topped"]["invocations"] >= 3
     assert data["functions"]["topped"]["instances"]["idle"] >= 1
+
+
+def test_top_into_a_pipe_prints_one_frame_and_exits(server):
+    deploy(server.url, "piped")
+    assert invoke(server.url, "piped").status_code == 200
+    env = {"DAYFLY_ENDPOINT": server.url, "DAYFLY_TOKEN": "", "DAYFLY_DATA_DIR": "/nonexistent",
+           "PATH": "/usr/bin:/bin"}
+    # stdout is a pipe, not a terminal: a live view would never end (the timeout fails it)
+    res = subprocess.run([sys.executable, "-m", "dayfly.cli.main", "top"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.count("dayfly top") == 1 and "piped" in res.stdout
+    assert "not a terminal" in res.stderr
 
 
 def test_ls_shows_warm_instances(server):
