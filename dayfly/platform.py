@@ -112,9 +112,10 @@ class Platform:
         self.event_configs = EventConfigs(self.db)
         self.dispatcher = AsyncDispatcher(self.queue, self.scheduler, self.registry.spec,
                                           self.arn, self.event_configs,
-                                          max_chain_depth=settings.max_chain_depth)
+                                          max_chain_depth=settings.max_chain_depth,
+                                          recorded=self.records.written)
         self.triggers = TriggerRegistry(self.db, self.registry, self.scheduler, self.queue,
-                                        settings.region)
+                                        settings.region, self.records.written)
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
         return function_arn(self.settings.region, name, qualifier)

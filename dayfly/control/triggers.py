@@ -11,6 +11,7 @@ import re
 import sqlite3
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -43,7 +44,7 @@ class TriggerRegistry:
     """Mappings by UUID (with checkpoints and consumers) and schedules by id."""
 
     def __init__(self, db: Database, registry: Registry, scheduler: Scheduler,
-                 queue: EventQueue, region: str) -> None:
+                 queue: EventQueue, region: str, recorded: Callable[[], Awaitable[None]]) -> None:
         self.db = db
         self.registry = registry
         self.scheduler = scheduler
@@ -55,7 +56,8 @@ class TriggerRegistry:
         self.schedules: dict[str, Schedule] = {}
         self.runner = ScheduleRunner(queue.put, self._save_fire, region)
         self.delivery = Delivery(invoke=self._invoke, enqueue=queue.put,
-                                 save=self._save_checkpoint, arn=self._arn, region=region)
+                                 save=self._save_checkpoint, recorded=recorded, arn=self._arn,
+                                 region=region)
         self._lock = asyncio.Lock()
 
     def _arn(self, name: str, qualifier: str | None = None) -> str:

@@ -106,6 +106,14 @@ class RecordStore(Observer):
         self.subscribers: set[asyncio.Queue] = set()
         self._task: asyncio.Task | None = None
         self._flushes = 0
+        # Records are numbered as they arrive; `_written` is how many are on disk (a prefix:
+        # `_flush_lock` serialises writes). `written()` waiters hold (number, future).
+        self._appended = 0
+        self._written = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._kick = asyncio.Event()  # a waiter wants a write now, not at the next interval
+        self._flush_lock = asyncio.Lock()
+        self._closing = False
 
     def after_invoke(self, spec: FunctionSpec, req: InvokeRequest, result: InvokeResult,
                      start: float, end: float) -> None:
@@ -121,6 +129,7 @@ class RecordStore(Observer):
             trace_id=req.trace_id[:MAX_TRACE] if req.trace_id else None,
             event=_preview(req.payload), result=_preview(result.payload) if result.ok else None)
         self.pending.append(rec)
+        self._appended += 1
         for q in self.subscribers:
             if q.qsize() < 10_000:
                 q.put_nowait(rec)
@@ -128,30 +137,72 @@ class RecordStore(Observer):
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._loop())
 
+    async def written(self) -> None:
+        """Return once every record handed over so far is on disk.
+
+        Durable sources await this before they acknowledge (a table stream's checkpoint, an
+        event leaving the queue), so an acknowledgement never runs ahead of the records of
+        the invocations it covers. Waiters arriving together share one write (group commit);
+        the invoke path itself never waits."""
+        target = self._appended
+        if self._written >= target:
+            return
+        if self._task is None:  # not started (a tool, a test): write now
+            await self.flush()
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, fut))
+        self._kick.set()
+        await fut
+
     async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval_s)
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self.flush_interval_s)
+            self._kick.clear()
             try:
                 await self.flush()
             except Exception:
                 log.exception("could not write invocation records")
+                await asyncio.sleep(min(1.0, self.flush_interval_s))
+                if self._waiters:  # acknowledgements are waiting: try again soon
+                    self._kick.set()
 
     async def flush(self) -> None:
-        if not self.pending:
-            return
-        batch = list(self.pending)
-        self.pending.clear()
-        self._flushes += 1
-        prune = self._flushes % 40 == 1
+        async with self._flush_lock:
+            if not self.pending:
+                return
+            batch = list(self.pending)
+            self.pending.clear()
+            through = self._appended  # the records in `batch` are those up to this number
+            self._flushes += 1
+            prune = self._flushes % 40 == 1
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                f"INSERT INTO invocations ({', '.join(_COLUMNS)}) "
-                f"VALUES ({', '.join('?' * len(_COLUMNS))})",
-                [tuple(getattr(r, c) for c in _COLUMNS) for r in batch])
-            if prune:
-                self._prune(conn)
-        await self.db.run(write)
+            def write(conn: sqlite3.Connection) -> None:
+                conn.executemany(
+                    f"INSERT INTO invocations ({', '.join(_COLUMNS)}) "
+                    f"VALUES ({', '.join('?' * len(_COLUMNS))})",
+                    [tuple(getattr(r, c) for c in _COLUMNS) for r in batch])
+                if prune:
+                    self._prune(conn)
+            try:
+                await self.db.run(write)
+            except Exception:
+                self.pending.extendleft(reversed(batch))  # kept for the next write, in order
+                raise
+            self._written = through
+            self._release()
+
+    def _release(self) -> None:
+        """Wake the waiters whose records are now on disk."""
+        still = []
+        for target, fut in self._waiters:
+            if target <= self._written:
+                if not fut.done():
+                    fut.set_result(None)
+            elif not fut.done():
+                still.append((target, fut))
+        self._waiters = still
 
     def _prune(self, conn: sqlite3.Connection) -> None:
         conn.execute("DELETE FROM invocations WHERE start < ?", (time.time() - self.max_age_s,))
@@ -161,9 +212,12 @@ class RecordStore(Observer):
                          "invocations ORDER BY start LIMIT ?)", (count - self.max_records,))
 
     async def close(self) -> None:
+        # the loop is asked to end rather than cancelled: a write cut off midway could be
+        # done or not, and its records kept for the last flush would be written twice
+        self._closing = True
+        self._kick.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception):
                 await self._task
         await self.flush()
 

@@ -1,7 +1,8 @@
 """Delivery of queued events: invocations (Event-type invokes, trigger events) and webhook
 posts (destinations). At least once; retried with backoff; too old or out of retries →
 the on-failure destination and the dead-letter queue; success → the on-success destination.
-A throttled delivery waits without spending an attempt. Causal chains deeper than the limit
+A throttled delivery waits without spending an attempt. An event leaves the queue only after
+the invocation record of its delivery is on disk. Causal chains deeper than the limit
 are stopped (recursive loops, e.g. a function writing to the bucket that triggers it)."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import httpx
 import orjson
@@ -38,7 +39,8 @@ class AsyncDispatcher:
     def __init__(self, queue: EventQueue, scheduler: Scheduler,
                  resolve: Callable[[str, str | None], FunctionSpec], arn: Callable[..., str],
                  configs: EventConfigs, *, max_in_flight: int = 64, backoff_s: float = 1.0,
-                 max_chain_depth: int = 16) -> None:
+                 max_chain_depth: int = 16,
+                 recorded: Callable[[], Awaitable[None]] | None = None) -> None:
         self.queue = queue
         self.scheduler = scheduler
         self.resolve = resolve
@@ -47,6 +49,7 @@ class AsyncDispatcher:
         self.max_in_flight = max_in_flight
         self.backoff_s = backoff_s
         self.max_chain_depth = max_chain_depth
+        self.recorded = recorded  # returns once finished invocations' records are on disk
         self.tasks: set[asyncio.Task] = set()
         self.http: httpx.AsyncClient | None = None
         self._loop_task: asyncio.Task | None = None
@@ -135,6 +138,8 @@ class AsyncDispatcher:
         except DayflyError as exc:
             await self._retry_or_fail(ev, cfg, None, exc.message)
             return
+        if self.recorded is not None:  # the event leaves the queue only after its record
+            await self.recorded()
         if result.ok:
             await self._destination(ev, cfg.on_success, spec, result, "Success")
             await self.queue.ack(ev)

@@ -4,6 +4,7 @@ batches to the on-failure destination, and checkpoints after every batch it is d
 
 One consumer per mapping, one batch at a time: order is kept for every key (and globally).
 Delivery is at least once: a crash between an invocation and its checkpoint redelivers the batch.
+A checkpoint is written only after the invocation records of the batches it covers.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Delivery:
     invoke: Callable[[str, str | None, bytes, str], Awaitable[InvokeResult]]  # last: idempotency key
     enqueue: Callable[[str, str | None, bytes, str], Awaitable[Any]]
     save: Callable[[str, int], Awaitable[int]]  # persist a checkpoint; returns the prune mark
+    recorded: Callable[[], Awaitable[None]]  # returns once finished invocations' records are on disk
     arn: Callable[..., str]
     region: str
 
@@ -240,6 +242,7 @@ class Consumer:
         return "ok", None
 
     async def _advance(self, seq: int) -> None:
+        await self.d.recorded()  # a checkpoint never runs ahead of the records it covers
         self.position = seq
         self._mark = await self.d.save(self.m.uuid, seq)
         await self._prune()
