@@ -27,6 +27,8 @@ class Settings:
     function_s3: tuple[str, int] | None = None
     region: str = "us-east-1"
     default_isolation: str | None = None  # None: the strongest tier available
+    # a zygote with no instances is stopped after this long (its next start pays for a new one)
+    zygote_idle_s: float = 600.0
     max_queue: int = 256
     queue_timeout_s: float = 10.0
     records_max: int = 100_000

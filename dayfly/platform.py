@@ -77,6 +77,9 @@ class Platform:
                              f"{dict((r['name'], r['why']) for r in tier_report())[self.default_isolation]}")
         self.db = Database(settings.db_path)
         self.sandboxes = {name: SafeSandbox(cls(settings.data_dir)) for name, cls in tiers.items()}
+        for sandbox in self.sandboxes.values():
+            if isinstance(sandbox.backend, ZygoteBackend):
+                sandbox.backend.zygote_idle_s = settings.zygote_idle_s
         self.records = RecordStore(self.db, max_records=settings.records_max,
                                    max_age_s=settings.records_max_age_s,
                                    flush_interval_s=settings.records_flush_s)

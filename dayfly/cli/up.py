@@ -38,10 +38,14 @@ def _listen(host: str, port: int, family: socket.AddressFamily, what: str) -> so
 @click.option("--records-flush-interval", default=0.25, show_default=True,
               type=click.FloatRange(0.01, 86400), metavar="SECONDS",
               help="How often buffered invocation records are written to disk.")
+@click.option("--zygote-idle", default=600.0, show_default=True, envvar="DAYFLY_ZYGOTE_IDLE",
+              show_envvar=True, type=click.FloatRange(0.1, 86400), metavar="SECONDS",
+              help="Stop a function's zygote after this long without instances.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def up(host: str, port: int, data_dir: Path | None, isolation: str | None, example: bool,
-       max_chain_depth: int, records_flush_interval: float, log_level: str) -> None:
+       max_chain_depth: int, records_flush_interval: float, zygote_idle: float,
+       log_level: str) -> None:
     """Run dayfly (API, gateway, scheduler) in the foreground; Ctrl-C stops it cleanly."""
     import resource
 
@@ -64,7 +68,7 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
     port = listener.getsockname()[1]
     settings = Settings(host=host, port=port, function_s3=function_s3.getsockname()[:2],
                         default_isolation=isolation, max_chain_depth=max_chain_depth,
-                        records_flush_s=records_flush_interval)
+                        records_flush_s=records_flush_interval, zygote_idle_s=zygote_idle)
     if data_dir is not None:
         settings.data_dir = data_dir.expanduser().resolve()
     console = Console(stderr=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from .channel import InstanceChannel
 from .zygote import ZygoteClient, exit_reason, prepare_runtime
 
 INIT_TIMEOUT_S = 10.0
+log = logging.getLogger("dayfly.sandbox")
 
 
 def instance_env(spec: FunctionSpec, instance_id: str) -> dict[str, str]:
@@ -258,8 +260,10 @@ class ZygoteBackend(Backend):
         now = time.monotonic()
         for key, z in list(self.zygotes.items()):
             if z.dead or (z.instances <= 0 and now - z.last_used > self.zygote_idle_s):
+                why = "it had died" if z.dead else f"no instances for {now - z.last_used:.1f} s"
                 del self.zygotes[key]
                 await z.close()
+                log.info("zygote %s stopped: %s", key, why)
 
     async def close(self) -> None:
         zygotes, self.zygotes = list(self.zygotes.values()), {}
