@@ -48,5 +48,10 @@ class Settings:
         return self.data_dir / "dayfly.db"
 
     def ensure_dirs(self) -> None:
+        """Create the data dir for its owner only (0700; also an older one left open): every
+        other user of the host is kept out of all of it, whatever the modes below. Sandboxes
+        read runtime/, code/ and deps/ through bind mounts, never through this path."""
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
         for sub in ("bundles", "code", "deps", "runtime", "tmp"):
-            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+            (self.data_dir / sub).mkdir(exist_ok=True)

@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 
 from ..config import Settings
+from ..errors import DayflyError
 from .package import zip_dir
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
@@ -74,7 +75,10 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
     console = Console(stderr=True)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: "
                         "%(message)s", datefmt="%H:%M:%S")
-    platform = Platform(settings)
+    try:
+        platform = Platform(settings)
+    except DayflyError as exc:  # e.g. the secrets key is missing: say so, no traceback
+        raise click.ClickException(exc.message) from None
 
     async def started(p: Platform) -> None:
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"

@@ -64,7 +64,7 @@ class Registry:
         self.region = region
         self.default_isolation = default_isolation
         self.functions: dict[str, FunctionState] = {}
-        self.secrets = SecretStore(db)
+        self.secrets = SecretStore(db, data_dir)
         self.function_keys = FunctionKeys(data_dir, self._buckets_of)
         self.endpoint = ""  # "host:port" functions reach this node's S3 endpoint at (platform)
         self._specs: dict[tuple[str, str], FunctionSpec] = {}
@@ -83,7 +83,6 @@ class Registry:
                 a = AliasConfig(**json.loads(row["config"]))
                 self.functions[row["name"]].aliases[a.name] = a
         self.db.call(read)
-        self.secrets.load()
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -1,33 +1,54 @@
 """Secrets: values stored by the platform (never in a manifest), exposed only to functions
-that declare them, as environment variables."""
+that declare them, as environment variables. Sealed at rest (`secret_box.py`)."""
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
 import time
+from pathlib import Path
 
 from ..errors import InvalidParameter, ResourceNotFound
 from ..stores.db import Database
 from .manifest import validate_secret_names
+from .secret_box import SecretBox
 
 MAX_VALUE = 32 * 1024
 
 
 class SecretStore:
-    """Name → value, persisted in SQLite and mirrored in memory for spec building."""
+    """Name → value, sealed in SQLite and mirrored (open) in memory for spec building."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, data_dir: Path) -> None:
         self.db = db
         self.values: dict[str, str] = {}
         self.updated: dict[str, float] = {}
+        # opened at construction, so a missing or wrong key stops the node before it serves
+        rows = db.call(lambda c: c.execute("SELECT name, value, sealed, updated FROM secrets")
+                       .fetchall())
+        self.box = SecretBox.open(data_dir, must_exist=any(r["sealed"] for r in rows))
+        for row in rows:
+            name = row["name"]
+            sealed = row["sealed"]
+            self.values[name] = self.box.open_value(name, sealed) if sealed else row["value"]
+            self.updated[name] = row["updated"]
+        plain = [r["name"] for r in rows if not r["sealed"]]
+        if plain:
+            self._seal_in_place(plain)
 
-    def load(self) -> None:
-        def read(conn: sqlite3.Connection) -> None:
-            for row in conn.execute("SELECT name, value, updated FROM secrets"):
-                self.values[row["name"]] = row["value"]
-                self.updated[row["name"]] = row["updated"]
-        self.db.call(read)
+    def _seal_in_place(self, names: list[str]) -> None:
+        """Seal rows an older dayfly stored in plain text; their old bytes are zeroed, in the
+        database file and its WAL, not just unlinked."""
+        def seal(c: sqlite3.Connection) -> None:
+            c.execute("PRAGMA secure_delete=ON")  # the pages keep no copy of the old value
+            try:
+                for name in names:
+                    c.execute("UPDATE secrets SET value = '', sealed = ? WHERE name = ?",
+                              (self.box.seal(name, self.values[name]), name))
+            finally:
+                c.execute("PRAGMA secure_delete=OFF")
+        self.db.call(seal)
+        self.db.checkpoint()  # the WAL's frames (with the old pages) are copied back and cut
 
     async def set(self, name: str, value: object) -> None:
         validate_secret_names([name], "secret name")
@@ -35,9 +56,10 @@ class SecretStore:
             raise InvalidParameter(f"a secret value must be a string of at most {MAX_VALUE} "
                                    "characters")
         now = time.time()
+        sealed = self.box.seal(name, value)
         await self.db.run(lambda c: c.execute(
-            "INSERT OR REPLACE INTO secrets(name, value, updated) VALUES (?, ?, ?)",
-            (name, value, now)))
+            "INSERT OR REPLACE INTO secrets(name, value, sealed, updated) VALUES (?, '', ?, ?)",
+            (name, sealed, now)))
         self.values[name] = value
         self.updated[name] = now
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,8 +64,9 @@ CREATE INDEX IF NOT EXISTS invocations_stats ON invocations(function, start, dur
 CREATE INDEX IF NOT EXISTS invocations_by_request ON invocations(request_id);
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    updated REAL NOT NULL
+    value TEXT NOT NULL,  -- '' once sealed; plain text only in rows of older versions
+    updated REAL NOT NULL,
+    sealed BLOB  -- the value, sealed (control/secret_box.py)
 );
 CREATE TABLE IF NOT EXISTS events (
     id TEXT PRIMARY KEY,
@@ -110,6 +113,7 @@ ADDED_COLUMNS = [
     ("invocations", "trace_id", "TEXT"),
     ("invocations", "event", "TEXT"),
     ("invocations", "result", "TEXT"),
+    ("secrets", "sealed", "BLOB"),
 ]
 
 
@@ -129,6 +133,16 @@ def _migrate(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
 
 
+def _private_files(path: Path) -> None:
+    """The database and its WAL and shared-memory files are the owner's only (0600), also
+    those an older version left readable. SQLite gives the -wal and -shm files it creates the
+    mode of the database file, so creating that one 0600 first covers them."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(p, 0o600)
+
+
 class Database:
     """One connection, one thread: calls are serialised, so no lock is needed around it."""
 
@@ -139,6 +153,7 @@ class Database:
         self._pool.submit(self._open).result()
 
     def _open(self) -> None:
+        _private_files(self.path)
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
@@ -156,6 +171,11 @@ class Database:
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` in one transaction on the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._tx, fn)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it to nothing."""
+        self._pool.submit(lambda: self._conn and self._conn.execute(
+            "PRAGMA wal_checkpoint(TRUNCATE)")).result()
 
     def _tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         conn = self._conn
