@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import resource
+import signal
 import socket
 import sys
 import threading
@@ -127,6 +128,20 @@ def _tasks() -> int:
             with contextlib.suppress(OSError):  # gone meanwhile
                 n += len(os.listdir(f"/proc/{pid}/task"))
     return n
+
+
+def _children_left() -> bool:
+    """Reap the handler's exited children (zombies hold pids); whether any still run.
+
+    One waitpid when there are none (~1 us). The linux-tier instance is its pid namespace's
+    init, so orphaned grandchildren are its children too."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        if pid == 0:
+            return True
 
 
 class HandlerNotFound(Exception):
@@ -299,12 +314,19 @@ class Instance:
             self.channel.send(protocol.LOG, None, (
                 f"dayfly: process limit reached ({self.nproc} processes and threads); "
                 "new ones were refused\n").encode())
+        if _children_left():  # work nobody waits for, holding pids: retire, never reuse
+            fatal = True
+            self.channel.send(protocol.LOG, None, (
+                b"dayfly: the handler left child processes running; this instance is retired "
+                b"and they are killed (the next invocation gets a fresh instance)\n"))
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         meta = {"ns": duration_ns, "rss": rss}
         if fatal:
             meta["exit"] = 1
         self.channel.send(kind, meta, body)
         if fatal:
+            with contextlib.suppress(OSError):  # its process group: all but what left it
+                os.killpg(0, signal.SIGKILL)  # (as a pid namespace's init it survives this)
             os._exit(1)
 
 

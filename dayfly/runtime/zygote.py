@@ -181,15 +181,14 @@ class Zygote:
         elif kind == protocol.SPARE and self.jail:
             self._prepare_spare(meta, fds)
         elif kind == protocol.KILL and meta.get("pid") in self.children:
-            os.kill(meta["pid"], signal.SIGKILL)
+            _kill_group(meta["pid"])
         else:
             for fd in fds:
                 os.close(fd)
 
     def _shutdown(self) -> None:
         for pid in self.children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            _kill_group(pid)
         for _ in list(self.children):
             try:
                 os.wait()
@@ -394,6 +393,15 @@ class Zygote:
         inst = Instance(socket.socket(fileno=fd), spec)
         inst.init(t_start)
         inst.serve()
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL an instance and its process group (it is a session leader: what it forked and
+    left running dies with it, where no pid namespace of its own does that: process, gvisor)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 def _add_dependencies(folder: str) -> None:

@@ -29,6 +29,9 @@ log = logging.getLogger("dayfly.linux")
 
 UID_BASE = 200_000  # instance uids/gids on the host: UID_BASE + cgroup slot index
 QUIET_S = 0.2  # retired cgroup slots are emptied after this long without a start
+# Idle instances are frozen (their cgroup's freezer) between invocations, as Lambda freezes an
+# execution environment; DAYFLY_FREEZE_IDLE=0 turns it off (benchmarks/freeze.py compares)
+FREEZE_IDLE = os.environ.get("DAYFLY_FREEZE_IDLE", "1") != "0"
 TASK, DEPS, RUNTIME = "/var/task", "/opt/python", "/opt/dayfly"
 ETC = {
     "/etc/passwd": "root:x:0:0::/:/sbin/nologin\nsbx:x:1000:1000::/tmp:/sbin/nologin\n",
@@ -96,6 +99,7 @@ class LinuxBackend(ZygoteBackend):
         self._cleaning: asyncio.Task | None = None
         self.spares_claimed = 0
         self.python_binds, self.masks = _python_binds()
+        self.freeze_idle = FREEZE_IDLE
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -306,16 +310,55 @@ class LinuxBackend(ZygoteBackend):
                                 "Runtime.OutOfMemory")
         return InstanceDied(exit_reason(info))
 
+    async def start(self, spec: FunctionSpec, instance_id: str) -> Instance:
+        inst = await super().start(spec, instance_id)
+        self._freeze_soon(inst)  # what its init left running stops until it is first invoked
+        return inst
+
     async def invoke(self, inst: Instance, req: InvokeRequest) -> InvokeResult:
-        result = await super().invoke(inst, req)
+        lease = inst.backend_state.token  # type: ignore[attr-defined]  # a _State
         slot = _slot(inst)
+        if isinstance(lease, Lease) and lease.freezing is not None:
+            lease.freezing.cancel()  # reused before its freeze ran (the same task, no await)
+            lease.freezing = None
+        if slot is not None and slot.frozen:
+            self.cgroups.thaw(slot)  # type: ignore[union-attr]  # a slot implies the pool
+        result = await super().invoke(inst, req)
         if isinstance(slot, Slot) and self.cgroups is not None:
             refused = self.cgroups.pids_refused(slot)
             if refused > slot.pids_base:
                 slot.pids_base = refused
                 result.logs.append(f"dayfly: process limit reached ({inst.spec.limits.pids} "
                                    "processes and threads); new ones were refused\n")
+            if not result.retire:
+                self._freeze_soon(inst)
         return result
+
+    def _freeze_soon(self, inst: Instance) -> None:
+        """Freeze the instance once the reply is on its way: the callback runs after the task
+        that got the result has written the response (no await lies between them), so the
+        freeze is off the response path; the next invoke thaws first."""
+        lease = inst.backend_state.token  # type: ignore[attr-defined]  # a _State
+        if self.freeze_idle and isinstance(lease, Lease) and lease.slot is not None:
+            lease.freezing = asyncio.get_running_loop().call_soon(self._freeze_idle, inst)
+
+    def _freeze_idle(self, inst: Instance) -> None:
+        lease = inst.backend_state.token  # type: ignore[attr-defined]  # a _State
+        # not once it is being killed: a v1-frozen task would keep its SIGKILL pending
+        if isinstance(lease, Lease) and lease.live and lease.slot is not None:
+            lease.freezing = None
+            with contextlib.suppress(OSError):
+                self.cgroups.freeze(lease.slot)  # type: ignore[union-attr]
+
+    async def kill(self, inst: Instance) -> None:
+        lease = inst.backend_state.token  # type: ignore[attr-defined]  # a _State
+        if isinstance(lease, Lease):
+            lease.live = False
+            if lease.slot is not None and self.cgroups is not None:
+                # v1 holds a frozen task's SIGKILL until it thaws; v2 would kill it anyway
+                with contextlib.suppress(OSError):
+                    self.cgroups.thaw(lease.slot)
+        await super().kill(inst)
 
     def pids_refused(self, inst: Instance) -> int:
         slot = _slot(inst)
@@ -331,6 +374,10 @@ class LinuxBackend(ZygoteBackend):
             self._refill_cgroups()
 
     async def close(self) -> None:
+        if self.cgroups is not None:  # the zygotes' SIGKILLs must reach frozen instances
+            for slot in list(self.cgroups.used.values()):
+                with contextlib.suppress(OSError):
+                    self.cgroups.thaw(slot)
         await super().close()
         for relay in self.relays.values():
             await relay.close()
@@ -360,6 +407,8 @@ class Lease:
     slot: Slot | None
     door: socket.socket | None = None
     relay: EgressRelay | None = None
+    live: bool = True  # False once the instance is being killed: never frozen again
+    freezing: asyncio.Handle | None = None  # the freeze scheduled after its last reply
 
     def close(self) -> None:
         if self.door is not None and self.relay is not None:

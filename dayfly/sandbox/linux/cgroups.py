@@ -1,9 +1,12 @@
-"""Per-instance cgroups (memory, cpu, pids), v1 or v2, created ahead of time in a pool.
+"""Per-instance cgroups (memory, cpu, pids, freezer), v1 or v2, created ahead of time in a pool.
 
 A slot is a cgroup (one directory per controller on v1, one on v2) with what joins it held
 open (v1: each `tasks` file, written by the new process itself; v2: the directory, which the
 zygote clones the instance into), so putting an instance in it needs no mkdir and no open on
 the request path. Slots are reused after their instance has been reaped.
+
+Idle instances are frozen (v1: the `freezer` hierarchy's `freezer.state`; v2: `cgroup.freeze`)
+through a held fd, so freezing and thawing are one pwrite each.
 """
 
 from __future__ import annotations
@@ -19,6 +22,10 @@ log = logging.getLogger("dayfly.cgroups")
 
 ROOT = Path("/sys/fs/cgroup")
 V1_CONTROLLERS = ("memory", "cpu", "pids")
+V1_FREEZER = "freezer"  # optional on v1: without its hierarchy, idle instances are not frozen
+CPU_PERIOD_US = 100_000
+MB_PER_VCPU = 1769  # Lambda's proportion: 1,769 MB of memory = one vCPU, linear
+MIN_VCPU = 0.25  # the floor: below 442 MB, a quarter of a core (docs/security.md says why)
 
 
 def version() -> int | None:
@@ -38,6 +45,8 @@ class Slot:
     dirs: list[Path]
     join_fds: list[int]
     events_fd: int = -1  # pids.events, read after every invocation (pread: no open, no path)
+    freeze_fd: int = -1  # v1 freezer.state / v2 cgroup.freeze (-1: no freezer here)
+    frozen: bool = False  # what was last written to freeze_fd (guarded by the event loop)
     oom_base: int = 0
     pids_base: int = 0
     memory_mb: int = 0
@@ -56,6 +65,16 @@ def _parents(v: int, parent: str) -> list[Path]:
     return [ROOT / rel] if v == 2 else [ROOT / c / rel for c in V1_CONTROLLERS]
 
 
+def vcpus(memory_mb: int) -> float:
+    """An instance's CPU limit in cores: Lambda's proportion to memory, with a floor."""
+    return max(MIN_VCPU, memory_mb / MB_PER_VCPU)
+
+
+def cpu_quota_us(memory_mb: int) -> int:
+    """CPU time per CPU_PERIOD_US an instance with this much memory may use."""
+    return max(1000, round(vcpus(memory_mb) * CPU_PERIOD_US))
+
+
 class CgroupPool:
     """Slots under `<hierarchy>[/<parent>]/<name>/s<index>`; `prepare` makes them, `acquire`
     hands one out."""
@@ -71,15 +90,31 @@ class CgroupPool:
         self.dirty: list[Slot] = []  # retired, not yet emptied: `clean` makes them free
         self.next_index = 0
         self.bases = [p / name for p in _parents(self.v, parent)]
+        # v1: a freezer hierarchy beside the others, if one is mounted and ours to write
+        freezer = ROOT / V1_FREEZER / parent if self.v == 1 else None
+        self.freezer_base = (freezer / name if freezer is not None
+                             and (freezer / "cgroup.procs").is_file()
+                             and os.access(freezer, os.W_OK) else None)
+        self.keep_fd = -1
         # Neither way takes the write side of the kernel's global threadgroup lock (which
         # waits for an RCU grace period and stalls every fork and exit meanwhile). v1: the new
         # process writes "0" to `tasks` itself, the one migration without it. v2: the zygote
         # clones the instance straight into the slot (clone3 with CLONE_INTO_CGROUP and the
         # directory's fd; on kernels without it, it writes the pid to the slot's cgroup.procs).
         self.self_join = self.v == 1
-        remove_stale([b.parent for b in self.bases], name.split("-")[0])
-        for base in self.bases:
+        every = [*self.bases, *([self.freezer_base] if self.freezer_base else [])]
+        remove_stale([b.parent for b in every], name.split("-")[0])
+        for base in every:
             base.mkdir(exist_ok=True)
+        if self.freezer_base is not None:
+            # v1's freezer turns a kernel static key on when the first cgroup freezes and off
+            # when the last thaws: each flip patches kernel text, ~100 us per write (measured).
+            # An empty cgroup kept frozen holds the key on, so an instance's freeze or thaw
+            # costs ~3.5 us instead (and the key's on-state is what any idle instance causes).
+            keep = self.freezer_base / "keep"
+            keep.mkdir(exist_ok=True)
+            self.keep_fd = os.open(keep / "freezer.state", os.O_RDWR | os.O_CLOEXEC)
+            os.pwrite(self.keep_fd, b"FROZEN", 0)
         if self.v == 2:
             # A v2 cgroup that passes controllers on holds no processes itself (the root
             # excepted). A platform started inside its delegated cgroup (systemd's
@@ -129,14 +164,20 @@ class CgroupPool:
                 i = self.next_index
                 self.next_index += 1
             dirs = [b / f"s{i}" for b in self.bases]
+            if self.freezer_base is not None:
+                dirs.append(self.freezer_base / f"s{i}")
             for d in dirs:
                 d.mkdir(exist_ok=True)
             fds = [os.open(d / "tasks", os.O_WRONLY | os.O_CLOEXEC) if self.self_join else
                    os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) for d in dirs]
             events = os.open((dirs[0] if self.v == 2 else dirs[2]) / "pids.events",
                              os.O_RDONLY | os.O_CLOEXEC)
+            freeze = (os.open(dirs[0] / "cgroup.freeze", os.O_WRONLY | os.O_CLOEXEC)
+                      if self.v == 2 else
+                      os.open(dirs[3] / "freezer.state", os.O_RDWR | os.O_CLOEXEC)
+                      if self.freezer_base is not None else -1)
             with self.lock:
-                self.free.append(Slot(i, dirs, fds, events))
+                self.free.append(Slot(i, dirs, fds, events, freeze))
 
     def acquire(self, memory_mb: int, pids: int) -> Slot:
         """A slot with these limits; creates one on the spot only if the pool ran dry.
@@ -169,18 +210,42 @@ class CgroupPool:
             _write(d / "memory.max", str(limit))
             _write(d / "memory.swap.max", "0", optional=True)
             _write(d / "pids.max", str(pids))
-            _write(d / "cpu.weight", str(max(1, min(10000, memory_mb * 100 // 1769))))
+            _write(d / "cpu.weight", str(max(1, min(10000, memory_mb * 100 // MB_PER_VCPU))))
+            _write(d / "cpu.max", f"{cpu_quota_us(memory_mb)} {CPU_PERIOD_US}")
         else:
-            mem, cpu, pid = slot.dirs
+            mem, cpu, pid = slot.dirs[:3]
             # v1 insists memory ≤ memory+swap at every step: lift the latter, set, lower it
             _write(mem / "memory.memsw.limit_in_bytes", "-1", optional=True)
             _write(mem / "memory.limit_in_bytes", str(limit))
             _write(mem / "memory.memsw.limit_in_bytes", str(limit), optional=True)
             _write(pid / "pids.max", str(pids))
-            _write(cpu / "cpu.shares", str(max(2, memory_mb * 1024 // 1769)))
+            _write(cpu / "cpu.shares", str(max(2, memory_mb * 1024 // MB_PER_VCPU)))
+            _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(cpu / "cpu.cfs_quota_us", str(cpu_quota_us(memory_mb)))
         slot.memory_mb = memory_mb
         slot.extra["pids"] = pids
         return slot
+
+    def freeze(self, slot: Slot) -> None:
+        """Stop every task of the slot where it is (one pwrite; the kernel finishes the job
+        asynchronously: `frozen` tells when it is done)."""
+        if slot.freeze_fd >= 0 and not slot.frozen:
+            slot.frozen = True
+            os.pwrite(slot.freeze_fd, b"1" if self.v == 2 else b"FROZEN", 0)
+
+    def thaw(self, slot: Slot) -> None:
+        """Let the slot's tasks run again (synchronous: they are runnable when this returns)."""
+        if slot.frozen:
+            slot.frozen = False
+            os.pwrite(slot.freeze_fd, b"0" if self.v == 2 else b"THAWED", 0)
+
+    def is_frozen(self, slot: Slot) -> bool:
+        """Whether the kernel has finished freezing every task of the slot."""
+        if slot.freeze_fd < 0:
+            return False
+        if self.v == 2:
+            return _counter(slot.dirs[0] / "cgroup.events", "frozen") == 1
+        return os.pread(slot.freeze_fd, 32, 0).strip() == b"FROZEN"
 
     def retire(self, slot: Slot) -> None:
         """Its processes are gone; `clean` returns it to the pool later (cheap: no I/O)."""
@@ -243,8 +308,11 @@ class CgroupPool:
     def close(self) -> None:
         """Remove every slot (call after every instance is gone)."""
         for slot in [*self.free, *self.dirty, *self.used.values()]:
-            for fd in [*slot.join_fds, slot.events_fd]:
-                os.close(fd)
+            with contextlib.suppress(OSError):  # a frozen slot's tasks could not die (v1)
+                self.thaw(slot)
+            for fd in [*slot.join_fds, slot.events_fd, slot.freeze_fd]:
+                if fd >= 0:
+                    os.close(fd)
             for d in slot.dirs:
                 try:
                     d.rmdir()
@@ -253,7 +321,13 @@ class CgroupPool:
         self.free.clear()
         self.dirty.clear()
         self.used.clear()
-        for base in self.bases:
+        if self.keep_fd >= 0:
+            os.pwrite(self.keep_fd, b"THAWED", 0)
+            os.close(self.keep_fd)
+            self.keep_fd = -1
+            with contextlib.suppress(OSError):
+                (self.freezer_base / "keep").rmdir()  # type: ignore[operator]
+        for base in [*self.bases, *([self.freezer_base] if self.freezer_base else [])]:
             with contextlib.suppress(OSError):
                 base.rmdir()
 
@@ -281,6 +355,7 @@ def remove_stale(parents: list[Path], prefix: str) -> None:
             for slot in base.iterdir():
                 if slot.is_dir():
                     with contextlib.suppress(OSError):  # still has processes: leave it alone
+                        _write(slot / "freezer.state", "THAWED", optional=True)  # v1's keep
                         slot.rmdir()
             try:
                 base.rmdir()
