@@ -15,19 +15,33 @@ from trigger_helpers import create_mapping, deploy, records, scratch_db, unique,
 CHANGES = 1000
 KEYS = 20
 BATCH = 10
+HOLD = 15  # a batch setting some n past this waits on a gate the test opens after the kill
+
+GATED = """
+def behave(event):
+    if any(int(r["dynamodb"]["NewImage"]["n"]["N"]) > {hold} for r in event["Records"]):
+        while not os.path.exists({gate!r}):
+            time.sleep(0.01)
+    return {{"ok": True}}
+"""
+
+
+def held(record: dict) -> bool:
+    return int(record["dynamodb"]["NewImage"]["n"]["N"]) > HOLD
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
 def test_no_committed_change_is_lost_across_a_sigkill(kind, tmp_path: Path):
     data = tmp_path / "data"
-    out = tmp_path / "out.jsonl"
+    out, gate = tmp_path / "out.jsonl", tmp_path / "gate"
     with scratch_db(kind, tmp_path) as db:
         t = db.create("stream", "id integer PRIMARY KEY, n integer")
         srv = start_server(data)
         try:
             fn = unique("crash")
-            deploy(srv, fn, out)
+            # the stream stops at the gate: the kill comes mid-stream on any machine
+            deploy(srv, fn, out, GATED.format(hold=HOLD, gate=str(gate)), timeout=300)
             create_mapping(srv.lambda_client(), fn, db.url(t), BatchSize=BATCH)
             done = threading.Event()
 
@@ -44,9 +58,10 @@ def test_no_committed_change_is_lost_across_a_sigkill(kind, tmp_path: Path):
 
             writer = threading.Thread(target=write)
             writer.start()
-            assert wait_for(lambda: len(records(out)) >= 200, 60), "nothing delivered"
+            assert wait_for(lambda: any(held(r) for r in records(out)), 60), "nothing held"
             stop_server(srv, signal.SIGKILL)
             killed_at = len(records(out))
+            gate.touch()
             srv = start_server(data)
             writer.join(120)
             assert done.is_set()
@@ -59,7 +74,7 @@ def test_no_committed_change_is_lost_across_a_sigkill(kind, tmp_path: Path):
         finally:
             stop_server(srv)
     recs = records(out)
-    assert killed_at < CHANGES, "the kill came after the stream ended; nothing was tested"
+    assert killed_at <= HOLD * KEYS + BATCH < CHANGES, "the gate did not hold the stream"
     seen: set[int] = set()
     first: list[dict] = []
     for r in recs:
