@@ -187,15 +187,25 @@ class GvisorZygote(ZygoteClient):
 
     def _lost(self) -> None:
         self.dead = True
-        for fut in [self.ready, *self.forks.values(), *self.arrivals.values()]:
-            if fut is not None and not fut.done():
-                fut.set_exception(EOFError())
-        for fut in self.deaths.values():
+        self._fail_requests()
+        self._all_died()
+
+    def _fail_requests(self) -> None:
+        super()._fail_requests()
+        for fut in self.arrivals.values():
             if not fut.done():
-                fut.set_result({"code": "?", "zygote": "gone"})
+                fut.set_exception(EOFError())
+        self.arrivals.clear()
 
     async def close(self) -> None:
         self.dead = True
+        self._fail_requests()
+        try:
+            await self._stop_sandbox()
+        finally:
+            self._all_died()  # the sandbox, and every instance in it, is gone
+
+    async def _stop_sandbox(self) -> None:
         if self.transport is not None:
             self.transport.close()
         await self.close_listeners()

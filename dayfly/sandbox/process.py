@@ -96,9 +96,10 @@ class ZygoteBackend(Backend):
             "rlimit_as": True,
         }
 
-    def reserve(self, spec: FunctionSpec) -> tuple[dict, tuple[int, ...], object]:
-        """Per-instance resources taken before the fork: extra spec keys, fds for the zygote,
-        and a token given back to `unreserve` once the instance is reaped."""
+    def reserve(self, spec: FunctionSpec,
+                zygote: ZygoteClient) -> tuple[dict, tuple[int, ...], object]:
+        """Per-instance resources taken before forking from `zygote`: extra spec keys, fds for
+        the zygote, and a token given back to `unreserve` once the instance is reaped."""
         return {}, (), None
 
     def unreserve(self, token: object) -> None:
@@ -112,6 +113,7 @@ class ZygoteBackend(Backend):
         key = self.zygote_key(spec)
         z = self.zygotes.get(key)
         if z is not None and not z.dead:
+            z.last_used = time.monotonic()  # asked for: not idle (maintain must not stop it now)
             return z
         pending = self._starting.get(key)
         if pending is not None:
@@ -122,6 +124,7 @@ class ZygoteBackend(Backend):
             z = await self.new_zygote(spec, key)
             await z.start()
             await self.zygote_started(spec, key, z)
+            z.last_used = time.monotonic()
             self.zygotes[key] = z
             fut.set_result(z)
             return z
@@ -134,7 +137,7 @@ class ZygoteBackend(Backend):
 
     async def start(self, spec: FunctionSpec, instance_id: str) -> Instance:
         zygote = await self.zygote_for(spec)
-        extra, fds, token = self.reserve(spec)
+        extra, fds, token = self.reserve(spec, zygote)
         objects = self.objects if spec.buckets and not self.no_bindings else None
         if objects is not None:
             extra["buckets"] = True  # the instance offers context.buckets

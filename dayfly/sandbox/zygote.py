@@ -153,9 +153,19 @@ class ZygoteClient:
         self.dead = True
         if self.sock is not None:
             asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self._fail_requests()
+        self._all_died()
+
+    def _fail_requests(self) -> None:
+        """Nothing asked of a zygote that is gone will be answered: fail the waiters."""
         for fut in [self.ready, *self.forks.values()]:
             if fut is not None and not fut.done():
                 fut.set_exception(EOFError())
+        self.forks.clear()
+
+    def _all_died(self) -> None:
+        """Every child of a zygote that is gone is gone too: whoever waits for one's death (to
+        give its resources back, or to forget a spare) hears of it now."""
         for fut in self.deaths.values():
             if not fut.done():
                 fut.set_result({"code": "?", "zygote": "gone"})
@@ -234,7 +244,9 @@ class ZygoteClient:
                 await self._send(protocol.encode(protocol.KILL, {"pid": pid}))
 
     async def close(self) -> None:
-        """Hang up; the zygote kills its children and exits. SIGKILL it if it lingers."""
+        """Hang up; the zygote kills its children and exits. SIGKILL it if it lingers. Once it
+        has exited, every death still awaited resolves (its children went with it), so what
+        they held (cgroup slots, a spare's place) is given back and never handed on."""
         if self.sock is not None:
             if not self.dead:
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
@@ -244,10 +256,14 @@ class ZygoteClient:
             door.close()
         self.doors.clear()
         self.dead = True
-        if self.proc is not None and self.proc.returncode is None:
-            try:
-                await asyncio.wait_for(self.proc.wait(), 2)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                await self.proc.wait()
+        self._fail_requests()
+        try:
+            if self.proc is not None and self.proc.returncode is None:
+                try:
+                    await asyncio.wait_for(self.proc.wait(), 2)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(self.proc.pid, signal.SIGKILL)
+                    await self.proc.wait()
+        finally:
+            self._all_died()

@@ -91,8 +91,8 @@ class LinuxBackend(ZygoteBackend):
                                 "share the platform's uid); use the S3 endpoint")
         self.relays: dict[str, EgressRelay] = {}
         self._refilling: asyncio.Future | None = None
-        # zygote key -> (pid, its lease (cgroup slot, relay), the limits it was prepared for)
-        self.spares: dict[str, tuple[int, Lease, tuple[int, int, int]]] = {}
+        # zygote key -> the spare child its zygote prepared (at most one per zygote)
+        self.spares: dict[str, Spare] = {}
         self._preparing: set[str] = set()
         self._spare_ids = 0
         self._last_reserve = 0.0
@@ -185,7 +185,11 @@ class LinuxBackend(ZygoteBackend):
 
     def _keep_spare(self, spec: FunctionSpec) -> None:
         key = self.zygote_key(spec)
-        if key not in self.spares and key not in self._preparing:
+        spare = self.spares.get(key)
+        if spare is not None and spare.zygote is not self.zygotes.get(key):
+            del self.spares[key]  # a stopped zygote's: it gives its slot back when reaped
+            spare = None
+        if spare is None and key not in self._preparing:
             self._preparing.add(key)
             spawn(self._prepare_spare(key, spec))
 
@@ -207,30 +211,25 @@ class LinuxBackend(ZygoteBackend):
             return
         finally:
             self._preparing.discard(key)
+        spare = Spare(pid, lease, _limits(spec), zygote)
+        spawn(self._forget_spare_when_dead(key, spare))
         if zygote.dead or self.zygotes.get(key) is not zygote:
-            await self._drop_spare(key, pid, lease, zygote)
+            await self._drop_spare(spare)
             return
-        self.spares[key] = (pid, lease, _limits(spec))
-        spawn(self._forget_spare_when_dead(key, pid, lease, zygote))
+        self.spares[key] = spare
 
-    async def _forget_spare_when_dead(self, key: str, pid: int, lease: Lease,
-                                      zygote: ZygoteClient) -> None:
-        """A spare that dies unclaimed (its zygote stopped) gives its slot back."""
-        await zygote.death(pid)
-        if self.spares.get(key, (None,))[0] == pid:
+    async def _forget_spare_when_dead(self, key: str, spare: Spare) -> None:
+        """A spare that dies unclaimed (its zygote stopped: ZygoteClient.close resolves every
+        death) gives its slot back, unless a start took it (the start gives it back then)."""
+        await spare.zygote.death(spare.pid)
+        if self.spares.get(key) is spare:
             del self.spares[key]
-            self.unreserve(lease)
+        if not spare.claimed:
+            self.unreserve(spare.lease)
 
-    async def _drop_spare(self, key: str, pid: int, lease: Lease,
-                          zygote: ZygoteClient | None = None) -> None:
-        zygote = zygote or self.zygotes.get(key)
-        if zygote is None:
-            return
-        death = zygote.death(pid)
-        await zygote.kill(pid)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(death, 30)
-            self.unreserve(lease)
+    async def _drop_spare(self, spare: Spare) -> None:
+        """Kill a spare nobody will claim; its slot comes back once it is reaped."""
+        await spare.zygote.kill(spare.pid)
 
     def fork_spec(self, spec: FunctionSpec, instance_id: str) -> dict:
         env = instance_env(spec, instance_id)
@@ -261,17 +260,19 @@ class LinuxBackend(ZygoteBackend):
         ids = {"uid": uid, "gid": uid, "cg": "self" if self.cgroups.self_join else "into"}
         return ids, tuple(slot.join_fds), slot
 
-    def reserve(self, spec: FunctionSpec) -> tuple[dict, tuple[int, ...], object]:
+    def reserve(self, spec: FunctionSpec,
+                zygote: ZygoteClient) -> tuple[dict, tuple[int, ...], object]:
         self._last_reserve = time.monotonic()
         key = self.zygote_key(spec)
-        spare = self.spares.pop(key, None)
-        if spare is not None:
-            pid, lease, limits = spare
+        spare = self.spares.get(key)
+        if spare is not None and spare.zygote is zygote:  # only ever its own zygote's child
+            del self.spares[key]
             self._keep_spare(spec)  # the next one, prepared off the request path
-            if limits == _limits(spec):
+            if spare.limits == _limits(spec) and not zygote.dead:
+                spare.claimed = True  # its lease is the instance's now
                 self.spares_claimed += 1
-                return {"spare": pid}, (), lease
-            spawn(self._drop_spare(key, pid, lease))  # prepared for other limits: not usable
+                return {"spare": spare.pid}, (), spare.lease
+            spawn(self._drop_spare(spare))  # prepared for other limits: not usable
         return self._ids_and_slot(spec)
 
     def _refill_cgroups(self) -> None:
@@ -392,6 +393,19 @@ class LinuxBackend(ZygoteBackend):
         for d in self.roots.iterdir():
             with contextlib.suppress(OSError):
                 d.rmdir()
+
+
+@dataclass(slots=True, eq=False)
+class Spare:
+    """A confined child one zygote prepared ahead of demand: only that zygote can hand it a
+    spec (its pid means nothing to another), and its lease goes back when it is reaped, unless
+    a start claimed it (then the lease is that instance's)."""
+
+    pid: int
+    lease: Lease
+    limits: tuple[int, int, int]
+    zygote: ZygoteClient
+    claimed: bool = False
 
 
 def _limits(spec: FunctionSpec) -> tuple[int, int, int]:
