@@ -19,7 +19,7 @@ from ...control.function_keys import Scope as KeyScope
 from ...control.keys import KeyStore
 from ...stores.objects import ObjectStore
 from ...stores.s3errors import S3Error
-from . import access, buckets, notifications, objects, uploads
+from . import access, buckets, encryption, notifications, objects, uploads
 from .context import Ctx
 from .sigv4 import parse_query, verify
 from .xml import error_response
@@ -126,6 +126,7 @@ class S3App:
         scope = request.scope
         pairs = parse_query(scope["query_string"])
         auth = verify(scope, pairs, self.keys.secret)
+        encryption.check(request.headers.items(), pairs)  # refused, never pretended
         query = dict(pairs)
         unknown = [k for k in query if k not in PARAMETERS and not k.startswith("X-Amz-")]
         if unknown:
