@@ -1,23 +1,19 @@
-"""Code bundles: zips stored by content hash and unpacked once, read-only, with zip-slip checks."""
+"""Code bundles: zips stored by content hash and unpacked once, read-only (checks: unzip.py)."""
 
 from __future__ import annotations
 
 import base64
 import compileall
+import contextlib
 import hashlib
-import io
 import os
 import shutil
-import stat
 import tempfile
 import zipfile
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from ..config import MAX_UNZIPPED
-from ..errors import InvalidParameter
-
-MAX_ENTRIES = 20_000
+from . import unzip
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +39,11 @@ class BundleStore:
         self.code = data_dir / "code"
         self.tmp = data_dir / "tmp"
 
+    @staticmethod
+    def digest(data: bytes) -> str:
+        """The name a zip is stored under (sha256, hex)."""
+        return hashlib.sha256(data).hexdigest()
+
     def put(self, data: bytes) -> Bundle:
         """Validate, store and unpack a zip (blocking; call off the event loop)."""
         digest = hashlib.sha256(data)
@@ -51,13 +52,8 @@ class BundleStore:
         zip_path = self.zips / f"{hexd}.zip"
         code_dir = self.code / hexd
         if not code_dir.is_dir():
-            try:
-                zf = zipfile.ZipFile(io.BytesIO(data))
-            except zipfile.BadZipFile:
-                raise InvalidParameter("Could not unzip uploaded file. Please check your file, "
-                                       "then try to upload again.") from None
-            with zf:
-                self._unpack(zf, code_dir)
+            with unzip.open_zip(data) as zf:
+                self._unpack(zf, len(data), code_dir)
         if not zip_path.exists():
             _atomic_write(zip_path, data, self.tmp)
         return Bundle(hexd, b64, len(data), code_dir, zip_path)
@@ -70,26 +66,11 @@ class BundleStore:
         b64 = base64.b64encode(hashlib.sha256(data).digest()).decode()
         return Bundle(hexdigest, b64, len(data), self.code / hexdigest, zip_path)
 
-    def _unpack(self, zf: zipfile.ZipFile, dest: Path) -> None:
-        infos = zf.infolist()
-        if len(infos) > MAX_ENTRIES:
-            raise InvalidParameter(f"The zip has {len(infos)} entries; the limit is {MAX_ENTRIES}")
-        total = 0
-        for info in infos:
-            _check_member(info)
-            total += info.file_size
-            if total > MAX_UNZIPPED:
-                raise InvalidParameter(f"Unzipped size must be smaller than {MAX_UNZIPPED} bytes")
+    def _unpack(self, zf: zipfile.ZipFile, size: int, dest: Path) -> None:
+        entries = unzip.plan(zf, size)  # refuses before anything is written
         staging = Path(tempfile.mkdtemp(dir=self.tmp, prefix="unzip-"))
         try:
-            for info in infos:
-                target = staging / info.filename
-                if info.is_dir():
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, 1 << 20)
+            unzip.extract(zf, entries, staging)
             # compiled once here, so instances (whose code dir is read-only) never compile;
             # a file that does not compile is left for the import to report properly
             compileall.compile_dir(str(staging), quiet=2, workers=1)
@@ -105,27 +86,45 @@ class BundleStore:
                 os.chmod(dest, 0o555)
         finally:
             if staging.exists():
-                _make_writable(staging)
-                shutil.rmtree(staging, ignore_errors=True)
+                remove_tree(staging)
 
-    def remove_unused(self, keep: set[str]) -> None:
-        for zp in self.zips.glob("*.zip"):
-            if zp.stem not in keep:
-                zp.unlink(missing_ok=True)
-                d = self.code / zp.stem
-                if d.is_dir():
-                    _make_writable(d)
-                    shutil.rmtree(d, ignore_errors=True)
+    # -- collection: control/collector.py decides what goes, these only act ------------------
+
+    def stored(self) -> set[str]:
+        """Digests with a zip or a code folder on disk."""
+        names = {p.stem for p in self.zips.glob("*.zip")}
+        names.update(p.name for p in self.code.iterdir() if not p.name.startswith("."))
+        return names
+
+    def discard(self, hexdigest: str) -> None:
+        """Take a bundle out of use at once: unlink the zip, rename the code folder aside
+        (removed later, off the event loop, by `remove_trash`)."""
+        (self.zips / f"{hexdigest}.zip").unlink(missing_ok=True)
+        trash = self.code / f".trash-{hexdigest}-{os.urandom(4).hex()}"
+        # same parent: no ".." to rewrite, so the sealed folder needs no chmod first
+        with contextlib.suppress(FileNotFoundError):  # a concurrent collection got there first
+            os.rename(self.code / hexdigest, trash)
+
+    def remove_trash(self) -> None:
+        """Remove the folders `discard` set aside (also those a crash left)."""
+        for p in self.code.glob(".trash-*"):
+            remove_tree(p)
+
+    def clean_tmp(self) -> None:
+        """Leftovers of unpacks and writes a crash interrupted (at start, before any deploy)."""
+        for p in self.tmp.glob("unzip-*"):
+            remove_tree(p)
+        for p in self.tmp.glob("bundle-*"):
+            p.unlink(missing_ok=True)
 
 
-def _check_member(info: zipfile.ZipInfo) -> None:
-    name = info.filename
-    path = PurePosixPath(name)
-    if name.startswith(("/", "\\")) or path.is_absolute() or ".." in path.parts or ":" in name:
-        raise InvalidParameter(f"The zip entry {name!r} points outside the bundle")
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode):
-        raise InvalidParameter(f"The zip entry {name!r} is a symbolic link; links are not allowed")
+def remove_tree(root: Path) -> None:
+    """Remove a folder tree, sealed (read-only) or not."""
+    if root.is_dir() and not root.is_symlink():
+        _make_writable(root)
+        shutil.rmtree(root, ignore_errors=True)
+    else:
+        root.unlink(missing_ok=True)
 
 
 def _make_read_only(root: Path, top: bool = True) -> None:
@@ -144,7 +143,7 @@ def _make_writable(root: Path) -> None:
 
 
 def _atomic_write(path: Path, data: bytes, tmp_dir: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=tmp_dir)
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir, prefix="bundle-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)

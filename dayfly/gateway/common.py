@@ -81,4 +81,6 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
 
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("%s %s failed", request.method, request.url.path)
-    return error_response("ServiceException", f"internal error: {type(exc).__name__}: {exc}", 500)
+    # the exception's text may name paths on this machine: it goes to the log, not the caller
+    return error_response("ServiceException", f"internal error ({type(exc).__name__}); the "
+                          "node's log has the details", 500)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import logging
 import re
 import time
 import tomllib
@@ -18,11 +19,14 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..config import MAX_ZIP
+from ..control import unzip
 from ..control.registry import NAME_RE, split_name
 from ..errors import DayflyError, InvalidParameter, ResourceNotFound
 from ..stores.records import record_json
 from . import builtins_api
 from .common import JSON, json_body, read_body
+
+log = logging.getLogger("dayfly.gateway")
 
 _HEX = re.compile(r"^[0-9a-f]{64}$")
 _STATUSES = ("success", "error", "timeout", "crash")
@@ -92,9 +96,11 @@ def _deploy_zip(p, name: str, data: bytes, publish: bool,
         if isinstance(exc, DayflyError):
             yield _ndjson({"error": {"code": exc.code, "message": exc.message,
                                      "status": exc.status}})
-        elif exc is not None:
-            yield _ndjson({"error": {"code": "ServiceException", "message": str(exc),
-                                     "status": 500}})
+        elif exc is not None:  # its text may name paths on this machine: the log gets it
+            log.error("deploy of %s failed", name, exc_info=exc)
+            yield _ndjson({"error": {"code": "ServiceException", "status": 500,
+                                     "message": f"internal error ({type(exc).__name__}); the "
+                                                "node's log has the details"}})
         else:
             cfg = task.result()
             yield _ndjson({"function": cfg.to_lambda(p.settings.region, p.registry.isolation(cfg)),
@@ -109,8 +115,8 @@ async def _manifest_handler(data: bytes) -> str:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             text = zf.read("dayfly.toml").decode()
         return "handler" if "handler" in tomllib.loads(text) else ""
-    except (KeyError, zipfile.BadZipFile, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return ""
+    except (KeyError, tomllib.TOMLDecodeError, UnicodeDecodeError, *unzip.READ_ERRORS):
+        return ""  # a damaged zip is refused, with the reason, when the bundle is stored
 
 
 async def list_instances(request: Request) -> Response:
