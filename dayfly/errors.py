@@ -90,6 +90,7 @@ class TooManyRequests(ClientError):
 
     status = 429
     code = "TooManyRequestsException"
+    retry_after_s = 1  # sent as Retry-After; the connection's next request is read then
 
 
 class PlatformError(DayflyError):

@@ -13,14 +13,16 @@ from rich.console import Console
 
 from ..config import Settings
 from ..errors import DayflyError
+from .load_options import LoadOptions, load_options
 from .package import zip_dir
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "hello"
 
 
-def _listen(host: str, port: int, family: socket.AddressFamily, what: str) -> socket.socket:
+def _listen(host: str, port: int, family: socket.AddressFamily, what: str,
+            backlog: int = 2048) -> socket.socket:
     try:
-        return socket.create_server((host, port), family=family, backlog=2048)
+        return socket.create_server((host, port), family=family, backlog=backlog)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}{what}: "
                                    f"{exc.strerror or exc}") from None
@@ -44,9 +46,10 @@ def _listen(host: str, port: int, family: socket.AddressFamily, what: str) -> so
               help="Stop a function's zygote after this long without instances.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@load_options
 def up(host: str, port: int, data_dir: Path | None, isolation: str | None, example: bool,
        max_chain_depth: int, records_flush_interval: float, zygote_idle: float,
-       log_level: str) -> None:
+       log_level: str, load: LoadOptions) -> None:
     """Run dayfly (API, gateway, scheduler) in the foreground; Ctrl-C stops it cleanly."""
     import resource
 
@@ -58,18 +61,26 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # each instance holds a few fds
     if soft < hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    from ..gateway.connections import protocol_class
+
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    http = protocol_class(load.limits, fd_limit)
+    # a burst of connections is accepted in one go, before any can be refused: the two
+    # backlogs together stay within the descriptors kept for the platform
+    backlog = max(16, min(2048, (fd_limit - http.guard.max_connections) // 4))
     # listen first: a taken port is a clear error before anything starts, and with --port 0
     # the platform (and the S3 endpoint its functions are given) knows the real port
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    listener = _listen(host, port, family, "")
+    listener = _listen(host, port, family, "", backlog)
     # the functions' S3 listener: their relays reach the S3 endpoint there, and only it
     # (docs/security.md); loopback of the same family, any free port
     function_s3 = _listen("::1" if family == socket.AF_INET6 else "127.0.0.1", 0, family,
-                          " (the functions' S3 listener)")
+                          " (the functions' S3 listener)", backlog)
     port = listener.getsockname()[1]
     settings = Settings(host=host, port=port, function_s3=function_s3.getsockname()[:2],
                         default_isolation=isolation, max_chain_depth=max_chain_depth,
                         records_flush_s=records_flush_interval, zygote_idle_s=zygote_idle)
+    settings.max_queue, settings.queue_timeout_s = load.max_queue, load.queue_timeout_s
     if data_dir is not None:
         settings.data_dir = data_dir.expanduser().resolve()
     console = Console(stderr=True)
@@ -115,7 +126,7 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
 
     auth = Auth(FastInvoke(build_app(platform, started), platform), platform)
     app = auth
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http="httptools",
+    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=http, ws="none",
                             lifespan="on", access_log=False, log_level="warning",
                             timeout_graceful_shutdown=5)
     class Server(uvicorn.Server):

@@ -11,7 +11,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import DayflyError, InvalidRequestContent, RequestTooLarge
+from ..errors import DayflyError, InvalidRequestContent, RequestTooLarge, TooManyRequests
+from .connections import BACKOFF_KEY
 
 log = logging.getLogger("dayfly.gateway")
 
@@ -58,12 +59,16 @@ def error_response(code: str, message: str, status: int, hint: str | None = None
                             "__type": code}
     if hint:
         body["hint"] = hint
-    return JSON(body, status_code=status,
-                headers={"X-Amzn-ErrorType": code, "X-Amzn-RequestId": str(uuid.uuid4())})
+    headers = {"X-Amzn-ErrorType": code, "X-Amzn-RequestId": str(uuid.uuid4())}
+    if status == 429:
+        headers["Retry-After"] = str(TooManyRequests.retry_after_s)
+    return JSON(body, status_code=status, headers=headers)
 
 
 async def on_dayfly_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DayflyError)
+    if isinstance(exc, TooManyRequests):  # the connection's next request is read only then
+        request.scope[BACKOFF_KEY] = exc.retry_after_s
     if exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
     return error_response(exc.code, exc.message, exc.status, exc.hint)

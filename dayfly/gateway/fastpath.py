@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 from urllib.parse import parse_qs
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import DayflyError, RequestTooLarge
+from ..errors import DayflyError, RequestTooLarge, TooManyRequests
 from .common import error_response
+from .connections import BACKOFF_KEY
 from .invoke import run_invoke
 from .s3.dispatch import from_functions
 
@@ -55,6 +57,8 @@ class FastInvoke:
             chunks, size, more = [], 0, True
             while more:
                 message = await receive()
+                if message["type"] == "http.disconnect":  # gone (or timed out) mid-body: a
+                    raise ClientDisconnect()  # short body must never run the function
                 chunk = message.get("body", b"")
                 size += len(chunk)
                 if size > limit:
@@ -66,9 +70,13 @@ class FastInvoke:
 
         try:
             response = await run_invoke(self.platform, name, qualifier, headers, read)
+        except ClientDisconnect:
+            return
         except DayflyError as exc:
             if exc.status >= 500:
                 log.error("invoke %s failed: %s", name, exc.message)
+            elif isinstance(exc, TooManyRequests):  # read this connection again only then
+                scope[BACKOFF_KEY] = exc.retry_after_s  # type: ignore[literal-required]
             response = error_response(exc.code, exc.message, exc.status, exc.hint)
         except Exception as exc:
             log.exception("invoke %s failed", name)

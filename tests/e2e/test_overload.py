@@ -1,0 +1,73 @@
+"""A full queue refuses at once, with Retry-After (the goodput under overload is a benchmark:
+benchmarks/overload.py).
+
+The function waits for a gate file the test creates, so the instance is busy and the queue is
+full by construction, not by timing. It runs on the `process` tier because that tier sees the
+host's files (the gate); the queue is the scheduler's, the same for every tier.
+"""
+
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import Server, make_zip, start_server, stop_server
+from e2e_helpers import wait_for
+
+GATED = {"handler.py": """
+    import os, time
+
+    def handler(event, context):
+        if "started" in event:
+            open(event["started"], "w").close()
+        while not os.path.exists(event["gate"]):  # the test opens the gate
+            time.sleep(0.01)
+        return {"done": event.get("n")}
+"""}
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("overload") / "data", "--isolation", "process",
+                       "--max-queue", "2", "--queue-timeout", "600")
+    try:
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+def test_a_full_queue_refuses_the_next_request_at_once_with_retry_after(node, tmp_path: Path):
+    r = httpx.post(f"{node.url}/2015-03-31/functions", timeout=60, json={
+        "FunctionName": "gated", "Handler": "handler.handler", "Runtime": "python3.11",
+        "Timeout": 600, "Code": {"ZipFile": base64.b64encode(make_zip(GATED)).decode()},
+        "Dayfly": {"MaxInstances": 1}})
+    assert r.status_code == 201, r.text
+    gate, started = tmp_path / "gate", tmp_path / "started"
+    url = f"{node.url}/2015-03-31/functions/gated/invocations"
+
+    def call(event: dict) -> httpx.Response:
+        return httpx.post(url, json={"gate": str(gate), **event}, timeout=600)
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        first = pool.submit(call, {"started": str(started), "n": 0})
+        assert wait_for(started.exists, timeout=60), "the first invocation never started"
+        # the only instance is held by the gate: of three more requests two fill the queue
+        # (max 2) and one is refused; nothing can succeed before the gate opens
+        rest = [pool.submit(call, {"n": n}) for n in (1, 2, 3)]
+        done, pending = concurrent.futures.wait(
+            rest, timeout=60, return_when=concurrent.futures.FIRST_COMPLETED)
+        assert len(done) == 1 and len(pending) == 2
+        refused = done.pop().result()
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"] == "1"
+        assert refused.json()["__type"] == "TooManyRequestsException"
+        assert "queued requests" in refused.json()["message"]
+        assert not first.done()
+        gate.touch()
+        assert first.result().json() == {"done": 0}
+        served = sorted(f.result().json()["done"] for f in pending)
+        assert len(served) == 2 and set(served) <= {1, 2, 3}
