@@ -32,11 +32,30 @@ RUNSC = "runsc"
 TASK, DEPS, RUNTIME, SOCKETS = "/var/task", "/opt/python", "/opt/dayfly", "/run/dayfly"
 
 
-def _runsc_base(state: Path) -> list[str]:
+# Host tasks a sandbox may hold (its cgroup's pids.max, set by runsc from the OCI spec): what
+# runsc's sentry, gofer and the zygote take (measured on the ptrace platform: ~80), plus per
+# task inside (~6 measured: each process's stub, and the threads serving it)
+HOST_TASKS_BASE = 256
+HOST_TASKS_PER_TASK = 8
+
+
+def _runsc_base(state: Path, cgroups: bool = True) -> list[str]:
     # ptrace works everywhere runsc does; kvm is faster but hangs under some nested VMs
     platform = os.environ.get("DAYFLY_RUNSC_PLATFORM", "ptrace")
-    return [RUNSC, f"--root={state}", "--network=none", "--host-uds=open", "--ignore-cgroups",
-            f"--platform={platform}"]
+    return [RUNSC, f"--root={state}", "--network=none", "--host-uds=open",
+            *([] if cgroups else ["--ignore-cgroups"]), f"--platform={platform}"]
+
+
+def task_budget(spec: FunctionSpec) -> int:
+    """Tasks (processes and threads) the instances of one gVisor sandbox may hold together: they
+    share its kernel and uid, so RLIMIT_NPROC counts them all: one each, plus one `pids`."""
+    return spec.limits.pids + spec.max_instances
+
+
+def host_tasks(spec: FunctionSpec) -> int:
+    """The host-side cap of a sandbox: above anything the budget inside allows, so that only a
+    gVisor fault (not a fork bomb, refused inside first) could reach it."""
+    return HOST_TASKS_BASE + HOST_TASKS_PER_TASK * (task_budget(spec) + 1)
 
 
 class _Frames(asyncio.Protocol):
@@ -255,7 +274,8 @@ class GvisorBackend(ZygoteBackend):
             return False, "runsc needs root here"
         with tempfile.TemporaryDirectory(prefix="dayfly-runsc-") as tmp:
             try:
-                out = subprocess.run([*_runsc_base(Path(tmp)), "do", "/bin/true"],
+                out = subprocess.run([*_runsc_base(Path(tmp), cgroups=False), "do",
+                                      "/bin/true"],
                                      capture_output=True, timeout=20, text=True)
             except (OSError, subprocess.TimeoutExpired) as exc:
                 return False, f"runsc did not run: {exc}"
@@ -264,7 +284,8 @@ class GvisorBackend(ZygoteBackend):
         return True, "gVisor (runsc) sandboxes"
 
     def zygote_key(self, spec: FunctionSpec) -> str:
-        return f"gvisor|{spec.runtime}|{spec.code_dir}|{spec.deps_dir or ''}|{','.join(spec.files)}"
+        return (f"gvisor|{spec.runtime}|{spec.code_dir}|{spec.deps_dir or ''}|"
+                f"{','.join(spec.files)}|{task_budget(spec)}")
 
     async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
         if spec.network:
@@ -327,16 +348,26 @@ class GvisorBackend(ZygoteBackend):
             "hostname": "dayfly",
             "mounts": mounts,
             "linux": {"namespaces": [{"type": t} for t in ("pid", "network", "ipc", "uts",
-                                                           "mount")]},
+                                                           "mount")],
+                      **self._cgroup(bundle, spec)},
         }
         (bundle / "config.json").write_text(json.dumps(spec_json, indent=1))
+
+    @staticmethod
+    def _cgroup(bundle: Path, spec: FunctionSpec) -> dict:
+        """The host cgroup runsc puts the whole sandbox in (sentry, gofer, every stub), with
+        its pids cap; `runsc delete` removes it."""
+        return {"cgroupsPath": f"/dayfly-gv-{os.getpid()}-{bundle.parent.name}",
+                "resources": {"pids": {"limit": host_tasks(spec)}}}
 
     def fork_spec(self, spec: FunctionSpec, instance_id: str) -> dict:
         env = instance_env(spec, instance_id)
         env.update(LAMBDA_TASK_ROOT=TASK, HOME="/tmp")
+        # RLIMIT_NPROC, which gVisor enforces: a fork bomb gets EAGAIN inside the sandbox
+        # (`nproc` also makes the instance report "process limit reached")
         return {"handler": spec.handler, "code_dir": TASK,
                 "deps_dir": DEPS if spec.deps_dir else None, "env": env,
-                "memory_mb": spec.limits.memory_mb,
+                "memory_mb": spec.limits.memory_mb, "nproc": task_budget(spec),
                 "max_output_bytes": spec.limits.max_output_bytes, "rlimit_as": True}
 
     def stats(self, inst):  # type: ignore[no-untyped-def]

@@ -7,6 +7,7 @@ Runs over real tiers with the escape battery's fixtures (`sandbox` is linux and 
 from __future__ import annotations
 
 import asyncio
+import json
 import textwrap
 import time
 import uuid
@@ -16,6 +17,7 @@ import pytest
 import test_escape
 from test_escape import attack, mkspec
 
+from dayfly.sandbox.gvisor import host_tasks, task_budget
 from dayfly.scheduler.pool import Pool
 from dayfly.types import Limits
 
@@ -141,8 +143,10 @@ async def _until(check, what: str, timeout: float = 10.0) -> None:
 
 
 async def test_fork_bomb_leftovers_retire_the_instance_and_the_next_invoke_forks(pool):
-    r, out = await call(pool, op="bomb")
-    assert out["error"] == "BlockingIOError" and 0 < out["forked"] < 32, out
+    # linux: the instance's pids limit; gvisor: the sandbox's task budget, shared
+    cap = 32 if pool.sandbox.tier == "linux" else task_budget(pool.spec)
+    r, out = await call(pool, op="bomb", max=400)  # old code: all 400 forked
+    assert out["error"] == "BlockingIOError" and 0 < out["forked"] < cap, out
     r2, out2 = await call(pool, op="fork")  # a fresh instance: the bomb's children are gone
     assert r2.ok and out2["forked"] == 4, out2
     assert r2.instance_id != r.instance_id and r.retire
@@ -189,3 +193,27 @@ async def test_cpu_quota_follows_the_memory_setting(sandbox, code, memory_mb, qu
             assert int((d / "cpu.cfs_period_us").read_text()) == 100_000
     finally:
         await sandbox.stop(h)
+
+
+gvisor_only = pytest.mark.parametrize("sandbox", ["gvisor"], indirect=True)
+
+
+def _sandbox_pids(pool: Pool) -> Path:
+    """The host cgroup (pids controller) runsc put the function's gVisor sandbox in."""
+    (zygote,) = pool.sandbox.backend.zygotes.values()
+    rel = json.loads((zygote.bundle / "config.json").read_text())["linux"]["cgroupsPath"]
+    v1 = Path("/sys/fs/cgroup/pids") / rel.lstrip("/")
+    return v1 if v1.exists() else Path("/sys/fs/cgroup") / rel.lstrip("/")
+
+
+@gvisor_only
+async def test_gvisor_fork_bomb_is_capped_and_nothing_is_left_after_scale_to_zero(pool):
+    r, out = await call(pool, op="bomb", max=400)  # old code: all 400 forked
+    assert out["error"] == "BlockingIOError" and out["forked"] < task_budget(pool.spec), out
+    assert any("process limit reached" in line for line in r.logs), r.logs
+    cg = _sandbox_pids(pool)  # the host's backstop: every host task of the sandbox counts
+    assert int((cg / "pids.max").read_text()) == host_tasks(pool.spec)
+    assert int((cg / "pids.current").read_text()) <= host_tasks(pool.spec)
+    await pool.scale_to_zero()
+    _, procs = await call(pool, op="procs")  # a new instance in the same gVisor sandbox
+    assert len(procs) == 2, procs  # the zygote and itself: the bomb's children are gone
