@@ -25,13 +25,19 @@ OP_KEYS = {
     "watermark": ("text", "gravity", "opacity", "size", "color", "margin"),
 }
 
+# A target bucket of its own holds only results, so they need no folder; in the source bucket
+# they go under thumbs/, out of the way of the originals (and of the trigger's filter)
+DEFAULT_KEY = "{stem}-{width}x{height}.{ext}"
+SAME_BUCKET_KEY = "thumbs/" + DEFAULT_KEY
+
 OPTIONS = (
     Option("source_bucket", "bucket", None, "bucket the images come from (read access)", True),
     Option("source_prefix", "key prefix", "", "only keys under this prefix (the trigger filter)"),
     Option("source_suffix", "key suffix", "", "only keys ending so (the trigger filter)"),
     Option("target_bucket", "bucket", "= source_bucket", "bucket the results go to (write)"),
-    Option("target_key", "key pattern", "thumbs/{stem}-{width}x{height}.{ext}",
-           "output key; placeholders: " + ", ".join("{" + f + "}" for f in KEY_FIELDS)),
+    Option("target_key", "key pattern", DEFAULT_KEY,
+           f"output key (in the source bucket: {SAME_BUCKET_KEY}); placeholders: "
+           + ", ".join("{" + f + "}" for f in KEY_FIELDS)),
     Option("operations", "list of tables", "auto_orient + resize",
            "ops in order: " + ", ".join(OP_KEYS) + " (see docs/builtins.md)"),
     Option("width", "int px", None, "shortcut: resize to this width"),
@@ -132,11 +138,13 @@ def prepare(raw: Any) -> Prepared:
     """Validate image-transform's options; the config.json, manifest and trigger."""
     c = Checker(WHERE, raw, [o.name for o in OPTIONS])
     source = c.bucket("source_bucket")
+    target = c.bucket("target_bucket", None) or source
     cfg: dict[str, Any] = {
         "source_bucket": source, "source_prefix": c.prefix("source_prefix"),
         "source_suffix": c.prefix("source_suffix"),
-        "target_bucket": c.bucket("target_bucket", None) or source,
-        "target_key": c.pattern("target_key", "thumbs/{stem}-{width}x{height}.{ext}", KEY_FIELDS),
+        "target_bucket": target,
+        "target_key": c.pattern("target_key", DEFAULT_KEY if target != source
+                                else SAME_BUCKET_KEY, KEY_FIELDS),
         "operations": _operations(c),
         "format": c.text("format", "webp", (*FORMATS, "same")),
         "quality": c.integer("quality", 80, 1, 100), "lossless": c.flag("lossless", False),

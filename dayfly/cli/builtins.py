@@ -73,11 +73,14 @@ def read_config(pairs: tuple[str, ...], path: Path | None) -> dict[str, Any]:
 
 
 def builtin_request(target: str, name: str | None, pairs: tuple[str, ...],
-                    config_file: Path | None, publish: bool) -> tuple[str, str, dict[str, Any]]:
-    """(function name, API path, JSON body) of a `dayfly deploy builtin:NAME`."""
+                    config_file: Path | None, publish: bool,
+                    trigger: bool = False) -> tuple[str, str, dict[str, Any]]:
+    """(function name, API path, JSON body) of a `dayfly deploy builtin:NAME`; with trigger,
+    the server checks the source bucket before it stores anything."""
     builtin = target.removeprefix(PREFIX)
     function = name or builtin
-    body = {"name": function, "config": read_config(pairs, config_file), "publish": publish}
+    body = {"name": function, "config": read_config(pairs, config_file), "publish": publish,
+            "trigger": trigger}
     return function, f"/dayfly/v1/builtins/{builtin}/deploy", body
 
 

@@ -34,7 +34,8 @@ def deploy(client: Client, folder: str, name: str | None, publish: bool,
     DIR holds the handler code, and optionally dayfly.toml and requirements.txt.
     """
     if folder.startswith(BUILTIN):
-        name, path, body = builtin_request(folder, name, config_pairs, config_file, publish)
+        name, path, body = builtin_request(folder, name, config_pairs, config_file, publish,
+                                             trigger)
         request: dict[str, Any] = {"json": body}
         first = f"deploying {folder} as {name}"
     else:
@@ -98,11 +99,13 @@ def _follow(records: Any, first: str) -> tuple[dict[str, Any], dict[str, Any] | 
 
 
 def capabilities(fn: dict[str, Any]) -> dict[str, str]:
-    """What the function is granted, one line each; everything not listed is off."""
+    """What the function is granted, one line each; everything not listed is off. On a weak
+    tier only what it enforces: the rest would promise limits that are not there."""
     d = fn.get("Dayfly") or {}
     env = sorted((fn.get("Environment") or {}).get("Variables") or {})
-    return {
-        "isolation": str(d.get("Isolation")),
+    rows = {
+        "isolation": str(d.get("Isolation")) + (f" ({d['IsolationWarning']})"
+                                                if d.get("IsolationWarning") else ""),
         "network": ", ".join(d.get("Network") or []) or "none",
         "files (read-only)": ", ".join(d.get("Files") or []) or "none",
         "secrets": ", ".join(d.get("Secrets") or []) or "none",
@@ -114,19 +117,28 @@ def capabilities(fn: dict[str, Any]) -> dict[str, str]:
         "processes": str(d.get("Pids")),
         "max output": size(d.get("MaxOutput")),
     }
+    hidden = {ROWS[field] for field in d.get("NotEnforced") or () if field in ROWS}
+    return {key: value for key, value in rows.items() if key not in hidden}
+
+
+# the Lambda API's names of fields a tier may not enforce (Dayfly.NotEnforced) -> rows above
+ROWS = {"Network": "network", "Files": "files (read-only)", "Secrets": "secrets",
+        "Buckets": "buckets", "EphemeralStorage": "/tmp", "Pids": "processes"}
 
 
 def capabilities_table(fn: dict[str, Any], previous: dict[str, Any] | None) -> Table:
     """Granted capabilities; with a previous version, what changed is marked old → new."""
     now = capabilities(fn)
     before = capabilities(previous) if previous else None
-    t = table("capability", "granted (everything else is off)")
+    warning = (fn.get("Dayfly") or {}).get("IsolationWarning")
+    t = table("capability", "enforced (nothing else is: weak isolation)" if warning
+              else "granted (everything else is off)")
     for key, value in now.items():
-        if before is not None and before[key] != value:
+        if before is not None and before.get(key, value) != value:
             t.add_row(Text(key, style="bold yellow"),
                       Text.assemble((before[key], "red strike"), " → ", (value, "green")))
         else:
-            t.add_row(key, Text(value))
+            t.add_row(key, Text(value, style="bold red" if warning and key == "isolation" else ""))
     return t
 
 
@@ -139,7 +151,9 @@ def summary(fn: dict[str, Any]) -> Table:
     rows = [("name", fn.get("FunctionName")), ("version", fn.get("Version")),
             ("handler", fn.get("Handler")), ("runtime", fn.get("Runtime")),
             ("memory", f"{fn.get('MemorySize')} MB"), ("timeout", f"{fn.get('Timeout')}s"),
-            ("isolation", dayfly.get("Isolation")), ("code sha256", fn.get("CodeSha256")),
+            ("isolation", f"{dayfly.get('Isolation')} ({dayfly['IsolationWarning']})"
+             if dayfly.get("IsolationWarning") else dayfly.get("Isolation")),
+            ("code sha256", fn.get("CodeSha256")),
             ("size", size(fn.get("CodeSize")))]
     for key, value in rows:
         t.add_row(key, Text(str(value)))

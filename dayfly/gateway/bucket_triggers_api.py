@@ -40,7 +40,8 @@ async def list_triggers(request: Request) -> Response:
     return JSON({"triggers": [_json(p, t) for t in rows]})
 
 
-async def _check_bucket(p: Any, source: Any, bucket: Any) -> None:
+async def check_bucket(p: Any, source: Any, bucket: Any) -> None:
+    """400 for a malformed bucket or source, 404 for one that does not exist."""
     if not isinstance(bucket, str) or not bucket or "/" in bucket or len(bucket) > 255:
         raise InvalidParameter("'bucket' must be a bucket name")
     if not isinstance(source, str):
@@ -60,7 +61,7 @@ async def add_trigger(request: Request) -> Response:
     p = _platform(request)
     body = await json_body(request, 64 * 1024)
     source, bucket = body.get("source", LOCAL), body.get("bucket")
-    await _check_bucket(p, source, bucket)
+    await check_bucket(p, source, bucket)
     rule = make_rule(body.get("function"), body.get("events", "created"),
                      body.get("prefix", ""), body.get("suffix", ""), body.get("id"))
     p.registry.config(rule.function, rule.qualifier)  # 404 for unknown functions

@@ -50,7 +50,8 @@ def test_deploy_a_builtin_wired_to_its_bucket_in_one_command(server, tmp_path):
     buf = io.BytesIO()
     pil.new("RGB", (640, 320), "orange").save(buf, "PNG")
     s3.put_object(Bucket="clip", Key="sun.png", Body=buf.getvalue())
-    assert wait_for(lambda: keys(s3, "clout")) == ["thumbs/sun-64x32.webp"]
+    # a target bucket of its own gets no thumbs/ folder (it became clout/thumbs/sun-...)
+    assert wait_for(lambda: keys(s3, "clout")) == ["sun-64x32.webp"]
 
 
 def test_config_file_and_clear_errors(server, tmp_path):
@@ -70,3 +71,16 @@ def test_config_file_and_clear_errors(server, tmp_path):
     assert nowhere.exit_code == 1 and "has no bucket source to wire" in nowhere.stderr
     folder = dayfly(server, "deploy", str(tmp_path), "--config", "a=1")
     assert folder.exit_code == 2 and "are for builtin:NAME" in folder.stderr
+
+
+def test_a_refused_trigger_stores_nothing(server):
+    s3_client(server).create_bucket(Bucket="halfout")
+    out = dayfly(server, "deploy", "builtin:image-transform", "--name", "half-made",
+                 "--config", "source_bucket=nosuch", "--config", "target_bucket=halfout",
+                 "--trigger")
+    assert out.exit_code == 1 and "No bucket nosuch" in out.stderr, out.output
+    nowhere = dayfly(server, "deploy", "builtin:notify", "--name", "half-notify",
+                     "--config", "webhook=http://x.example/", "--trigger")
+    assert nowhere.exit_code == 1 and "has no bucket source to wire" in nowhere.stderr
+    names = {f["FunctionName"] for f in json.loads(dayfly(server, "ls", "--json").stdout)["Functions"]}
+    assert "half-made" not in names and "half-notify" not in names, names
