@@ -1,24 +1,23 @@
 """The invoke endpoint as bare ASGI, in front of everything: the hottest request skips
-routing and middleware. Every other request (and any invoke this does not recognise) goes on
-to the full application unchanged."""
+routing and middleware. What is an invoke is `classify.py`'s decision (the INVOKE family: not
+signed for S3, not on the functions' S3 listener), the one auth acted on; every other request
+goes on to the full application unchanged."""
 
 from __future__ import annotations
 
 import logging
-from urllib.parse import parse_qs
 
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import DayflyError, RequestTooLarge, TooManyRequests
+from .classify import Family, route
 from .common import error_response
 from .connections import BACKOFF_KEY
 from .invoke import run_invoke
-from .s3.dispatch import from_functions
 
 log = logging.getLogger("dayfly.gateway")
 
-_PREFIX, _SUFFIX = "/2015-03-31/functions/", "/invocations"
 _WANTED = {b"x-amz-invocation-type", b"x-amz-log-type", b"x-amz-client-context", b"traceparent",
            b"x-amzn-trace-id", b"content-length", b"authorization"}
 
@@ -32,22 +31,16 @@ class FastInvoke:
         self.function_s3 = platform.settings.function_s3  # S3 only there, never an invoke
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if (scope["type"] != "http" or scope["method"] != "POST" or not path.startswith(_PREFIX)
-                or not path.endswith(_SUFFIX)):
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        name = path[len(_PREFIX):-len(_SUFFIX)]
+        r = route(scope, self.function_s3)
+        if r.family is not Family.INVOKE:
+            await self.app(scope, receive, send)
+            return
+        name, qualifier = r.name, r.qualifier
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
                    if k in _WANTED}
-        if (not name or "/" in name or "/s3/aws4_request" in headers.get("authorization", "")
-                or from_functions(scope, self.function_s3)):
-            await self.app(scope, receive, send)
-            return
-        qualifier = None
-        if scope["query_string"]:
-            q = parse_qs(scope["query_string"].decode("latin-1")).get("Qualifier")
-            qualifier = q[0] if q else None
 
         async def read(limit: int) -> bytes:
             declared = headers.get("content-length", "")

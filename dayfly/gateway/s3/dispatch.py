@@ -1,8 +1,8 @@
 """Sends requests signed for S3 to the S3 app, everything else on to the Lambda/dayfly API.
 
-The test is on the SigV4 scope (`.../s3/aws4_request`) of the Authorization header or of a
-presigned URL's X-Amz-Credential: two substring checks, no parsing, so the invoke path pays
-next to nothing.
+Which is which is `classify.py`'s decision (the S3 family: a SigV4 credential scoped to `s3`,
+in the Authorization header or a presigned URL's X-Amz-Credential), the same one auth and the
+invoke fast path act on.
 
 Functions reach this node only through their egress relay, which connects to the functions'
 S3 listener (`Settings.function_s3`, on loopback): requests that arrive there get the S3
@@ -14,25 +14,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..classify import Family, route
 from ..common import error_response
-
-_SCOPE = b"/s3/aws4_request"
-
-
-def is_s3(scope: Scope) -> bool:
-    """Whether an HTTP request is signed for the S3 service."""
-    for name, value in scope["headers"]:
-        if name == b"authorization":
-            return _SCOPE in value
-    query = scope["query_string"]
-    if b"X-Amz-Credential=" not in query:
-        return False
-    return _SCOPE in query.replace(b"%2F", b"/").replace(b"%2f", b"/")
-
-
-def from_functions(scope: Scope, function_s3: tuple[str, int] | None) -> bool:
-    """Whether a request came in on the functions' S3 listener (S3 only there)."""
-    return function_s3 is not None and tuple(scope.get("server") or ()) == function_s3
 
 
 class S3Dispatch:
@@ -46,9 +29,10 @@ class S3Dispatch:
         self.function_s3 = function_s3
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and is_s3(scope):
+        family = route(scope, self.function_s3).family if scope["type"] != "lifespan" else None
+        if scope["type"] == "http" and family is Family.S3:
             await self.s3(scope, receive, send)
-        elif from_functions(scope, self.function_s3):
+        elif family is Family.REFUSED or (family is Family.S3 and scope["type"] != "http"):
             if scope["type"] != "http":
                 await send({"type": "websocket.close", "code": 1008})
                 return
