@@ -33,22 +33,18 @@ class SecretStore:
             self.values[name] = self.box.open_value(name, sealed) if sealed else row["value"]
             self.updated[name] = row["updated"]
         plain = [r["name"] for r in rows if not r["sealed"]]
-        if plain:
+        if plain or ("secrets", "sealed") in db.added:  # an older data dir's first start
             self._seal_in_place(plain)
 
     def _seal_in_place(self, names: list[str]) -> None:
-        """Seal rows an older dayfly stored in plain text; their old bytes are zeroed, in the
-        database file and its WAL, not just unlinked."""
+        """Seal rows an older dayfly stored in plain text, then rebuild the database: its free
+        pages may still hold the old values (of secrets deleted before, too), and its WAL."""
         def seal(c: sqlite3.Connection) -> None:
-            c.execute("PRAGMA secure_delete=ON")  # the pages keep no copy of the old value
-            try:
-                for name in names:
-                    c.execute("UPDATE secrets SET value = '', sealed = ? WHERE name = ?",
-                              (self.box.seal(name, self.values[name]), name))
-            finally:
-                c.execute("PRAGMA secure_delete=OFF")
+            for name in names:
+                c.execute("UPDATE secrets SET value = '', sealed = ? WHERE name = ?",
+                          (self.box.seal(name, self.values[name]), name))
         self.db.call(seal)
-        self.db.checkpoint()  # the WAL's frames (with the old pages) are copied back and cut
+        self.db.compact()
 
     async def set(self, name: str, value: object) -> None:
         validate_secret_names([name], "secret name")

@@ -121,8 +121,9 @@ ADDED_COLUMNS = [
 REBUILT_WITHOUT = [("invocations", "output")]
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring an older data directory's tables up to date."""
+def _migrate(conn: sqlite3.Connection) -> set[tuple[str, str]]:
+    """Bring an older data directory's tables up to date; return the columns added."""
+    added = set()
     for table, column in REBUILT_WITHOUT:
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if have and column not in have:
@@ -131,6 +132,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
         have = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if have and column not in have:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            added.add((table, column))
+    return added
 
 
 def _private_files(path: Path) -> None:
@@ -150,6 +153,7 @@ class Database:
         self.path = path
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dayfly-db")
         self._conn: sqlite3.Connection | None = None
+        self.added: set[tuple[str, str]] = set()  # columns this start added (an upgrade)
         self._pool.submit(self._open).result()
 
     def _open(self) -> None:
@@ -159,7 +163,7 @@ class Database:
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
-        _migrate(conn)
+        self.added = _migrate(conn)
         conn.executescript(SCHEMA)
         conn.row_factory = sqlite3.Row
         self._conn = conn
@@ -172,10 +176,14 @@ class Database:
         """Run `fn(conn)` in one transaction on the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._tx, fn)
 
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database file and truncate it to nothing."""
-        self._pool.submit(lambda: self._conn and self._conn.execute(
-            "PRAGMA wal_checkpoint(TRUNCATE)")).result()
+    def compact(self) -> None:
+        """Rebuild the file (VACUUM: no free page or cell keeps deleted bytes), copy the WAL
+        into it and truncate the WAL to nothing. Blocks every other call while it runs."""
+        def run() -> None:
+            assert self._conn is not None
+            self._conn.execute("VACUUM")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._pool.submit(run).result()
 
     def _tx(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
         conn = self._conn

@@ -44,8 +44,10 @@ def set_secret(server, name: str, value: str) -> None:
     assert r.status_code < 300, r.text
 
 
-def deploy_reader(server, name: str, secrets: list[str]) -> None:
+def deploy_reader(server, name: str, secrets: list[str], isolation: str | None = None) -> None:
     manifest = f"secrets = {json.dumps(secrets)}\n"
+    if isolation:
+        manifest += f"isolation = {json.dumps(isolation)}\n"
     server.lambda_client().create_function(
         FunctionName=name, Runtime="python3.11", Role="arn:aws:iam::000000000000:role/x",
         Handler="handler.handler",
@@ -107,15 +109,42 @@ def test_secret_values_are_sealed_on_disk_and_still_reach_functions(tmp_path):
         stop_server(server)
 
 
+def jailed_tiers() -> list[str]:
+    from dayfly.platform import tier_report
+
+    return [t["name"] for t in tier_report() if t["available"] and not t["weak"]]
+
+
+def test_sandboxes_of_every_tier_still_read_their_code_under_a_closed_data_dir(tmp_path):
+    """Instances run as other uids (linux: one per slot; gvisor: 1000 behind its gofer) and
+    must still reach the runtime, their code and their secrets in a 0700 data dir."""
+    value = canary("tiers")
+    server = start_server(tmp_path / "data")
+    try:
+        set_secret(server, "SHARED", value)
+        for tier in jailed_tiers():
+            deploy_reader(server, f"reads-{tier}", ["SHARED"], isolation=tier)
+            assert read_env(server, f"reads-{tier}", ["SHARED"]) == {"SHARED": digest(value)}
+    finally:
+        stop_server(server)
+
+
 def test_data_dir_and_its_files_are_the_owners_only(tmp_path):
     server = start_server(tmp_path / "data")
     try:
         set_secret(server, "TOKEN", canary("modes"))
+        deploy_reader(server, "reads-token", ["TOKEN"])  # a bundle, code, a zygote's files
+        assert read_env(server, "reads-token", ["TOKEN"])["TOKEN"]
         data = server.data_dir
         assert mode(data) == 0o700
-        for name in ("dayfly.db", "dayfly.db-wal", "dayfly.db-shm", "secrets.key", "master.key"):
+        for name in ("dayfly.db", "dayfly.db-wal", "dayfly.db-shm", "secrets.key", "master.key",
+                     "credentials"):
             assert mode(data / name) == 0o600, name
-        assert all(mode(p) == 0o600 for p in (data / "bundles").iterdir())
+        # beyond the trees sandboxes read (through bind mounts), no file is for others
+        shared = {"runtime", "code", "deps", "gvisor", "roots"}
+        for path in data.rglob("*"):
+            if path.is_file() and path.relative_to(data).parts[0] not in shared:
+                assert mode(path) & 0o077 == 0, (path, oct(mode(path)))
     finally:
         stop_server(server)
 
@@ -177,27 +206,39 @@ for what, attempt in (("list", lambda: os.listdir(data)),
 
 
 def test_plain_text_secrets_of_an_older_data_dir_are_sealed_at_start(tmp_path):
-    value = canary("old")
+    value, deleted = canary("old"), canary("deleted")
     data = tmp_path / "data"
-    data.mkdir(mode=0o755)
+    data.mkdir()
     os.chmod(data, 0o755)
-    db = data / "dayfly.db"
-    conn = sqlite3.connect(db, isolation_level=None)
+    # an older dayfly's database, as kill -9 left it: rows in the file and in its WAL, and
+    # one secret deleted before the upgrade (its bytes linger in a free cell)
+    old = tmp_path / "old.db"
+    conn = sqlite3.connect(old, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(OLD_SECRETS)
+    conn.execute("INSERT INTO secrets VALUES ('GONE', ?, 1.0)", (deleted,))
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
+    conn.execute("DELETE FROM secrets WHERE name = 'GONE'")
     conn.execute("INSERT INTO secrets VALUES ('LEGACY', ?, 1.0)", (value,))
+    for suffix in ("", "-wal"):
+        shutil.copyfile(f"{old}{suffix}", data / f"dayfly.db{suffix}")
+        os.chmod(data / f"dayfly.db{suffix}", 0o644)
     conn.close()
-    os.chmod(db, 0o644)
-    assert value.encode() in db.read_bytes()
+    raw = db_bytes(data)
+    assert value.encode() in raw and deleted.encode() in raw
     server = start_server(data)
     try:
-        assert value.encode() not in db_bytes(data)  # sealed in place, old bytes zeroed
-        assert mode(data) == 0o700 and mode(db) == 0o600
+        raw = db_bytes(data)  # sealed in place, old bytes gone from the file and the WAL
+        assert value.encode() not in raw and deleted.encode() not in raw
+        assert mode(data) == 0o700 and mode(data / "dayfly.db") == 0o600
         deploy_reader(server, "reads-legacy", ["LEGACY"])
-        assert read_env(server, "reads-legacy", ["LEGACY"]) == {"LEGACY": digest(value)}
+        assert read_env(server, "reads-legacy", ["LEGACY", "GONE"]) == {
+            "LEGACY": digest(value), "GONE": None}
     finally:
         stop_server(server)
-    assert value.encode() not in db_bytes(data)
+    raw = db_bytes(data)
+    assert value.encode() not in raw and deleted.encode() not in raw
 
 
 def test_a_lost_or_foreign_key_or_swapped_rows_stop_the_node_with_a_clear_error(tmp_path):
