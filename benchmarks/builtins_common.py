@@ -25,8 +25,9 @@ def in_process(folder: str) -> None:
             sys.path.insert(0, p)
 
 
-def start(data: Path) -> tuple[subprocess.Popen, str]:
-    return start_platform(data)
+def start(data: Path, tier: str = "") -> tuple[subprocess.Popen, str]:
+    # a process-tier builtin needs a node that allows the weak tier: choosing it is that
+    return start_platform(data, "process" if tier == "process" else None)
 
 
 def credentials(data: Path) -> tuple[str, str]:

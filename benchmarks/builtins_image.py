@@ -125,7 +125,7 @@ def main() -> None:
     data = photo_12mp()
     with tempfile.TemporaryDirectory(prefix="dayfly-bench-") as tmp:
         data_dir = Path(tmp) / "data"
-        proc, url = start(data_dir)
+        proc, url = start(data_dir, args.tier)
         try:
             plat = platform(url, data_dir, data, args.samples, args.tier)
             tier = httpx.get(f"{url}/healthz").json()["isolation"]["default"]

@@ -27,6 +27,9 @@ class Settings:
     function_s3: tuple[str, int] | None = None
     region: str = "us-east-1"
     default_isolation: str | None = None  # None: the strongest tier available
+    # the operator's opt-in to the weak `process` tier (no isolation): without it (or
+    # default_isolation="process") the node refuses functions on that tier (control/isolation.py)
+    allow_weak_isolation: bool = False
     # a zygote with no instances is stopped after this long (its next start pays for a new one)
     zygote_idle_s: float = 600.0
     max_queue: int = 256

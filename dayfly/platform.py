@@ -12,6 +12,7 @@ from .control.deps import DepsInstaller
 from .control.event_config import EventConfigs
 from .control.functions import Functions
 from .control.ingest_sources import IngestSources
+from .control.isolation import ALLOW_ENV, ALLOW_FLAG
 from .control.keys import KeyStore
 from .control.model import function_arn
 from .control.notifications import NotificationStore
@@ -75,8 +76,14 @@ class Platform:
         if self.default_isolation not in tiers:
             raise SystemExit(f"isolation tier '{self.default_isolation}' is not available here: "
                              f"{dict((r['name'], r['why']) for r in tier_report())[self.default_isolation]}")
+        # the weak tier runs functions only if the operator allowed it at start: with
+        # --allow-weak-isolation, or by choosing it as the default tier (--isolation process)
+        chosen = settings.default_isolation
+        allowed = settings.allow_weak_isolation or bool(chosen and tiers[chosen].weak)
+        self.refused = frozenset(n for n, cls in tiers.items() if cls.weak and not allowed)
         self.db = Database(settings.db_path)
-        self.sandboxes = {name: SafeSandbox(cls(settings.data_dir)) for name, cls in tiers.items()}
+        self.sandboxes = {name: SafeSandbox(cls(settings.data_dir)) for name, cls in tiers.items()
+                          if name not in self.refused}
         for sandbox in self.sandboxes.values():
             if isinstance(sandbox.backend, ZygoteBackend):
                 sandbox.backend.zygote_idle_s = settings.zygote_idle_s
@@ -94,7 +101,7 @@ class Platform:
         self.bundles = BundleStore(settings.data_dir)
         self.deps = DepsInstaller(settings.data_dir)
         self.functions = Functions(self.registry, self.bundles, self.deps, self.scheduler,
-                                   set(self.sandboxes))
+                                   set(self.sandboxes), self.refused)
         self.queue = EventQueue(self.db)
         self.objects = ObjectStore(self.db, settings.data_dir, settings.region)
         self.keys = KeyStore(self.db)
@@ -134,12 +141,19 @@ class Platform:
         self.scheduler.start()
         self.records.start()
         for spec in self.registry.all_specs():
-            if spec.min_warm:
+            if spec.min_warm and spec.isolation in self.sandboxes:
                 self.scheduler.deploy(spec)
+        self._warn_refused()
         self.dispatcher.start()
         await self.triggers.start()
         weak = [n for n, sb in self.sandboxes.items() if sb.backend.weak]
-        if self.default_isolation in weak:
+        if self.default_isolation in self.refused:
+            why = {r["name"]: r["why"] for r in tier_report()}
+            log.warning("isolation: the default tier here would be '%s', which does not isolate "
+                        "functions (linux tier: %s); functions on it are refused until this "
+                        "node is started with %s (or %s=1)", self.default_isolation,
+                        why.get("linux", "?"), ALLOW_FLAG, ALLOW_ENV)
+        elif self.default_isolation in weak:
             why = {r["name"]: r["why"] for r in tier_report()}
             log.warning("isolation: '%s' tier in force — functions are NOT isolated from this "
                         "machine (no namespaces, no seccomp); only rlimits apply. "
@@ -153,6 +167,15 @@ class Platform:
             log.warning("isolation: '%s' tier running rootless — namespaces and seccomp as "
                         "usual, %s, and every instance runs as uid %d on the host; run as root "
                         "for dedicated uids", self.default_isolation, limits, os.getuid())
+
+    def _warn_refused(self) -> None:
+        """Name the functions stored on a tier this start did not allow (they fail until then)."""
+        stranded = sorted({spec.name for spec in self.registry.all_specs()
+                           if spec.isolation in self.refused})
+        if stranded:
+            log.warning("isolation: %s configured for the weak tier, which this node was not "
+                        "started to allow; their invocations fail until it is started with %s",
+                        ", ".join(stranded), ALLOW_FLAG)
 
     async def stop(self) -> None:
         await self.triggers.stop()

@@ -113,9 +113,16 @@ def stop_server(server: Server, sig: int = 2) -> int:
     return server.proc.returncode
 
 
+# `dayfly up` flags of a node that lets functions ask for the weak `process` tier; a test
+# module whose functions need it (to write to a host file, say) opts in with
+# SERVER_ARGS = ALLOW_WEAK, which the `server` fixture passes on
+ALLOW_WEAK = ("--allow-weak-isolation",)
+
+
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("dayfly") / "data")
+def server(request, tmp_path_factory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("dayfly") / "data",
+                       *getattr(request.module, "SERVER_ARGS", ()))
     try:
         yield srv
     finally:

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 from rich.markup import escape
+from rich.text import Text
 
 from .client import Client, check_name, function_path, with_client
 from .output import ago, console, json_option, lambda_epoch, note, print_json, seconds, table
@@ -53,13 +54,21 @@ def ls(client: Client, as_json: bool) -> None:
     t = table("NAME", "RUNTIME", "HANDLER", ">MEMORY", ">TIMEOUT", "ISOLATION",
               "MODIFIED", ">WARM")
     warm = warm_counts(client)
+    warnings = set()
     for fn in functions:
         name = fn["FunctionName"]
+        d = fn.get("Dayfly") or {}
+        isolation = Text(str(d.get("Isolation", "-")))
+        if d.get("IsolationWarning"):
+            warnings.add(d["IsolationWarning"])
+            isolation = Text(f"{isolation} (weak)", style="bold red")
         t.add_row(name, fn.get("Runtime"), fn.get("Handler"), f"{fn.get('MemorySize')} MB",
-                  seconds(fn.get("Timeout")), (fn.get("Dayfly") or {}).get("Isolation", "-"),
+                  seconds(fn.get("Timeout")), isolation,
                   ago(lambda_epoch(fn.get("LastModified", ""))),
                   str(warm[name] if name in warm else warm_count(client, name)))
     console().print(t)
+    for warning in sorted(warnings):
+        console().print(Text(f"(weak) = {warning}", style="bold red"))
 
 
 @click.command("rm")

@@ -34,7 +34,12 @@ def _listen(host: str, port: int, family: socket.AddressFamily, what: str,
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where state lives (default ~/.dayfly or $DAYFLY_DATA_DIR).")
 @click.option("--isolation", type=click.Choice(["process", "linux", "gvisor"]), default=None,
-              help="Default isolation tier (default: the strongest available).")
+              help="Default isolation tier (default: the strongest available). Choosing "
+                   "`process` allows the weak tier, as --allow-weak-isolation does.")
+@click.option("--allow-weak-isolation", is_flag=True, envvar="DAYFLY_ALLOW_WEAK_ISOLATION",
+              show_envvar=True,
+              help="Let functions run on the weak `process` tier (rlimits only: no network, "
+                   "filesystem or process isolation). Without it they are refused.")
 @click.option("--example", is_flag=True, help="Deploy the example function 'hello' at start.")
 @click.option("--max-chain-depth", default=16, show_default=True, type=click.IntRange(1, 1000),
               help="Stop events caused by events deeper than this (recursive loops).")
@@ -47,8 +52,9 @@ def _listen(host: str, port: int, family: socket.AddressFamily, what: str,
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @load_options
-def up(host: str, port: int, data_dir: Path | None, isolation: str | None, example: bool,
-       max_chain_depth: int, records_flush_interval: float, zygote_idle: float,
+def up(host: str, port: int, data_dir: Path | None, isolation: str | None,
+       allow_weak_isolation: bool, example: bool, max_chain_depth: int,
+       records_flush_interval: float, zygote_idle: float,
        log_level: str, load: LoadOptions) -> None:
     """Run dayfly (API, gateway, scheduler) in the foreground; Ctrl-C stops it cleanly."""
     import resource
@@ -78,7 +84,8 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
                           " (the functions' S3 listener)", backlog)
     port = listener.getsockname()[1]
     settings = Settings(host=host, port=port, function_s3=function_s3.getsockname()[:2],
-                        default_isolation=isolation, max_chain_depth=max_chain_depth,
+                        default_isolation=isolation, allow_weak_isolation=allow_weak_isolation,
+                        max_chain_depth=max_chain_depth,
                         records_flush_s=records_flush_interval, zygote_idle_s=zygote_idle)
     settings.max_queue, settings.queue_timeout_s = load.max_queue, load.queue_timeout_s
     if data_dir is not None:
@@ -93,19 +100,25 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None, examp
 
     async def started(p: Platform) -> None:
         url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-        if example and "hello" not in p.registry.functions:
+        tier = p.default_isolation
+        if example and "hello" not in p.registry.functions and tier not in p.refused:
             import base64
 
             code = base64.b64encode(zip_dir(EXAMPLE)).decode()
             await p.functions.create({"FunctionName": "hello", "Handler": "handler.handler",
                                       "Code": {"ZipFile": code}})
-        tier = p.default_isolation
-        backend = p.sandboxes[tier].backend
-        weak = " [bold red](weak: rlimits only)[/]" if backend.weak else ""
-        if getattr(backend, "rootless", False):
+        backend = p.sandboxes[tier].backend if tier in p.sandboxes else None
+        weak = " [bold red](weak: rlimits only)[/]" if backend and backend.weak else ""
+        if tier in p.refused:
+            weak = (" [bold red](weak: refused; functions need another tier, or restart with "
+                    "--allow-weak-isolation)[/]")
+        elif getattr(backend, "rootless", False):
             limits = ("delegated cgroups" if getattr(backend, "cgroups", None) is not None
                       else "rlimits instead of cgroups")
             weak = f" [yellow](rootless: {limits}, one uid for all)[/]"
+        opted = [n for n, sb in p.sandboxes.items() if sb.backend.weak and n != tier]
+        if opted:  # --allow-weak-isolation: functions may ask for it
+            weak += f" [bold red](weak tier allowed: {', '.join(opted)})[/]"
         console.print(f"[bold green]dayfly[/] listening on [bold]{url}[/]  "
                       f"data: {settings.data_dir}  isolation: [bold]{tier}[/]{weak}  "
                       f"functions: {len(p.registry.functions)}")

@@ -23,6 +23,7 @@ from . import manifest as mf
 from .bundles import BundleStore
 from .deps import DepsInstaller
 from .function_keys import validate_buckets
+from .isolation import refusal
 from .model import DEFAULTS, AliasConfig, FunctionConfig, function_arn
 from .registry import ALIAS_RE, NAME_RE, Registry
 
@@ -121,12 +122,14 @@ class Functions:
     """Create, update, publish, alias and delete functions; keep the scheduler told."""
 
     def __init__(self, registry: Registry, bundles: BundleStore, deps: DepsInstaller,
-                 scheduler: Scheduler, tiers: set[str]) -> None:
+                 scheduler: Scheduler, tiers: set[str],
+                 refused: frozenset[str] = frozenset()) -> None:
         self.registry = registry
         self.bundles = bundles
         self.deps = deps
         self.scheduler = scheduler
-        self.tiers = tiers
+        self.tiers = tiers  # the tiers this node runs
+        self.refused = refused  # tiers this machine has but the operator did not allow
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # -- code and configuration --------------------------------------------------------------
@@ -140,6 +143,7 @@ class Functions:
         if text is not None:
             values.update(mf.parse(text).given())
         values.update(explicit)
+        self._check_tier(values.get("isolation"))  # before dependencies are installed for it
         if "handler" not in values:
             raise InvalidParameter("Handler is required (in the request or in dayfly.toml)")
         reqs = await asyncio.to_thread(bundle.read, "requirements.txt")
@@ -151,7 +155,14 @@ class Functions:
         await self._check(cfg, progress)
         return cfg
 
+    def _check_tier(self, asked: str | None) -> None:
+        """Refuse the weak tier unless the operator allowed it when the node started."""
+        tier = asked or self.registry.default_isolation
+        if tier in self.refused:
+            raise InvalidParameter(refusal(tier, asked is not None, sorted(self.tiers)))
+
     async def _check(self, cfg: FunctionConfig, progress: Progress) -> None:
+        self._check_tier(cfg.isolation)
         tier = self.registry.isolation(cfg)
         if tier not in self.tiers:
             raise InvalidParameter(f"isolation tier '{tier}' is not available on this machine "
@@ -222,6 +233,7 @@ class Functions:
             st = self.registry.get(name)
             _check_revision(params, st.latest)
             cfg = st.latest.changed(**explicit)
+            self._check_tier(cfg.isolation)  # also when the node lost its opt-in since
             if explicit.keys() & {"handler", "runtime", "env", "isolation", "memory", "buckets"}:
                 await self._check(cfg, None)
             await self.registry.put_latest(cfg)

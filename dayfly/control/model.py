@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ..types import ACCOUNT_ID, LATEST
+from .isolation import describe
 
 DEFAULTS = {"memory": 128, "timeout": 3.0, "max_instances": 64, "min_warm": 0,
             "idle_timeout": 300.0, "runtime": "python3.11"}
@@ -96,7 +97,8 @@ class FunctionConfig:
             "PackageType": "Zip",
             "Architectures": ["x86_64"],
             "EphemeralStorage": {"Size": self.tmp_size},
-            "Dayfly": {"Isolation": isolation, "MaxInstances": self.max_instances,
+            "Dayfly": {"Isolation": isolation, **describe(isolation),
+                       "MaxInstances": self.max_instances,
                        "MinWarm": self.min_warm, "IdleTimeout": self.idle_timeout,
                        "DependenciesKey": self.deps_key, "Network": list(self.network),
                        "Files": list(self.files), "Secrets": list(self.secrets),

@@ -40,7 +40,9 @@ async def healthz(request: Request) -> Response:
     p = _platform(request)
     return JSON({"status": "ok", "version": __version__,
                  "isolation": {"default": p.default_isolation, "available": sorted(p.sandboxes),
-                               "weak": [n for n, sb in p.sandboxes.items() if sb.backend.weak]},
+                               "weak": [n for n, sb in p.sandboxes.items() if sb.backend.weak],
+                               # weak tiers this node was not started to allow
+                               "refused": sorted(p.refused)},
                  "functions": len(p.registry.functions)})
 
 
@@ -129,6 +131,7 @@ async def list_instances(request: Request) -> Response:
             stats = pool.sandbox.stats(h)
             out.append({"id": h.id, "pid": h.inst.pid, "state": state,
                         "version": pool.spec.version, "isolation": pool.sandbox.name,
+                        "isolation_weak": pool.sandbox.backend.weak,
                         "invocations": h.invocations, "idle_s": round(time.monotonic() - h.last_used, 3),
                         "pss_kb": stats.pss_kb, "rss_kb": stats.rss_kb,
                         "draining": pool.draining})

@@ -13,6 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..control.isolation import WEAK_TIERS
 from ..control.registry import split_name
 from ..errors import InvalidParameter
 from ..stores.stats import function_stats, overview, queues
@@ -79,6 +80,7 @@ async def stats(request: Request) -> Response:
         row["published"] = str(max(st.versions)) if st.versions else None
         row["aliases"] = sorted(st.aliases)
         row["isolation"] = p.registry.isolation(st.latest)
+        row["isolation_weak"] = row["isolation"] in WEAK_TIERS
         row["public"] = bool(getattr(st.latest, "public", False))
         functions[name] = row
     oldest = min((created for _, _, created in q["events"]), default=None)

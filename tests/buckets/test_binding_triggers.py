@@ -20,7 +20,7 @@ from bucket_helpers import (
     s3_client,
     wait_for,
 )
-from conftest import start_server, stop_server
+from conftest import ALLOW_WEAK, start_server, stop_server
 
 DEPTH = 3
 UPPER = """
@@ -49,7 +49,7 @@ def handler(event, context):
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
     server = start_server(tmp_path_factory.mktemp("binding") / "data",
-                          "--max-chain-depth", str(DEPTH))
+                          "--max-chain-depth", str(DEPTH), *ALLOW_WEAK)  # both tiers are tried
     try:
         yield server
     finally:

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 from bucket_helpers import deploy, lambda_config, notify, s3_client, wait_for
-from conftest import start_server, stop_server
+from conftest import ALLOW_WEAK, start_server, stop_server
 
 TOTAL, KILL_AFTER = 1000, 400
 HOLD = 50  # deliveries of k0050 on wait on a gate the test opens after the kill
@@ -30,7 +30,7 @@ def handler(event, context):
     with open({str(seen)!r}, "a") as f:
         f.write(key + "\\n")
 """
-    srv = start_server(data)
+    srv = start_server(data, *ALLOW_WEAK)
     deploy(srv, "recorder", {"handler.py": handler,
                              "dayfly.toml": 'isolation = "process"\nmax_instances = 2\n'
                                             'timeout = 300\n'})
@@ -58,7 +58,7 @@ def handler(event, context):
                     before = set(seen.read_text().split()) if seen.exists() else set()
                     assert len(before) <= HOLD < len(acked), "the gate did not hold"
                     gate.touch()
-                    restarted = start_server(data)
+                    restarted = start_server(data, *ALLOW_WEAK)
                     s3 = s3_client(restarted)
                 continue
             acked.append(key)

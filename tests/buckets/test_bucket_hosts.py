@@ -21,7 +21,7 @@ import boto3
 import httpx
 import pytest
 from botocore.config import Config
-from conftest import make_zip, start_server, stop_server
+from conftest import ALLOW_WEAK, make_zip, start_server, stop_server
 
 UNPRIVILEGED = ("unshare", "--mount", "--propagation", "private", sys.executable,
                 str(Path(__file__).resolve().parent.parent / "security" / "unprivileged.py"))
@@ -63,7 +63,8 @@ def node(request, tmp_path_factory):
         tmp_path_factory.mktemp("hosts")
     if rootless:
         os.chown(home, NOBODY, NOBODY)
-    srv = start_server(home / "data", host=host, prefix=UNPRIVILEGED if rootless else ())
+    srv = start_server(home / "data", *ALLOW_WEAK, host=host,  # the process tier is tried too
+                       prefix=UNPRIVILEGED if rootless else ())
     try:
         yield srv
     finally:

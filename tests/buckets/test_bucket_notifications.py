@@ -25,6 +25,9 @@ from bucket_helpers import (
     s3_client,
     wait_for,
 )
+from conftest import ALLOW_WEAK
+
+SERVER_ARGS = ALLOW_WEAK  # the echo functions run on the process tier
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import botocore.exceptions
 import httpx
 import pytest
-from conftest import make_zip, start_server, stop_server
+from conftest import ALLOW_WEAK, make_zip, start_server, stop_server
 
 ECHO = """
 import os
@@ -197,7 +197,7 @@ def test_no_acknowledged_event_is_lost_to_kill_9(tmp_path):
     # tier (the linux tier, rightly, gives it no writable host path). Events from i = 10 on wait
     # for a gate the test opens after the kill: deliveries are pending then on any machine.
     data, seen, gate = tmp_path / "data", tmp_path / "seen.txt", tmp_path / "gate"
-    srv = start_server(data)
+    srv = start_server(data, *ALLOW_WEAK)
     slow = f"""
 import os, time
 def handler(event, context):
@@ -223,7 +223,7 @@ def handler(event, context):
     before = set(seen.read_text().split()) if seen.exists() else set()
     assert len(before) <= 10 < len(acked)  # the kill really interrupted the stream
     gate.touch()
-    srv = start_server(data)
+    srv = start_server(data, *ALLOW_WEAK)
     try:
         wait_for(lambda: seen.exists() and set(acked) <= set(seen.read_text().split()), 60)
     finally:

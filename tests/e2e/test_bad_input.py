@@ -12,8 +12,10 @@ import zipfile
 import httpx
 import pytest
 from botocore.exceptions import ClientError
-from conftest import make_zip
+from conftest import ALLOW_WEAK, make_zip
 from e2e_helpers import ROLE, create, invoke, unique_name
+
+SERVER_ARGS = ALLOW_WEAK  # one bad-input test deploys a process-tier function
 
 GOOD = {"handler.py": """
     def handler(event, context):

@@ -9,8 +9,10 @@ from pathlib import Path
 import httpx
 import pytest
 from botocore.exceptions import ClientError
-from conftest import make_zip
+from conftest import ALLOW_WEAK, make_zip
 from e2e_helpers import ROLE, create, invoke, unique_name, wait_for
+
+SERVER_ARGS = ALLOW_WEAK  # the Event invoke test's function writes a host file: process tier
 
 ARN_PREFIX = "arn:aws:lambda:us-east-1:000000000000:function:"
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import ALLOW_WEAK, start_server, stop_server
 from obs_helpers import deploy, invoke
 
 CHROMIUM = "/usr/bin/chromium"
@@ -126,3 +127,43 @@ def test_buckets_browse_and_upload(server, page, tmp_path):
     got = httpx.get(f"{server.url}/dayfly/v1/buckets/web-bucket/objects/docs/note.txt")
     assert got.text == "uploaded from the browser"
     shot(page, "bucket")
+
+
+@pytest.fixture(scope="module")
+def weak_node(tmp_path_factory):
+    """A node whose operator allowed the weak tier, with one function on it and one not."""
+    srv = start_server(tmp_path_factory.mktemp("weak") / "data", *ALLOW_WEAK)
+    try:
+        zipped = {"content-type": "application/zip"}
+        deploy(srv.url, "weak-fn", {"handler.py": "def handler(e, c):\n    return e\n",
+                                    "dayfly.toml": 'isolation = "process"\n'}, zipped)
+        deploy(srv.url, "strong-fn", {"handler.py": "def handler(e, c):\n    return e\n"}, zipped)
+        yield srv
+    finally:
+        stop_server(srv)
+
+
+def test_a_process_tier_function_is_labelled_weak_without_limits_it_does_not_enforce(
+        weak_node, page):
+    label = "weak isolation: no network/filesystem/process isolation"
+    page.goto(f"{weak_node.url}/")
+    row = page.locator('tr[data-function="weak-fn"]')
+    row.wait_for(timeout=10_000)
+    assert "process (weak)" in row.inner_text()
+    assert "weak" not in page.locator('tr[data-function="strong-fn"]').inner_text()
+    page.goto(f"{weak_node.url}/ui/#/fn/weak-fn/configuration")
+    page.locator("text=Capabilities").wait_for(timeout=10_000)
+    assert label in page.locator(".toolbar").inner_text()  # the page's header badge
+    panel = page.locator("section.panel", has_text="Capabilities")
+    text = panel.inner_text()
+    assert label in text and "Everything else is off" not in text, text
+    shown = panel.locator("dt").all_inner_texts()
+    assert not {"Network", "Files", "Buckets", "Secrets", "/tmp", "Processes"} & set(shown), shown
+    assert {"Isolation", "Memory", "Timeout", "Max output"} <= set(shown), shown
+    shot(page, "weak-function")
+    # a strong tier's panel still lists every limit
+    page.goto(f"{weak_node.url}/ui/#/fn/strong-fn/configuration")
+    page.locator("text=Everything else is off").wait_for(timeout=10_000)
+    shown = page.locator("section.panel", has_text="Capabilities").locator("dt").all_inner_texts()
+    assert {"Network", "/tmp", "Processes"} <= set(shown), shown
+    assert label not in page.inner_text("main")

@@ -10,7 +10,10 @@ from pathlib import Path
 import botocore.exceptions
 import httpx
 import pytest
+from conftest import ALLOW_WEAK
 from trigger_helpers import DB, create_mapping, deploy, records, scratch_db, unique, wait_for
+
+SERVER_ARGS = ALLOW_WEAK  # trigger_helpers' recorder writes a host file: process tier
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import start_server, stop_server
+from conftest import ALLOW_WEAK, start_server, stop_server
 from trigger_helpers import create_mapping, deploy, records, scratch_db, unique, wait_for
 
 CHANGES = 1000
@@ -37,7 +37,7 @@ def test_no_committed_change_is_lost_across_a_sigkill(kind, tmp_path: Path):
     out, gate = tmp_path / "out.jsonl", tmp_path / "gate"
     with scratch_db(kind, tmp_path) as db:
         t = db.create("stream", "id integer PRIMARY KEY, n integer")
-        srv = start_server(data)
+        srv = start_server(data, *ALLOW_WEAK)
         try:
             fn = unique("crash")
             # the stream stops at the gate: the kill comes mid-stream on any machine
@@ -62,7 +62,7 @@ def test_no_committed_change_is_lost_across_a_sigkill(kind, tmp_path: Path):
             stop_server(srv, signal.SIGKILL)
             killed_at = len(records(out))
             gate.touch()
-            srv = start_server(data)
+            srv = start_server(data, *ALLOW_WEAK)
             writer.join(120)
             assert done.is_set()
             assert wait_for(lambda: len({r["dynamodb"]["SequenceNumber"]

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from conftest import ALLOW_WEAK
 from trigger_helpers import (
     DB,
     create_mapping,
@@ -18,6 +19,8 @@ from trigger_helpers import (
     unique,
     wait_for,
 )
+
+SERVER_ARGS = ALLOW_WEAK  # trigger_helpers' recorder writes a host file: process tier
 
 KINDS = ["sqlite", "postgresql"]
 

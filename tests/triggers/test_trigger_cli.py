@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 from click.testing import CliRunner, Result
+from conftest import ALLOW_WEAK
 from trigger_helpers import deploy, records, scratch_db, unique, wait_for
 
 from dayfly.cli.main import cli
+
+SERVER_ARGS = ALLOW_WEAK  # trigger_helpers' recorder writes a host file: process tier
 
 
 def dayfly(server, *args: str) -> Result:

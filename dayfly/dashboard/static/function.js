@@ -17,7 +17,8 @@ export async function functionPage(main, name, tab) {
   const d = cfg.Dayfly || {};
   main.append(
     h("div.toolbar", h("h1", h("a.muted", { href: "#/" }, "Functions"), " / ", name),
-      h("span.spacer"), badge(d.Isolation || "?", d.Isolation === "process" ? "weak" : "tier"),
+      h("span.spacer"), d.IsolationWeak ? h("span.badge.weak", { title: d.IsolationWarning },
+        `${d.Isolation}: ${d.IsolationWarning}`) : badge(d.Isolation || "?", "tier"),
       badge(d.Public ? "public" : "private", d.Public ? "public" : "private"),
       badge(cfg.Runtime, "plain"), badge(`${cfg.MemorySize} MB`, "plain"),
       badge(`${cfg.Timeout} s`, "plain")),

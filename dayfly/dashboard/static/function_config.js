@@ -9,6 +9,28 @@ function kv(rows) {
   return h("dl.kv", rows.map(([k, v]) => [h("dt", k), h("dd", v === undefined || v === null ? "–" : v)]));
 }
 
+// Rows a tier may not enforce, by their Lambda API names (Dayfly.NotEnforced): a weak tier's
+// panel leaves them out rather than show limits that are not there.
+function capabilities(cfg, d, env) {
+  const hidden = new Set(d.NotEnforced || []);
+  const rows = [
+    ["Isolation", d.IsolationWeak ? h("span", badge(d.Isolation, "weak"), " ",
+      h("strong.bad.weak-isolation", d.IsolationWarning)) : d.Isolation],
+    ["Network", list(d.Network), "Network"], ["Files", list(d.Files), "Files"],
+    ["Buckets", list(d.Buckets), "Buckets"], ["Secrets", list(d.Secrets), "Secrets"],
+    ["Environment", list(env)],
+    ["/tmp", `${(cfg.EphemeralStorage || {}).Size} MB`, "EphemeralStorage"],
+    ["Processes", d.Pids, "Pids"],
+    ["Memory", `${cfg.MemorySize} MB`], ["Timeout", `${cfg.Timeout} s`],
+    ["Max output", size(d.MaxOutput || 0)]];
+  const note = d.IsolationWeak
+    ? h("p.bad.small", "Only these limits are enforced: the function can reach whatever "
+      + "this node's user can (its files, network and processes).")
+    : h("p.muted.small", "Everything else is off.");
+  return h("section.panel", h("h3", "Capabilities"), note,
+    kv(rows.filter(([, , field]) => !hidden.has(field)).map(([k, v]) => [k, v])));
+}
+
 export async function configTab(body, name, fn) {
   const cfg = fn.Configuration;
   const d = cfg.Dayfly || {};
@@ -27,11 +49,7 @@ export async function configTab(body, name, fn) {
       ["Idle timeout", `${d.IdleTimeout} s`],
       ["Reserved concurrency", fn.Concurrency ? fn.Concurrency.ReservedConcurrentExecutions : "–"],
       ["Public", d.Public ? "yes: invocable without a token" : "no"]])),
-    h("section.panel", h("h3", "Capabilities"), h("p.muted.small", "Everything else is off."), kv([
-      ["Isolation", d.Isolation], ["Network", list(d.Network)], ["Files", list(d.Files)],
-      ["Buckets", list(d.Buckets)], ["Secrets", list(d.Secrets)], ["Environment", list(env)],
-      ["/tmp", `${(cfg.EphemeralStorage || {}).Size} MB`], ["Processes", d.Pids],
-      ["Max output", size(d.MaxOutput || 0)]]))));
+    capabilities(cfg, d, env)));
   body.append(h("div.split",
     h("section.panel", h("h3", "Versions"), table(["Version", "Modified", "Description", "Code"],
       versions.Versions.map((v) => ({ cells: [v.Version, v.LastModified, v.Description || "",

@@ -45,7 +45,7 @@ function functionsTable(stats, triggers) {
       cells: [
         h("a", { href: `#/fn/${encodeURIComponent(name)}` }, name),
         f.published ? `v${f.published}` : "$LATEST",
-        badge(f.isolation, f.isolation === "process" ? "weak" : "tier"),
+        f.isolation_weak ? badge(`${f.isolation} (weak)`, "weak") : badge(f.isolation, "tier"),
         (triggers[name] || []).join(", ") || h("span.muted", "–"),
         warm + (f.instances.starting ? ` (+${f.instances.starting})` : ""),
         num(f.per_min, 2), f.invocations,
