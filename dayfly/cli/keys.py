@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+
 import click
 from rich.markup import escape
 
+from . import aws_config
 from .client import Client, with_client
 from .output import ago, console, json_option, note, print_json, table
+
+PROFILE_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 @click.group()
@@ -16,13 +21,35 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--description", "-d", default="", help="A note to recognise the key by.")
+@click.option("--env", "as_env", is_flag=True,
+              help='Print AWS_* variables for the shell: eval "$(dayfly keys create --env)".')
+@click.option("--profile", metavar="NAME",
+              help="Write the key, this endpoint and the region as profile NAME in the aws "
+                   "CLI's files (~/.aws/credentials and ~/.aws/config).")
 @json_option
 @with_client
-def keys_create(client: Client, description: str, as_json: bool) -> None:
-    """Create an access key; its secret is shown this once."""
-    key = client.json("POST", "/dayfly/v1/keys", json={"description": description})
+def keys_create(client: Client, description: str, as_env: bool, profile: str | None,
+                as_json: bool) -> None:
+    """Create an access key; its secret is shown this once (or goes straight to --env or
+    --profile, ready for the aws CLI and boto3)."""
+    if as_env and profile:
+        raise click.UsageError("choose one of --env and --profile")
+    if profile is not None and not PROFILE_RE.match(profile):
+        raise click.BadParameter("letters, digits, '.', '-' or '_'", param_hint="--profile")
+    key = client.json("POST", "/dayfly/v1/keys",
+                      json={"description": description or (f"aws profile {profile}"
+                                                           if profile else "")})
     if as_json:
         print_json(key)
+        return
+    if as_env:
+        click.echo(aws_config.env_block(key, client.endpoint))
+        return
+    if profile:
+        creds, config = aws_config.write_profile(profile, key, client.endpoint)
+        note(f"profile [bold]{escape(profile)}[/] written to {escape(str(creds))} and "
+             f"{escape(str(config))}: try `aws --profile {escape(profile)} s3 ls`, or "
+             f"boto3.Session(profile_name={profile!r}).client('s3')")
         return
     click.echo(f"aws_access_key_id = {key['id']}\naws_secret_access_key = {key['secret']}")
     note("the secret is shown only now; keep it (e.g. in an aws credentials file)")

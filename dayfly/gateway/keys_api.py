@@ -16,7 +16,8 @@ def _keys(request: Request):
 async def create_key(request: Request) -> Response:
     body = await json_body(request, limit=64 * 1024)
     key = await _keys(request).create(body.get("description", ""))
-    return JSON(key, status_code=201)
+    # the region S3 clients sign for, so `dayfly keys create --env/--profile` can say it
+    return JSON({**key, "region": request.app.state.platform.settings.region}, status_code=201)
 
 
 async def list_keys(request: Request) -> Response:

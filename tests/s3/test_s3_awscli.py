@@ -82,3 +82,48 @@ def test_dayfly_keys_create_ls_rm(server):
     assert error_code(exc.value) == "InvalidAccessKeyId"
     gone = dayfly(server, "keys", "rm", "-y", key["id"])
     assert gone.returncode == 1 and "No access key" in gone.stderr
+
+
+def _clean_aws_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return {**env, "AWS_EC2_METADATA_DISABLED": "true", **extra}
+
+
+def test_keys_create_env_works_for_boto3_and_the_aws_cli(server, tmp_path):
+    p = dayfly(server, "keys", "create", "--env")
+    assert p.returncode == 0, p.stderr
+    # what `eval "$(dayfly keys create --env)"` does, then tools with no other configuration
+    script = f"{p.stdout}\n" + (
+        f"{sys.executable} -c \"import boto3; s3 = boto3.client('s3'); "
+        "s3.create_bucket(Bucket='from-env'); print(len(s3.list_buckets()['Buckets']))\"\n"
+        f"{shutil.which('aws') or 'aws'} s3 ls\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    out = subprocess.run(["bash", "-ec", script], capture_output=True, text=True, timeout=120,
+                         env=_clean_aws_env(HOME=str(home)))
+    assert out.returncode == 0, out.stderr
+    assert "from-env" in out.stdout
+
+
+def test_keys_create_profile_works_for_boto3_and_the_aws_cli(server, tmp_path):
+    home = tmp_path / "home"
+    (home / ".aws").mkdir(parents=True)
+    (home / ".aws" / "credentials").write_text("[other]\naws_access_key_id = keep\n"
+                                               "aws_secret_access_key = me\n")
+    env = _clean_aws_env(HOME=str(home))
+    p = subprocess.run([sys.executable, "-m", "dayfly.cli.main", "keys", "create", "--profile",
+                        "dayfly", "--endpoint", server.url], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    creds = home / ".aws" / "credentials"
+    assert creds.stat().st_mode & 0o077 == 0
+    assert "[other]" in creds.read_text() and "keep" in creds.read_text()  # others untouched
+    made = subprocess.run([shutil.which("aws") or "aws", "--profile", "dayfly", "s3", "mb",
+                           "s3://from-profile"], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert made.returncode == 0, made.stderr
+    listed = subprocess.run(
+        [sys.executable, "-c", "import boto3; print([b['Name'] for b in boto3.Session("
+         "profile_name='dayfly').client('s3').list_buckets()['Buckets']])"],
+        capture_output=True, text=True, timeout=60, env=env)
+    assert listed.returncode == 0 and "from-profile" in listed.stdout, listed.stderr
