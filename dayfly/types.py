@@ -66,6 +66,7 @@ class InvokeRequest:
     trigger: str = "api"
     idempotency_key: str | None = None  # stable across redeliveries of one event
     chain: list[str] = field(default_factory=list)  # functions whose work caused this one
+    throttled: int = 0  # earlier tries of this same request refused for concurrency (retries)
 
 
 @dataclass(slots=True)

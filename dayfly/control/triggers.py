@@ -108,11 +108,11 @@ class TriggerRegistry:
     # -- what consumers call -----------------------------------------------------------------
 
     async def _invoke(self, name: str, qualifier: str | None, payload: bytes,
-                      key: str) -> InvokeResult:
+                      key: str, throttled: int = 0) -> InvokeResult:
         spec = self.registry.spec(name, qualifier)
         req = InvokeRequest(request_id=str(uuid.uuid4()), payload=payload,
                             invoked_arn=self._arn(name, qualifier), trigger="table",
-                            idempotency_key=key)
+                            idempotency_key=key, throttled=throttled)
         return await self.scheduler.invoke(spec, req)
 
     async def _save_checkpoint(self, mapping_uuid: str, seq: int) -> int:

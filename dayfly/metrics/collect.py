@@ -32,6 +32,15 @@ def _instances(platform: Any) -> list[tuple[dict[str, str], float]]:
     return [(_labels(names, k), v) for k, v in sorted(counts.items())]
 
 
+def _queued(platform: Any) -> list[tuple[dict[str, str], float]]:
+    counts: dict[tuple[str, str], int] = {}
+    sched = platform.scheduler
+    for pool in [*sched.current.values(), *sched.draining]:
+        key = (pool.spec.name, pool.spec.version)
+        counts[key] = counts.get(key, 0) + sum(not f.done() for f in pool.waiters)
+    return [(_labels(_FV, k), v) for k, v in sorted(counts.items())]
+
+
 def _event_sources(platform: Any) -> tuple[list, list]:
     """(health samples, lag samples) of table event-source mappings, if there are any."""
     triggers = getattr(platform, "triggers", None)
@@ -65,10 +74,18 @@ async def render(platform: Any) -> str:
     out.histogram("dayfly_init_duration_seconds",
                   "Instance start (fork and init) of cold invocations.",
                   [(_labels(_FV, k), h) for k, h in sorted(m.init_durations.items())])
-    out.simple("dayfly_throttles_total", "counter", "Invocations refused with 429.",
+    out.simple("dayfly_throttles_total", "counter",
+               "Invocation requests throttled (no concurrency left): a caller's 429, or a queued "
+               "event or stream batch the first time it had to wait.",
                [(_labels(_FV, k), v) for k, v in sorted(m.throttles.items())])
+    out.simple("dayfly_throttle_retries_total", "counter",
+               "Later tries of throttled queued events and stream batches, refused again.",
+               [(_labels(_FV, k), v) for k, v in sorted(m.throttle_retries.items())])
     out.simple("dayfly_instances", "gauge", "Instances by state (idle, busy, starting, draining).",
                _instances(platform))
+    out.simple("dayfly_queued_invocations", "gauge",
+               "Invocations waiting for a busy function's instance (at most --max-queue each).",
+               _queued(platform))
     out.simple("dayfly_sandbox_starts_total", "counter",
                "Instance starts by isolation tier and result (ok, init_error, error).",
                [({"isolation": name, "result": r}, n)

@@ -49,7 +49,10 @@ class Metrics(Observer):
         self.durations: dict[tuple[str, str], Histogram] = {}  # handler duration, seconds
         self.init_durations: dict[tuple[str, str], Histogram] = {}  # cold starts only
         self.cold_starts: dict[tuple[str, str], int] = {}
+        # requests throttled (a caller's 429; a queued event or batch once, however long it
+        # waits), and the further throttled tries of queued work that waits its turn
         self.throttles: dict[tuple[str, str], int] = {}
+        self.throttle_retries: dict[tuple[str, str], int] = {}
         self.s3_requests: dict[tuple[str, str], int] = {}  # (operation, HTTP status)
 
     def after_invoke(self, spec: FunctionSpec, req: InvokeRequest, result: InvokeResult,
@@ -71,7 +74,8 @@ class Metrics(Observer):
 
     def after_throttle(self, spec: FunctionSpec, req: InvokeRequest) -> None:
         fv = (spec.name, spec.version)
-        self.throttles[fv] = self.throttles.get(fv, 0) + 1
+        counts = self.throttle_retries if req.throttled else self.throttles
+        counts[fv] = counts.get(fv, 0) + 1
 
     def s3_request(self, operation: str, status: int) -> None:
         key = (operation, str(status))

@@ -149,13 +149,14 @@ class Zygote:
     def _reap(self) -> None:
         while self.children:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
             self.children.discard(pid)
-            info = {"pid": pid}
+            # ru_maxrss (KiB): the host's REPORT of a crash or an OOM kill says what it used
+            info = {"pid": pid, "maxrss": usage.ru_maxrss}
             if os.WIFSIGNALED(status):
                 info["signal"] = os.WTERMSIG(status)
             else:

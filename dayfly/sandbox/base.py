@@ -27,10 +27,12 @@ class InitFailed(Exception):
 class InstanceDied(Exception):
     """The instance process went away; `reason` reads like Lambda's Runtime.ExitError text."""
 
-    def __init__(self, reason: str, error_type: str = "Runtime.ExitError") -> None:
+    def __init__(self, reason: str, error_type: str = "Runtime.ExitError",
+                 max_rss_kb: int = 0) -> None:
         super().__init__(reason)
         self.reason = reason
         self.error_type = error_type
+        self.max_rss_kb = max_rss_kb  # the process's peak resident memory, if its reaper knew
 
 
 @dataclass(slots=True)
@@ -84,6 +86,11 @@ class Backend(abc.ABC):
     def take_logs(self, inst: Instance) -> list[str]:
         """Log output of an invocation that ended without a reply (timeout, crash)."""
         return []
+
+    def peak_kb(self, inst: Instance) -> int:
+        """The most memory the instance has used so far, in KiB, as the kernel counts it
+        (read before a kill, for the REPORT of a timeout or crash); 0 if unknown."""
+        return 0
 
     async def maintain(self) -> None:  # noqa: B027
         """Periodic housekeeping (e.g. stop unused zygotes). Default: nothing."""

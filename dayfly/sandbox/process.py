@@ -106,7 +106,7 @@ class ZygoteBackend(Backend):
         """Return what `reserve` took (called after the instance process is gone)."""
 
     def explain_death(self, inst: Instance, info: dict) -> InstanceDied:
-        return InstanceDied(exit_reason(info))
+        return InstanceDied(exit_reason(info), max_rss_kb=info.get("maxrss", 0))
 
     async def zygote_for(self, spec: FunctionSpec) -> ZygoteClient:
         """The zygote for this spec, started once however many ask at once."""
@@ -282,3 +282,14 @@ class ProcessBackend(ZygoteBackend):
     @classmethod
     def available(cls) -> tuple[bool, str]:
         return True, "always available (rlimits only: no filesystem, network or process isolation)"
+
+    def peak_kb(self, inst: Instance) -> int:
+        """The instance process's peak resident memory (VmHWM); its pid is the host's here."""
+        try:
+            with open(f"/proc/{inst.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0

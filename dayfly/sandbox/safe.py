@@ -7,7 +7,8 @@
 2. Dead stays dead. After a crash, timeout, kill or stop, `Handle.alive` is False and
    the instance is never handed an invocation again.
 3. Crashes are results. An instance that dies mid-invocation yields a
-   `Runtime.ExitError` function error for that invocation only.
+   `Runtime.ExitError` function error for that invocation only. A timed-out or dead
+   instance's result carries the most memory it used, read before it is stopped.
 4. One invocation at a time. A second concurrent invoke on one handle is a bug and
    raises; stop never waits for an invocation, it kills.
 5. Stop is idempotent and never raises; invoke after stop returns an error result.
@@ -89,21 +90,24 @@ class SafeSandbox:
             return result
         except TimeoutError:
             logs = self.backend.take_logs(h.inst)
+            peak = self.backend.peak_kb(h.inst)  # before the kill: its cgroup is then recycled
             await self.stop(h)
             stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
             msg = f"{stamp}Z {req.request_id} Task timed out after {timeout_s:.2f} seconds"
             logs.append(msg + "\n")
             return InvokeResult(_error_body("Sandbox.Timedout", msg, req.request_id),
                                 "Unhandled", logs=logs, duration_ms=timeout_s * 1000,
-                                instance_id=h.id)
+                                max_rss_kb=peak, instance_id=h.id)
         except InstanceDied as exc:
             logs = self.backend.take_logs(h.inst)
+            # what counted against its limit (the cgroup's peak) if known, else its peak RSS
+            peak = self.backend.peak_kb(h.inst) or exc.max_rss_kb
             await self.stop(h)
             msg = (exc.reason if exc.error_type != "Runtime.ExitError"
                    else f"RequestId: {req.request_id} Error: {exc.reason}")
             logs.append(msg + "\n")
             return InvokeResult(_error_body(exc.error_type, msg, req.request_id),
-                                "Unhandled", logs=logs,
+                                "Unhandled", logs=logs, max_rss_kb=peak,
                                 duration_ms=(time.perf_counter() - t0) * 1000, instance_id=h.id)
         except asyncio.CancelledError:
             # the caller went away mid-invocation: the instance's state is unknown

@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS events (
     not_before REAL NOT NULL,
     created REAL NOT NULL,
     chain TEXT NOT NULL DEFAULT '[]',
-    target TEXT
+    target TEXT,
+    throttles INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_due ON events(not_before);
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -92,7 +93,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     failed REAL NOT NULL,
     error TEXT NOT NULL,
     chain TEXT NOT NULL DEFAULT '[]',
-    target TEXT
+    target TEXT,
+    throttles INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_function ON dead_letters(function, failed);
 CREATE TABLE IF NOT EXISTS event_configs (
@@ -110,6 +112,8 @@ ADDED_COLUMNS = [
     ("events", "target", "TEXT"),
     ("dead_letters", "chain", "TEXT NOT NULL DEFAULT '[]'"),
     ("dead_letters", "target", "TEXT"),
+    ("events", "throttles", "INTEGER NOT NULL DEFAULT 0"),
+    ("dead_letters", "throttles", "INTEGER NOT NULL DEFAULT 0"),
     ("invocations", "trace_id", "TEXT"),
     ("invocations", "event", "TEXT"),
     ("invocations", "result", "TEXT"),

@@ -4,6 +4,8 @@ leaves only when it succeeded or was dead-lettered, so a crash at any moment los
 An event either invokes a function (`target` None) or posts to a webhook (`target` a URL,
 for destinations). `chain` lists the functions whose work caused it, oldest first, so
 recursive loops can be stopped. Its `id` is its idempotency key across redeliveries.
+`attempts` counts the tries that ran (or failed to start) its function; `throttles` the tries
+refused for concurrency, which are no attempts (a dead letter keeps both).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any
 
 from .db import Database
 
-_COLS = "id, function, qualifier, payload, trigger, attempts, not_before, created, chain, target"
+_COLS = ("id, function, qualifier, payload, trigger, attempts, not_before, created, chain, target, "
+         "throttles")
+_MARKS = ",".join("?" * len(_COLS.split(", ")))
 
 
 @dataclass(slots=True)
@@ -36,6 +40,7 @@ class Event:
     created: float = 0.0
     chain: list[str] = field(default_factory=list)
     target: str | None = None
+    throttles: int = 0
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Event:
@@ -45,7 +50,8 @@ class Event:
 
     def row(self) -> tuple[Any, ...]:
         return (self.id, self.function, self.qualifier, self.payload, self.trigger,
-                self.attempts, self.not_before, self.created, json.dumps(self.chain), self.target)
+                self.attempts, self.not_before, self.created, json.dumps(self.chain), self.target,
+                self.throttles)
 
 
 class EventQueue:
@@ -68,7 +74,7 @@ class EventQueue:
         ev = Event(event_id or str(uuid.uuid4()), function, qualifier, payload, trigger, 0, now,
                    now, list(chain or []), target)
         await self.db.run(lambda c: c.execute(
-            f"INSERT OR IGNORE INTO events({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)", ev.row()))
+            f"INSERT OR IGNORE INTO events({_COLS}) VALUES ({_MARKS})", ev.row()))
         self.fresh.append(ev)
         self.wakeup.set()
         return ev.id
@@ -116,20 +122,20 @@ class EventQueue:
         await self.db.run(lambda c: c.execute("DELETE FROM events WHERE id = ?", (ev.id,)))
         self._finished(ev.id)
 
-    async def retry(self, ev: Event, delay_s: float, count_attempt: bool = True) -> None:
-        ev.attempts += int(count_attempt)
+    async def retry(self, ev: Event, delay_s: float) -> None:
+        """Due again after `delay_s`, with its counts as the caller left them."""
         await self.db.run(lambda c: c.execute(
-            "UPDATE events SET attempts = ?, not_before = ? WHERE id = ?",
-            (ev.attempts, time.time() + delay_s, ev.id)))
+            "UPDATE events SET attempts = ?, throttles = ?, not_before = ? WHERE id = ?",
+            (ev.attempts, ev.throttles, time.time() + delay_s, ev.id)))
 
     async def dead_letter(self, ev: Event, error: str) -> None:
         def move(conn: sqlite3.Connection) -> None:
             conn.execute("INSERT OR REPLACE INTO dead_letters(id, function, qualifier, payload, "
-                         "trigger, attempts, created, failed, error, chain, target) "
-                         "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                         "trigger, attempts, created, failed, error, chain, target, throttles) "
+                         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                          (ev.id, ev.function, ev.qualifier, ev.payload, ev.trigger,
-                          ev.attempts + 1, ev.created, time.time(), error,
-                          json.dumps(ev.chain), ev.target))
+                          ev.attempts, ev.created, time.time(), error,
+                          json.dumps(ev.chain), ev.target, ev.throttles))
             conn.execute("DELETE FROM events WHERE id = ?", (ev.id,))
         await self.db.run(move)
         self._finished(ev.id)
@@ -182,9 +188,9 @@ class EventQueue:
                 args += ids
             rows = conn.execute(sql, args).fetchall()
             for r in rows:
-                conn.execute(f"INSERT OR REPLACE INTO events({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                conn.execute(f"INSERT OR REPLACE INTO events({_COLS}) VALUES ({_MARKS})",
                              (r["id"], r["function"], r["qualifier"], r["payload"], r["trigger"],
-                              0, now, now, r["chain"], r["target"]))
+                              0, now, now, r["chain"], r["target"], 0))
                 conn.execute("DELETE FROM dead_letters WHERE id = ?", (r["id"],))
             return len(rows)
         n = await self.db.run(move)

@@ -69,10 +69,11 @@ def format_logs(request_id: str, version: str, memory_mb: int, output: str, init
         output += "\n"
     if init_output and not init_output.endswith("\n"):
         init_output += "\n"
+    # 0: nobody could measure it (an instance gone before it was read); never a made-up 1 MB
+    used = f"{max(1, max_rss_kb // 1024)} MB" if max_rss_kb > 0 else "unknown"
     report = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
               f"Billed Duration: {max(1, int(duration_ms + 0.999))} ms\t"
-              f"Memory Size: {memory_mb} MB\t"
-              f"Max Memory Used: {max(1, max_rss_kb // 1024)} MB")
+              f"Memory Size: {memory_mb} MB\tMax Memory Used: {used}")
     if cold:
         report += f"\tInit Duration: {init_ms:.2f} ms"
     return (f"{init_output}START RequestId: {request_id} Version: {version}\n{output}"

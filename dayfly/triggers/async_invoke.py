@@ -1,7 +1,8 @@
 """Delivery of queued events: invocations (Event-type invokes, trigger events) and webhook
 posts (destinations). At least once; retried with backoff; too old or out of retries →
 the on-failure destination and the dead-letter queue; success → the on-success destination.
-A throttled delivery waits without spending an attempt. An event leaves the queue only after
+A throttled delivery waits without spending an attempt (it counts in the event's `throttles`;
+`attempts` are the tries that ran the function). An event leaves the queue only after
 the invocation record of its delivery is on disk. Causal chains deeper than the limit
 are stopped (recursive loops, e.g. a function writing to the bucket that triggers it)."""
 
@@ -103,12 +104,13 @@ class AsyncDispatcher:
             error = None if r.is_success else f"webhook answered HTTP {r.status_code}"
         except httpx.HTTPError as exc:
             error = f"webhook unreachable: {exc}"
+        ev.attempts += 1
         if error is None:
             await self.queue.ack(ev)
-        elif ev.attempts + 1 >= WEBHOOK_ATTEMPTS:
+        elif ev.attempts >= WEBHOOK_ATTEMPTS:
             await self.queue.dead_letter(ev, error)
         else:
-            await self.queue.retry(ev, self.backoff_s * 2 ** ev.attempts)
+            await self.queue.retry(ev, self.backoff_s * 2 ** (ev.attempts - 1))
 
     async def _invoke(self, ev: Event) -> None:
         cfg = self.configs.get(ev.function, ev.qualifier)
@@ -129,15 +131,18 @@ class AsyncDispatcher:
             return
         req = InvokeRequest(request_id=ev.id, payload=ev.payload,
                             invoked_arn=self.arn(ev.function, ev.qualifier), trigger=ev.trigger,
-                            idempotency_key=ev.id, chain=ev.chain)
+                            idempotency_key=ev.id, chain=ev.chain, throttled=ev.throttles)
         try:
             result = await self.scheduler.invoke(spec, req)
         except TooManyRequests:
-            await self.queue.retry(ev, self.backoff_s, count_attempt=False)
+            ev.throttles += 1  # not an attempt: the function did not run
+            await self.queue.retry(ev, self.backoff_s)
             return
         except DayflyError as exc:
+            ev.attempts += 1  # admitted but could not run (e.g. no instance started): spends a try
             await self._retry_or_fail(ev, cfg, None, exc.message)
             return
+        ev.attempts += 1
         if self.recorded is not None:  # the event leaves the queue only after its record
             await self.recorded()
         if result.ok:
@@ -149,10 +154,10 @@ class AsyncDispatcher:
 
     async def _retry_or_fail(self, ev: Event, cfg, result: InvokeResult | None, error: str,
                              spec: FunctionSpec | None = None) -> None:
-        if ev.attempts >= cfg.retries:
+        if ev.attempts > cfg.retries:  # the first try and `retries` more
             await self._fail(ev, cfg, result, "RetriesExhausted", error, spec)
         else:
-            await self.queue.retry(ev, self.backoff_s * 2 ** ev.attempts)
+            await self.queue.retry(ev, self.backoff_s * 2 ** (ev.attempts - 1))
 
     async def _fail(self, ev: Event, cfg, result: InvokeResult | None, condition: str,
                     error: str, spec: FunctionSpec | None = None) -> None:
@@ -200,7 +205,7 @@ def destination_record(ev: Event, spec: FunctionSpec | None, result: InvokeResul
         "requestContext": {"requestId": ev.id,
                            "functionArn": f"{function_arn}:{spec.version}" if spec and
                            ":" + spec.version not in function_arn else function_arn,
-                           "condition": condition, "approximateInvokeCount": ev.attempts + 1},
+                           "condition": condition, "approximateInvokeCount": ev.attempts},
         "requestPayload": request_payload,
     }
     if result is not None:

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import orjson
 from conftest import make_zip
+from prometheus_client.parser import text_string_to_metric_families
 
 HANDLER = """
     import os
@@ -25,7 +26,7 @@ def deploy(url: str, name: str, files: dict[str, str] | None = None,
     """Create or update NAME from files (default: HANDLER) and return its configuration."""
     body = make_zip(files or {"handler.py": HANDLER})
     r = httpx.post(f"{url}/dayfly/v1/functions/{name}/deploy", content=body, timeout=120,
-                   headers=headers)
+                   headers={"content-type": "application/zip", **(headers or {})})
     r.raise_for_status()
     last = orjson.loads(r.text.strip().splitlines()[-1])
     assert "function" in last, last
@@ -49,3 +50,19 @@ def records(url: str, name: str, headers: dict[str, str] | None = None,
         if len(rows) >= wait_for or time.monotonic() > deadline:
             return rows
         time.sleep(0.05)
+
+
+def scrape(url: str) -> dict[str, Any]:
+    """/metrics, parsed by prometheus_client: metric families by name."""
+    r = httpx.get(f"{url}/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {f.name: f for f in text_string_to_metric_families(r.text)}
+
+
+def value(families: dict, family: str, sample: str, **labels: str) -> float:
+    """One sample's value; AssertionError if there is none with these labels."""
+    for s in families[family].samples:
+        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
+            return s.value
+    raise AssertionError(f"no sample {sample}{labels} in {families[family].samples}")

@@ -6,27 +6,11 @@ from __future__ import annotations
 import configparser
 
 import boto3
-import httpx
 import pytest
 from botocore.config import Config
-from obs_helpers import deploy, invoke, records
-from prometheus_client.parser import text_string_to_metric_families
+from obs_helpers import deploy, invoke, records, scrape, value
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-
-
-def scrape(url: str) -> dict[str, dict]:
-    r = httpx.get(f"{url}/metrics")
-    assert r.status_code == 200
-    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
-    return {f.name: f for f in text_string_to_metric_families(r.text)}
-
-
-def value(families: dict, family: str, sample: str, **labels: str) -> float:
-    for s in families[family].samples:
-        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
-            return s.value
-    raise AssertionError(f"no sample {sample}{labels} in {families[family].samples}")
 
 
 @pytest.fixture(scope="module")

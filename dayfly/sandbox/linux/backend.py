@@ -308,8 +308,13 @@ class LinuxBackend(ZygoteBackend):
         if (isinstance(slot, Slot) and self.cgroups is not None
                 and self.cgroups.oom_kills(slot) > slot.oom_base):
             return InstanceDied(f"out of memory (limit {slot.memory_mb} MiB)",
-                                "Runtime.OutOfMemory")
-        return InstanceDied(exit_reason(info))
+                                "Runtime.OutOfMemory", info.get("maxrss", 0))
+        return InstanceDied(exit_reason(info), max_rss_kb=info.get("maxrss", 0))
+
+    def peak_kb(self, inst: Instance) -> int:
+        """The instance cgroup's peak (v2 memory.peak, v1 max_usage_in_bytes); 0 rootless."""
+        slot = _slot(inst)
+        return self.cgroups.peak_kb(slot) if slot is not None and self.cgroups else 0
 
     async def start(self, spec: FunctionSpec, instance_id: str) -> Instance:
         inst = await super().start(spec, instance_id)

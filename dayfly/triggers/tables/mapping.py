@@ -63,7 +63,8 @@ class Mapping:
 class Delivery:
     """What a consumer needs from the platform, as plain callables."""
 
-    invoke: Callable[[str, str | None, bytes, str], Awaitable[InvokeResult]]  # last: idempotency key
+    # function, qualifier, payload, idempotency key, earlier throttled tries of this batch
+    invoke: Callable[[str, str | None, bytes, str, int], Awaitable[InvokeResult]]
     enqueue: Callable[[str, str | None, bytes, str], Awaitable[Any]]
     save: Callable[[str, int], Awaitable[int]]  # persist a checkpoint; returns the prune mark
     recorded: Callable[[], Awaitable[None]]  # returns once finished invocations' records are on disk
@@ -178,7 +179,7 @@ class Consumer:
                     part = part[expired:]
                     continue
                 invokes += 1
-                outcome, detail = await self._invoke(part)
+                outcome, detail = await self._invoke(part, blocked)
                 if outcome == "ok":
                     await self._advance(part[-1][0].seq)
                     break
@@ -213,13 +214,15 @@ class Consumer:
             n += 1
         return n
 
-    async def _invoke(self, part: list[tuple[Change, bytes]]) -> tuple[str, str | None]:
+    async def _invoke(self, part: list[tuple[Change, bytes]],
+                      throttled: int = 0) -> tuple[str, str | None]:
         """One invocation: ("ok"|"failed"|"partial"|"blocked", error type or failed index)."""
         payload = b'{"Records":[' + b",".join(rec for _, rec in part) + b"]}"
         # the same records, retried, keep one key: handlers can make their effects idempotent
         key = f"{self.m.uuid}:{part[0][0].seq}-{part[-1][0].seq}"
         try:
-            result = await self.d.invoke(self.m.function, self.m.qualifier, payload, key)
+            result = await self.d.invoke(self.m.function, self.m.qualifier, payload, key,
+                                         throttled)
         except TooManyRequests:
             return "blocked", "throttled"
         except ResourceNotFound as exc:
