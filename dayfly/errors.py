@@ -9,7 +9,8 @@
     │   ├── ResourceConflict        409 ResourceConflictException
     │   ├── PreconditionFailed      412 PreconditionFailedException (stale RevisionId)
     │   ├── RequestTooLarge         413 RequestTooLargeException
-    │   └── TooManyRequests         429 TooManyRequestsException
+    │   ├── TooManyRequests         429 TooManyRequestsException
+    │   └── ClientGone              499 (no reply: the caller hung up while its request waited)
     └── PlatformError               dayfly itself failed (5xx)
         ├── ServiceError            500 ServiceException
         └── SandboxError            a sandbox could not be started or died outside an invocation
@@ -91,6 +92,13 @@ class TooManyRequests(ClientError):
     status = 429
     code = "TooManyRequestsException"
     retry_after_s = 1  # sent as Retry-After; the connection's next request is read then
+
+
+class ClientGone(ClientError):
+    """The caller disconnected while its invocation waited in the queue; nothing ran."""
+
+    status = 499
+    code = "ClientClosedRequest"
 
 
 class PlatformError(DayflyError):

@@ -10,7 +10,7 @@ import logging
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..errors import DayflyError, RequestTooLarge, TooManyRequests
+from ..errors import ClientGone, DayflyError, RequestTooLarge, TooManyRequests
 from .classify import Family, route
 from .common import error_response
 from .connections import BACKOFF_KEY
@@ -62,8 +62,9 @@ class FastInvoke:
             return b"".join(chunks)
 
         try:
-            response = await run_invoke(self.platform, name, qualifier, headers, read)
-        except ClientDisconnect:
+            # receive() again, once the body is read, returns only if the caller hangs up
+            response = await run_invoke(self.platform, name, qualifier, headers, read, receive)
+        except (ClientDisconnect, ClientGone):
             return
         except DayflyError as exc:
             if exc.status >= 500:

@@ -41,7 +41,8 @@ async def invoke(request: Request) -> Response:
 
 async def run_invoke(platform, raw_name: str, qualifier: str | None,
                      headers: Mapping[str, str],
-                     read: Callable[[int], Awaitable[bytes]]) -> Response:
+                     read: Callable[[int], Awaitable[bytes]],
+                     gone: Callable[[], Awaitable[object]] | None = None) -> Response:
     """Lambda Invoke: RequestResponse, Event (queued durably, 202) or DryRun (204)."""
     itype = headers.get("x-amz-invocation-type") or "RequestResponse"
     if itype not in _TYPES:
@@ -68,7 +69,7 @@ async def run_invoke(platform, raw_name: str, qualifier: str | None,
                         invoked_arn=platform.arn(name, qualifier),
                         client_context=_client_context(headers.get("x-amz-client-context")),
                         trace_id=headers.get("traceparent") or headers.get("x-amzn-trace-id"))
-    result = await platform.scheduler.invoke(spec, req)
+    result = await platform.scheduler.invoke(spec, req, gone)
     out = {"X-Amz-Executed-Version": spec.version, "X-Amzn-RequestId": req.request_id}
     if not result.ok:
         out["X-Amz-Function-Error"] = result.error_type or "Unhandled"

@@ -9,8 +9,9 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 
-from ..errors import TooManyRequests
+from ..errors import ClientGone, TooManyRequests
 from ..sandbox.safe import Handle, InitFailed, SafeSandbox
 from ..types import FunctionSpec
 
@@ -55,8 +56,11 @@ class Pool:
     def size(self) -> int:
         return len(self.idle) + len(self.busy) + self.starting
 
-    async def acquire(self) -> tuple[Handle, bool]:
-        """A handle reserved for one invocation, and whether it was started for this request."""
+    async def acquire(self, gone: Callable[[], Awaitable[object]] | None = None
+                      ) -> tuple[Handle, bool]:
+        """A handle reserved for one invocation, and whether it was started for this request.
+        `gone()` returns when the caller hangs up: a queued request then leaves the queue (so
+        no instance serves a caller that is no longer there) and ClientGone is raised."""
         self.last_used = time.monotonic()
         while self.idle:
             h = self.idle.pop()
@@ -73,12 +77,22 @@ class Pool:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self.waiters.append(fut)
         self._maybe_start()
+        watch = None
+        if gone is not None:
+            def hung_up(_: object) -> None:
+                if not fut.done():
+                    fut.set_exception(ClientGone(f"the caller of {self.spec.name} hung up "
+                                                 "while queued"))
+            watch = asyncio.ensure_future(gone())
+            watch.add_done_callback(hung_up)
         try:
             h, cold = await asyncio.wait_for(fut, self.queue_timeout_s)
         except TimeoutError:
             raise TooManyRequests(f"Rate Exceeded: {self.spec.name} waited "
                                   f"{self.queue_timeout_s:.0f} s for a free instance") from None
         finally:
+            if watch is not None:
+                watch.cancel()
             if not fut.done():
                 fut.cancel()
             with contextlib.suppress(ValueError):

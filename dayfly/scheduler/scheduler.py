@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 
 from ..background import spawn
-from ..errors import InvalidParameter, TooManyRequests
+from ..errors import ClientGone, InvalidParameter, TooManyRequests
 from ..sandbox.safe import InitFailed, SafeSandbox
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
 from .hooks import Observer
@@ -63,8 +64,10 @@ class Scheduler:
         self.draining.append(pool)
         spawn(pool.drain())
 
-    async def invoke(self, spec: FunctionSpec, req: InvokeRequest) -> InvokeResult:
-        """Run one invocation on a warm or new instance; function errors are results."""
+    async def invoke(self, spec: FunctionSpec, req: InvokeRequest,
+                     gone: Callable[[], Awaitable[object]] | None = None) -> InvokeResult:
+        """Run one invocation on a warm or new instance; function errors are results. `gone`:
+        see Pool.acquire."""
         pool = self.current.get((spec.name, spec.version))
         if pool is None or pool.spec.revision != spec.revision:
             pool = self.pool(spec)
@@ -72,12 +75,16 @@ class Scheduler:
             obs.before_invoke(spec, req)
         start = time.time()
         try:
-            h, cold = await pool.acquire()
+            h, cold = await pool.acquire(gone)
         except InitFailed as exc:
             result = _init_failure(exc, req)
         except TooManyRequests:
             for obs in self.observers:
                 obs.after_throttle(spec, req)
+            raise
+        except ClientGone:
+            for obs in self.observers:
+                obs.after_abandon(spec, req)
             raise
         else:
             timeout = spec.limits.timeout_s

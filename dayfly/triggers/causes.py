@@ -32,6 +32,9 @@ class InFlight(Observer):
     def after_throttle(self, spec: FunctionSpec, req: InvokeRequest) -> None:
         self._end(spec.name, req)
 
+    def after_abandon(self, spec: FunctionSpec, req: InvokeRequest) -> None:
+        self._end(spec.name, req)
+
     def _end(self, name: str, req: InvokeRequest) -> None:
         running = self._running.get(name)
         if running is not None:
