@@ -28,5 +28,6 @@ def doctor(as_json: bool) -> None:
     if not any(r["available"] and not r["weak"] for r in report):
         console(stderr=True).print("[bold red]warning:[/] only the process tier works here: "
                                    "functions would run without isolation (no namespaces, "
-                                   "no seccomp). The linux tier needs root, or a kernel that "
-                                   "allows unprivileged user namespaces.")
+                                   "no seccomp), so `dayfly up` refuses them unless started "
+                                   "with --allow-weak-isolation. The linux tier needs root, "
+                                   "or a kernel that allows unprivileged user namespaces.")

@@ -246,6 +246,7 @@ class Functions:
         async with self._locks[name]:
             st = self.registry.get(name)
             _check_revision(params, st.latest)
+            self._check_tier(st.latest.isolation)  # a version this node would not run
             sha = params.get("CodeSha256")
             if sha and sha != st.latest.code_sha256:
                 raise InvalidParameter(f"CodeSha256 ({sha}) is different from current CodeSha256 "
@@ -352,9 +353,10 @@ class Functions:
 
     def _redeploy(self, name: str) -> None:
         st = self.registry.get(name)
-        self.scheduler.deploy(self.registry.spec(name, LATEST))
-        for v in st.versions:
-            self.scheduler.deploy(self.registry.spec(name, str(v)))
+        for version in (LATEST, *map(str, st.versions)):
+            spec = self.registry.spec(name, version)
+            if spec.isolation not in self.refused:  # stranded on a tier this start refused
+                self.scheduler.deploy(spec)
 
     async def delete(self, name: str, qualifier: str | None) -> None:
         async with self._locks[name]:

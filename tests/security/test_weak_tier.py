@@ -290,8 +290,16 @@ def test_a_node_restarted_without_the_opt_in_runs_no_process_function(tmp_path):
         r = httpx.post(f"{srv.url}{LAMBDA}/stranded/invocations", json={}, timeout=60)
         assert r.status_code == 400, r.text
         assert "stranded" in srv.log() and FLAG in srv.log(), srv.log()[-2000:]
-        # and it cannot be kept there by any update either
+        # and it cannot be kept there by any update, nor published there
         refused(httpx.put(f"{srv.url}{LAMBDA}/stranded/configuration",
                           json={"Description": "still here"}, timeout=60))
+        refused(httpx.post(f"{srv.url}{LAMBDA}/stranded/versions", json={}, timeout=60))
+        versions = httpx.get(f"{srv.url}{LAMBDA}/stranded/versions").json()["Versions"]
+        assert [v["Version"] for v in versions] == ["$LATEST"], versions
+        # what does not run it still works: reserved concurrency, deletion
+        r = httpx.put(f"{srv.url}/2017-10-31/functions/stranded/concurrency",
+                      json={"ReservedConcurrentExecutions": 1}, timeout=60)
+        assert r.status_code == 200, r.text
+        assert httpx.delete(f"{srv.url}{LAMBDA}/stranded", timeout=60).status_code == 204
     finally:
         stop_server(srv)
