@@ -252,6 +252,18 @@ def test_choosing_process_as_the_default_tier_is_an_opt_in(tmp_path):
         stop_server(srv)
 
 
+def test_the_environment_variable_is_the_same_opt_in(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAYFLY_ALLOW_WEAK_ISOLATION", "1")  # inherited by `dayfly up`
+    srv = start_server(tmp_path / "data")
+    try:
+        assert httpx.get(f"{srv.url}/healthz").json()["isolation"]["refused"] == []
+        r = httpx.post(f"{srv.url}{LAMBDA}", json=create_body("by-env", Isolation="process"),
+                       timeout=60)
+        assert r.status_code == 201 and r.json()["Dayfly"]["IsolationWeak"] is True, r.text
+    finally:
+        stop_server(srv)
+
+
 def test_a_machine_without_a_strong_tier_refuses_functions_until_the_operator_allows(tmp_path):
     if shutil.which("unshare") is None:
         pytest.skip("needs util-linux's unshare")
