@@ -28,7 +28,7 @@ from s3_helpers import (
     xml_error,
 )
 
-from dayfly.gateway.s3.dispatch import is_s3
+from dayfly.gateway.classify import Family, classify
 
 
 @pytest.fixture(scope="module")
@@ -225,4 +225,6 @@ def test_entity_too_large_is_refused_before_the_body(server, creds, bucket):
     ([(b"content-type", b"application/json")], b"Qualifier=s3", False),
 ])
 def test_dispatch_by_signing_scope(headers, query, expect):
-    assert is_s3({"type": "http", "headers": headers, "query_string": query}) is expect
+    scope = {"type": "http", "method": "GET", "path": "/b/k", "headers": headers,
+             "query_string": query}
+    assert (classify(scope, None).family is Family.S3) is expect
