@@ -26,9 +26,10 @@ def dlq_ls(client: Client, name: str, limit: int, as_json: bool) -> None:
     if as_json:
         print_json(data)
         return
-    t = table("event id", "trigger", ">attempts", "failed", "~error")
+    t = table("event id", "trigger", ">attempts", ">throttled", "failed", "~error")
     for d in data["dead_letters"]:
-        t.add_row(d["id"], d["trigger"], str(d["attempts"]), ago(d["failed"]),
+        t.add_row(d["id"], d["trigger"], str(d["attempts"]), str(d.get("throttles", 0)),
+                  ago(d["failed"]),
                   escape(d["error"].splitlines()[0][:160] if d["error"] else ""))
     console().print(t)
     if not data["dead_letters"]:

@@ -24,6 +24,7 @@ _COLUMNS = ("request_id", "function", "version", "trigger", "start", "end", "dur
             "status", "cold", "fork_ms", "init_ms", "max_rss_kb", "error", "output", "init_output",
             "memory_mb", "instance_id", "trace_id", "event", "result")
 MAX_TRACE = 512  # characters of a trace header kept in the record
+PRUNE_EVERY_S = 10.0  # how often the size and age bounds are applied
 
 
 def invocation_status(result: InvokeResult) -> str:
@@ -106,7 +107,7 @@ class RecordStore(Observer):
         self.pending: deque[InvocationRecord] = deque()
         self.subscribers: set[asyncio.Queue] = set()
         self._task: asyncio.Task | None = None
-        self._flushes = 0
+        self._pruned_at = 0.0  # monotonic time of the last prune (at most one per PRUNE_EVERY_S)
         # Records are numbered as they arrive; `_written` is how many are on disk (a prefix:
         # `_flush_lock` serialises writes). `written()` waiters hold (number, future).
         self._appended = 0
@@ -176,8 +177,10 @@ class RecordStore(Observer):
             batch = list(self.pending)
             self.pending.clear()
             through = self._appended  # the records in `batch` are those up to this number
-            self._flushes += 1
-            prune = self._flushes % 40 == 1
+            # by time, not by flushes: acknowledgements ask for many small writes
+            prune = time.monotonic() - self._pruned_at >= PRUNE_EVERY_S
+            if prune:
+                self._pruned_at = time.monotonic()
 
             def write(conn: sqlite3.Connection) -> None:
                 conn.executemany(
