@@ -35,7 +35,9 @@ def free_port() -> int:
 
 
 def http(method: str, url: str, body: bytes | None = None, timeout: float = 600) -> bytes:
-    req = urllib.request.Request(url, data=body, method=method)
+    # a zip, not the form type urllib would send (a management POST refuses that: docs/security.md)
+    headers = {"content-type": "application/zip"} if body is not None else {}
+    req = urllib.request.Request(url, data=body, method=method, headers=headers)
     with urllib.request.urlopen(req, timeout=timeout) as r:
         return r.read()
 

@@ -46,7 +46,7 @@ def deploy(url: str, name: str) -> None:
         zf.writestr("handler.py", HANDLER)
         zf.writestr("dayfly.toml", 'handler = "handler.handler"\nidle_timeout = 3600\n')
     r = httpx.post(f"{url}/dayfly/v1/functions/{name}/deploy", content=buf.getvalue(),
-                   timeout=300)
+                   headers={"content-type": "application/zip"}, timeout=300)
     if '"function"' not in r.text.strip().splitlines()[-1]:
         raise SystemExit(f"deploy failed: {r.text}")
 

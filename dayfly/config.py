@@ -27,6 +27,9 @@ class Settings:
     function_s3: tuple[str, int] | None = None
     region: str = "us-east-1"
     default_isolation: str | None = None  # None: the strongest tier available
+    # names (Host) and page origins accepted besides the node's own (gateway/origin.py)
+    allow_hosts: tuple[str, ...] = ()
+    allow_origins: tuple[str, ...] = ()
     # the operator's opt-in to the weak `process` tier (no isolation): without it (or
     # default_isolation="process") the node refuses functions on that tier (control/isolation.py)
     allow_weak_isolation: bool = False

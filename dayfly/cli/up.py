@@ -30,6 +30,13 @@ def _listen(host: str, port: int, family: socket.AddressFamily, what: str,
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--allow-host", "allow_hosts", multiple=True, metavar="NAME",
+              help="Another name clients reach this node by (the Host header), besides "
+                   "address literals, localhost and the machine's hostname; `*` accepts any. "
+                   "Repeatable. Other names are refused (DNS rebinding).")
+@click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+              help="A web page origin (scheme://host[:port]) allowed to call this node "
+                   "besides the node itself. Repeatable. Other cross-site requests are refused.")
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where state lives (default ~/.dayfly or $DAYFLY_DATA_DIR).")
@@ -52,7 +59,8 @@ def _listen(host: str, port: int, family: socket.AddressFamily, what: str,
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @load_options
-def up(host: str, port: int, data_dir: Path | None, isolation: str | None,
+def up(host: str, allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], port: int,
+       data_dir: Path | None, isolation: str | None,
        allow_weak_isolation: bool, example: bool, max_chain_depth: int,
        records_flush_interval: float, zygote_idle: float,
        log_level: str, load: LoadOptions) -> None:
@@ -88,6 +96,7 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None,
                         max_chain_depth=max_chain_depth,
                         records_flush_s=records_flush_interval, zygote_idle_s=zygote_idle)
     settings.max_queue, settings.queue_timeout_s = load.max_queue, load.queue_timeout_s
+    settings.allow_hosts, settings.allow_origins = allow_hosts, allow_origins
     if data_dir is not None:
         settings.data_dir = data_dir.expanduser().resolve()
     console = Console(stderr=True)
@@ -136,9 +145,11 @@ def up(host: str, port: int, data_dir: Path | None, isolation: str | None,
 
     from ..gateway.auth import Auth
     from ..gateway.fastpath import FastInvoke
+    from ..gateway.origin import OriginGuard, Policy
 
     auth = Auth(FastInvoke(build_app(platform, started), platform), platform)
-    app = auth
+    # cross-site and DNS-rebinding requests are refused before anything else sees them
+    app = OriginGuard(auth, Policy.of(host, allow_hosts, allow_origins), settings.function_s3)
     config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=http, ws="none",
                             lifespan="on", access_log=False, log_level="warning",
                             timeout_graceful_shutdown=5)

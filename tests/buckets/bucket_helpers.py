@@ -50,7 +50,7 @@ def new_bucket(s3, prefix: str = "bkt") -> str:
 def deploy(server, name: str, files: dict[str, str]) -> dict:
     """Deploy through the dayfly API (dayfly.toml and requirements.txt honoured)."""
     with httpx.stream("POST", f"{server.url}/dayfly/v1/functions/{name}/deploy",
-                      content=make_zip(files), timeout=300) as r:
+                      content=make_zip(files), headers={"content-type": "application/zip"}, timeout=300) as r:
         lines = [json.loads(x) for x in r.iter_lines() if x.strip()]
     assert "function" in lines[-1], lines[-5:]
     return lines[-1]["function"]

@@ -95,8 +95,9 @@ def bucket(node) -> str:
 def _deploy_and_invoke(node, headers, name: str, tier: str) -> dict:
     toml = f'isolation = "{tier}"\nbuckets = ["box:read", "box:write"]\ntimeout = 30\n'
     files = {"handler.py": PROBE, "requirements.txt": "boto3\n", "dayfly.toml": toml}
-    with httpx.stream("POST", f"{node.url}/dayfly/v1/functions/{name}/deploy", headers=headers,
-                      content=make_zip(files), timeout=300) as r:
+    with httpx.stream("POST", f"{node.url}/dayfly/v1/functions/{name}/deploy",
+                      headers={**headers, "content-type": "application/zip"}, content=make_zip(files),
+                      timeout=300) as r:
         lines = [json.loads(x) for x in r.iter_lines() if x.strip()]
     assert lines[-1]["function"]["Dayfly"]["Isolation"] == tier, lines[-5:]
     r = httpx.post(f"{node.url}/2015-03-31/functions/{name}/invocations", headers=headers,

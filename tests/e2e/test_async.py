@@ -210,7 +210,7 @@ def handler(event, context):
     bundle = make_zip({"handler.py": slow, "dayfly.toml": 'isolation = "process"\nmax_instances = 2\n'
                                                           'timeout = 300\n'})
     with httpx.stream("POST", f"{srv.url}/dayfly/v1/functions/durable/deploy", content=bundle,
-                      timeout=60) as r:
+                      headers={"content-type": "application/zip"}, timeout=60) as r:
         assert "function" in [json.loads(x) for x in r.iter_lines() if x.strip()][-1]
     lam = srv.lambda_client()
     acked = []

@@ -280,7 +280,8 @@ def test_bad_parameters_raw(server):
         assert r.status_code == 400, (body, r.text)
         assert r.headers["x-amzn-errortype"] == "InvalidParameterValueException"
         assert needle in r.json()["message"], (needle, r.json())
-    r = httpx.post(url, content=b"{not json", timeout=10)
+    r = httpx.post(url, content=b"{not json", headers={"content-type": "application/json"},
+                   timeout=10)
     assert r.status_code == 400
     assert r.headers["x-amzn-errortype"] == "InvalidRequestContentException"
     assert httpx.get(f"{url}/{base['FunctionName']}", timeout=10).status_code == 404

@@ -41,7 +41,7 @@ def handler(event, context):
 def deploy(server, name: str, manifest: str, code: str = PROBE) -> dict:
     with httpx.stream("POST", f"{server.url}/dayfly/v1/functions/{name}/deploy",
                       content=make_zip({"handler.py": code, "dayfly.toml": manifest}),
-                      timeout=120) as r:
+                      headers={"content-type": "application/zip"}, timeout=120) as r:
         return [json.loads(line) for line in r.iter_lines() if line.strip()][-1]
 
 

@@ -38,7 +38,7 @@ def wheel(name: str, version: str, module_source: str) -> tuple[str, bytes]:
 
 def deploy(server, name: str, bundle: bytes) -> list[dict]:
     with httpx.stream("POST", f"{server.url}/dayfly/v1/functions/{name}/deploy", content=bundle,
-                      timeout=300) as r:
+                      headers={"content-type": "application/zip"}, timeout=300) as r:
         assert r.status_code == 200
         return [json.loads(line) for line in r.iter_lines() if line.strip()]
 

@@ -55,7 +55,8 @@ def deploy(server, name: str, out: Path, behave: str = "", timeout: int = 10,
             "[env]\n" + "".join(f'{k} = "{v}"\n' for k, v in env.items()))
     code = textwrap.dedent(RECORDER) + "\n" + textwrap.dedent(behave)
     r = httpx.post(f"{server.url}/dayfly/v1/functions/{name}/deploy",
-                   content=make_zip({"handler.py": code, "dayfly.toml": toml}), timeout=120)
+                   content=make_zip({"handler.py": code, "dayfly.toml": toml}),
+                   headers={"content-type": "application/zip"}, timeout=120)
     assert r.status_code == 200, r.text
     last = json.loads(r.text.strip().splitlines()[-1])
     assert "function" in last, last

@@ -1,0 +1,153 @@
+"""Cross-site and DNS-rebinding requests, refused at the front door, before auth and the fast path.
+
+A browser lets any page it shows send GETs and "simple" POSTs (a form's content types, no
+custom header, no preflight) to any address, loopback included; DNS rebinding even points a
+page's own name at 127.0.0.1. A loopback node without tokens trusts its callers by where they
+are, so a page the operator opens could deploy and run code. Three checks (`refusal`), each
+answered with a 403 that says what to configure:
+
+1. Host must be one of the node's own names: an address literal (no DNS name, so nothing to
+   rebind), `localhost`, the address `--host` names, the machine's hostname, or a name given
+   with `--allow-host` (`*` accepts any).
+2. Origin, when sent, must be the node itself (its host:port equals Host) or one given with
+   `--allow-origin`. Browsers send Origin with every cross-origin fetch and every POST.
+3. A POST to the management API (the API family: Lambda and dayfly APIs) must not be a CORS
+   simple request: a content type other than the three form ones (and not none), or a header
+   no page can send without a preflight (Authorization, any X-...); dayfly never approves a
+   preflight. Invokes and ingest webhooks are exempt (curl -d, webhooks of other services);
+   checks 1 and 2 cover them.
+
+Requests signed for S3 are exempt from all three: SigV4 covers the Host header (a signature
+made for the node's name fails under any other), a foreign page cannot sign, and a presigned
+URL handed to a page on another origin is meant to be used from there.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .classify import Family, Route, route
+from .common import error_response
+
+log = logging.getLogger("dayfly.gateway")
+
+SIMPLE_TYPES = frozenset({"", "text/plain", "application/x-www-form-urlencoded",
+                          "multipart/form-data"})
+_WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The node's own names and the origins it accepts besides its own."""
+
+    hosts: frozenset[str]  # lower case, no port, no brackets
+    origins: frozenset[str]  # scheme://host[:port], lower case
+    any_host: bool = False
+
+    @classmethod
+    def of(cls, bind: str, allow_hosts: Iterable[str] = (),
+           allow_origins: Iterable[str] = ()) -> Policy:
+        hosts = {"localhost"}
+        if bind not in _WILDCARD_BINDS:
+            hosts.add(host_name(bind))
+        machine = socket.gethostname().lower()
+        hosts.update({machine, machine.split(".", 1)[0]})
+        allowed = {host_name(h) for h in allow_hosts}
+        return cls(frozenset(hosts | allowed - {"*"}),
+                   frozenset(o.strip().rstrip("/").lower() for o in allow_origins),
+                   "*" in allowed)
+
+    def own_host(self, name: str) -> bool:
+        if self.any_host or name in self.hosts:
+            return True
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True  # an address literal is no DNS name: there is nothing to rebind
+
+
+def host_name(authority: str) -> str:
+    """`Name` of `name:port`, `[::1]:port`, `Name.` ..., lower case, without port."""
+    a = authority.strip().lower()
+    if a.startswith("["):
+        return a[1:a.find("]")] if "]" in a else a
+    if a.count(":") == 1:
+        a = a.split(":", 1)[0]
+    return a.rstrip(".")
+
+
+def refusal(policy: Policy, r: Route, method: str, headers: Iterable[tuple[bytes, bytes]]
+            ) -> tuple[str, str] | None:
+    """Why the request is refused (message, hint), or None to let it through."""
+    if r.family is Family.S3:
+        return None
+    hosts: list[str] = []
+    origin = content_type = None
+    custom = False
+    for name, value in headers:
+        if name == b"host":
+            hosts.append(value.decode("latin-1"))
+        elif name == b"origin":
+            origin = value.decode("latin-1").strip()
+        elif name == b"content-type":
+            content_type = value.decode("latin-1")
+        elif name == b"authorization" or name.startswith(b"x-"):
+            custom = True
+    for host in hosts:
+        if not policy.own_host(host_name(host)):
+            return (f"Host {host[:100]!r} is not a name of this dayfly node (refused: a page "
+                    "could reach it by DNS rebinding)",
+                    "start dayfly with `--allow-host NAME` to accept another name")
+    if origin is not None and not _own_origin(policy, origin, hosts):
+        return (f"cross-site request from origin {origin[:100]!r} refused",
+                "a page of another origin may not call this node; `dayfly up --allow-origin "
+                "ORIGIN` allows one (e.g. behind a proxy that changes Host)")
+    if r.family is Family.API and method == "POST" and not custom:
+        essence = (content_type or "").split(";", 1)[0].strip().lower()
+        if essence in SIMPLE_TYPES:
+            return (f"a POST to the management API needs a content type such as "
+                    f"application/json or application/zip, not {essence or 'none'!r} (any web "
+                    "page can send that)", "send Content-Type: application/json (or "
+                    "application/zip for a deploy), or an Authorization header")
+    return None
+
+
+def _own_origin(policy: Policy, origin: str, hosts: list[str]) -> bool:
+    o = origin.rstrip("/").lower()
+    if o in policy.origins:
+        return True
+    _, sep, authority = o.partition("://")
+    return bool(sep) and len(hosts) == 1 and authority == hosts[0].strip().lower()
+
+
+class OriginGuard:
+    """ASGI: answers 403 to a request `refusal` refuses; passes the rest on."""
+
+    def __init__(self, app: ASGIApp, policy: Policy,
+                 function_s3: tuple[str, int] | None = None) -> None:
+        self.app = app
+        self.policy = policy
+        self.function_s3 = function_s3
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        r = route(scope, self.function_s3)
+        why = refusal(self.policy, r, scope.get("method", "GET"), scope["headers"])
+        if why is None:
+            await self.app(scope, receive, send)
+            return
+        log.warning("refused %s %s: %s", scope.get("method", "WEBSOCKET"),
+                    scope.get("path", "")[:200], why[0])
+        if scope["type"] != "http":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await error_response("AccessDeniedException", why[0], 403, why[1])(scope, receive, send)
