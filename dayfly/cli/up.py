@@ -13,6 +13,7 @@ from rich.console import Console
 
 from ..config import Settings
 from ..errors import DayflyError
+from ..modes import PRIVATE_UMASK
 from .load_options import LoadOptions, load_options
 from .package import zip_dir
 
@@ -102,6 +103,8 @@ def up(host: str, allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], 
     console = Console(stderr=True)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: "
                         "%(message)s", datefmt="%H:%M:%S")
+    # whatever it writes is its owner's only unless opened on purpose (dayfly/modes.py)
+    os.umask(PRIVATE_UMASK)
     try:
         platform = Platform(settings)
     except DayflyError as exc:  # e.g. the secrets key is missing: say so, no traceback

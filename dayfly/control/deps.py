@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import InvalidParameter
+from ..modes import share_tree
 
 Progress = Callable[[str], None]
 
@@ -95,6 +96,7 @@ class DepsInstaller:
                 errors = [t for t in tail if "ERROR" in t] or tail[-5:]
                 raise DepsError("requirements.txt could not be installed: " + " | ".join(errors))
             final = self.root / key
+            share_tree(target)  # instances (other uids) read it; pip wrote it with our umask
             try:
                 os.rename(target, final)
             except OSError:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from ..background import spawn
 from ..errors import InvalidParameter, SandboxError
+from ..modes import share_tree
 from ..runtime import protocol
 from ..types import FunctionSpec
 from .linux.backend import ETC, SYSTEM_PATHS, _python_binds
@@ -330,6 +331,7 @@ class GvisorBackend(ZygoteBackend):
             if os.path.isdir(path):
                 mounts.append({"destination": path, "type": "tmpfs", "source": "tmpfs",
                                "options": ["ro", "size=4k"]})
+        share_tree(rootfs)  # the sandbox's uid walks these directories and reads /etc
         config = {"connect": SOCKETS, "runtime_root": RUNTIME}
         boot = BOOT.format(root=RUNTIME)
         spec_json = {

@@ -20,13 +20,17 @@ from pathlib import Path
 
 from ..background import spawn
 from ..errors import SandboxError
+from ..modes import SANDBOX_UMASK, share_tree
 from ..runtime import protocol
 
 log = logging.getLogger("dayfly.zygote")
 
 _RUNTIME_FILES = ("__init__.py", "protocol.py", "context.py", "instance.py", "buckets.py",
                   "zygote.py", "jail.py", "prefork.py")
-BOOT = "import sys; sys.path.insert(0, {root!r}); from dayfly.runtime.zygote import main; main()"
+# the zygote's first act: a umask under which its jails' directories are enterable by instances
+# (the platform's own is 077); then the runtime from the copy at `root`
+BOOT = (f"import os, sys; os.umask({SANDBOX_UMASK:#o}); sys.path.insert(0, {{root!r}}); "
+        "from dayfly.runtime.zygote import main; main()")
 
 
 def prepare_runtime(target: Path) -> Path:
@@ -37,6 +41,7 @@ def prepare_runtime(target: Path) -> Path:
     (target / "dayfly" / "__init__.py").write_text('"""dayfly runtime (in-sandbox copy)."""\n')
     for name in _RUNTIME_FILES:
         shutil.copyfile(src / name, pkg / name)
+    share_tree(target)  # instances (other uids) import it
     return target
 
 

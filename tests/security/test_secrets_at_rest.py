@@ -115,11 +115,13 @@ def jailed_tiers() -> list[str]:
     return [t["name"] for t in tier_report() if t["available"] and not t["weak"]]
 
 
-def test_sandboxes_of_every_tier_still_read_their_code_under_a_closed_data_dir(tmp_path):
+@pytest.mark.parametrize("umask", ["022", "077"])
+def test_sandboxes_of_every_tier_still_read_their_code_under_a_closed_data_dir(tmp_path, umask):
     """Instances run as other uids (linux: one per slot; gvisor: 1000 behind its gofer) and
-    must still reach the runtime, their code and their secrets in a 0700 data dir."""
+    must still reach the runtime, their code and their secrets in a 0700 data dir, whatever
+    umask the operator started dayfly with (dependencies: tests/e2e/test_deps.py)."""
     value = canary("tiers")
-    server = start_server(tmp_path / "data")
+    server = start_server(tmp_path / "data", prefix=("sh", "-c", f'umask {umask}; exec "$0" "$@"'))
     try:
         set_secret(server, "SHARED", value)
         for tier in jailed_tiers():
