@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..control.isolation import WEAK_TIERS
+from ..control.isolation import WEAK_TIERS, describe
 from ..control.registry import split_name
 from ..errors import InvalidParameter
 from ..stores.stats import function_stats, overview, queues
@@ -92,6 +92,8 @@ async def stats(request: Request) -> Response:
         "dead_letters_by_function": {f: n for f, n in q["dead"]},
         "sources": _sources(p),
         "isolation": p.default_isolation,
+        "isolation_warning": describe(p.default_isolation)["IsolationWarning"],
+        "isolation_refused": p.default_isolation in p.refused,  # no --allow-weak-isolation
     }})
 
 

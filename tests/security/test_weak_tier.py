@@ -248,6 +248,8 @@ def test_choosing_process_as_the_default_tier_is_an_opt_in(tmp_path):
         d = last["function"]["Dayfly"]
         assert d["Isolation"] == "process" and d["IsolationWarning"] == LABEL, last
         assert httpx.get(f"{srv.url}/healthz").json()["isolation"]["refused"] == []
+        platform = httpx.get(f"{srv.url}/dayfly/v1/stats").json()["platform"]
+        assert platform["isolation_warning"] == LABEL and not platform["isolation_refused"]
     finally:
         stop_server(srv)
 
@@ -273,6 +275,7 @@ def test_a_machine_without_a_strong_tier_refuses_functions_until_the_operator_al
         iso = httpx.get(f"{srv.url}/healthz").json()["isolation"]
         assert iso["default"] == "process" and iso["refused"] == ["process"], iso
         assert "linux" not in iso["available"], iso
+        assert httpx.get(f"{srv.url}/dayfly/v1/stats").json()["platform"]["isolation_refused"]
         last = deploy_stream(srv.url, "nowhere", {"handler.py": HANDLER})[-1]
         assert last["error"]["status"] == 400, last
         message = last["error"]["message"]

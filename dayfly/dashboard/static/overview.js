@@ -31,7 +31,9 @@ function health(p) {
     card("Dead letters", p.dead_letters, p.dead_letters ? "see each function's DLQ" : "none"),
     card("Table sources", p.sources.total,
       unhealthy ? h("span.bad", `${unhealthy} unhealthy`) : "all healthy"),
-    card("Default isolation", p.isolation));
+    card("Default isolation", p.isolation, p.isolation_refused
+      ? h("span.bad", "weak: functions refused (--allow-weak-isolation)")
+      : p.isolation_warning ? h("span.bad", p.isolation_warning) : null));
 }
 
 function functionsTable(stats, triggers) {
