@@ -35,6 +35,9 @@ class Settings:
     allow_weak_isolation: bool = False
     # a zygote with no instances is stopped after this long (its next start pays for a new one)
     zygote_idle_s: float = 600.0
+    # unreferenced code and dependencies are removed after this long (None: the zygote idle
+    # time plus a minute, so no zygote still has them mounted; control/collector.py)
+    code_grace_s: float | None = None
     max_queue: int = 256
     queue_timeout_s: float = 10.0
     records_max: int = 100_000

@@ -8,6 +8,7 @@ import os
 
 from .config import Settings
 from .control.bundles import BundleStore
+from .control.collector import Collector
 from .control.deps import DepsInstaller
 from .control.event_config import EventConfigs
 from .control.functions import Functions
@@ -100,8 +101,12 @@ class Platform:
         self.registry.endpoint = settings.endpoint
         self.bundles = BundleStore(settings.data_dir)
         self.deps = DepsInstaller(settings.data_dir)
+        grace = (settings.code_grace_s if settings.code_grace_s is not None
+                 else settings.zygote_idle_s + 60.0)
+        self.collector = Collector(self.bundles, self.deps, self.registry, self.scheduler,
+                                   grace_s=grace, interval_s=min(60.0, max(1.0, grace / 4)))
         self.functions = Functions(self.registry, self.bundles, self.deps, self.scheduler,
-                                   set(self.sandboxes), self.refused)
+                                   set(self.sandboxes), self.refused, collector=self.collector)
         self.queue = EventQueue(self.db)
         self.objects = ObjectStore(self.db, settings.data_dir, settings.region)
         self.keys = KeyStore(self.db)
@@ -132,6 +137,7 @@ class Platform:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.registry.load)
+        await self.collector.start()  # before any instance: what a crash left is collected now
         await asyncio.to_thread(self.event_configs.load)
         await asyncio.to_thread(self.keys.bootstrap, self.settings.data_dir)
         await asyncio.to_thread(self.ingest_sources.load)
@@ -178,6 +184,7 @@ class Platform:
                         ", ".join(stranded), ALLOW_FLAG)
 
     async def stop(self) -> None:
+        await self.collector.close()
         await self.triggers.stop()
         await self.dispatcher.close()
         await self.scheduler.close()

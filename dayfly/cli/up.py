@@ -58,13 +58,17 @@ def _listen(host: str, port: int, family: socket.AddressFamily, what: str,
 @click.option("--zygote-idle", default=600.0, show_default=True, envvar="DAYFLY_ZYGOTE_IDLE",
               show_envvar=True, type=click.FloatRange(0.1, 86400), metavar="SECONDS",
               help="Stop a function's zygote after this long without instances.")
+@click.option("--code-grace", default=None, envvar="DAYFLY_CODE_GRACE", show_envvar=True,
+              type=click.FloatRange(0, 86400), metavar="SECONDS",
+              help="Remove code no version refers to after this long [default: --zygote-idle "
+                   "plus 60].")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @load_options
 def up(host: str, allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], port: int,
        data_dir: Path | None, isolation: str | None,
        allow_weak_isolation: bool, example: bool, max_chain_depth: int,
-       records_flush_interval: float, zygote_idle: float,
+       records_flush_interval: float, zygote_idle: float, code_grace: float | None,
        log_level: str, load: LoadOptions) -> None:
     """Run dayfly (API, gateway, scheduler) in the foreground; Ctrl-C stops it cleanly."""
     import resource
@@ -96,7 +100,8 @@ def up(host: str, allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], 
     settings = Settings(host=host, port=port, function_s3=function_s3.getsockname()[:2],
                         default_isolation=isolation, allow_weak_isolation=allow_weak_isolation,
                         max_chain_depth=max_chain_depth,
-                        records_flush_s=records_flush_interval, zygote_idle_s=zygote_idle)
+                        records_flush_s=records_flush_interval, zygote_idle_s=zygote_idle,
+                        code_grace_s=code_grace)
     settings.max_queue, settings.queue_timeout_s = load.max_queue, load.queue_timeout_s
     settings.allow_hosts, settings.allow_origins = allow_hosts, allow_origins
     if data_dir is not None:

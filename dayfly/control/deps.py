@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import shutil
@@ -40,6 +41,27 @@ class DepsInstaller:
     def path(self, key: str) -> Path | None:
         p = self.root / key
         return p if p.is_dir() else None
+
+    # -- collection: control/collector.py decides what goes, these only act ------------------
+
+    def stored(self) -> set[str]:
+        """Keys with a directory on disk."""
+        return {p.name for p in self.root.iterdir() if not p.name.startswith(".")}
+
+    def discard(self, key: str) -> None:
+        """Take a directory out of use at once (renamed aside; removed by `remove_trash`)."""
+        with contextlib.suppress(FileNotFoundError):  # a concurrent collection got there first
+            os.rename(self.root / key, self.root / f".trash-{key}-{os.urandom(4).hex()}")
+
+    def remove_trash(self) -> None:
+        """Remove the directories `discard` set aside (also those a crash left)."""
+        for p in self.root.glob(".trash-*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+    def clean_tmp(self) -> None:
+        """pip runs a crash interrupted (at start, before any deploy)."""
+        for p in self.tmp.glob("deps-*"):
+            shutil.rmtree(p, ignore_errors=True)
 
     async def install(self, requirements: str, cwd: Path | None = None,
                       progress: Progress | None = None) -> tuple[str, Path]:

@@ -21,7 +21,8 @@ from ..scheduler.scheduler import Scheduler
 from ..types import LATEST
 from . import manifest as mf
 from .bundles import BundleStore
-from .deps import DepsInstaller
+from .collector import Claim, Collector
+from .deps import DepsInstaller, deps_key
 from .function_keys import validate_buckets
 from .isolation import refusal
 from .model import DEFAULTS, AliasConfig, FunctionConfig, function_arn
@@ -123,7 +124,8 @@ class Functions:
 
     def __init__(self, registry: Registry, bundles: BundleStore, deps: DepsInstaller,
                  scheduler: Scheduler, tiers: set[str],
-                 refused: frozenset[str] = frozenset()) -> None:
+                 refused: frozenset[str] = frozenset(), *,
+                 collector: Collector | None = None) -> None:
         self.registry = registry
         self.bundles = bundles
         self.deps = deps
@@ -131,12 +133,17 @@ class Functions:
         self.tiers = tiers  # the tiers this node runs
         self.refused = refused  # tiers this machine has but the operator did not allow
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.collector = collector or Collector(bundles, deps, registry, scheduler,
+                                                grace_s=0.0, interval_s=60.0)
 
     # -- code and configuration --------------------------------------------------------------
 
     async def _prepare(self, name: str, zip_bytes: bytes, base: dict[str, Any],
-                       explicit: dict[str, Any], progress: Progress) -> FunctionConfig:
-        """Store the bundle, apply its manifest, install deps, and check the handler loads."""
+                       explicit: dict[str, Any], progress: Progress,
+                       claim: Claim) -> FunctionConfig:
+        """Store the bundle, apply its manifest, install deps, and check the handler loads;
+        the claim keeps what is stored from collection until the caller registered it."""
+        claim.code(self.bundles.digest(zip_bytes))  # on the loop, before anything is written
         bundle = await asyncio.to_thread(self.bundles.put, zip_bytes)
         values = dict(base)
         text = await asyncio.to_thread(bundle.read, "dayfly.toml")
@@ -149,6 +156,7 @@ class Functions:
         reqs = await asyncio.to_thread(bundle.read, "requirements.txt")
         values["deps_key"] = None
         if reqs and reqs.strip():
+            claim.deps(deps_key(reqs))
             values["deps_key"], _ = await self.deps.install(reqs, bundle.code_dir, progress)
         cfg = FunctionConfig(name=name, code_hex=bundle.hexdigest,
                              code_sha256=bundle.sha256_b64, code_size=bundle.size, **values)
@@ -201,8 +209,9 @@ class Functions:
             if name in self.registry.functions:
                 raise ResourceConflict(f"Function already exist: {name}")
             base = {k: v for k, v in DEFAULTS.items()}
-            cfg = await self._prepare(name, zip_bytes, base, explicit, progress)
-            await self.registry.put_latest(cfg, create=True)
+            with self.collector.claim() as claim:
+                cfg = await self._prepare(name, zip_bytes, base, explicit, progress, claim)
+                await self.registry.put_latest(cfg, create=True)
             self.scheduler.deploy(self.registry.spec(name, LATEST))
             if params.get("Publish"):
                 cfg = await self._publish(name, "")
@@ -220,11 +229,13 @@ class Functions:
                                             "idle_timeout", "isolation", "network", "files",
                                             "secrets", "tmp_size", "pids", "max_output",
                                             "buckets", "public")}
-            cfg = await self._prepare(name, zip_bytes, base, {}, progress)
-            await self.registry.put_latest(cfg)
+            with self.collector.claim() as claim:
+                cfg = await self._prepare(name, zip_bytes, base, {}, progress, claim)
+                await self.registry.put_latest(cfg)
             self.scheduler.deploy(self.registry.spec(name, LATEST))
             if params.get("Publish"):
                 cfg = await self._publish(name, "")
+        await self.collector.collect()  # the previous $LATEST's code, unless a version has it
         return cfg
 
     async def update_config(self, name: str, params: dict[str, Any]) -> FunctionConfig:
@@ -364,6 +375,7 @@ class Functions:
             if qualifier in (None, ""):
                 await self.registry.delete(name)
                 await self.scheduler.remove(name)
+                await self.collector.collect()
                 return
             if qualifier == LATEST or not str(qualifier).isdigit():
                 raise InvalidParameter("Deletion of $LATEST version or an alias is not allowed "
@@ -379,6 +391,7 @@ class Functions:
                                        f"reference it: {users}")
             await self.registry.delete(name, number)
             await self.scheduler.remove(name, str(number))
+        await self.collector.collect()
 
 
 def _check_revision(params: dict[str, Any], cfg: FunctionConfig) -> None:
