@@ -13,8 +13,7 @@ import sqlite3
 from pathlib import Path
 
 import httpx
-import pytest
-from conftest import start_server, stop_server
+from conftest import ALLOW_WEAK, start_server, stop_server
 from trigger_helpers import create_mapping, deploy, received, scratch_db, unique, wait_for
 
 BATCH = 10
@@ -45,17 +44,11 @@ def has_record(srv, request_id: str) -> bool:
     return r.status_code == 200
 
 
-@pytest.fixture(autouse=True)
-def weak_tier_allowed(monkeypatch):
-    """The recorder appends to a host file: the process tier, which the node must allow."""
-    monkeypatch.setenv("DAYFLY_ALLOW_WEAK_ISOLATION", "1")
-
-
 def test_a_table_checkpoint_never_runs_ahead_of_its_records(tmp_path: Path):
     data, out, gate = tmp_path / "data", tmp_path / "out.jsonl", tmp_path / "gate"
     with scratch_db("sqlite", tmp_path) as db:
         t = db.create("stream", "id integer PRIMARY KEY, n integer")
-        srv = start_server(data, "--records-flush-interval", "3600")
+        srv = start_server(data, *ALLOW_WEAK, "--records-flush-interval", "3600")
         try:
             fn = unique("ckpt")
             deploy(srv, fn, out, GATED.format(hold=HOLD_AFTER, gate=str(gate)), timeout=300)
@@ -74,7 +67,7 @@ def test_a_table_checkpoint_never_runs_ahead_of_its_records(tmp_path: Path):
             assert covered
             stop_server(srv, signal.SIGKILL)
             gate.touch()
-            srv = start_server(data)
+            srv = start_server(data, *ALLOW_WEAK)
             missing = [rid for rid in covered if not has_record(srv, rid)]
             assert not missing, f"{len(missing)} of {len(covered)} checkpointed deliveries " \
                                 f"have no invocation record"
@@ -84,7 +77,7 @@ def test_a_table_checkpoint_never_runs_ahead_of_its_records(tmp_path: Path):
 
 def test_an_acknowledged_async_event_always_has_its_record(tmp_path: Path):
     data, out, gate = tmp_path / "data", tmp_path / "out.jsonl", tmp_path / "gate"
-    srv = start_server(data, "--records-flush-interval", "3600")
+    srv = start_server(data, *ALLOW_WEAK, "--records-flush-interval", "3600")
     try:
         fn = unique("acked")
         deploy(srv, fn, out, GATED.format(hold=HOLD_AFTER, gate=str(gate)), timeout=300)
@@ -104,7 +97,7 @@ def test_an_acknowledged_async_event_always_has_its_record(tmp_path: Path):
         assert {i["rid"] for i in received(out)} >= set(acked)
         stop_server(srv, signal.SIGKILL)
         gate.touch()
-        srv = start_server(data)
+        srv = start_server(data, *ALLOW_WEAK)
         missing = [rid for rid in acked if not has_record(srv, rid)]
         assert not missing, f"{len(missing)} of {len(acked)} acknowledged events have no record"
     finally:
