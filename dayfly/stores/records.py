@@ -149,7 +149,7 @@ class RecordStore(Observer):
         target = self._appended
         if self._written >= target:
             return
-        if self._task is None:  # not started (a tool, a test): write now
+        if self._task is None or self._task.done():  # not started, or closed: write now
             await self.flush()
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
