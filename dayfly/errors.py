@@ -91,7 +91,10 @@ class TooManyRequests(ClientError):
 
     status = 429
     code = "TooManyRequestsException"
-    retry_after_s = 1  # sent as Retry-After; the connection's next request is read then
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after_s: int = 1) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after_s = retry_after_s  # sent as Retry-After
 
 
 class ClientGone(ClientError):

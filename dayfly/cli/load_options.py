@@ -21,8 +21,8 @@ _OPTIONS = [
                  help="Close a connection (408) whose request body stalls this long."),
     click.option("--max-connections", default=0, show_default=True,
                  type=click.IntRange(0, 10_000_000), metavar="N",
-                 help="Open connections at most [0: the open-files limit minus a quarter, at "
-                      "least 256, kept for the platform]; at the limit the connection waiting "
+                 help="Open connections at most [0: half the open-files limit, the other half "
+                      "(at least 256) kept for the platform]; at the limit the connection waiting "
                       "longest for headers is closed, else the new one gets 503."),
     click.option("--max-connections-per-client", default=256, show_default=True,
                  type=click.IntRange(0, 10_000_000), metavar="N",

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import DayflyError, InvalidRequestContent, RequestTooLarge, TooManyRequests
-from .connections import BACKOFF_KEY
+from .connections import backoff
 
 log = logging.getLogger("dayfly.gateway")
 
@@ -53,7 +53,8 @@ async def json_body(request: Request, limit: int = 70 * 1024 * 1024) -> dict[str
     return data
 
 
-def error_response(code: str, message: str, status: int, hint: str | None = None) -> JSON:
+def error_response(code: str, message: str, status: int, hint: str | None = None,
+                   retry_after: int = 1) -> JSON:
     """Lambda's REST-JSON error: the type in a header and in the body, so every SDK finds it."""
     body: dict[str, Any] = {"Type": "User" if status < 500 else "Service", "message": message,
                             "__type": code}
@@ -61,17 +62,17 @@ def error_response(code: str, message: str, status: int, hint: str | None = None
         body["hint"] = hint
     headers = {"X-Amzn-ErrorType": code, "X-Amzn-RequestId": str(uuid.uuid4())}
     if status == 429:
-        headers["Retry-After"] = str(TooManyRequests.retry_after_s)
+        headers["Retry-After"] = str(retry_after)
     return JSON(body, status_code=status, headers=headers)
 
 
 async def on_dayfly_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, DayflyError)
-    if isinstance(exc, TooManyRequests):  # the connection's next request is read only then
-        request.scope[BACKOFF_KEY] = exc.retry_after_s
     if exc.status >= 500:
         log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return error_response(exc.code, exc.message, exc.status, exc.hint)
+    # a 429: the connection's next request is read only after its Retry-After
+    wait = backoff(request.scope, exc.retry_after_s) if isinstance(exc, TooManyRequests) else 1
+    return error_response(exc.code, exc.message, exc.status, exc.hint, wait)
 
 
 async def on_http_error(request: Request, exc: Exception) -> Response:

@@ -15,10 +15,12 @@ connection, in the order a request goes through them:
    first byte): else 408 and close;
 3. a body may go silent for at most `body_timeout_s` (while the application reads it): else
    408 and close, and the application sees a disconnect, never a short body;
-4. after a response the application marked with a backoff (a 429 with Retry-After) the
-   connection's next request is read only once that backoff has passed, so a client that
-   retries at once cannot turn a full queue into a loop of refusals that starves the
-   instances (docs/SPECIFICATION.md, overload).
+4. after a response the application marked with a backoff (a 429 with Retry-After, see
+   `backoff`) the connection's next request is read only once that backoff has passed: what
+   the pool asked for (scheduler/pressure.py), doubled for each 429 in a row on the
+   connection, at most 16 s. A client that retries at
+   once cannot turn a full queue into a loop of refusals that starves the instances
+   (docs/SPECIFICATION.md, overload).
 
 Every closing and refusal is logged, at most once per `LOG_EVERY_S` per reason with counts.
 """
@@ -38,6 +40,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger("dayfly.connections")
 
 BACKOFF_KEY = "dayfly.backoff_s"  # an ASGI scope key: read this connection again after N s
+STRIKES_KEY = "dayfly.strikes"  # an ASGI scope key: 429s in a row on this connection so far
+MAX_BACKOFF_S = 16
 LOG_EVERY_S = 10.0
 _REASONS = {
     "header": "did not send complete headers within {header} s (408, closed)",
@@ -61,8 +65,17 @@ class Limits:
 
 
 def default_max_connections(fd_limit: int) -> int:
-    """A quarter of the descriptors (at least 256) stay for the platform itself."""
-    return max(64, fd_limit - max(256, fd_limit // 4))
+    """Half the descriptors (at least 256) stay for the platform itself: an idle node already
+    holds about 220 (zygotes, pooled namespaces, the database) and each instance a few more."""
+    return max(64, fd_limit - max(256, fd_limit // 2))
+
+
+def backoff(scope: Any, base: int = 1) -> int:
+    """The seconds a 429 on this request's connection asks for (its Retry-After), recorded in
+    the scope for the protocol to enforce: `base`, doubled for every 429 in a row before it."""
+    wait = min(MAX_BACKOFF_S, base << min(scope.get(STRIKES_KEY, 0), 8))
+    scope[BACKOFF_KEY] = wait
+    return wait
 
 
 def client_key(client: tuple[str, int] | None) -> str | None:
@@ -147,6 +160,7 @@ class GuardedHttpTools(HttpToolsProtocol):
         self._counted = False
         self._timer: asyncio.TimerHandle | None = None  # the header or the body deadline
         self._backoff: asyncio.TimerHandle | None = None
+        self._strikes = 0  # 429s in a row on this connection
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -185,6 +199,8 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._strikes:
+            self.scope[STRIKES_KEY] = self._strikes  # type: ignore[literal-required]
         if self._timer is None:  # a kept-alive connection's next request: its headers' deadline
             self._arm(self.guard.limits.header_timeout_s, "header")
 
@@ -211,13 +227,21 @@ class GuardedHttpTools(HttpToolsProtocol):
             return  # closing, or a pipelined request has started
         self.guard.waiting[self] = None
         backoff: float | None = self.cycle.scope.get(BACKOFF_KEY)  # type: ignore[assignment]
-        if backoff:
+        if not backoff:
+            self._strikes = 0
+        else:
+            self._strikes += 1
             self.flow.pause_reading()
+            # not idle but held back: the keep-alive timeout restarts when reading does (else
+            # it would close the connection, and a new one starts again at 1 s)
+            self._unset_keepalive_if_required()
             self._backoff = self.loop.call_later(backoff, self._resume)
 
     def _resume(self) -> None:
         self._backoff = None
         if not self.transport.is_closing():
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler)
             self.flow.resume_reading()
 
     def _arm(self, seconds: float, what: str) -> None:

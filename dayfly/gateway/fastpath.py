@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import ClientGone, DayflyError, RequestTooLarge, TooManyRequests
 from .classify import Family, route
 from .common import error_response
-from .connections import BACKOFF_KEY
+from .connections import backoff
 from .invoke import run_invoke
 
 log = logging.getLogger("dayfly.gateway")
@@ -69,9 +69,9 @@ class FastInvoke:
         except DayflyError as exc:
             if exc.status >= 500:
                 log.error("invoke %s failed: %s", name, exc.message)
-            elif isinstance(exc, TooManyRequests):  # read this connection again only then
-                scope[BACKOFF_KEY] = exc.retry_after_s  # type: ignore[literal-required]
-            response = error_response(exc.code, exc.message, exc.status, exc.hint)
+            # a 429: the connection's next request is read only after its Retry-After
+            wait = backoff(scope, exc.retry_after_s) if isinstance(exc, TooManyRequests) else 1
+            response = error_response(exc.code, exc.message, exc.status, exc.hint, wait)
         except Exception as exc:
             log.exception("invoke %s failed", name)
             response = error_response("ServiceException", f"internal error: {exc}", 500)

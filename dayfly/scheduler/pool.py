@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from ..errors import ClientGone, TooManyRequests
 from ..sandbox.safe import Handle, InitFailed, SafeSandbox
 from ..types import FunctionSpec
+from .pressure import Pressure
 
 log = logging.getLogger("dayfly.scheduler")
 
@@ -51,6 +52,7 @@ class Pool:
         self.draining = False
         self.tasks: set[asyncio.Task] = set()
         self.last_used = time.monotonic()
+        self.pressure = Pressure()
 
     @property
     def size(self) -> int:
@@ -70,10 +72,10 @@ class Pool:
         if self.max_instances <= 0:
             raise TooManyRequests(f"Rate Exceeded: {self.spec.name} has reserved concurrency 0 "
                                   "(throttled)")
-        if len(self.waiters) >= self.max_queue:
+        if len(self.waiters) >= self.max_queue:  # refused at once: waiting cannot help
             raise TooManyRequests(f"Rate Exceeded: {self.spec.name} has {self.size} instances "
                                   f"(limit {self.max_instances}) and {len(self.waiters)} "
-                                  "queued requests")
+                                  "queued requests", retry_after_s=self.pressure.note_refused())
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self.waiters.append(fut)
         self._maybe_start()
@@ -102,6 +104,7 @@ class Pool:
     def release(self, h: Handle) -> None:
         """Give the handle back after an invocation: to a waiter, to the idle list, or stop it."""
         self.busy.discard(h)
+        self.pressure.note_served()
         if not h.alive:
             self._maybe_start()
             return
