@@ -48,6 +48,7 @@ class Zygote:
         else:
             self.chan = socket.socket(fileno=config["fd"])
         self.children: set[int] = set()
+        self.slots: dict[int, int] = {}  # pid -> its cgroup slot's index (cgroup v1 freezer)
         self.spares: dict[int, socket.socket] = {}  # pid -> control socket of a prepared spare
         self.sel = selectors.DefaultSelector()
         self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -155,6 +156,7 @@ class Zygote:
             if pid == 0:
                 return
             self.children.discard(pid)
+            self.slots.pop(pid, None)
             # ru_maxrss (KiB): the host's REPORT of a crash or an OOM kill says what it used
             info = {"pid": pid, "maxrss": usage.ru_maxrss}
             if os.WIFSIGNALED(status):
@@ -190,12 +192,26 @@ class Zygote:
     def _shutdown(self) -> None:
         for pid in self.children:
             _kill_group(pid)
+            self._thaw(pid)
         for _ in list(self.children):
             try:
                 os.wait()
             except ChildProcessError:
                 break
         os._exit(0)
+
+    def _thaw(self, pid: int) -> None:
+        """Thaw a killed instance's v1 freezer cgroup: a frozen task keeps SIGKILL pending until
+        it thaws, and the host that would thaw it may be gone (kill -9)."""
+        dir_fd, slot = getattr(self, "jail", {}).get("thaw_dir_fd"), self.slots.get(pid)
+        if dir_fd is None or slot is None:
+            return
+        with contextlib.suppress(OSError):
+            state = os.open(f"s{slot}/freezer.state", os.O_WRONLY | os.O_CLOEXEC, dir_fd=dir_fd)
+            try:
+                os.write(state, b"THAWED")
+            finally:
+                os.close(state)
 
     def _fork(self, spec: dict, fd: int, cgroup_fds: list[int]) -> None:
         door = None
@@ -211,6 +227,8 @@ class Zygote:
             os.close(cfd)
         if pid > 0:
             self.children.add(pid)
+            if "slot" in spec:
+                self.slots[pid] = spec["slot"]
             self._send(protocol.encode(protocol.FORKED, {"id": spec["id"], "pid": pid}), door)
 
     def _prepare_spare(self, meta: dict, cgroup_fds: list[int]) -> None:
@@ -225,6 +243,8 @@ class Zygote:
             os.close(cfd)
         if pid > 0:
             self.children.add(pid)
+            if "slot" in meta:
+                self.slots[pid] = meta["slot"]
             self.spares[pid] = ctl
             self._send(protocol.encode(protocol.FORKED, {"id": meta["id"], "pid": pid}), door)
         else:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import textwrap
 import time
 import uuid
@@ -217,3 +218,16 @@ async def test_gvisor_fork_bomb_is_capped_and_nothing_is_left_after_scale_to_zer
     await pool.scale_to_zero()
     _, procs = await call(pool, op="procs")  # a new instance in the same gVisor sandbox
     assert len(procs) == 2, procs  # the zygote and itself: the bomb's children are gone
+
+
+@linux_only
+async def test_a_frozen_instance_dies_with_its_zygote_even_if_the_host_cannot_thaw_it(pool):
+    """kill -9 of the platform: nobody on the host thaws anything, the zygote sees its channel
+    close and kills its instances; a v1-frozen one would keep that SIGKILL pending for ever."""
+    await call(pool, op="spin", threads=2)
+    (h,) = pool.idle
+    pid = h.inst.pid
+    await _until(lambda: _frozen(pid), "frozen")
+    (zygote,) = pool.sandbox.backend.zygotes.values()
+    await zygote.close()  # the host's side of the channel, and nothing else, goes away
+    await _until(lambda: not os.path.exists(f"/proc/{pid}"), "gone")

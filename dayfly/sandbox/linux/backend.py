@@ -146,13 +146,18 @@ class LinuxBackend(ZygoteBackend):
             node = parse_allow([spec.s3_endpoint]) if spec.s3_endpoint else set()
             self.relays[key] = EgressRelay(spec.name, parse_allow(list(spec.network)), node,
                                            self.function_s3)
+        thaw: tuple[int, ...] = ()
+        if self.cgroups is not None and self.cgroups.freezer_dir_fd >= 0:  # v1 (cgroups.py)
+            cfg["thaw_dir_fd"] = self.cgroups.freezer_dir_fd
+            thaw = (self.cgroups.freezer_dir_fd,)
         if self.rootless:  # the zygote makes its namespaces itself
             cfg["rootless"] = True
-            return ZygoteClient(key, self.runtime_root, extra={"jail": cfg})
+            return ZygoteClient(key, self.runtime_root, extra={"jail": cfg}, pass_fds=thaw)
         assert self.netns is not None
         ns: Netns = await self.netns.take()
         cfg["netns_fd"] = ns.fd
-        zygote = ZygoteClient(key, self.runtime_root, extra={"jail": cfg}, pass_fds=(ns.fd,))
+        zygote = ZygoteClient(key, self.runtime_root, extra={"jail": cfg},
+                              pass_fds=(ns.fd, *thaw))
         zygote.cleanup = ns  # type: ignore[attr-defined]
         return zygote
 
@@ -257,7 +262,8 @@ class LinuxBackend(ZygoteBackend):
         if len(self.cgroups.free) < self.cgroup_prefill // 4:
             self._refill_cgroups()
         uid = 0 if self.rootless else UID_BASE + slot.index
-        ids = {"uid": uid, "gid": uid, "cg": "self" if self.cgroups.self_join else "into"}
+        ids = {"uid": uid, "gid": uid, "cg": "self" if self.cgroups.self_join else "into",
+               "slot": slot.index}
         return ids, tuple(slot.join_fds), slot
 
     def reserve(self, spec: FunctionSpec,
@@ -350,8 +356,10 @@ class LinuxBackend(ZygoteBackend):
 
     def _freeze_idle(self, inst: Instance) -> None:
         lease = inst.backend_state.token  # type: ignore[attr-defined]  # a _State
-        # not once it is being killed: a v1-frozen task would keep its SIGKILL pending
-        if isinstance(lease, Lease) and lease.live and lease.slot is not None:
+        # not once it is being killed, nor once the backend closes (its zygotes kill every
+        # instance): a v1-frozen task would keep its SIGKILL pending
+        if (isinstance(lease, Lease) and lease.live and lease.slot is not None
+                and self.freeze_idle):
             lease.freezing = None
             with contextlib.suppress(OSError):
                 self.cgroups.freeze(lease.slot)  # type: ignore[union-attr]
@@ -380,6 +388,7 @@ class LinuxBackend(ZygoteBackend):
             self._refill_cgroups()
 
     async def close(self) -> None:
+        self.freeze_idle = False  # what is still scheduled to freeze stays thawed
         if self.cgroups is not None:  # the zygotes' SIGKILLs must reach frozen instances
             for slot in list(self.cgroups.used.values()):
                 with contextlib.suppress(OSError):

@@ -95,7 +95,7 @@ class CgroupPool:
         self.freezer_base = (freezer / name if freezer is not None
                              and (freezer / "cgroup.procs").is_file()
                              and os.access(freezer, os.W_OK) else None)
-        self.keep_fd = -1
+        self.keep_fd = self.freezer_dir_fd = -1
         # Neither way takes the write side of the kernel's global threadgroup lock (which
         # waits for an RCU grace period and stalls every fork and exit meanwhile). v1: the new
         # process writes "0" to `tasks` itself, the one migration without it. v2: the zygote
@@ -115,6 +115,11 @@ class CgroupPool:
             keep.mkdir(exist_ok=True)
             self.keep_fd = os.open(keep / "freezer.state", os.O_RDWR | os.O_CLOEXEC)
             os.pwrite(self.keep_fd, b"FROZEN", 0)
+            # for zygotes: a v1-frozen instance keeps a SIGKILL pending until it thaws, so a
+            # zygote that kills its instances because the platform went away (kill -9) must
+            # thaw their slots itself (the slots' directories, relative to this fd)
+            self.freezer_dir_fd = os.open(self.freezer_base, os.O_RDONLY | os.O_DIRECTORY
+                                          | os.O_CLOEXEC)
         if self.v == 2:
             # A v2 cgroup that passes controllers on holds no processes itself (the root
             # excepted). A platform started inside its delegated cgroup (systemd's
@@ -324,7 +329,8 @@ class CgroupPool:
         if self.keep_fd >= 0:
             os.pwrite(self.keep_fd, b"THAWED", 0)
             os.close(self.keep_fd)
-            self.keep_fd = -1
+            os.close(self.freezer_dir_fd)
+            self.keep_fd = self.freezer_dir_fd = -1
             with contextlib.suppress(OSError):
                 (self.freezer_base / "keep").rmdir()  # type: ignore[operator]
         for base in [*self.bases, *([self.freezer_base] if self.freezer_base else [])]:
