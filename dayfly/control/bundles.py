@@ -15,6 +15,8 @@ from pathlib import Path
 
 from . import unzip
 
+MAX_COMPILE = 2 * 1024 * 1024  # bytes of one module compiled at deploy; larger ones on import
+
 
 @dataclass(frozen=True, slots=True)
 class Bundle:
@@ -71,9 +73,7 @@ class BundleStore:
         staging = Path(tempfile.mkdtemp(dir=self.tmp, prefix="unzip-"))
         try:
             unzip.extract(zf, entries, staging)
-            # compiled once here, so instances (whose code dir is read-only) never compile;
-            # a file that does not compile is left for the import to report properly
-            compileall.compile_dir(str(staging), quiet=2, workers=1)
+            _compile(staging)
             # the top folder is sealed after the move: moving a folder to another parent
             # rewrites its ".." entry, which needs write permission on it (unless root)
             _make_read_only(staging, top=False)
@@ -116,6 +116,17 @@ class BundleStore:
             remove_tree(p)
         for p in self.tmp.glob("bundle-*"):
             p.unlink(missing_ok=True)
+
+
+def _compile(root: Path) -> None:
+    """Compile the modules once here, so instances (whose code dir is read-only) never do.
+
+    A file that does not compile is left for the import to report properly; a very large one
+    is left to the import too, inside the instance's limits: compiling a 200 MB module here
+    would take the node's memory and minutes of CPU."""
+    for path in root.rglob("*.py"):
+        if path.is_file() and path.stat().st_size <= MAX_COMPILE:
+            compileall.compile_file(str(path), quiet=2)
 
 
 def remove_tree(root: Path) -> None:

@@ -20,6 +20,7 @@ from ..sandbox.base import InitFailed
 from ..scheduler.scheduler import Scheduler
 from ..types import LATEST
 from . import manifest as mf
+from . import unzip
 from .bundles import BundleStore
 from .collector import Claim, Collector
 from .deps import DepsInstaller, deps_key
@@ -157,7 +158,10 @@ class Functions:
         values["deps_key"] = None
         if reqs and reqs.strip():
             claim.deps(deps_key(reqs))
-            values["deps_key"], _ = await self.deps.install(reqs, bundle.code_dir, progress)
+            values["deps_key"], deps_dir = await self.deps.install(reqs, bundle.code_dir,
+                                                                   progress)
+            # Lambda's limit counts layers with the code: here, the installed dependencies
+            await asyncio.to_thread(unzip.check_unzipped, bundle.code_dir, deps_dir)
         cfg = FunctionConfig(name=name, code_hex=bundle.hexdigest,
                              code_sha256=bundle.sha256_b64, code_size=bundle.size, **values)
         await self._check(cfg, progress)

@@ -55,6 +55,8 @@ def plan(zf: zipfile.ZipFile, size: int) -> list[tuple[zipfile.ZipInfo, PurePosi
     dirs: dict[PurePosixPath, str] = {}
     declared = 0
     for info in infos:
+        if info.filename == "./" and info.file_size == 0:
+            continue  # the archive's own top folder, as some tools write it: nothing to make
         path = _check_entry(info)
         if path in seen:
             first = seen[path]
@@ -127,6 +129,17 @@ def _copy(zf: zipfile.ZipFile, info: zipfile.ZipInfo, out, room: int) -> int:
         raise InvalidParameter(f"{BAD_ZIP} The entry {info.filename!r} declares "
                                f"{info.file_size} bytes but holds {written}")
     return written
+
+
+def check_unzipped(*roots: Path) -> None:
+    """A function's code and its dependencies together stay under Lambda's unzipped limit."""
+    total = 0
+    for root in roots:
+        for dirpath, _dirs, files in os.walk(root):
+            total += sum(os.lstat(os.path.join(dirpath, f)).st_size for f in files)
+    if total >= MAX_UNZIPPED:
+        raise InvalidParameter(f"{TOO_BIG} (the code and the dependencies requirements.txt "
+                               f"installed: {total} bytes)")
 
 
 def _check_entry(info: zipfile.ZipInfo) -> PurePosixPath:
