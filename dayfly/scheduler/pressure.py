@@ -11,11 +11,12 @@ MAX_RETRY_AFTER_S = 16
 class Pressure:
     """Refusals and served invocations of one pool, counted per one-second window.
 
-    Retry-After is the refusals of the last full second over the invocations served in it,
-    rounded up, from 1 to 16 s: when ten callers were refused for each one served, a refused
-    caller hears to come back in ten seconds, not one, so refused demand arrives spread over
-    the time the pool needs to serve it instead of all coming back at once (the gateway holds
-    each connection to what it was told: gateway/connections.py). Event loop only.
+    Retry-After is 1 s plus the refusals of the last full second over the invocations served
+    in it, rounded up, at most 16 s: when ten callers were refused for each one served, a
+    refused caller hears to come back in eleven seconds, not one, so refused demand arrives
+    spread over the time the pool needs to serve it instead of all coming back at once, and
+    refusing costs the node a fraction of what serving does (the gateway holds each
+    connection to what it was told: gateway/connections.py). Event loop only.
     """
 
     def __init__(self, now: float | None = None) -> None:
@@ -38,4 +39,4 @@ class Pressure:
         self._roll(time.monotonic() if now is None else now)
         self.refused += 1
         refused, served = self.last
-        return max(1, min(MAX_RETRY_AFTER_S, math.ceil(refused / max(served, 1))))
+        return min(MAX_RETRY_AFTER_S, 1 + math.ceil(refused / max(served, 1)))

@@ -12,8 +12,8 @@ def test_retry_after_is_refusals_over_served_of_the_last_second():
         p.note_refused(now=0.5)
     for _ in range(4):
         p.note_served(now=0.6)
-    # the last full second: 10 refused, 4 served -> come back in 3 s
-    assert p.note_refused(now=1.2) == 3
+    # the last full second: 10 refused, 4 served -> come back in 1 + 3 s
+    assert p.note_refused(now=1.2) == 4
 
 
 def test_retry_after_is_capped_and_forgets_an_old_overload():
