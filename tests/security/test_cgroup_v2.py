@@ -23,10 +23,11 @@ REPO = Path(__file__).resolve().parent.parent.parent
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(kernel_vm.missing() is not None, reason=str(kernel_vm.missing()))]
 
-# the contract, the spare test, and the battery's attempts that cgroups answer (the rest of
+# the contract, the spare test, the battery's attempts that cgroups answer (the rest of
 # the battery checks namespaces, mounts and seccomp, which do not depend on the hierarchy,
-# and costs minutes under an emulated CPU)
-SELECT = "linux and (contract or spare or memory or cgroup or fork_bomb or pids or kill)"
+# and costs minutes under an emulated CPU), and idle instances: cgroup.freeze, cpu.max
+SELECT = ("linux and (contract or spare or memory or cgroup or fork_bomb or pids or kill "
+          "or frozen or zombies or cpu_quota)")
 PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs", "--color=no",
           "-W", "error::pytest.PytestUnraisableExceptionWarning"]
 
@@ -42,6 +43,7 @@ def test_linux_tier_keeps_its_contract_and_limits_on_cgroup_v2():
         "print(\"hierarchy\", cgroups.version())'",
         " ".join([*PYTEST, "tests/contract/test_sandbox_contract.py",
                   "tests/security/test_escape.py", "tests/security/test_spares.py",
+                  "tests/security/test_idle_instances.py",
                   "-k", repr(SELECT)]),
         # rootless with a delegated v2 cgroup; clone3 into a cgroup (not the fallback)
         " ".join([*PYTEST, "tests/security/test_rootless.py", "tests/unit/test_jail.py",

@@ -21,7 +21,7 @@ from ...types import FunctionSpec, InvokeRequest, InvokeResult
 from ..base import Instance, InstanceDied
 from ..process import ZygoteBackend, instance_env
 from ..zygote import ZygoteClient, exit_reason
-from .cgroups import CgroupPool, Slot, delegated
+from .cgroups import CgroupPool, Slot, delegated, freezing
 from .egress import EgressRelay, parse_allow
 from .netns import RELAY_PORT, Netns, NetnsPool
 
@@ -112,7 +112,7 @@ class LinuxBackend(ZygoteBackend):
                 return False, ("not root, and the kernel refuses unprivileged user namespaces "
                                "(kernel.unprivileged_userns_clone or user.max_user_namespaces)")
             cg_ok, cg = CgroupPool.probe(parent) if parent else (False, "")
-            limits = (f"limits by {cg}" if cg_ok else
+            limits = (f"limits by {cg}, {freezing(parent)}" if cg_ok else
                       "memory and processes bounded by rlimits (no cgroup delegated: "
                       "DAYFLY_CGROUP_PARENT)" + (f" [{cg}]" if parent else ""))
             return True, ("rootless: unprivileged user namespaces, seccomp; "
@@ -122,7 +122,7 @@ class LinuxBackend(ZygoteBackend):
             return False, why
         if not jail.namespaces_work():
             return False, "the kernel refuses new user/pid/mount/net namespaces"
-        return True, f"namespaces, seccomp, {why}"
+        return True, f"namespaces, seccomp, {why}, {freezing(parent)}"
 
     def zygote_key(self, spec: FunctionSpec) -> str:
         parts = [spec.runtime, spec.code_dir, spec.deps_dir or "", ",".join(spec.network),

@@ -65,6 +65,14 @@ def _parents(v: int, parent: str) -> list[Path]:
     return [ROOT / rel] if v == 2 else [ROOT / c / rel for c in V1_CONTROLLERS]
 
 
+def freezing(parent: str = "") -> str:
+    """What `dayfly doctor` says about freezing idle instances on this hierarchy."""
+    freezer = ROOT / V1_FREEZER / parent
+    if version() == 2 or ((freezer / "cgroup.procs").is_file() and os.access(freezer, os.W_OK)):
+        return "idle instances frozen"
+    return "idle instances not frozen (no writable v1 freezer hierarchy)"
+
+
 def vcpus(memory_mb: int) -> float:
     """An instance's CPU limit in cores: Lambda's proportion to memory, with a floor."""
     return max(MIN_VCPU, memory_mb / MB_PER_VCPU)
@@ -283,6 +291,8 @@ class CgroupPool:
                 left = int((slot.dirs[0] / "memory.current").read_text())
                 if left:
                     _write(slot.dirs[0] / "memory.reclaim", str(left), optional=True)
+        # a slot whose instance died frozen (only our writes freeze it) must not freeze the next
+        self.thaw(slot)
         # the counters only ever grow: what they read now is the next instance's zero
         slot.oom_base = self.oom_kills(slot)
         slot.pids_base = self.pids_refused(slot)
