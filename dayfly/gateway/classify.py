@@ -14,7 +14,7 @@ Authorization header, or, without one, in a presigned URL's `X-Amz-Credential`, 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import parse_qs, unquote_to_bytes
 
 from starlette.types import Scope
@@ -47,8 +47,7 @@ class Form(enum.Enum):
     OTHER = "other"  # an Authorization header of another scheme
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):  # a tuple: built on every request, cheaper than a frozen dataclass
     family: Family
     form: Form
     key: str | None = None  # the bearer token, or the SigV4 access key id
