@@ -76,10 +76,12 @@ class Policy:
 def host_name(authority: str) -> str:
     """`Name` of `name:port`, `[::1]:port`, `Name.` ..., lower case, without port."""
     a = authority.strip().lower()
-    if a.startswith("["):
-        return a[1:a.find("]")] if "]" in a else a
-    if a.count(":") == 1:
-        a = a.split(":", 1)[0]
+    if a.startswith("[") and "]" in a:
+        a, rest = a[1:].split("]", 1)
+        return a if rest == "" or (rest[:1] == ":" and rest[1:].isdigit()) else authority
+    name, sep, port = a.rpartition(":")
+    if sep and ":" not in name and (port.isdigit() or not port):
+        a = name  # else an IPv6 literal without brackets, or junk: checked whole
     return a.rstrip(".")
 
 

@@ -22,7 +22,8 @@ def headers(**h: str) -> list[tuple[bytes, bytes]]:
 
 @pytest.mark.parametrize(("authority", "name"), [
     ("127.0.0.1:8080", "127.0.0.1"), ("[::1]:8080", "::1"), ("LocalHost", "localhost"),
-    ("evil.example.:80", "evil.example"), ("::1", "::1"), ("[::1]", "::1")])
+    ("evil.example.:80", "evil.example"), ("::1", "::1"), ("[::1]", "::1"),
+    ("127.0.0.1:80@evil.example", "127.0.0.1:80@evil.example"), ("[::1]x", "[::1]x")])
 def test_host_name(authority, name):
     assert host_name(authority) == name
 
@@ -34,7 +35,7 @@ def test_own_names_and_address_literals_pass(host):
 
 
 @pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "127.0.0.1.nip.io:8080",
-                                  "localhost.evil.example"])
+                                  "localhost.evil.example", "127.0.0.1:80@evil.example"])
 def test_other_names_are_refused_as_rebinding(host):
     message, hint = refusal(LOOPBACK, API, "GET", headers(host=host))
     assert "DNS rebinding" in message and "--allow-host" in hint
