@@ -148,13 +148,15 @@ class Zygote:
         self._reap()
 
     def _reap(self) -> None:
-        while self.children:
+        while True:
             try:
                 pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
                 return
+            if pid not in self.children:  # gVisor: an orphan the zygote inherited as init
+                continue
             self.children.discard(pid)
             self.slots.pop(pid, None)
             # ru_maxrss (KiB): the host's REPORT of a crash or an OOM kill says what it used
@@ -164,6 +166,15 @@ class Zygote:
             else:
                 info["code"] = os.WEXITSTATUS(status)
             self._send(protocol.encode(protocol.DIED, info))
+            if self.connect_dir and not self.children:
+                self._kill_strays()
+
+    def _kill_strays(self) -> None:
+        """gVisor: the zygote is its sandbox's init, so what an instance left running outside
+        its process group (setsid after a double fork) became the zygote's; with no instance
+        left, every other process in the sandbox is such a stray (kill(-1) spares init)."""
+        with contextlib.suppress(OSError):
+            os.kill(-1, signal.SIGKILL)
 
     def _on_host(self) -> None:
         try:
