@@ -5,9 +5,10 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from botocore.utils import ArnParser
 
 from dayfly.errors import InvalidParameter
-from dayfly.triggers.tables.records import attribute, failure_record, stream_record
+from dayfly.triggers.tables.records import attribute, failure_record, stream_arn, stream_record
 from dayfly.triggers.tables.source import Change, parse_table_url
 
 
@@ -33,30 +34,50 @@ CHANGE = Change(seq=7, op="U", ts=1700000000.5, keys={"id": 1},
     ("NEW_AND_OLD_IMAGES", {"NewImage", "OldImage"}),
 ])
 def test_images_follow_the_view_type(view, images):
-    rec = stream_record(CHANGE, view=view, source_key="k", source_arn="arn:dayfly:table:x",
-                        event_source="dayfly:sqlite", region="us-east-1")
+    rec = stream_record(CHANGE, view=view, source_key="k", source_arn="arn:aws:dynamodb:x",
+                        dayfly_arn="arn:dayfly:table:x", region="us-east-1")
     assert rec["eventName"] == "MODIFY" and rec["eventVersion"] == "1.1"
-    assert rec["eventSource"] == "dayfly:sqlite" and rec["awsRegion"] == "us-east-1"
+    assert rec["eventSource"] == "aws:dynamodb" and rec["awsRegion"] == "us-east-1"
+    assert rec["eventSourceARN"] == "arn:aws:dynamodb:x"
+    assert rec["dayfly"] == {"eventSourceArn": "arn:dayfly:table:x"}
     ddb = rec["dynamodb"]
     assert {"NewImage", "OldImage"} & ddb.keys() == images
     assert ddb["Keys"] == {"id": {"N": "1"}}
     assert ddb["SequenceNumber"] == "7" and ddb["StreamViewType"] == view
     assert ddb["ApproximateCreationDateTime"] == 1700000000 and ddb["SizeBytes"] > 0
-    again = stream_record(CHANGE, view=view, source_key="k", source_arn="a",
-                          event_source="e", region="r")
+    again = stream_record(CHANGE, view=view, source_key="k", source_arn="a", dayfly_arn="d",
+                          region="r")
     assert again["eventID"] == rec["eventID"]  # stable across redeliveries
 
 
 def test_on_failure_record_shape():
     rec = failure_record([CHANGE, CHANGE], condition="RetryAttemptsExhausted", attempts=3,
                          function_arn="arn:aws:lambda:us-east-1:000000000000:function:f",
-                         error_type="Unhandled", source_key="k", source_arn="arn:dayfly:table:x",
-                         request_id="r")
+                         error_type="Unhandled", source_key="k", source_arn="arn:aws:dynamodb:x",
+                         dayfly_arn="arn:dayfly:table:x", request_id="r")
     assert rec["requestContext"]["condition"] == "RetryAttemptsExhausted"
     assert rec["requestContext"]["approximateInvokeCount"] == 3
     info = rec["DDBStreamBatchInfo"]
     assert info["startSequenceNumber"] == "7" and info["batchSize"] == 2
-    assert info["streamArn"] == "arn:dayfly:table:x" and info["shardId"].startswith("shardId-")
+    assert info["streamArn"] == "arn:aws:dynamodb:x" and info["shardId"].startswith("shardId-")
+    assert rec["dayfly"] == {"eventSourceArn": "arn:dayfly:table:x"}
+
+
+def test_stream_arns_name_the_table_and_its_database():
+    """AWS's stream ARN shape, table/NAME/stream/LABEL: the label names the database."""
+    lite = parse_table_url("sqlite:///var/lib/app.db#orders")
+    arn = stream_arn(lite, "eu-west-1")
+    assert arn.startswith("arn:aws:dynamodb:eu-west-1:000000000000:table/orders/stream/sqlite:app.db:")
+    assert stream_arn(parse_table_url("sqlite:///srv/app.db#orders"), "eu-west-1") != arn
+    pg = parse_table_url("postgresql://bob:secret@db.local:6543/shop#orders")
+    assert stream_arn(pg, "us-east-1") == (
+        "arn:aws:dynamodb:us-east-1:000000000000:table/public.orders/stream/"
+        "postgresql:db.local:6543:shop")
+    for a, table in ((arn, "orders"), (stream_arn(pg, "us-east-1"), "public.orders")):
+        parsed = ArnParser().parse_arn(a)
+        assert (parsed["partition"], parsed["service"]) == ("aws", "dynamodb")
+        kind, name, stream, label = parsed["resource"].split("/")  # no '/' inside the label
+        assert (kind, name, stream) == ("table", table, "stream") and label
 
 
 def test_source_urls():

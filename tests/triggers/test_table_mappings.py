@@ -52,7 +52,7 @@ def test_records_for_every_view_type(server, lam, db: DB, tmp_path):
     assert wait_for(lambda: len(records(out)) >= 12, 60), received(out)
     by_arn: dict[str, list[dict]] = {}
     for r in records(out):
-        by_arn.setdefault(r["eventSourceARN"], []).append(r)
+        by_arn.setdefault(r["dayfly"]["eventSourceArn"], []).append(r)
     assert set(by_arn) == set(arns)
     for arn, recs in by_arn.items():
         view = arns[arn]
@@ -60,7 +60,10 @@ def test_records_for_every_view_type(server, lam, db: DB, tmp_path):
         seqs = [int(r["dynamodb"]["SequenceNumber"]) for r in recs]
         assert seqs == sorted(seqs) and len(set(seqs)) == 3
         for r in recs:
-            assert r["eventSource"] == f"dayfly:{db.kind}" and r["eventVersion"] == "1.1"
+            assert r["eventSource"] == "aws:dynamodb" and r["eventVersion"] == "1.1"
+            table = arn.rpartition("#")[2]  # schema.table on PostgreSQL
+            assert r["eventSourceARN"].startswith(
+                f"arn:aws:dynamodb:us-east-1:000000000000:table/{table}/stream/{db.kind}:")
             assert r["awsRegion"] == "us-east-1" and len(r["eventID"]) == 32
             ddb = r["dynamodb"]
             assert ddb["Keys"] == {"id": {"N": "1"}} and ddb["StreamViewType"] == view
@@ -189,7 +192,9 @@ def test_failing_batches_are_retried_then_sent_to_the_on_failure_destination(
         assert failure["responseContext"]["functionError"] == "Unhandled"
         info = failure["DDBStreamBatchInfo"]
         assert (info["startSequenceNumber"], info["endSequenceNumber"]) == (seq, seq)
-        assert info["batchSize"] == 1 and info["streamArn"] == m["EventSourceArn"]
+        rec = received(out)[0]["event"]["Records"][0]
+        assert info["batchSize"] == 1 and info["streamArn"] == rec["eventSourceARN"]
+        assert failure["dayfly"]["eventSourceArn"] == m["EventSourceArn"]
         got = lam.get_event_source_mapping(UUID=m["UUID"])
         assert got["LastProcessingResult"] == "PROBLEM: Function call failed"
 

@@ -23,7 +23,7 @@ import orjson
 from ...background import spawn
 from ...errors import DayflyError, ResourceNotFound, TooManyRequests
 from ...types import InvokeResult
-from .records import failure_record, stream_record
+from .records import failure_record, stream_arn, stream_record
 from .source import Change, SourceError, TableURL, open_source, parse_table_url
 
 log = logging.getLogger("dayfly.tables")
@@ -80,6 +80,7 @@ class Consumer:
         self.url = mapping.url
         self.position = position
         self.d = delivery
+        self.stream_arn = stream_arn(self.url, delivery.region)  # every record's eventSourceARN
         self.source = open_source(self.url)
         self.health = "starting"
         self.last_result = "No records processed"
@@ -151,7 +152,7 @@ class Consumer:
 
     def _record(self, change: Change) -> dict[str, Any]:
         return stream_record(change, view=self.m.view, source_key=self.url.key,
-                             source_arn=self.url.arn, event_source=self.source.event_source,
+                             source_arn=self.stream_arn, dayfly_arn=self.url.arn,
                              region=self.d.region)
 
     def _fit(self, batch: list[Change]) -> list[tuple[Change, bytes]]:
@@ -264,7 +265,8 @@ class Consumer:
             rec = failure_record(changes, condition=condition, attempts=invokes,
                                  function_arn=self.d.arn(self.m.function, self.m.qualifier),
                                  error_type=error_type, source_key=self.url.key,
-                                 source_arn=self.url.arn, request_id=str(uuid.uuid4()))
+                                 source_arn=self.stream_arn, dayfly_arn=self.url.arn,
+                                 request_id=str(uuid.uuid4()))
             await self.d.enqueue(name, qualifier, orjson.dumps(rec), "destination")
         log.warning("mapping %s: %s for records %d..%d%s", self.m.uuid, condition,
                     changes[0].seq, changes[-1].seq,

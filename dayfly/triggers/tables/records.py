@@ -1,17 +1,26 @@
-"""DynamoDB-Streams shapes: typed attribute values, stream records, on-failure records."""
+"""DynamoDB-Streams shapes: typed attribute values, stream records, on-failure records.
+
+Records carry what AWS's own parsers require (eventSource `aws:dynamodb`, an eventSourceARN of
+a DynamoDB stream) and say where they came from: the ARN's table is the captured table and its
+stream label the database (`sqlite:app.db:<hash of its path>`, `postgresql:host:port:db`);
+`dayfly.eventSourceArn` is the mapping's own source (`arn:dayfly:table:...`, no password).
+"""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import math
+import os
 import time
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
-from .source import Change
+from ...types import ACCOUNT_ID
+from .source import Change, TableURL
 
 VIEW_TYPES = ("KEYS_ONLY", "NEW_IMAGE", "OLD_IMAGE", "NEW_AND_OLD_IMAGES")
 EVENT_NAMES = {"I": "INSERT", "U": "MODIFY", "D": "REMOVE"}
@@ -50,8 +59,18 @@ def event_id(source_key: str, seq: int) -> str:
     return hashlib.md5(f"{source_key}/{seq}".encode(), usedforsecurity=False).hexdigest()
 
 
+def stream_arn(url: TableURL, region: str) -> str:
+    """A DynamoDB stream ARN naming the captured table, with its database as the stream label."""
+    if url.scheme == "sqlite":
+        label = f"sqlite:{os.path.basename(url.dsn)}:{event_id(url.key, 0)[:8]}"
+    else:
+        u = urlsplit(url.dsn)
+        label = f"postgresql:{u.hostname or ''}:{u.port or 5432}:{u.path.strip('/')}"
+    return f"arn:aws:dynamodb:{region}:{ACCOUNT_ID}:table/{url.table}/stream/{label}"
+
+
 def stream_record(change: Change, *, view: str, source_key: str, source_arn: str,
-                  event_source: str, region: str) -> dict[str, Any]:
+                  dayfly_arn: str, region: str) -> dict[str, Any]:
     """One change as a DynamoDB Streams record, with the images its StreamViewType includes."""
     ddb: dict[str, Any] = {"ApproximateCreationDateTime": int(change.ts),
                            "Keys": image(change.keys)}
@@ -63,8 +82,9 @@ def stream_record(change: Change, *, view: str, source_key: str, source_arn: str
     ddb["SizeBytes"] = len(orjson.dumps([ddb.get(k) for k in ("Keys", "NewImage", "OldImage")]))
     ddb["StreamViewType"] = view
     return {"eventID": event_id(source_key, change.seq), "eventName": EVENT_NAMES[change.op],
-            "eventVersion": "1.1", "eventSource": event_source, "awsRegion": region,
-            "dynamodb": ddb, "eventSourceARN": source_arn}
+            "eventVersion": "1.1", "eventSource": "aws:dynamodb", "awsRegion": region,
+            "dynamodb": ddb, "eventSourceARN": source_arn,
+            "dayfly": {"eventSourceArn": dayfly_arn}}
 
 
 def _iso(t: float) -> str:
@@ -73,7 +93,7 @@ def _iso(t: float) -> str:
 
 def failure_record(batch: list[Change], *, condition: str, function_arn: str, attempts: int,
                    error_type: str | None, source_key: str, source_arn: str,
-                   request_id: str) -> dict[str, Any]:
+                   dayfly_arn: str, request_id: str) -> dict[str, Any]:
     """Lambda's on-failure record for a stream batch (the records themselves are not included)."""
     return {
         "requestContext": {"requestId": request_id, "functionArn": function_arn,
@@ -92,4 +112,5 @@ def failure_record(batch: list[Change], *, condition: str, function_arn: str, at
             "batchSize": len(batch),
             "streamArn": source_arn,
         },
+        "dayfly": {"eventSourceArn": dayfly_arn},
     }

@@ -175,10 +175,6 @@ class Source(ABC):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.changed.wait(), timeout)
 
-    @property
-    def event_source(self) -> str:
-        return f"dayfly:{self.kind}"
-
 
 def open_source(url: TableURL) -> Source:
     """The backend for a URL (not connected yet)."""
