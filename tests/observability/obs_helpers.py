@@ -52,9 +52,9 @@ def records(url: str, name: str, headers: dict[str, str] | None = None,
         time.sleep(0.05)
 
 
-def scrape(url: str) -> dict[str, Any]:
+def scrape(url: str, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """/metrics, parsed by prometheus_client: metric families by name."""
-    r = httpx.get(f"{url}/metrics")
+    r = httpx.get(f"{url}/metrics", headers=headers)
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
     return {f.name: f for f in text_string_to_metric_families(r.text)}
@@ -66,3 +66,16 @@ def value(families: dict, family: str, sample: str, **labels: str) -> float:
         if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items()):
             return s.value
     raise AssertionError(f"no sample {sample}{labels} in {families[family].samples}")
+
+
+def runs(url: str, name: str, headers: dict[str, str] | None = None) -> int:
+    """Invocations of NAME finished or still queued (an accepted Event is on disk before its
+    202), so a request that ran or queued anything changes it by the time it is answered."""
+    families = scrape(url, headers)
+    total = 0.0
+    for family, sample in (("dayfly_invocations", "dayfly_invocations_total"),
+                           ("dayfly_async_queue_depth", "dayfly_async_queue_depth")):
+        if family in families:
+            total += sum(s.value for s in families[family].samples
+                         if s.name == sample and s.labels.get("function") == name)
+    return int(total)

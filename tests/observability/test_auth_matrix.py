@@ -6,7 +6,6 @@ for an API token, never to a function without one (issue 12, point 1)."""
 from __future__ import annotations
 
 import configparser
-import re
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -18,7 +17,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.config import Config
 from botocore.credentials import Credentials
 from conftest import start_server, stop_server
-from obs_helpers import deploy
+from obs_helpers import deploy, runs
 
 REGION = "us-east-1"
 BARE_S3_QUERY = "X-Amz-Credential=a%2Fb%2Fus-east-1%2Fs3%2Faws4_request"  # the issue's
@@ -146,32 +145,21 @@ def outcome(r: httpx.Response) -> str:
     return str(r.status_code)
 
 
-def runs_of(node: Node, fn: str) -> int:
-    """Invocations of `fn` finished or still queued (an accepted Event is on disk before 202)."""
-    text = httpx.get(f"{node.url}/metrics",
-                     headers={"authorization": f"Bearer {node.token}"}).text
-    total = 0.0
-    for m in re.finditer(r'^dayfly_(?:invocations_total|async_queue_depth)\{([^}]*)\} (\S+)$',
-                         text, re.M):
-        if f'function="{fn}"' in m.group(1):
-            total += float(m.group(2))
-    return int(total)
-
-
 @pytest.mark.parametrize("cred", CREDENTIALS)
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_every_family_with_every_credential(node, family, cred):
     call, expected = FAMILIES[family], EXPECTED[family][cred]
     fn = "target" if expected == "ok" else "victim"
     url, headers = prepare(node, cred, call, fn)
-    before = runs_of(node, "victim")
+    token = {"authorization": f"Bearer {node.token}"}
+    before = runs(node.url, "victim", token)
     r = httpx.request(call.method, url, content=call.body, headers=headers, timeout=60)
     assert outcome(r) == expected, (r.status_code, r.headers, r.text[:300])
     if expected == "ok":
         assert r.status_code == call.ok, r.text[:300]
         if family == "s3":
             assert r.content == OBJECT
-    assert runs_of(node, "victim") == before  # nothing refused ran or was queued
+    assert runs(node.url, "victim", token) == before  # nothing refused ran or was queued
 
 
 def test_a_public_function_is_open_but_the_s3_way_in_still_is_s3s(node):

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from conftest import make_zip, start_server, stop_server
-from obs_helpers import deploy
+from obs_helpers import deploy, runs
 from test_dashboard_browser import ARGS, CHROMIUM, sync_api
 
 CODE = make_zip({"handler.py": "def handler(event, context):\n    return 'planted'\n"})
@@ -123,27 +123,20 @@ def page(browser):
         context.close()
 
 
-def runs(node, name: str) -> int:
-    text = httpx.get(f"{node.url}/metrics").text
-    return int(sum(float(m.group(2)) for m in re.finditer(
-        r'^dayfly_(?:invocations_total|async_queue_depth)\{([^}]*)\} (\S+)$', text, re.M)
-        if f'function="{name}"' in m.group(1)))
-
-
 def functions(node) -> set[str]:
     r = httpx.get(f"{node.url}/2015-03-31/functions/")
     return {f["FunctionName"] for f in r.json()["Functions"]}
 
 
 def test_a_page_of_another_origin_can_neither_deploy_nor_invoke(node, evil_site, page):
-    before = runs(node, "fn")
+    before = runs(node.url, "fn")
     page.goto(f"{evil_site}/attack.html")
     page.wait_for_function("window.finished === true", timeout=30_000)
     results = page.evaluate("window.results")
     # no-cors answers are opaque ("opaque:0"); the CORS one fails at its preflight
     assert results[2].startswith("error:"), results
     assert functions(node) == {"fn"}
-    assert runs(node, "fn") == before
+    assert runs(node.url, "fn") == before
     # the browser did send them: the node refused each, and says so in its log
     origin = re.escape(f"'{evil_site}'")
     refused = re.findall(r"refused (POST|OPTIONS) (\S+): cross-site request from origin " + origin,
