@@ -18,7 +18,7 @@ connection, in the order a request goes through them:
 4. after a response the application marked with a backoff (a 429 with Retry-After, see
    `backoff`) the connection's next request is read only once that backoff has passed: what
    the pool asked for (scheduler/pressure.py), doubled for each 429 in a row on the
-   connection, at most 16 s. A client that retries at
+   connection, at most 16 s (plus up to a quarter, at random). A client that retries at
    once cannot turn a full queue into a loop of refusals that starves the instances
    (docs/SPECIFICATION.md, overload).
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import random
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -235,7 +236,9 @@ class GuardedHttpTools(HttpToolsProtocol):
             # not idle but held back: the keep-alive timeout restarts when reading does (else
             # it would close the connection, and a new one starts again at 1 s)
             self._unset_keepalive_if_required()
-            self._backoff = self.loop.call_later(backoff, self._resume)
+            # up to a quarter longer, at random: callers refused together come back apart
+            self._backoff = self.loop.call_later(backoff * (1 + random.random() / 4),
+                                                 self._resume)
 
     def _resume(self) -> None:
         self._backoff = None
