@@ -96,6 +96,7 @@ def up(host: str, allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], 
     # (docs/security.md); loopback of the same family, any free port
     function_s3 = _listen("::1" if family == socket.AF_INET6 else "127.0.0.1", 0, family,
                           " (the functions' S3 listener)", backlog)
+    http.guard.shared_listeners.add(function_s3.getsockname()[:2])
     port = listener.getsockname()[1]
     settings = Settings(host=host, port=port, function_s3=function_s3.getsockname()[:2],
                         default_isolation=isolation, allow_weak_isolation=allow_weak_isolation,

@@ -134,6 +134,9 @@ class Guard:
         self.limits = limits
         self.max_connections = limits.max_connections or default_max_connections(fd_limit)
         self.by_client: Counter[str] = Counter()
+        # listeners whose clients all share one address, so no per-client cap there: the
+        # functions' S3 listener, where every egress relay connects from loopback
+        self.shared_listeners: set[tuple[str, int]] = set()
         self.waiting: OrderedDict[GuardedHttpTools, None] = OrderedDict()
         self.log = ThrottledLog(limits, self.max_connections)
 
@@ -167,6 +170,8 @@ class GuardedHttpTools(HttpToolsProtocol):
         super().connection_made(transport)
         g = self.guard
         self._key = client_key(self.client)
+        if self.server in g.shared_listeners:
+            self._key = None
         if self._key is not None and g.limits.per_client and \
                 g.by_client[self._key] >= g.limits.per_client:
             self._refuse("per-client", _429)
