@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -37,6 +38,7 @@ from .common import error_response
 
 log = logging.getLogger("dayfly.gateway")
 
+LOG_BURST, LOG_WINDOW_S = 20, 10.0  # refusals logged one by one per window; then counted
 SIMPLE_TYPES = frozenset({"", "text/plain", "application/x-www-form-urlencoded",
                           "multipart/form-data"})
 _WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::"})
@@ -137,6 +139,7 @@ class OriginGuard:
         self.app = app
         self.policy = policy
         self.function_s3 = function_s3
+        self._window, self._logged, self._unlogged = 0.0, 0, 0  # a page may send thousands
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -147,9 +150,22 @@ class OriginGuard:
         if why is None:
             await self.app(scope, receive, send)
             return
-        log.warning("refused %s %s: %s", scope.get("method", "WEBSOCKET"),
-                    scope.get("path", "")[:200], why[0])
+        self._log(scope, why[0])
         if scope["type"] != "http":
             await send({"type": "websocket.close", "code": 1008})
             return
         await error_response("AccessDeniedException", why[0], 403, why[1])(scope, receive, send)
+
+    def _log(self, scope: Scope, why: str) -> None:
+        now = time.monotonic()
+        if now - self._window >= LOG_WINDOW_S:
+            if self._unlogged:
+                log.warning("refused %d more cross-site or foreign-Host requests in the last "
+                            "%.0f s (not logged one by one)", self._unlogged, LOG_WINDOW_S)
+            self._window, self._logged, self._unlogged = now, 0, 0
+        if self._logged >= LOG_BURST:
+            self._unlogged += 1
+            return
+        self._logged += 1
+        log.warning("refused %s %s: %s", scope.get("method", "WEBSOCKET"),
+                    scope.get("path", "")[:200], why)

@@ -4,12 +4,13 @@ may carry, by route family, for the policy `dayfly up` builds from --host, --all
 
 from __future__ import annotations
 
+import logging
 import socket
 
 import pytest
 
 from dayfly.gateway.classify import Family, Form, Route
-from dayfly.gateway.origin import Policy, host_name, refusal
+from dayfly.gateway.origin import LOG_BURST, OriginGuard, Policy, host_name, refusal
 
 LOOPBACK = Policy.of("127.0.0.1")
 API, INVOKE, S3, INGEST = (Route(f, Form.NONE) for f in
@@ -102,3 +103,23 @@ def test_management_posts_that_a_page_could_send_are_refused(ctype):
 def test_management_posts_with_other_types_pass(ctype):
     assert refusal(LOOPBACK, API, "POST", headers(host="127.0.0.1:8080",
                                                   content_type=ctype)) is None
+
+
+async def test_a_flood_of_refusals_is_logged_a_burst_at_a_time(caplog):
+    async def app(scope, receive, send):
+        raise AssertionError("a refused request reached the app")
+
+    sent: list[dict] = []
+
+    async def send(message):
+        sent.append(message)
+
+    guard = OriginGuard(app, LOOPBACK)
+    scope = {"type": "http", "method": "GET", "path": "/healthz", "query_string": b"",
+             "headers": headers(host="evil.example")}
+    with caplog.at_level(logging.WARNING, logger="dayfly.gateway"):
+        for _ in range(LOG_BURST + 30):
+            await guard(dict(scope), None, send)
+    statuses = [m["status"] for m in sent if m["type"] == "http.response.start"]
+    assert statuses == [403] * (LOG_BURST + 30)
+    assert len([r for r in caplog.records if "refused GET /healthz" in r.message]) == LOG_BURST
