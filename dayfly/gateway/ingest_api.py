@@ -60,7 +60,8 @@ async def ingest(request: Request) -> Response:
     if not p.ingest_sources.check_token(source, token.strip()):
         raise Unauthorized(f"wrong token for ingest source {source!r}, or no such source",
                            hint="`dayfly ingest ls` lists the sources")
-    records = records_of(await json_body(request, MAX_PAYLOAD))
+    records = records_of(await json_body(request, MAX_PAYLOAD),
+                         request.client.host if request.client else "127.0.0.1")
     routed, queued = await p.bucket_triggers.ingest(source, records)
     return JSON({"records": len(records), "routed": routed, "queued": queued})
 
