@@ -120,6 +120,38 @@ def test_identical_code_is_kept_while_another_function_uses_it(server, lam):
     assert code not in on_disk(server.data_dir)["code"]
 
 
+def test_a_deploy_in_progress_keeps_its_code_through_collections(server, lam, gate):
+    # the deploy has stored and unpacked its bundle but no version names it yet (its load
+    # check waits at a gate); collections run meanwhile and must leave it alone
+    blocked = make_zip({"dayfly.toml": gated(gate), "handler.py": f"""
+import os, time
+while not os.path.exists({str(gate / "open")!r}):
+    time.sleep(0.01)
+def handler(event, context):
+    return "loaded"
+"""})
+    digest, name = hashlib.sha256(blocked).hexdigest(), unique_name("pending")
+    result: dict = {}
+    deploying = threading.Thread(target=lambda: result.update(lam.create_function(
+        FunctionName=name, Runtime="python3.11", Role=ROLE, Handler="handler.handler",
+        Code={"ZipFile": blocked}, Timeout=60)))
+    deploying.start()
+    try:
+        assert wait_for(lambda: (server.data_dir / "bundles" / f"{digest}.zip").exists(), 60)
+        other = unique_name("other")
+        gone = hex_of(create(lam, other, code_v(9))["CodeSha256"])
+        lam.delete_function(FunctionName=other)  # a collection pass, finished when this returns
+        disk = on_disk(server.data_dir)
+        assert gone not in disk["code"]  # it did collect
+        assert digest in disk["code"] and digest in disk["bundles"]  # but not the claimed one
+    finally:
+        (gate / "open").touch()
+        deploying.join(60)
+    assert hex_of(result["CodeSha256"]) == digest, result
+    assert invoke(lam, name)[1] == "loaded"
+    lam.delete_function(FunctionName=name)
+
+
 def test_a_running_instance_keeps_its_code_until_it_is_done(server, lam, gate):
     name = unique_name("busy")
     handler = f"""
