@@ -24,6 +24,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.M | re.S)
 SET_UP = re.compile(r"^\./scripts/(up|test)\b")
 NEVER_ENDS = re.compile(r"^dayfly logs\b.*\s(-f|--follow)\b")
+PORT = re.compile(r"\b(127\.0\.0\.1|localhost):8080\b")
 FAILED = "README-EXAMPLE-FAILED"
 PY_END = "README_PYTHON_BLOCK"
 
@@ -62,7 +63,7 @@ def script(markdown: str, folder: Path, port: int) -> Path:
     parts = ["set -eE", f"trap 'echo \"{FAILED} block $README_BLOCK (README line "
              "$((README_LINE + LINENO - 1))): $BASH_COMMAND\" >&2' ERR"]
     for b in blocks(markdown):
-        text = runnable(b).replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+        text = PORT.sub(rf"\g<1>:{port}", runnable(b))
         path = folder / f".readme-block-{b.number}.sh"
         path.write_text(text)
         parts += [f"README_BLOCK={b.number} README_LINE={b.line}",
