@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -85,8 +86,16 @@ def run(markdown: str, folder: Path, port: int, endpoint: str, home: Path,
            if not k.startswith(("AWS_", "DAYFLY_", "BOTO_"))}
     env.update(HOME=str(home), DAYFLY_ENDPOINT=endpoint, README_PYTHON=sys.executable,
                AWS_PAGER="", PATH=os.environ.get("PATH", "/usr/bin:/bin"))
-    return subprocess.run(["bash", str(script(markdown, folder, port))], cwd=folder, env=env,
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(["bash", str(script(markdown, folder, port))], cwd=folder, env=env,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # bash's session: whatever the examples started
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(proc.args, timeout, out, err) from None
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def test_a_failing_example_is_named(tmp_path):
@@ -125,7 +134,13 @@ def test_readme_examples_run_in_order(tmp_path):
         home, work = tmp_path / "home", tmp_path / "work"
         home.mkdir()
         work.mkdir()
-        proc = run(README.read_text(), work, server.port, server.url, home)
+        try:
+            proc = run(README.read_text(), work, server.port, server.url, home)
+        except subprocess.TimeoutExpired as exc:  # a command that never ends: name its block
+            err = str(exc.stderr or "")
+            started = [ln for ln in err.splitlines() if ln.startswith("--- block")]
+            pytest.fail(f"README example still running after {exc.timeout} s: "
+                        f"{started[-1] if started else 'before the first block'}\n{err[-4000:]}")
         failed = [ln for ln in proc.stderr.splitlines() if ln.startswith(FAILED)]
         assert proc.returncode == 0 and not failed, (
             f"{failed[0] if failed else 'exit ' + str(proc.returncode)}\n"
