@@ -72,6 +72,7 @@ def test_create_function_refuses(server, lam, case):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_update_function_code_refuses_and_keeps_serving(server, lam, target, case):
+    code_before = sorted((server.data_dir / "code").iterdir())
     before = lam.get_function(FunctionName=target)["Configuration"]["CodeSha256"]
     with pytest.raises(ClientError) as exc:
         lam.update_function_code(FunctionName=target, ZipFile=CASES[case]())
@@ -82,10 +83,12 @@ def test_update_function_code_refuses_and_keeps_serving(server, lam, target, cas
     assert lam.get_function(FunctionName=target)["Configuration"]["CodeSha256"] == before
     assert invoke(lam, target)[1] == {"ok": True}
     assert leftovers(server) == []
+    assert sorted((server.data_dir / "code").iterdir()) == code_before
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_dayfly_deploy_refuses(server, case):
+    code_before = sorted((server.data_dir / "code").iterdir())
     name = unique_name(case)
     with httpx.stream("POST", f"{server.url}/dayfly/v1/functions/{name}/deploy",
                       content=CASES[case](), headers={"Content-Type": "application/zip"},
@@ -98,6 +101,7 @@ def test_dayfly_deploy_refuses(server, case):
     no_host_path(server, error["message"])
     assert httpx.get(f"{server.url}/2015-03-31/functions/{name}", timeout=10).status_code == 404
     assert leftovers(server) == []
+    assert sorted((server.data_dir / "code").iterdir()) == code_before
 
 
 def test_server_is_still_healthy(server, lam, target):
