@@ -69,6 +69,8 @@ def test_stream_arns_name_the_table_and_its_database():
     arn = stream_arn(lite, "eu-west-1")
     assert arn.startswith("arn:aws:dynamodb:eu-west-1:000000000000:table/orders/stream/sqlite:app.db:")
     assert stream_arn(parse_table_url("sqlite:///srv/app.db#orders"), "eu-west-1") != arn
+    items = stream_arn(parse_table_url("sqlite:///var/lib/app.db#items"), "eu-west-1")
+    assert items.rpartition("/")[2] == arn.rpartition("/")[2]  # one database, one label
     pg = parse_table_url("postgresql://bob:secret@db.local:6543/shop#orders")
     assert stream_arn(pg, "us-east-1") == (
         "arn:aws:dynamodb:us-east-1:000000000000:table/public.orders/stream/"

@@ -62,7 +62,9 @@ def event_id(source_key: str, seq: int) -> str:
 def stream_arn(url: TableURL, region: str) -> str:
     """A DynamoDB stream ARN naming the captured table, with its database as the stream label."""
     if url.scheme == "sqlite":
-        label = f"sqlite:{os.path.basename(url.dsn)}:{event_id(url.key, 0)[:8]}"
+        path = os.path.realpath(url.dsn)  # file names repeat; the path tells databases apart
+        digest = hashlib.md5(path.encode(), usedforsecurity=False).hexdigest()[:8]
+        label = f"sqlite:{os.path.basename(path)}:{digest}"
     else:
         u = urlsplit(url.dsn)
         label = f"postgresql:{u.hostname or ''}:{u.port or 5432}:{u.path.strip('/')}"
