@@ -11,12 +11,14 @@ MAX_RETRY_AFTER_S = 16
 class Pressure:
     """Refusals and served invocations of one pool, counted per one-second window.
 
-    Retry-After is 1 s plus the refusals of the last full second over the invocations served
-    in it, rounded up, at most 16 s: when ten callers were refused for each one served, a
-    refused caller hears to come back in eleven seconds, not one, so refused demand arrives
-    spread over the time the pool needs to serve it instead of all coming back at once, and
-    refusing costs the node a fraction of what serving does (the gateway holds each
-    connection to what it was told: gateway/connections.py). Event loop only.
+    Retry-After is 1 s plus the time the pool needs to serve the callers refused so far: the
+    refusals of the last full second (or of this one, if more) over the invocations served per
+    second (the last full second's, else this one's so far), rounded up, at most 16 s. When ten
+    callers are refused for each one served, a refused caller hears to come back in eleven
+    seconds, not one, so refused demand comes back spread over the time the pool needs to
+    serve it instead of all at once, and refusing costs the node a fraction of what serving
+    does; a burst gets longer answers within its first second. The gateway holds each
+    connection to what it was told (gateway/connections.py). Event loop only.
     """
 
     def __init__(self, now: float | None = None) -> None:
@@ -36,7 +38,10 @@ class Pressure:
 
     def note_refused(self, now: float | None = None) -> int:
         """Count one refusal; the Retry-After to send with it."""
-        self._roll(time.monotonic() if now is None else now)
+        now = time.monotonic() if now is None else now
+        self._roll(now)
+        last_refused, last_served = self.last
+        backlog = max(last_refused, self.refused)  # refused before this one
         self.refused += 1
-        refused, served = self.last
-        return min(MAX_RETRY_AFTER_S, 1 + math.ceil(refused / max(served, 1)))
+        rate = last_served or self.served / max(now - self.start, 0.05)
+        return min(MAX_RETRY_AFTER_S, 1 + math.ceil(backlog / max(rate, 1.0)))

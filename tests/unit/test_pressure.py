@@ -16,6 +16,15 @@ def test_retry_after_is_refusals_over_served_of_the_last_second():
     assert p.note_refused(now=1.2) == 4
 
 
+def test_a_burst_gets_longer_answers_within_its_first_second():
+    p = Pressure(now=0.0)
+    for _ in range(250):
+        p.note_served(now=0.5)
+    # 250 served a second; 2,300 callers arrive at once and are refused in turn
+    waits = [p.note_refused(now=1.1) for _ in range(2300)]
+    assert waits[0] == 1 and waits[250] == 2 and waits[-1] == 1 + 10
+
+
 def test_retry_after_is_capped_and_forgets_an_old_overload():
     p = Pressure(now=0.0)
     for _ in range(1000):
