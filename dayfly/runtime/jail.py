@@ -126,6 +126,30 @@ def bind(source: str, target: str, *, readonly: bool = True, devices: bool = Fal
     mount(None, target, None, flags)
 
 
+def layer(source: str, target: str, empty: str) -> bool:
+    """Show directory `source` read-only at `target` as an overlay of it and the empty directory
+    `empty`, named by fds. A bind mount would do the same, but its line in mountinfo names the
+    source's path inside its filesystem (the data dir, the code's hash, the interpreter's
+    install); an overlay's names only "/" and its `lowerdir=` option, here /proc/self/fd/N.
+    (Overlayfs needs two lower layers when it has no upper one.) Returns False, having bound
+    `source` instead, where overlayfs is refused (no module; a lower filesystem it cannot
+    stack on): the sandbox still works, and its mountinfo then shows that one path."""
+    src = os.open(source, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    low = os.open(empty, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        mount("dayfly", target, "overlay", MS_RDONLY | MS_NOSUID | MS_NODEV,
+              f"lowerdir=/proc/self/fd/{src}:/proc/self/fd/{low}")
+        return True
+    except OSError as exc:
+        os.write(2, f"dayfly zygote: overlayfs refused ({exc.strerror}); bound {target} "
+                    "instead\n".encode())
+    finally:
+        os.close(src)
+        os.close(low)
+    bind(source, target)
+    return False
+
+
 def umount(target: str) -> None:
     _check(_libc.umount2(target.encode(), MNT_DETACH), f"umount {target}")
 
@@ -389,7 +413,7 @@ def enter_zygote_sandbox(cfg: dict) -> int:
     root = cfg["root"]
     os.makedirs(root, exist_ok=True)
     mount("dayfly-root", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=4m,mode=0755")
-    for d in ("proc", "tmp", "dev", "etc", "var/task", "opt/python", "opt/dayfly"):
+    for d in ("proc", "tmp", "dev", "etc", "var/task", "var/lang", "opt/python", "opt/dayfly"):
         os.makedirs(f"{root}/{d}", exist_ok=True)
     for link, target in cfg.get("symlinks", {}).items():
         os.symlink(target, f"{root}{link}")
@@ -397,11 +421,16 @@ def enter_zygote_sandbox(cfg: dict) -> int:
         _touch(f"{root}{path}", False)
         with open(f"{root}{path}", "w") as f:
             f.write(text)
-    # Z4: the runtime, the function's code and dependencies and declared paths, read-only
+    # Z4: the interpreter and its standard library, the runtime, the function's code and
+    # dependencies at neutral paths (overlays: nothing of their host paths shows, see `layer`;
+    # `/tmp` of the new root is still empty here, and stays so under every instance's own);
+    # then public system paths and the function's declared `files` at their own paths
+    for src, dst in cfg.get("layers", []):
+        layer(src, f"{root}{dst}", f"{root}/tmp")
     for src, dst in cfg["binds"]:
         _touch(f"{root}{dst}", os.path.isdir(src))
         bind(src, f"{root}{dst}")
-    for path in cfg.get("masks", []):  # e.g. the host's site-packages inside the stdlib bind
+    for path in cfg.get("masks", []):  # e.g. site-packages inside the standard library
         if os.path.isdir(f"{root}{path}"):
             mount("dayfly-mask", f"{root}{path}", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV,
                   "size=4k,mode=0555")

@@ -1,7 +1,8 @@
 """The zygote: a warm interpreter (imports done, gc frozen) that forks instances on request.
 
-Started by the host as `python -I -S -B -c <boot> <config-json>`; talks to the host over
-one SOCK_SEQPACKET socket (fd given in the config). Each FORK request carries the new
+Started by the host as `python -I -S -B -c <boot> <config-json>` (jailed tiers: that first
+process builds the sandbox and execs the zygote inside it, `enter_and_exec`); talks to the
+host over one SOCK_SEQPACKET socket (fd given in the config). Each FORK request carries the new
 instance's stream socket as an SCM_RIGHTS fd. The zygote owns its children: it reaps
 them, reports each exit (DIED) and kills them on request, on SIGTERM, or when the host
 hangs up, so no instance outlives the platform.
@@ -24,6 +25,9 @@ import time
 
 from . import prefork, protocol
 
+RUNTIME = "/opt/dayfly"  # where jailed zygotes see this package
+# what of its jail's configuration the zygote that serves needs (numbers: nothing of the host)
+_AFTER_EXEC = ("relay_port", "thaw_dir_fd")
 NETNS_AHEAD = 2  # jailed zygotes keep this many instance network namespaces ready
 NETNS_QUIET_S = 0.05  # ... made after this long without a request
 _PRELOAD = ("asyncio", "json", "logging", "traceback", "inspect", "importlib.util", "resource",
@@ -69,12 +73,8 @@ class Zygote:
         from . import instance  # noqa: F401  (imported once, shared copy-on-write)
 
         self.jail: dict = self.config.get("jail") or {}  # empty: the process tier
-        if self.jail:  # everything of dayfly the instances need is imported by now
-            from . import jail
-
-            self.home_net = jail.enter_zygote_sandbox(self.jail)
-            sys.path[:] = [p for p in sys.path if p != self.config["runtime_root"]]
-            sys.path.insert(0, "/opt/dayfly")
+        if self.jail:  # started inside its sandbox by `enter_and_exec`
+            self.home_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             # the code and dependency folders are fixed here: their path finders (and directory
             # listings) are made once, shared, instead of by every instance. Nothing is imported.
             for folder in ("/var/task", "/opt/python"):
@@ -452,8 +452,31 @@ def _add_dependencies(folder: str) -> None:
         site.addsitedir(folder)
 
 
+def enter_and_exec(config: dict) -> None:
+    """Jailed tiers, first stage: build the sandbox (steps Z0-Z8), then replace this process by
+    the interpreter mounted inside it (Z9). This stage was started by the host with host paths
+    (its command line, the interpreter's own, its configuration); the zygote that serves, and
+    every instance forked from it (whose /proc/1 it is), starts from neutral ones: its command
+    line names /var/lang and /opt/dayfly, its environment is the one given for it, and what
+    Python derives from its own location (sys.prefix, sys.path, module files) is in the
+    sandbox. The channel's fd stays open across the exec; nothing else does."""
+    from . import jail
+
+    cfg = config["jail"]
+    os.close(jail.enter_zygote_sandbox(cfg))
+    inner = {"fd": config["fd"], "runtime_root": RUNTIME,
+             "jail": {"entered": True, **{k: cfg[k] for k in _AFTER_EXEC if k in cfg}}}
+    if "preload" in config:
+        inner["preload"] = config["preload"]
+    start = cfg["exec"]
+    argv = [start["python"], "-I", "-S", "-B", "-c", start["boot"], json.dumps(inner)]
+    os.execve(argv[0], argv, start["env"])
+
+
 def main() -> None:
     config = json.loads(sys.argv[1])
+    if config.get("jail") and "exec" in config["jail"]:
+        enter_and_exec(config)  # does not return
     z = Zygote(config)
     z.warm()
     z.run()

@@ -15,7 +15,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -25,9 +24,10 @@ from ..errors import InvalidParameter, SandboxError
 from ..modes import share_tree
 from ..runtime import protocol
 from ..types import FunctionSpec
-from .linux.backend import ETC, SYSTEM_PATHS, _python_binds
+from . import lang
+from .linux.backend import ETC, SYSTEM_PATHS
 from .process import ZygoteBackend, instance_env
-from .zygote import BOOT, ZygoteClient
+from .zygote import BOOT, ZYGOTE_ENV, ZygoteClient
 
 RUNSC = "runsc"
 TASK, DEPS, RUNTIME, SOCKETS = "/var/task", "/opt/python", "/opt/dayfly", "/run/dayfly"
@@ -259,7 +259,7 @@ class GvisorBackend(ZygoteBackend):
         self.base = Path(data_dir) / "gvisor"
         self.state = self.base / "state"
         self.state.mkdir(parents=True, exist_ok=True)
-        self.python_binds, self.masks = _python_binds()
+        self.lang = lang.stage(Path(data_dir) / "lang")
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -302,8 +302,9 @@ class GvisorBackend(ZygoteBackend):
                  (str(sockets), SOCKETS)]
         if spec.deps_dir:
             binds.append((spec.deps_dir, DEPS))
+        binds += self.lang.layers  # the interpreter at /var/lang, never at its host path
         binds += [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
-        binds += self.python_binds + [(p, p) for p in spec.files]
+        binds += [(p, p) for p in spec.files]
         await asyncio.to_thread(self._write_bundle, bundle, binds, spec)
         return GvisorZygote(key, self.runtime_root, bundle, self.state, sockets)
 
@@ -327,10 +328,9 @@ class GvisorBackend(ZygoteBackend):
                 mountpoint.touch()
             opts = ["rbind", "rw" if dst == SOCKETS else "ro", "nosuid", "nodev"]
             mounts.append({"destination": dst, "type": "bind", "source": src, "options": opts})
-        for path in self.masks:
-            if os.path.isdir(path):
-                mounts.append({"destination": path, "type": "tmpfs", "source": "tmpfs",
-                               "options": ["ro", "size=4k"]})
+        for path in self.lang.masks:  # site-packages in the standard library
+            mounts.append({"destination": path, "type": "tmpfs", "source": "tmpfs",
+                           "options": ["ro", "size=4k"]})
         share_tree(rootfs)  # the sandbox's uid walks these directories and reads /etc
         config = {"connect": SOCKETS, "runtime_root": RUNTIME}
         boot = BOOT.format(root=RUNTIME)
@@ -338,9 +338,9 @@ class GvisorBackend(ZygoteBackend):
             "ociVersion": "1.0.0",
             "process": {
                 "terminal": False, "user": {"uid": 1000, "gid": 1000},
-                "args": [os.path.realpath(sys.executable), "-I", "-S", "-B", "-c", boot,
-                         json.dumps(config)],
-                "env": ["PATH=/usr/bin:/bin", "LANG=C.UTF-8"], "cwd": "/",
+                "args": [self.lang.python, "-I", "-S", "-B", "-c", boot, json.dumps(config)],
+                "env": [f"{k}={v}" for k, v in {**ZYGOTE_ENV, **self.lang.env}.items()],
+                "cwd": "/",
                 "capabilities": {k: [] for k in ("bounding", "effective", "inheritable",
                                                  "permitted", "ambient")},
                 "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],

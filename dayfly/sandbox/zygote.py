@@ -31,6 +31,7 @@ _RUNTIME_FILES = ("__init__.py", "protocol.py", "context.py", "instance.py", "bu
 # (the platform's own is 077); then the runtime from the copy at `root`
 BOOT = (f"import os, sys; os.umask({SANDBOX_UMASK:#o}); sys.path.insert(0, {{root!r}}); "
         "from dayfly.runtime.zygote import main; main()")
+ZYGOTE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}  # all a zygote is given
 
 
 def prepare_runtime(target: Path) -> Path:
@@ -86,7 +87,7 @@ class ZygoteClient:
         config = {**self.extra, "fd": child.fileno(), "runtime_root": str(self.runtime_root)}
         cmd = [*self.prefix, sys.executable, "-I", "-S", "-B", "-c",
                BOOT.format(root=str(self.runtime_root)), json.dumps(config)]
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+        env = dict(ZYGOTE_ENV)
         self.ready = loop.create_future()
         try:
             self.proc = await asyncio.create_subprocess_exec(

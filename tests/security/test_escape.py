@@ -10,13 +10,17 @@ import asyncio
 import json
 import os
 import socket
+import sys
+import sysconfig
 import textwrap
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
+import dayfly
 from dayfly.platform import available_backends
 from dayfly.sandbox.safe import SafeSandbox
 from dayfly.types import FunctionSpec, InvokeRequest, Limits
@@ -132,6 +136,30 @@ def handler(event, context):
     if op == "listdir":
         return _err(lambda: os.listdir(event["path"])) if not os.path.isdir(event["path"]) \
             else sorted(os.listdir(event["path"]))
+    if op == "view":  # everything that names paths: what the kernel shows, what Python derived
+        def text(path):
+            try:
+                with open(path, "rb") as f:
+                    return f.read().decode(errors="replace")
+            except OSError as e:
+                return errno.errorcode.get(e.errno, "?")
+        def listing(path):
+            try:
+                return sorted(os.listdir(path))
+            except OSError as e:
+                return errno.errorcode.get(e.errno, "?")
+        return {"cmdline": text("/proc/1/cmdline"), "self_cmdline": text("/proc/self/cmdline"),
+                "mountinfo": text("/proc/self/mountinfo"), "mounts": text("/proc/self/mounts"),
+                "environ": text("/proc/self/environ"), "environ1": text("/proc/1/environ"),
+                "maps": text("/proc/self/maps"), "exe": os.readlink("/proc/self/exe"),
+                "cwd": os.getcwd(), "sys.path": sys.path, "sys.executable": sys.executable,
+                "prefixes": [sys.prefix, sys.exec_prefix, sys.base_prefix],
+                "modules": sorted(getattr(m, "__file__", None) or "" for m in
+                                  list(sys.modules.values())),
+                "root": listing("/"), "listed": {p: listing(p) for p in event["paths"]},
+                "child": __import__("subprocess").run(  # the interpreter runs for its uid too
+                    [sys.executable, "-c", "import sys; print(sys.prefix)"],
+                    capture_output=True, text=True).stdout.strip()}
     return None
 '''
 
@@ -202,6 +230,40 @@ async def test_dayfly_data_and_other_functions_code_are_unreachable(sandbox, ins
     for path in (data, f"{data}/runtime", str(other), "/opt/dayfly/../../" + data.lstrip("/")):
         _, exists = await attack(sandbox, inst, op="exists", path=path)
         assert exists is False, path
+
+
+async def test_an_instance_sees_only_its_own_paths(sandbox, tmp_path):
+    """Nothing an instance can read names the data dir, the code's or the dependencies' hash
+    directories, the interpreter's host install or the platform's site-packages (issue 12,
+    point 6): not /proc/1/cmdline, mountinfo, environ, maps or /proc/self/exe, not sys.path,
+    sys.executable, sys.prefix or module files; and the platform's site-packages cannot be
+    listed, at its host path or in the sandbox's standard library."""
+    code = tmp_path / "code" / uuid.uuid4().hex
+    deps = tmp_path / "deps" / uuid.uuid4().hex
+    code.mkdir(parents=True)
+    deps.mkdir(parents=True)
+    (code / "handler.py").write_text(textwrap.dedent(ATTACKS))
+    (deps / "somedep.py").write_text("VALUE = 1\n")
+    site = sysconfig.get_paths()["purelib"]
+    platform = str(Path(dayfly.__file__).resolve().parent.parent)  # dayfly's own install
+    h = await sandbox.start(mkspec(sandbox, str(code), deps_dir=str(deps)), "viewer")
+    try:
+        stdlib_site = "/var/lang/lib/python3.11/site-packages"  # masked where it exists
+        _, seen = await attack(sandbox, h, op="view", paths=[site, platform, stdlib_site])
+    finally:
+        await sandbox.stop(h)
+    host = {str(tmp_path), str(sandbox.data_dir.resolve()), code.name, deps.name, site,
+            platform, os.path.realpath(sys.executable), sysconfig.get_paths()["stdlib"]}
+    if sys.base_prefix not in ("/usr", "/usr/local"):  # else a prefix every system shares
+        host |= {sys.base_prefix, os.path.realpath(sys.base_prefix)}
+    views = {k: json.dumps(v) for k, v in seen.items() if k != "listed"}
+    leaks = {(k, path) for k, text in views.items() for path in host if path in text}
+    assert not leaks, (leaks, seen)
+    assert seen["listed"][site] == "ENOENT" and seen["listed"][platform] == "ENOENT"
+    assert seen["listed"][stdlib_site] in ([], "ENOENT")  # masked by an empty tmpfs
+    assert seen["sys.executable"].startswith("/var/lang/") and seen["prefixes"][0] == "/var/lang"
+    assert seen["child"] == "/var/lang"
+    assert "/var/task" in seen["sys.path"] and "/opt/python" in seen["sys.path"]
 
 
 @pytest.mark.parametrize("path", ["/x", "/var/task/evil.py", "/opt/dayfly/dayfly/evil.py",

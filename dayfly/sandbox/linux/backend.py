@@ -8,8 +8,6 @@ import hashlib
 import logging
 import os
 import socket
-import sys
-import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +16,10 @@ from typing import Any
 from ...background import spawn
 from ...runtime import jail
 from ...types import FunctionSpec, InvokeRequest, InvokeResult
+from .. import lang
 from ..base import Instance, InstanceDied
 from ..process import ZygoteBackend, instance_env
-from ..zygote import ZygoteClient, exit_reason
+from ..zygote import BOOT, ZYGOTE_ENV, ZygoteClient, exit_reason
 from .cgroups import CgroupPool, Slot, delegated, freezing
 from .egress import EgressRelay, parse_allow
 from .netns import RELAY_PORT, Netns, NetnsPool
@@ -43,22 +42,6 @@ ETC = {
 # time zones. Nothing else of the host is mounted.
 SYSTEM_PATHS = ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/etc/ssl/certs",
                 "/usr/share/ca-certificates", "/usr/share/zoneinfo", "/etc/localtime")
-
-
-def _python_binds() -> tuple[list[tuple[str, str]], list[str]]:
-    """The interpreter and its standard library at their own paths, site-packages masked."""
-    stdlib = sysconfig.get_paths()["stdlib"]
-    platstdlib = sysconfig.get_paths()["platstdlib"]
-    binds = [(os.path.realpath(sys.executable), os.path.realpath(sys.executable))]
-    for p in {stdlib, platstdlib}:
-        binds.append((p, p))
-    libdir = sysconfig.get_config_var("LIBDIR")
-    ldlib = sysconfig.get_config_var("LDLIBRARY")
-    if libdir and ldlib and os.path.exists(os.path.join(libdir, ldlib)):
-        real = os.path.realpath(os.path.join(libdir, ldlib))
-        binds.append((real, real))
-    masks = [os.path.join(stdlib, "site-packages"), os.path.join(stdlib, "dist-packages")]
-    return binds, masks
 
 
 class LinuxBackend(ZygoteBackend):
@@ -98,7 +81,7 @@ class LinuxBackend(ZygoteBackend):
         self._last_reserve = 0.0
         self._cleaning: asyncio.Task | None = None
         self.spares_claimed = 0
-        self.python_binds, self.masks = _python_binds()
+        self.lang = lang.stage(Path(data_dir) / "lang")
         self.freeze_idle = FREEZE_IDLE
 
     @classmethod
@@ -130,15 +113,20 @@ class LinuxBackend(ZygoteBackend):
         return "linux|" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
     async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
-        binds = [(str(self.runtime_root), RUNTIME), (spec.code_dir, TASK)]
+        # what is the function's own (and the interpreter) at neutral paths, as layers; public
+        # system paths and declared `files` at their own paths (docs/security.md, Z4)
+        layers = [*self.lang.layers, (str(self.runtime_root), RUNTIME), (spec.code_dir, TASK)]
         if spec.deps_dir:
-            binds.append((spec.deps_dir, DEPS))
-        binds += [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
-        binds += self.python_binds
+            layers.append((spec.deps_dir, DEPS))
+        binds = [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
         binds += [(p, p) for p in spec.files]
         cfg: dict[str, Any] = {
-            "root": str(self.roots / key.split("|")[1]), "binds": binds, "masks": self.masks,
-            "files": ETC, "symlinks": {"/lib": "usr/lib", "/lib64": "usr/lib64", "/bin": "usr/bin"}}
+            "root": str(self.roots / key.split("|")[1]), "layers": layers, "binds": binds,
+            "masks": self.lang.masks, "files": ETC,
+            "symlinks": {"/lib": "usr/lib", "/lib64": "usr/lib64", "/bin": "usr/bin"},
+            # Z9: the zygote that serves starts inside, from these neutral paths only
+            "exec": {"python": self.lang.python, "boot": BOOT.format(root=RUNTIME),
+                     "env": {**ZYGOTE_ENV, **self.lang.env}}}
         if spec.network or spec.s3_endpoint:
             # each instance's namespace gets a listening socket for the relay (step I1a);
             # the node's own S3 endpoint is reachable for declared `buckets` (S3 only there)
