@@ -18,7 +18,7 @@ connection, in the order a request goes through them:
 4. after a response the application marked with a backoff (a 429 with Retry-After, see
    `backoff`) the connection's next request is read only once that backoff has passed: what
    the pool asked for (scheduler/pressure.py), doubled for each 429 in a row on the
-   connection, at most 16 s (plus up to a quarter, at random). A client that retries at
+   connection, at most 60 s (plus up to a quarter, at random). A client that retries at
    once cannot turn a full queue into a loop of refusals that starves the instances
    (docs/SPECIFICATION.md, overload).
 
@@ -42,7 +42,7 @@ log = logging.getLogger("dayfly.connections")
 
 BACKOFF_KEY = "dayfly.backoff_s"  # an ASGI scope key: read this connection again after N s
 STRIKES_KEY = "dayfly.strikes"  # an ASGI scope key: 429s in a row on this connection so far
-MAX_BACKOFF_S = 16
+MAX_BACKOFF_S = 60  # a connection refused again and again comes back once a minute
 LOG_EVERY_S = 10.0
 _REASONS = {
     "header": "did not send complete headers within {header} s (408, closed)",
