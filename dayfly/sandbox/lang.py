@@ -59,7 +59,11 @@ def stage(target: Path) -> Lang:
     libdir = sysconfig.get_config_var("LIBDIR") or ""
     soname = sysconfig.get_config_var("INSTSONAME") or ""
     shared = bool(sysconfig.get_config_var("Py_ENABLE_SHARED")) and soname
-    paths = sysconfig.get_paths()
+    # the installation's own directories: in a virtual environment the default scheme names
+    # the environment (platstdlib = .venv/lib/pythonX.Y, which holds only site-packages)
+    base = {"base": sys.base_prefix, "platbase": sys.base_exec_prefix,
+            "installed_base": sys.base_prefix, "installed_platbase": sys.base_exec_prefix}
+    paths = sysconfig.get_paths(vars=base)
     dirs = [paths["stdlib"]] + ([paths["platstdlib"]] if os.path.realpath(
         paths["platstdlib"]) != os.path.realpath(paths["stdlib"]) else [])
     target.parent.mkdir(parents=True, exist_ok=True)
