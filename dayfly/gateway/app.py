@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 
 from ..errors import DayflyError
 from ..metrics.s3 import CountS3
@@ -28,7 +29,7 @@ from . import (
     tokens_api,
     ui,
 )
-from .common import on_dayfly_error, on_http_error, on_unexpected
+from .common import on_client_gone, on_dayfly_error, on_http_error, on_unexpected
 from .request_ids import RequestIds
 from .s3.dispatch import S3Dispatch
 from .s3.routes import S3App
@@ -57,6 +58,7 @@ def build_app(platform: Platform,
             platform.bucket_triggers), platform.metrics), function_s3=platform.settings.function_s3),
                     Middleware(RequestIds)],
         exception_handlers={DayflyError: on_dayfly_error, HTTPException: on_http_error,
+                            ClientDisconnect: on_client_gone,
                             Exception: on_unexpected},
         lifespan=lifespan,
     )

@@ -85,6 +85,12 @@ async def on_http_error(request: Request, exc: Exception) -> Response:
     return error_response(code, msg, exc.status_code)
 
 
+async def on_client_gone(request: Request, exc: Exception) -> Response:
+    """The client hung up, or was timed out, while its body was read: no one to answer, and
+    nothing for the log (slow clients must not fill it with tracebacks)."""
+    return Response(status_code=400)
+
+
 async def on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("%s %s failed", request.method, request.url.path)
     # the exception's text may name paths on this machine: it goes to the log, not the caller

@@ -166,3 +166,14 @@ def test_a_body_that_stalls_gets_408_and_is_closed(quick):
     r = httpx.post(f"{quick.url}/2015-03-31/functions/echo/invocations", json={"b": 1},
                    timeout=30)
     assert r.status_code == 200 and r.json() == {"b": 1}
+
+
+def test_a_stalled_body_on_the_api_is_closed_without_a_traceback(quick):
+    head = (b"POST /2015-03-31/functions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"Fun")
+    with contextlib.closing(slow(quick.port, "127.0.5.1", head)) as s:
+        assert read_to_end(s).startswith(b"HTTP/1.1 408 ")
+    # the application saw the disconnect while reading the body; the next request is served
+    # after it, and the log shows the closing, not an exception
+    assert httpx.get(f"{quick.url}/healthz", timeout=30).status_code == 200
+    assert "Traceback" not in quick.log() and "ClientDisconnect" not in quick.log()
