@@ -263,8 +263,10 @@ class GuardedHttpTools(HttpToolsProtocol):
 
     def _expired(self, what: str) -> None:
         self._timer = None
-        if what == "body" and self.flow.read_paused:  # the application is not reading: not
-            self._arm(self.guard.limits.body_timeout_s, what)  # the client's delay
+        waiting_on_us = self.flow.read_paused or (  # the application is not reading, or has
+            self.cycle is not None and self.cycle.waiting_for_100_continue)  # not said go on
+        if what == "body" and waiting_on_us:  # not the client's delay
+            self._arm(self.guard.limits.body_timeout_s, what)
             return
         answered = self.cycle is not None and self.cycle.response_started  # no second reply
         self._close(what, None if answered else _408)
