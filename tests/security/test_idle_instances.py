@@ -117,7 +117,8 @@ async def call(pool: Pool, **event):
 
 @pytest.fixture
 async def pool(sandbox, code):
-    p = Pool(mkspec(sandbox, code), sandbox)
+    # a generous wait for a start: the cgroup v2 run's emulated CPU starts zygotes slowly
+    p = Pool(mkspec(sandbox, code), sandbox, queue_timeout_s=120)
     yield p
     await p.close()
 
