@@ -196,13 +196,11 @@ async def test_idle_instance_is_frozen_and_uses_no_cpu(pool):
 
 
 @linux_only
-@pytest.mark.parametrize(("memory_mb", "quota_us"), [(128, None), (1769, 100_000),
-                                                     (3538, 200_000)])
-async def test_cpu_quota_follows_the_memory_setting(sandbox, code, memory_mb, quota_us):
-    if quota_us is None:  # the floor: a quarter of a core unless DAYFLY_CPU_FLOOR says more
-        floor = float(os.environ.get("DAYFLY_CPU_FLOOR", "0.25"))
-        assert floor >= 0.25
-        quota_us = round(floor * 100_000)
+@pytest.mark.parametrize(("memory_mb", "vcpus"), [(128, 0.25), (1769, 1), (3538, 2)])
+async def test_cpu_quota_follows_the_memory_setting(sandbox, code, memory_mb, vcpus):
+    # 128 MB: the floor, a quarter of a core unless DAYFLY_CPU_FLOOR says more (the v2 VM)
+    floor = float(os.environ.get("DAYFLY_CPU_FLOOR", "0.25"))
+    quota_us = round(max(floor, vcpus) * 100_000)
     spec = mkspec(sandbox, code, limits=Limits(memory_mb=memory_mb, timeout_s=10, tmp_mb=16,
                                                pids=32))
     h = await sandbox.start(spec, f"cpu-{memory_mb}")
