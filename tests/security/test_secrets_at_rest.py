@@ -143,7 +143,7 @@ def test_data_dir_and_its_files_are_the_owners_only(tmp_path):
                      "credentials"):
             assert mode(data / name) == 0o600, name
         # beyond the trees sandboxes read (through bind mounts), no file is for others
-        shared = {"runtime", "code", "deps", "gvisor", "roots"}
+        shared = {"runtime", "code", "deps", "gvisor", "roots", "lang"}
         for path in data.rglob("*"):
             if path.is_file() and path.relative_to(data).parts[0] not in shared:
                 assert mode(path) & 0o077 == 0, (path, oct(mode(path)))
