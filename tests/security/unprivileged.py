@@ -33,26 +33,35 @@ def _blocked(path: str) -> tuple[str, str] | None:
 
 
 def _open_paths(paths: list[str]) -> None:
-    covers: dict[str, set[str]] = {}
-    for p in paths:
-        hit = _blocked(p)
-        if hit:
-            covers.setdefault(hit[0], set()).add(hit[1])
+    """Cover each blocked directory on the paths, outermost first, until none is left (a
+    blocked directory can sit below another one)."""
     stage = tempfile.mkdtemp(prefix="dayfly-unpriv-")
-    for parent, entries in covers.items():
-        held = []
-        for i, entry in enumerate(sorted(entries)):
-            src = os.path.join(parent, entry)
-            tmp = os.path.join(stage, str(i))
-            os.makedirs(tmp)
-            subprocess.run(["mount", "--bind", src, tmp], check=True)
-            held.append((entry, tmp))
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=1m", "dayfly-open",
-                        parent], check=True)
-        for entry, tmp in held:
-            os.makedirs(os.path.join(parent, entry))
-            subprocess.run(["mount", "--bind", tmp, os.path.join(parent, entry)], check=True)
-            subprocess.run(["umount", tmp], check=True)
+    made = 0
+    for _ in range(32):  # a path has fewer levels than this
+        covers: dict[str, set[str]] = {}
+        for p in paths:
+            hit = _blocked(p)
+            if hit:
+                covers.setdefault(hit[0], set()).add(hit[1])
+        if not covers:
+            return
+        for parent, entries in covers.items():
+            held = []
+            for entry in sorted(entries):
+                src = os.path.join(parent, entry)
+                tmp = os.path.join(stage, str(made))
+                made += 1
+                os.makedirs(tmp)
+                subprocess.run(["mount", "--bind", src, tmp], check=True)
+                held.append((entry, tmp))
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0755,size=1m", "dayfly-open",
+                            parent], check=True)
+            for entry, tmp in held:
+                os.makedirs(os.path.join(parent, entry))
+                subprocess.run(["mount", "--bind", tmp, os.path.join(parent, entry)],
+                               check=True)
+                subprocess.run(["umount", tmp], check=True)
+    raise RuntimeError(f"could not open the way to {paths}")
 
 
 def main() -> None:
