@@ -35,6 +35,18 @@ def pytest_runtest_makereport(item, call):
         report.longrepr = f"skipped in strict mode (DAYFLY_STRICT=1): {reason}"
 
 
+def pytest_collection_finish(session):
+    """Start the cgroup v2 VM as soon as its test is selected: it runs beside the suite."""
+    if session.config.option.collectonly:
+        return
+    for item in session.items:
+        if item.nodeid.endswith("test_cgroup_v2.py::test_linux_tier_keeps_its_contract_and_"
+                                "limits_on_cgroup_v2"):
+            if item.module.kernel_vm.missing() is None:
+                item.module.start_early()
+            return
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
