@@ -22,3 +22,22 @@ def share_tree(root: Path) -> None:
             st = os.lstat(path)
             if stat.S_ISREG(st.st_mode):
                 os.chmod(path, 0o755 if st.st_mode & 0o100 else 0o644)
+
+
+def create_private_once(path: Path, content: bytes) -> None:
+    """Write `content` to a new owner-only (0600) file at `path`, unless one is there: through
+    a temp file linked into place, so it is never seen half-written, and of two starts racing,
+    one file wins and both read it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, content)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)

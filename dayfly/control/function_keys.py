@@ -11,13 +11,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InvalidParameter
+from ..modes import create_private_once
 from ..stores.objects import check_bucket_name
 from ..stores.s3errors import S3Error
 
@@ -61,19 +61,7 @@ def _master(data_dir: Path) -> bytes:
     it is never seen half-written and two starts cannot both create it."""
     path = data_dir / "master.key"
     if not path.exists():
-        tmp = path.with_name(f".master.key.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, base64.b64encode(secrets.token_bytes(32)))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            os.unlink(tmp)
+        create_private_once(path, base64.b64encode(secrets.token_bytes(32)))
     key = base64.b64decode(path.read_bytes())
     if len(key) < 32:
         raise RuntimeError(f"{path} is damaged: it must hold 32 random bytes (base64)")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import os
 import secrets
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..errors import PlatformError
+from ..modes import create_private_once
 
 KEY_FILE = "secrets.key"
 VERSION = b"\x01"  # a sealed value: VERSION + key id (8) + nonce (12) + ciphertext and tag
@@ -82,18 +82,5 @@ def _aad(name: str) -> bytes:
 
 
 def _create(path: Path) -> None:
-    """Write a new key to a temp file (0600) and link it into place: never seen half-written,
-    and of two starts racing, one key wins and both read it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, base64.b64encode(AESGCM.generate_key(bit_length=256)))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
+    """A new random key in `path` (0600), created once."""
+    create_private_once(path, base64.b64encode(AESGCM.generate_key(bit_length=256)))
