@@ -11,6 +11,9 @@ import configparser
 import hashlib
 import hmac
 import itertools
+import os
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
 REGION = "us-east-1"
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -129,3 +133,24 @@ def signed_chunks(signed: Signed, data: bytes, chunk_size: int,
     sig = hmac_hex(signed.key, to_sign)
     body = "".join(f"{k}:{v}\r\n" for k, v in trailer.items())
     return b"".join(out) + f"{body}x-amz-trailer-signature:{sig}\r\n\r\n".encode()
+
+
+def aws_cli(server, config_dir: Path, check: bool = False):
+    """The aws CLI against `server` with its first key and path-style addressing, nothing from
+    the caller's environment; skips where the CLI is not installed. `run(*args, check=...)`."""
+    exe = shutil.which("aws")
+    if exe is None:
+        pytest.skip("the aws CLI is not installed (pip install awscli)")
+    config = config_dir / "config"
+    config.write_text("[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_SHARED_CREDENTIALS_FILE=str(server.data_dir / "credentials"),
+               AWS_CONFIG_FILE=str(config), AWS_EC2_METADATA_DISABLED="true")
+
+    def run(*args: str, check: bool = check) -> subprocess.CompletedProcess:
+        p = subprocess.run([exe, "--endpoint-url", server.url, *args], env=env,
+                           capture_output=True, text=True, timeout=120)
+        if check:
+            assert p.returncode == 0, p.stderr
+        return p
+    return run

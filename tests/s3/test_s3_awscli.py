@@ -11,29 +11,12 @@ import sys
 
 import pytest
 from botocore.exceptions import ClientError
-from s3_helpers import error_code, s3_client
+from s3_helpers import aws_cli, error_code, s3_client
 
 
 @pytest.fixture(scope="module")
 def aws(server, tmp_path_factory):
-    exe = shutil.which("aws")
-    if exe is None:
-        pytest.skip("the aws CLI is not installed (pip install awscli)")
-    config = tmp_path_factory.mktemp("awscfg") / "config"
-    config.write_text("[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n")
-    env = {**os.environ, "AWS_SHARED_CREDENTIALS_FILE": str(server.data_dir / "credentials"),
-           "AWS_CONFIG_FILE": str(config), "AWS_EC2_METADATA_DISABLED": "true"}
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
-        env.pop(var, None)
-
-    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        p = subprocess.run([exe, "--endpoint-url", server.url, *args], env=env,
-                           capture_output=True, text=True, timeout=120)
-        if check:
-            assert p.returncode == 0, p.stderr
-        return p
-    return run
+    return aws_cli(server, tmp_path_factory.mktemp("awscfg"), check=True)
 
 
 def test_aws_cli_cp_ls_head(aws, server, tmp_path):

@@ -5,8 +5,6 @@ Each refused write must also have stored nothing."""
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 
 import httpx
 import pytest
@@ -14,7 +12,16 @@ from botocore.auth import S3SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
-from s3_helpers import REGION, credentials, error_code, new_bucket, s3_client, status, xml_error
+from s3_helpers import (
+    REGION,
+    aws_cli,
+    credentials,
+    error_code,
+    new_bucket,
+    s3_client,
+    status,
+    xml_error,
+)
 
 CUSTOMER_KEY = os.urandom(32)
 SSE_C = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": CUSTOMER_KEY}
@@ -117,19 +124,7 @@ def test_presigned_urls_asking_for_encryption_are_refused(server, s3, bucket):
 
 @pytest.fixture(scope="module")
 def aws(server, tmp_path_factory):
-    exe = shutil.which("aws")
-    if exe is None:
-        pytest.skip("the aws CLI is not installed (pip install awscli)")
-    config = tmp_path_factory.mktemp("awscfg") / "config"
-    config.write_text("[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_SHARED_CREDENTIALS_FILE=str(server.data_dir / "credentials"),
-               AWS_CONFIG_FILE=str(config), AWS_EC2_METADATA_DISABLED="true")
-
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([exe, "--endpoint-url", server.url, *args], env=env,
-                              capture_output=True, text=True, timeout=120)
-    return run
+    return aws_cli(server, tmp_path_factory.mktemp("awscfg"), check=False)
 
 
 def test_aws_cli_sse_options_fail_and_store_nothing(aws, s3, bucket, tmp_path):
