@@ -91,8 +91,13 @@ async def on_client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=400)
 
 
-async def on_unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("%s %s failed", request.method, request.url.path)
-    # the exception's text may name paths on this machine: it goes to the log, not the caller
+def internal_error(exc: Exception) -> JSON:
+    """The 500 for an unexpected exception: its type only, since its text may name paths on
+    this machine (the caller logs it)."""
     return error_response("ServiceException", f"internal error ({type(exc).__name__}); the "
                           "node's log has the details", 500)
+
+
+async def on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("%s %s failed", request.method, request.url.path)
+    return internal_error(exc)

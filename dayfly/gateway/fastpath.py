@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import ClientGone, DayflyError, RequestTooLarge, TooManyRequests
 from .classify import Family, route
-from .common import error_response
+from .common import error_response, internal_error
 from .connections import backoff
 from .invoke import run_invoke
 
@@ -74,5 +74,5 @@ class FastInvoke:
             response = error_response(exc.code, exc.message, exc.status, exc.hint, wait)
         except Exception as exc:
             log.exception("invoke %s failed", name)
-            response = error_response("ServiceException", f"internal error: {exc}", 500)
+            response = internal_error(exc)
         await response(scope, receive, send)
