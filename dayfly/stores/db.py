@@ -1,4 +1,13 @@
-"""The embedded SQLite database (WAL). All access goes through one thread, off the event loop."""
+"""The relational-state seam: `Database` (the embedded SQLite file, WAL; one thread, off the
+event loop) and its cluster twin `stores.pg.PostgresDatabase` (same API, same SQL).
+
+Stores write one dialect, accepted by both engines: `?` placeholders, `ON CONFLICT ... DO
+UPDATE/NOTHING` (never `INSERT OR REPLACE/IGNORE`), `RETURNING` (never `lastrowid`), no PRAGMA
+or sqlite_master outside this module, no SQLite-only functions. DDL is written in SQLite's
+words (`INTEGER`, `REAL`, `BLOB`, `AUTOINCREMENT`) and translated for PostgreSQL in one place
+(stores/pg.py). Stores that mirror the database in memory announce their writes with
+`changed()` and reload on `on_change()`: a no-op here, where this node is the only writer.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +15,14 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+# What a change callback receives: the key that changed, or None for "reload everything".
+ChangeCallback = Callable[[str | None], Awaitable[None] | None]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS functions (
@@ -41,7 +52,7 @@ CREATE TABLE IF NOT EXISTS invocations (
     version TEXT NOT NULL,
     trigger TEXT NOT NULL,
     start REAL NOT NULL,
-    end REAL NOT NULL,
+    "end" REAL NOT NULL,  -- quoted: a reserved word in PostgreSQL
     duration_ms REAL NOT NULL,
     status TEXT NOT NULL,
     cold INTEGER NOT NULL,
@@ -179,6 +190,24 @@ class Database:
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(conn)` in one transaction on the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._tx, fn)
+
+    def ensure(self, ddl: str) -> None:
+        """Create tables and indexes (`CREATE ... IF NOT EXISTS` statements, SQLite's words)."""
+        def run() -> None:
+            assert self._conn is not None
+            self._conn.executescript(ddl)
+        self._pool.submit(run).result()
+
+    def changed(self, conn: sqlite3.Connection, topic: str, key: str) -> None:
+        """Announce, inside a write transaction, that `key` of `topic` changed (to the other
+        nodes, at commit). No-op: a SQLite file has one node."""
+
+    def on_change(self, topic: str, callback: ChangeCallback) -> None:
+        """Call `callback(key)` on the event loop when another node changed `key` of `topic`,
+        `callback(None)` when changes may have been missed. Never called here: no other node."""
+
+    async def start_listening(self) -> None:
+        """Start delivering other nodes' changes to the `on_change` callbacks (no-op here)."""
 
     def compact(self) -> None:
         """Rebuild the file (VACUUM: no free page or cell keeps deleted bytes), copy the WAL

@@ -27,6 +27,10 @@ MAX_TRACE = 512  # characters of a trace header kept in the record
 PRUNE_EVERY_S = 10.0  # how often the size and age bounds are applied
 
 
+def _quoted(column: str) -> str:
+    return f'"{column}"'  # `end` is a reserved word in PostgreSQL
+
+
 def invocation_status(result: InvokeResult) -> str:
     """success, timeout, crash or error: the status of a record (and a metrics label)."""
     if result.ok:
@@ -184,7 +188,7 @@ class RecordStore(Observer):
 
             def write(conn: sqlite3.Connection) -> None:
                 conn.executemany(
-                    f"INSERT INTO invocations ({', '.join(_COLUMNS)}) "
+                    f"INSERT INTO invocations ({', '.join(map(_quoted, _COLUMNS))}) "
                     f"VALUES ({', '.join('?' * len(_COLUMNS))})",
                     [tuple(getattr(r, c) for c in _COLUMNS) for r in batch])
                 if prune:
