@@ -22,12 +22,13 @@ from ..types import LATEST
 from . import manifest as mf
 from . import unzip
 from .bundles import BundleStore
+from .changes import Background
 from .collector import Claim, Collector
 from .deps import DepsInstaller, deps_key
 from .function_keys import validate_buckets
 from .isolation import refusal
 from .model import DEFAULTS, AliasConfig, FunctionConfig, function_arn
-from .registry import ALIAS_RE, NAME_RE, Registry
+from .registry import ALIAS_RE, NAME_RE, TOPIC, FunctionState, Registry
 
 Progress = Callable[[str], None] | None
 
@@ -134,8 +135,44 @@ class Functions:
         self.tiers = tiers  # the tiers this node runs
         self.refused = refused  # tiers this machine has but the operator did not allow
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.reloads = Background()  # changes made through other nodes, being applied
         self.collector = collector or Collector(bundles, deps, registry, scheduler,
                                                 grace_s=0.0, interval_s=60.0)
+
+    # -- changes made through other nodes ----------------------------------------------------
+
+    def listen(self) -> None:
+        """Apply functions changed through other nodes as this node's own writes are applied."""
+        self.registry.db.on_change(TOPIC, lambda name: self.reloads.start(self._reload_all(name)))
+
+    async def _reload_all(self, name: str | None) -> None:
+        names = {name} if name is not None else (set(self.registry.functions)
+                                                 | await self.registry.names())
+        collect = False
+        for n in sorted(names):
+            async with self._locks[n]:
+                collect |= await self._reload(n)
+        if collect:
+            await self.collector.collect()
+
+    async def _reload(self, name: str) -> bool:
+        """Re-read one function; retire pools of code or settings gone, keep min_warm pools
+        warm, as create, update, publish and delete do here. True if code may be unused now."""
+        before, after = await self.registry.reload(name)
+        if after is None:
+            if before is not None:
+                await self.scheduler.remove(name)
+            return bool(_uses(before))
+        had = {LATEST, *map(str, before.versions)} if before else set()
+        now = [LATEST, *map(str, after.versions)]
+        for version in had - set(now):
+            await self.scheduler.remove(name, version)
+        for version in now:
+            spec = self.registry.spec(name, version)  # also registers its function keys
+            if spec.isolation in self.scheduler.sandboxes and (
+                    spec.min_warm or (name, version) in self.scheduler.current):
+                self.scheduler.deploy(spec)  # the same revision keeps its pool
+        return bool(_uses(before) - _uses(after))
 
     # -- code and configuration --------------------------------------------------------------
 
@@ -396,6 +433,13 @@ class Functions:
             await self.registry.delete(name, number)
             await self.scheduler.remove(name, str(number))
         await self.collector.collect()
+
+
+def _uses(st: FunctionState | None) -> set[tuple[str, str | None]]:
+    """The code and dependency sets a function's versions use."""
+    if st is None:
+        return set()
+    return {(c.code_hex, c.deps_key) for c in (st.latest, *st.versions.values())}
 
 
 def _check_revision(params: dict[str, Any], cfg: FunctionConfig) -> None:

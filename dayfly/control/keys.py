@@ -18,12 +18,14 @@ from typing import Any
 
 from ..errors import InvalidParameter, ResourceNotFound
 from ..stores.db import Database
+from .changes import announced
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS access_keys (
     id TEXT PRIMARY KEY, secret TEXT NOT NULL, description TEXT NOT NULL, created REAL NOT NULL
 )"""
 _ID_CHARS = string.ascii_uppercase + string.digits
 MAX_DESCRIPTION = 256
+TOPIC = "access_key"  # change notices (control/changes.py): key = key id
 
 
 class KeyStore:
@@ -37,10 +39,17 @@ class KeyStore:
         self._load()
 
     def _load(self) -> None:
-        def read(c: sqlite3.Connection) -> None:
-            for row in c.execute("SELECT * FROM access_keys"):
-                self._keys[row["id"]] = dict(row)
-        self.db.call(read)
+        self._keys.update(self.db.call(lambda c: _read(c, None)))
+
+    def listen(self) -> None:
+        """Take keys created or deleted through other nodes (a deleted one fails at once)."""
+        self.db.on_change(TOPIC, self._reload)
+
+    async def _reload(self, key_id: str | None) -> None:
+        keys = await self.db.run(lambda c: _read(c, key_id))
+        for gone in ({key_id} if key_id is not None else set(self._keys)) - set(keys):
+            self._keys.pop(gone, None)
+        self._keys.update(keys)
 
     def secret(self, key_id: str) -> str | None:
         key = self._keys.get(key_id)
@@ -69,7 +78,7 @@ class KeyStore:
     async def create(self, description: str = "") -> dict[str, Any]:
         """A new key; the only time its secret is handed out."""
         key = self._new(description)
-        await self.db.run(lambda c: self._insert(c, key))
+        await self.db.run(announced(self.db, TOPIC, key["id"], lambda c: self._insert(c, key)))
         self._keys[key["id"]] = key
         return dict(key)
 
@@ -77,7 +86,8 @@ class KeyStore:
         if key_id not in self._keys:
             raise ResourceNotFound(f"No access key with id {key_id}",
                                    hint="`dayfly keys ls` lists the access keys")
-        await self.db.run(lambda c: c.execute("DELETE FROM access_keys WHERE id = ?", (key_id,)))
+        await self.db.run(announced(self.db, TOPIC, key_id, lambda c: c.execute(
+            "DELETE FROM access_keys WHERE id = ?", (key_id,))))
         self._keys.pop(key_id, None)
 
     def bootstrap(self, data_dir: Path) -> dict[str, Any] | None:
@@ -88,12 +98,18 @@ class KeyStore:
             if c.execute("SELECT 1 FROM access_keys LIMIT 1").fetchone():
                 return False
             self._insert(c, key)
+            self.db.changed(c, TOPIC, key["id"])
             return True
         if not self.db.call(create_if_none):
             return None
         self._keys[key["id"]] = key
         write_credentials(data_dir / "credentials", key["id"], key["secret"])
         return key
+
+
+def _read(c: sqlite3.Connection, key_id: str | None) -> dict[str, dict[str, Any]]:
+    where, args = (" WHERE id = ?", (key_id,)) if key_id is not None else ("", ())
+    return {row["id"]: dict(row) for row in c.execute("SELECT * FROM access_keys" + where, args)}
 
 
 def write_credentials(path: Path, key_id: str, secret: str) -> None:

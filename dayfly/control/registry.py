@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import InvalidParameter, ResourceNotFound
 from ..stores.db import Database
 from ..types import LATEST, FunctionSpec, Limits
+from .changes import announced
 from .function_keys import FunctionKeys
 from .model import AliasConfig, FunctionConfig, function_arn
 from .secrets import SecretStore
@@ -26,6 +27,7 @@ ALIAS_RE = re.compile(r"^(?!^[0-9]+$)[A-Za-z0-9_-]{1,128}$")
 ARN_RE = re.compile(
     r"^(?:arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:)?(?:\d{12}:)?(?:function:)?"
     r"(?P<name>[A-Za-z0-9_-]{1,64})(?::(?P<qualifier>\$LATEST|[A-Za-z0-9_-]{1,128}))?$")
+TOPIC = "function"  # change notices (control/changes.py): key = function name
 
 
 def split_name(name_or_arn: str, qualifier: str | None = None) -> tuple[str, str | None]:
@@ -71,18 +73,21 @@ class Registry:
 
     def load(self) -> None:
         """Read everything from the database (at start-up)."""
-        def read(conn: sqlite3.Connection) -> None:
-            for row in conn.execute("SELECT * FROM functions"):
-                self.functions[row["name"]] = FunctionState(
-                    FunctionConfig.from_json(json.loads(row["config"])), reserved=row["reserved"],
-                    next_version=row["next_version"], created=row["created"])
-            for row in conn.execute("SELECT * FROM versions ORDER BY name, version"):
-                st = self.functions[row["name"]]
-                st.versions[row["version"]] = FunctionConfig.from_json(json.loads(row["config"]))
-            for row in conn.execute("SELECT * FROM aliases"):
-                a = AliasConfig(**json.loads(row["config"]))
-                self.functions[row["name"]].aliases[a.name] = a
-        self.db.call(read)
+        self.functions.update(self.db.call(_read))
+
+    async def reload(self, name: str) -> tuple[FunctionState | None, FunctionState | None]:
+        """Re-read one function after another node changed it; return (before, after)."""
+        fresh = (await self.db.run(lambda c: _read(c, name))).get(name)
+        before = self.functions.pop(name, None)
+        if fresh is not None:
+            self.functions[name] = fresh
+        for key in [k for k in self._specs if k[0] == name]:
+            del self._specs[key]
+        return before, fresh
+
+    async def names(self) -> set[str]:
+        """Every function the database holds (for a reload of them all)."""
+        return await self.db.run(lambda c: {r[0] for r in c.execute("SELECT name FROM functions")})
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -191,7 +196,7 @@ class Registry:
             else:
                 conn.execute("UPDATE functions SET config = ? WHERE name = ?",
                              (json.dumps(cfg.to_json()), cfg.name))
-        await self.db.run(write)
+        await self.db.run(announced(self.db, TOPIC, cfg.name, write))
         if create:
             self.functions[cfg.name] = FunctionState(cfg, created=now)
         else:
@@ -206,7 +211,7 @@ class Registry:
             conn.execute("INSERT INTO versions(name, version, config, created) VALUES (?, ?, ?, ?)",
                          (name, number, json.dumps(frozen.to_json()), time.time()))
             conn.execute("UPDATE functions SET next_version = ? WHERE name = ?", (number + 1, name))
-        await self.db.run(write)
+        await self.db.run(announced(self.db, TOPIC, name, write))
         st.versions[number] = frozen
         st.next_version = number + 1
         return frozen
@@ -218,28 +223,29 @@ class Registry:
                              "name": alias.name, "function": alias.function,
                              "version": alias.version, "description": alias.description,
                              "weights": alias.weights, "revision_id": alias.revision_id})))
-        await self.db.run(write)
+        await self.db.run(announced(self.db, TOPIC, alias.function, write))
         self.get(alias.function).aliases[alias.name] = alias
 
     async def delete_alias(self, name: str, alias: str) -> None:
-        await self.db.run(lambda c: c.execute(
-            "DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias)))
+        await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
+            "DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))))
         self.get(name).aliases.pop(alias, None)
 
     async def set_reserved(self, name: str, reserved: int | None) -> None:
-        await self.db.run(lambda c: c.execute(
-            "UPDATE functions SET reserved = ? WHERE name = ?", (reserved, name)))
+        await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
+            "UPDATE functions SET reserved = ? WHERE name = ?", (reserved, name))))
         self.get(name).reserved = reserved
 
     async def delete(self, name: str, version: int | None = None) -> None:
         if version is None:
-            await self.db.run(lambda c: c.execute("DELETE FROM functions WHERE name = ?", (name,)))
+            await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
+                "DELETE FROM functions WHERE name = ?", (name,))))
             self.functions.pop(name, None)
             for key in [k for k in self._specs if k[0] == name]:
                 del self._specs[key]
         else:
-            await self.db.run(lambda c: c.execute(
-                "DELETE FROM versions WHERE name = ? AND version = ?", (name, version)))
+            await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
+                "DELETE FROM versions WHERE name = ? AND version = ?", (name, version))))
             self.get(name).versions.pop(version, None)
             self._specs.pop((name, str(version)), None)
 
@@ -249,6 +255,26 @@ class Registry:
             used.add(st.latest.code_hex)
             used.update(v.code_hex for v in st.versions.values())
         return used
+
+
+def _read(conn: sqlite3.Connection, name: str | None = None) -> dict[str, FunctionState]:
+    """Functions (all, or the one named) with their versions and aliases."""
+    where, args = (" WHERE name = ?", (name,)) if name is not None else ("", ())
+    out: dict[str, FunctionState] = {}
+    for row in conn.execute("SELECT * FROM functions" + where, args):
+        out[row["name"]] = FunctionState(
+            FunctionConfig.from_json(json.loads(row["config"])), reserved=row["reserved"],
+            next_version=row["next_version"], created=row["created"])
+    # a row of a function created after the first SELECT (PostgreSQL: one snapshot per
+    # statement) is skipped: that function's own notification follows
+    for row in conn.execute("SELECT * FROM versions" + where + " ORDER BY name, version", args):
+        if (st := out.get(row["name"])) is not None:
+            st.versions[row["version"]] = FunctionConfig.from_json(json.loads(row["config"]))
+    for row in conn.execute("SELECT * FROM aliases" + where, args):
+        if (st := out.get(row["name"])) is not None:
+            a = AliasConfig(**json.loads(row["config"]))
+            st.aliases[a.name] = a
+    return out
 
 
 def _pick_version(alias: AliasConfig) -> str:

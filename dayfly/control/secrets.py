@@ -10,10 +10,12 @@ from pathlib import Path
 
 from ..errors import InvalidParameter, ResourceNotFound
 from ..stores.db import Database
+from .changes import announced
 from .manifest import validate_secret_names
 from .secret_box import SecretBox
 
 MAX_VALUE = 32 * 1024
+TOPIC = "secret"  # change notices (control/changes.py): key = secret name
 
 
 class SecretStore:
@@ -28,13 +30,30 @@ class SecretStore:
                        .fetchall())
         self.box = SecretBox.open(data_dir, must_exist=any(r["sealed"] for r in rows))
         for row in rows:
-            name = row["name"]
-            sealed = row["sealed"]
-            self.values[name] = self.box.open_value(name, sealed) if sealed else row["value"]
-            self.updated[name] = row["updated"]
+            self._remember(row)
         plain = [r["name"] for r in rows if not r["sealed"]]
         if plain or ("secrets", "sealed") in db.added:  # an older data dir's first start
             self._seal_in_place(plain)
+
+    def _remember(self, row: sqlite3.Row) -> None:
+        name, sealed = row["name"], row["sealed"]
+        self.values[name] = self.box.open_value(name, sealed) if sealed else row["value"]
+        self.updated[name] = row["updated"]
+
+    def listen(self) -> None:
+        """Take secrets set or deleted through other nodes (specs using them change revision)."""
+        self.db.on_change(TOPIC, self._reload)
+
+    async def _reload(self, name: str | None) -> None:
+        where, args = (" WHERE name = ?", (name,)) if name is not None else ("", ())
+        rows = await self.db.run(lambda c: c.execute(
+            "SELECT name, value, sealed, updated FROM secrets" + where, args).fetchall())
+        gone = ({name} if name is not None else set(self.values)) - {r["name"] for r in rows}
+        for n in gone:
+            self.values.pop(n, None)
+            self.updated.pop(n, None)
+        for row in rows:
+            self._remember(row)
 
     def _seal_in_place(self, names: list[str]) -> None:
         """Seal rows an older dayfly stored in plain text, then rebuild the database: its free
@@ -53,16 +72,17 @@ class SecretStore:
                                    "characters")
         now = time.time()
         sealed = self.box.seal(name, value)
-        await self.db.run(lambda c: c.execute(
+        await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
             "INSERT OR REPLACE INTO secrets(name, value, sealed, updated) VALUES (?, '', ?, ?)",
-            (name, sealed, now)))
+            (name, sealed, now))))
         self.values[name] = value
         self.updated[name] = now
 
     async def delete(self, name: str) -> None:
         if name not in self.values:
             raise ResourceNotFound(f"No secret named {name}")
-        await self.db.run(lambda c: c.execute("DELETE FROM secrets WHERE name = ?", (name,)))
+        await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
+            "DELETE FROM secrets WHERE name = ?", (name,))))
         self.values.pop(name, None)
         self.updated.pop(name, None)
 

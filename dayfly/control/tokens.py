@@ -19,11 +19,13 @@ from typing import Any
 
 from ..errors import InvalidParameter, ResourceNotFound
 from ..stores.db import Database
+from .changes import announced
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS api_tokens (
     id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, description TEXT NOT NULL, created REAL NOT NULL
 )"""
 MAX_DESCRIPTION = 256
+TOPIC = "api_token"  # change notices (control/changes.py): key = token id
 
 
 def is_loopback(host: str) -> bool:
@@ -60,6 +62,26 @@ class TokenStore:
         self.ids[row["hash"]] = row["id"]
         self.changed += 1
 
+    def _forget(self, token_id: str) -> None:
+        row = self.rows.pop(token_id, None)
+        if row is not None:
+            self.ids.pop(row["hash"], None)
+            self.changed += 1
+
+    def listen(self) -> None:
+        """Take tokens created or revoked through other nodes (a revoked one fails at once)."""
+        self.db.on_change(TOPIC, self._reload)
+
+    async def _reload(self, token_id: str | None) -> None:
+        where, args = (" WHERE id = ?", (token_id,)) if token_id is not None else ("", ())
+        rows = await self.db.run(lambda c: [dict(r) for r in c.execute(
+            "SELECT * FROM api_tokens" + where, args)])
+        for gone in ({token_id} if token_id is not None else set(self.rows)) - {
+                r["id"] for r in rows}:
+            self._forget(gone)
+        for row in rows:
+            self._remember(row)
+
     def check(self, token: str) -> str | None:
         """The id of a valid token, else None."""
         return self.ids.get(digest(token))
@@ -87,7 +109,7 @@ class TokenStore:
     async def create(self, description: str = "") -> dict[str, Any]:
         """A new token; the only time its value is handed out."""
         token, row = self._new(description)
-        await self.db.run(lambda c: self._insert(c, row))
+        await self.db.run(announced(self.db, TOPIC, row["id"], lambda c: self._insert(c, row)))
         self._remember(row)
         return {"id": row["id"], "token": token, "description": row["description"],
                 "created": row["created"]}
@@ -97,10 +119,9 @@ class TokenStore:
         if row is None:
             raise ResourceNotFound(f"No API token with id {token_id}",
                                    hint="`dayfly token ls` lists the tokens")
-        await self.db.run(lambda c: c.execute("DELETE FROM api_tokens WHERE id = ?", (token_id,)))
-        self.rows.pop(token_id, None)
-        self.ids.pop(row["hash"], None)
-        self.changed += 1
+        await self.db.run(announced(self.db, TOPIC, token_id, lambda c: c.execute(
+            "DELETE FROM api_tokens WHERE id = ?", (token_id,))))
+        self._forget(token_id)
 
     def bootstrap(self, data_dir: Path) -> str | None:
         """No token yet: create one and write it to `<data_dir>/token`; return its path."""
@@ -110,6 +131,7 @@ class TokenStore:
             if c.execute("SELECT 1 FROM api_tokens LIMIT 1").fetchone():
                 return False
             self._insert(c, row)
+            self.db.changed(c, TOPIC, row["id"])
             return True
         if not self.db.call(create_if_none):
             return None

@@ -1,0 +1,66 @@
+"""Change notices between nodes: every store that mirrors the database in memory announces its
+writes (`announced`) and re-reads what another node wrote (its `listen()` registers the
+handlers with `Database.on_change`; the platform calls each store's `listen()` once).
+
+A notice carries only a topic and a key; the handler re-reads that entity from the database
+(or everything, on None: notices may have been missed), so notices that arrive late, twice or
+out of order still leave memory equal to the database. On SQLite both halves are no-ops.
+
+Topics (one per kind of mirrored row; the key names the row):
+  function        function name (its versions, aliases and reserved concurrency with it)
+  secret          secret name
+  access_key      access key id
+  api_token       token id
+  event_config    function name (all its qualifiers' async settings)
+  ingest_source   source name
+  notification    "source/bucket", or "source" for all of a source's buckets
+  event_source_mapping  mapping UUID
+  schedule        schedule id
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from ..stores.db import Database
+
+T = TypeVar("T")
+log = logging.getLogger("dayfly.changes")
+
+
+def announced(db: Database, topic: str, key: str,
+              fn: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+    """`fn`, followed in its transaction by the notice that `key` of `topic` changed."""
+    def write(conn: sqlite3.Connection) -> T:
+        out = fn(conn)
+        db.changed(conn, topic, key)
+        return out
+    return write
+
+
+class Background:
+    """Reloads that may wait on a lock a local write holds for long (a deploy installing
+    dependencies), run as tasks: the LISTEN connection delivers notices one at a time, and the
+    other entities' notices must not wait for that one."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("reloading a change from another node failed", exc_info=task.exception())
+
+    async def settled(self) -> None:
+        """Wait until every reload started so far (and any they started) has finished."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
