@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import InvalidParameter, ResourceConflict, ResourceNotFound
 from ..scheduler.scheduler import Scheduler
 from ..stores.db import Database
-from ..stores.queue import EventQueue
+from ..stores.queue import Queue
 from ..triggers.cron import parse_expression
 from ..triggers.schedule import MISSED_POLICIES, Schedule, ScheduleRunner, iso_z, rule_arn
 from ..triggers.tables.mapping import Consumer, Delivery, Mapping
@@ -44,7 +44,7 @@ class TriggerRegistry:
     """Mappings by UUID (with checkpoints and consumers) and schedules by id."""
 
     def __init__(self, db: Database, registry: Registry, scheduler: Scheduler,
-                 queue: EventQueue, region: str, recorded: Callable[[], Awaitable[None]]) -> None:
+                 queue: Queue, region: str, recorded: Callable[[], Awaitable[None]]) -> None:
         self.db = db
         self.registry = registry
         self.scheduler = scheduler

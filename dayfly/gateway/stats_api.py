@@ -16,7 +16,7 @@ from starlette.routing import Route
 from ..control.isolation import WEAK_TIERS, describe
 from ..control.registry import split_name
 from ..errors import InvalidParameter
-from ..stores.stats import function_stats, overview, queues
+from ..stores.stats import function_stats, overview
 from .common import JSON
 
 MAX_WINDOW = 7 * 86400
@@ -69,7 +69,7 @@ async def stats(request: Request) -> Response:
     await p.records.flush()
     names = sorted(p.registry.functions)
     per_fn = await p.db.run(lambda c: overview(c, names, now - window, window))
-    q = await p.db.run(queues)
+    q = await p.queue.summary()
     functions = {}
     for name in names:
         row = per_fn[name]
@@ -83,13 +83,13 @@ async def stats(request: Request) -> Response:
         row["isolation_weak"] = row["isolation"] in WEAK_TIERS
         row["public"] = bool(getattr(st.latest, "public", False))
         functions[name] = row
-    oldest = min((created for _, _, created in q["events"]), default=None)
+    oldest = q.oldest_created
     return JSON({"window": window, "now": now, "functions": functions, "platform": {
         "functions": len(p.registry.functions),
-        "queue_depth": sum(n for _, n, _ in q["events"]),
+        "queue_depth": sum(q.events.values()),
         "oldest_event_age_s": round(now - oldest, 3) if oldest is not None else None,
-        "dead_letters": sum(n for _, n in q["dead"]),
-        "dead_letters_by_function": {f: n for f, n in q["dead"]},
+        "dead_letters": sum(q.dead.values()),
+        "dead_letters_by_function": q.dead,
         "sources": _sources(p),
         "isolation": p.default_isolation,
         "isolation_warning": describe(p.default_isolation)["IsolationWarning"],

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from .. import __version__
-from ..stores.stats import queues
 from .observer import Metrics
 from .text import Exposition
 
@@ -91,16 +90,16 @@ async def render(platform: Any) -> str:
                [({"isolation": name, "result": r}, n)
                 for name, sb in sorted(platform.sandboxes.items())
                 for r, n in getattr(sb, "starts", {}).items()])
-    q = await platform.db.run(queues)
+    q = await platform.queue.summary()
     now = time.time()
     out.simple("dayfly_async_queue_depth", "gauge", "Queued asynchronous events by function.",
-               [({"function": f}, n) for f, n, _ in q["events"]])
-    oldest = min((c for _, _, c in q["events"]), default=None)
+               [({"function": f}, n) for f, n in q.events.items()])
+    oldest = q.oldest_created
     out.simple("dayfly_async_queue_oldest_age_seconds", "gauge",
                "Age of the oldest queued asynchronous event (0 when the queue is empty).",
                [({}, round(now - oldest, 3) if oldest is not None else 0)])
     out.simple("dayfly_dead_letters", "gauge", "Events in the dead-letter queue by function.",
-               [({"function": f}, n) for f, n in q["dead"]])
+               [({"function": f}, n) for f, n in q.dead.items()])
     health, lag = _event_sources(platform)
     out.simple("dayfly_event_source_healthy", "gauge",
                "1 if a table event-source mapping is reading its change log, else 0.", health)

@@ -116,12 +116,3 @@ def function_stats(conn: sqlite3.Connection, function: str, since: float, window
                    for i, c in enumerate(counts)],
     }
 
-
-def queues(conn: sqlite3.Connection) -> dict[str, Any]:
-    """Per function: queued async events (count, oldest creation time) and dead letters."""
-    return {
-        "events": conn.execute("SELECT function, COUNT(*), MIN(created) FROM events "
-                               "GROUP BY function").fetchall(),
-        "dead": conn.execute("SELECT function, COUNT(*) FROM dead_letters "
-                             "GROUP BY function").fetchall(),
-    }

@@ -21,7 +21,7 @@ from ..control.event_config import EventConfigs
 from ..control.registry import split_name
 from ..errors import DayflyError, ResourceNotFound, TooManyRequests
 from ..scheduler.scheduler import Scheduler
-from ..stores.queue import Event, EventQueue
+from ..stores.queue import Event, Queue
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
 
 log = logging.getLogger("dayfly.async")
@@ -37,7 +37,7 @@ def iso_now() -> str:
 class AsyncDispatcher:
     """Pulls due events from the queue and delivers them, `max_in_flight` at a time."""
 
-    def __init__(self, queue: EventQueue, scheduler: Scheduler,
+    def __init__(self, queue: Queue, scheduler: Scheduler,
                  resolve: Callable[[str, str | None], FunctionSpec], arn: Callable[..., str],
                  configs: EventConfigs, *, max_in_flight: int = 64, backoff_s: float = 1.0,
                  max_chain_depth: int = 16,
@@ -68,31 +68,28 @@ class AsyncDispatcher:
                 await asyncio.sleep(1)
 
     async def _pump(self) -> None:
-        room = self.max_in_flight - len(self.queue.in_flight)
-        events = self.queue.take_fresh(room) if room > 0 else []
-        if not events and room > 0:
-            events = await self.queue.due(room)
-        for ev in events:
-            self.queue.in_flight.add(ev.id)
+        room = self.max_in_flight - len(self.tasks)
+        if room <= 0:
+            await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+            return
+        for ev in await self.queue.take(room, 1.0):
             task = asyncio.ensure_future(self._deliver(ev))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
-        nxt = await self.queue.next_due() if not events else time.time()
-        wait = 1.0 if nxt is None else max(0.0, min(1.0, nxt - time.time()))
-        self.queue.wakeup.clear()
-        if wait > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.queue.wakeup.wait(), wait)
 
     async def _deliver(self, ev: Event) -> None:
+        """Every delivery ends in ack, retry, dead letter or release (the queue's contract)."""
         try:
             if ev.target:
                 await self._post(ev)
             else:
                 await self._invoke(ev)
-        finally:
-            self.queue.in_flight.discard(ev.id)
-            self.queue.wakeup.set()
+        except asyncio.CancelledError:  # shutting down: the event goes to the next delivery
+            await self.queue.release(ev)
+            raise
+        except Exception:
+            log.exception("delivery of event %s failed; retried later", ev.id)
+            await self.queue.retry(ev, self.backoff_s)
 
     async def _post(self, ev: Event) -> None:
         """A destination webhook: POST the record; 2xx acknowledges."""

@@ -19,7 +19,7 @@ from ..control.function_keys import FunctionKeys
 from ..control.notifications import LOCAL, NotificationStore, Rule
 from ..control.registry import Registry
 from ..errors import ResourceNotFound
-from ..stores.queue import EventQueue
+from ..stores.queue import Queue
 from .causes import InFlight
 from .webhook import routable
 
@@ -29,7 +29,7 @@ log = logging.getLogger("dayfly.buckets")
 class BucketTriggers:
     """The object store's `on_event` hook, and the router for ingested external events."""
 
-    def __init__(self, notifications: NotificationStore, queue: EventQueue, registry: Registry,
+    def __init__(self, notifications: NotificationStore, queue: Queue, registry: Registry,
                  keys: FunctionKeys, inflight: InFlight) -> None:
         self.notifications = notifications
         self.queue = queue
