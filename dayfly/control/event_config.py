@@ -13,10 +13,12 @@ from typing import Any
 from ..errors import InvalidParameter, ResourceNotFound
 from ..stores.db import Database
 from ..types import LATEST
+from .changes import announced
 from .model import function_arn
 from .registry import ARN_RE
 
 MAX_RETRIES, MAX_AGE_S = 2, 6 * 3600  # Lambda's defaults
+TOPIC = "event_config"  # change notices (control/changes.py): key = function name
 URL_RE = re.compile(r"^https?://[^\s/$.?#][^\s]*$")
 
 
@@ -58,10 +60,17 @@ class EventConfigs:
         self.configs: dict[tuple[str, str], EventConfig] = {}
 
     def load(self) -> None:
-        def read(conn: sqlite3.Connection) -> None:
-            for row in conn.execute("SELECT name, qualifier, config FROM event_configs"):
-                self.configs[(row["name"], row["qualifier"])] = EventConfig(**json.loads(row["config"]))
-        self.db.call(read)
+        self.configs.update(self.db.call(lambda c: _read(c, None)))
+
+    def listen(self) -> None:
+        """Take settings put or deleted through other nodes."""
+        self.db.on_change(TOPIC, self._reload)
+
+    async def _reload(self, name: str | None) -> None:
+        fresh = await self.db.run(lambda c: _read(c, name))
+        for key in [k for k in self.configs if name in (None, k[0]) and k not in fresh]:
+            del self.configs[key]
+        self.configs.update(fresh)
 
     def get(self, name: str, qualifier: str | None) -> EventConfig:
         """The settings in force: the qualifier's own, else the function's, else the defaults."""
@@ -104,23 +113,32 @@ class EventConfigs:
         body = json.dumps({"retries": cfg.retries, "max_age_s": cfg.max_age_s,
                            "on_success": cfg.on_success, "on_failure": cfg.on_failure,
                            "modified": cfg.modified})
-        await self.db.run(lambda c: c.execute(
+        await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
             "INSERT OR REPLACE INTO event_configs(name, qualifier, config) VALUES (?, ?, ?)",
-            (name, q, body)))
+            (name, q, body))))
         self.configs[(name, q)] = cfg
         return cfg
 
     async def delete(self, name: str, qualifier: str | None) -> None:
         q = qualifier or LATEST
         self.explicit(name, q)
-        await self.db.run(lambda c: c.execute(
-            "DELETE FROM event_configs WHERE name = ? AND qualifier = ?", (name, q)))
+        await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
+            "DELETE FROM event_configs WHERE name = ? AND qualifier = ?", (name, q))))
         self.configs.pop((name, q), None)
 
     async def forget_function(self, name: str) -> None:
-        await self.db.run(lambda c: c.execute("DELETE FROM event_configs WHERE name = ?", (name,)))
+        await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
+            "DELETE FROM event_configs WHERE name = ?", (name,))))
         for key in [k for k in self.configs if k[0] == name]:
             del self.configs[key]
 
     def of_function(self, name: str) -> list[tuple[str, EventConfig]]:
         return [(q, c) for (n, q), c in self.configs.items() if n == name]
+
+
+def _read(conn: sqlite3.Connection, name: str | None) -> dict[tuple[str, str], EventConfig]:
+    """Every function's settings, or one function's (all its qualifiers)."""
+    where, args = (" WHERE name = ?", (name,)) if name is not None else ("", ())
+    return {(row["name"], row["qualifier"]): EventConfig(**json.loads(row["config"]))
+            for row in conn.execute("SELECT name, qualifier, config FROM event_configs" + where,
+                                    args)}

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import InvalidParameter, ResourceConflict, ResourceNotFound
 from ..stores.db import Database
+from .changes import announced
 from .notifications import LOCAL
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS ingest_sources (
@@ -23,6 +24,13 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS ingest_sources (
     created REAL NOT NULL)"""
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 TOKEN_PREFIX = "dfi_"
+TOPIC = "ingest_source"  # change notices (control/changes.py): key = source name
+
+
+def _read(c: sqlite3.Connection, name: str | None) -> dict[str, dict[str, Any]]:
+    where, args = (" WHERE name = ?", (name,)) if name is not None else ("", ())
+    return {row["name"]: dict(row) for row in c.execute("SELECT * FROM ingest_sources" + where,
+                                                         args)}
 
 
 def _hash(token: str) -> str:
@@ -38,10 +46,17 @@ class IngestSources:
         db.call(lambda c: c.execute(SCHEMA))
 
     def load(self) -> None:
-        def read(c: sqlite3.Connection) -> None:
-            for row in c.execute("SELECT * FROM ingest_sources"):
-                self._sources[row["name"]] = dict(row)
-        self.db.call(read)
+        self._sources.update(self.db.call(lambda c: _read(c, None)))
+
+    def listen(self) -> None:
+        """Take sources created or deleted through other nodes (a deleted one fails at once)."""
+        self.db.on_change(TOPIC, self._reload)
+
+    async def _reload(self, name: str | None) -> None:
+        fresh = await self.db.run(lambda c: _read(c, name))
+        for gone in ({name} if name is not None else set(self._sources)) - set(fresh):
+            self._sources.pop(gone, None)
+        self._sources.update(fresh)
 
     def exists(self, name: str) -> bool:
         return name in self._sources
@@ -68,9 +83,9 @@ class IngestSources:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         row = {"name": name, "token_sha256": _hash(token), "description": description,
                "created": time.time()}
-        await self.db.run(lambda c: c.execute(
+        await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
             "INSERT INTO ingest_sources VALUES (:name, :token_sha256, :description, :created)",
-            row))
+            row)))
         self._sources[name] = row
         return {"name": name, "token": token, "description": description,
                 "created": row["created"]}
@@ -79,6 +94,6 @@ class IngestSources:
         if name not in self._sources:
             raise ResourceNotFound(f"No ingest source named {name}",
                                    hint="`dayfly ingest ls` lists them")
-        await self.db.run(lambda c: c.execute("DELETE FROM ingest_sources WHERE name = ?",
-                                              (name,)))
+        await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
+            "DELETE FROM ingest_sources WHERE name = ?", (name,))))
         self._sources.pop(name, None)

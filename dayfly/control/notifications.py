@@ -18,6 +18,7 @@ from typing import Any
 
 from ..errors import InvalidParameter, ResourceConflict, ResourceNotFound
 from ..stores.db import Database
+from .changes import announced
 from .registry import split_name
 
 LOCAL = "local"
@@ -32,6 +33,7 @@ SHORTHANDS = {"created": ("s3:ObjectCreated:*",), "removed": ("s3:ObjectRemoved:
 MAX_RULES = 100  # per bucket
 MAX_FILTER = 1024  # bytes of a prefix or suffix (a key's limit)
 MAX_ID = 255
+TOPIC = "notification"  # change notices (control/changes.py): key "source/bucket" or "source"
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +110,20 @@ class NotificationStore:
         db.call(lambda c: c.execute(SCHEMA))
 
     def load(self) -> None:
-        def read(c: sqlite3.Connection) -> None:
-            for row in c.execute("SELECT source, bucket, rules FROM bucket_notifications"):
-                self._rules[(row[0], row[1])] = tuple(Rule.from_json(r)
-                                                      for r in json.loads(row[2]))
-        self.db.call(read)
+        self._rules.update(self.db.call(lambda c: _read(c, None, None)))
+
+    def listen(self) -> None:
+        """Take configurations put or dropped through other nodes."""
+        self.db.on_change(TOPIC, self._reload)
+
+    async def _reload(self, key: str | None) -> None:
+        source, _, bucket = key.partition("/") if key is not None else ("", "", "")
+        async with self._lock:
+            fresh = await self.db.run(lambda c: _read(c, source or None, bucket or None))
+            for k in [k for k in self._rules if source in ("", k[0]) and bucket in ("", k[1])
+                      and k not in fresh]:
+                del self._rules[k]
+            self._rules.update(fresh)
 
     def rules(self, source: str, bucket: str) -> tuple[Rule, ...]:
         return self._rules.get((source, bucket), ())
@@ -149,7 +160,7 @@ class NotificationStore:
             else:
                 c.execute("DELETE FROM bucket_notifications WHERE source = ? AND bucket = ?",
                           (source, bucket))
-        await self.db.run(write)
+        await self.db.run(announced(self.db, TOPIC, f"{source}/{bucket}", write))
         if rules:
             self._rules[(source, bucket)] = tuple(rules)
         else:
@@ -176,7 +187,8 @@ class NotificationStore:
         sql, args = "DELETE FROM bucket_notifications WHERE source = ?", [source]
         if bucket is not None:
             sql, args = sql + " AND bucket = ?", [*args, bucket]
-        await self.db.run(lambda c: c.execute(sql, args))
+        notice = source if bucket is None else f"{source}/{bucket}"
+        await self.db.run(announced(self.db, TOPIC, notice, lambda c: c.execute(sql, args)))
         for key in [k for k in self._rules if k[0] == source and bucket in (None, k[1])]:
             del self._rules[key]
 
@@ -188,6 +200,20 @@ class NotificationStore:
         def delete(c: sqlite3.Connection) -> None:
             c.executemany("DELETE FROM bucket_notifications WHERE source = ? AND bucket = ?",
                           [(LOCAL, b) for b in gone])
+            for b in gone:
+                self.db.changed(c, TOPIC, f"{LOCAL}/{b}")
         self.db.call(delete)
         for b in gone:
             del self._rules[(LOCAL, b)]
+
+
+def _read(c: sqlite3.Connection, source: str | None,
+          bucket: str | None) -> dict[tuple[str, str], tuple[Rule, ...]]:
+    """Every configuration, a source's, or one bucket's."""
+    sql, args = "SELECT source, bucket, rules FROM bucket_notifications", []
+    if source is not None:
+        sql, args = sql + " WHERE source = ?", [source]
+        if bucket is not None:
+            sql, args = sql + " AND bucket = ?", [*args, bucket]
+    return {(row[0], row[1]): tuple(Rule.from_json(r) for r in json.loads(row[2]))
+            for row in c.execute(sql, args)}

@@ -24,6 +24,7 @@ from ..triggers.schedule import MISSED_POLICIES, Schedule, ScheduleRunner, iso_z
 from ..triggers.tables.mapping import Consumer, Delivery, Mapping
 from ..triggers.tables.source import SourceError, TableURL, open_source
 from ..types import InvokeRequest, InvokeResult
+from .changes import Background, announced
 from .esm import changed_mapping, mapping_json, new_mapping
 from .model import function_arn
 from .registry import Registry, split_name
@@ -38,6 +39,9 @@ SCHEMA = (
 )
 SCHEDULE_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 PREPARE_TIMEOUT_S = 30.0
+# change notices (control/changes.py); checkpoints and last fires are not announced: only the
+# node running a mapping or schedule writes them, and it re-reads them when it takes one over
+MAPPING, SCHEDULE = "event_source_mapping", "schedule"  # keys: mapping UUID, schedule id
 
 
 class TriggerRegistry:
@@ -59,6 +63,7 @@ class TriggerRegistry:
                                  save=self._save_checkpoint, recorded=recorded, arn=self._arn,
                                  region=region)
         self._lock = asyncio.Lock()
+        self.reloads = Background()  # changes made through other nodes, being applied
 
     def _arn(self, name: str, qualifier: str | None = None) -> str:
         return function_arn(self.region, name, qualifier)
@@ -87,6 +92,53 @@ class TriggerRegistry:
         await asyncio.gather(*(c.stop() for c in self.consumers.values()),
                              return_exceptions=True)
         self.consumers.clear()
+
+    # -- changes made through other nodes ----------------------------------------------------
+
+    def listen(self) -> None:
+        """Take mappings and schedules changed through other nodes: the changed one is
+        restarted or stopped here as a local write would (in the background: a local create
+        may hold the lock while it reaches the source's database)."""
+        self.db.on_change(MAPPING, lambda key: self.reloads.start(self._reload_mappings(key)))
+        self.db.on_change(SCHEDULE, lambda key: self.reloads.start(self._reload_schedules(key)))
+
+    async def _reload_mappings(self, mapping_uuid: str | None) -> None:
+        where, args = (" WHERE uuid = ?", (mapping_uuid,)) if mapping_uuid else ("", ())
+        async with self._lock:
+            rows = await self.db.run(lambda c: c.execute(
+                "SELECT config, checkpoint FROM event_source_mappings" + where, args).fetchall())
+            fresh = {m.uuid: (m, row["checkpoint"]) for row in rows
+                     for m in [_mapping_from_json(json.loads(row["config"]))]}
+            for gone in ({mapping_uuid} if mapping_uuid else set(self.mappings)) - set(fresh):
+                if gone in self.mappings:  # its capture is removed by the node that deleted it
+                    await self._stop_consumer(gone)
+                    del self.mappings[gone], self.checkpoints[gone], self.keys[gone]
+            for m, checkpoint in fresh.values():
+                old = self.mappings.get(m.uuid)
+                if old == m:
+                    continue
+                if old is not None:
+                    await self._stop_consumer(m.uuid)
+                    checkpoint = max(checkpoint, self.checkpoints[m.uuid])
+                self._remember(m, checkpoint)
+                if m.enabled:
+                    self._start_consumer(m)
+
+    async def _reload_schedules(self, schedule_id: str | None) -> None:
+        where, args = (" WHERE id = ?", (schedule_id,)) if schedule_id else ("", ())
+        async with self._lock:
+            rows = await self.db.run(lambda c: c.execute(
+                "SELECT config, last_fire FROM schedules" + where, args).fetchall())
+            fresh = {s.id: s for s in (Schedule(**json.loads(row["config"]),
+                                                last_fire=row["last_fire"]) for row in rows)}
+            for gone in ({schedule_id} if schedule_id else set(self.schedules)) - set(fresh):
+                if self.schedules.pop(gone, None) is not None:
+                    self.runner.remove(gone)
+            for s in fresh.values():
+                old = self.schedules.get(s.id)
+                if old is None or _schedule_config(old) != _schedule_config(s):
+                    self.schedules[s.id] = s
+                    self.runner.put(s)
 
     def _remember(self, m: Mapping, checkpoint: int) -> None:
         self.mappings[m.uuid] = m
@@ -172,10 +224,10 @@ class TriggerRegistry:
                         f"mapping already exists. Please update or delete the existing mapping "
                         f"with UUID {other.uuid}")
             position = await self._prepare(url, m.starting_position)
-            await self.db.run(lambda c: c.execute(
+            await self.db.run(announced(self.db, MAPPING, m.uuid, lambda c: c.execute(
                 "INSERT INTO event_source_mappings(uuid, function, config, checkpoint, created) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (m.uuid, m.function, json.dumps(asdict(m)), position, m.created)))
+                (m.uuid, m.function, json.dumps(asdict(m)), position, m.created))))
             self._remember(m, position)
             if m.enabled:
                 self._start_consumer(m)
@@ -206,9 +258,9 @@ class TriggerRegistry:
             self._check_functions(m)
             m.modified = time.time()
             await self._stop_consumer(m.uuid)
-            await self.db.run(lambda c: c.execute(
+            await self.db.run(announced(self.db, MAPPING, m.uuid, lambda c: c.execute(
                 "UPDATE event_source_mappings SET function = ?, config = ? WHERE uuid = ?",
-                (m.function, json.dumps(asdict(m)), m.uuid)))
+                (m.function, json.dumps(asdict(m)), m.uuid))))
             self.mappings[m.uuid] = m
             if m.enabled:
                 self._start_consumer(m)
@@ -219,8 +271,8 @@ class TriggerRegistry:
         async with self._lock:
             m = self.get_mapping(mapping_uuid)
             out = self.mapping_json(m, await self._stop_consumer(m.uuid))
-            await self.db.run(lambda c: c.execute(
-                "DELETE FROM event_source_mappings WHERE uuid = ?", (m.uuid,)))
+            await self.db.run(announced(self.db, MAPPING, m.uuid, lambda c: c.execute(
+                "DELETE FROM event_source_mappings WHERE uuid = ?", (m.uuid,))))
             key = self.keys.pop(m.uuid)
             del self.mappings[m.uuid]
             del self.checkpoints[m.uuid]
@@ -296,10 +348,10 @@ class TriggerRegistry:
         async with self._lock:
             if any(o.name == s.name for o in self.schedules.values()):
                 raise ResourceConflict(f"A schedule named {s.name} already exists")
-            await self.db.run(lambda c: c.execute(
+            await self.db.run(announced(self.db, SCHEDULE, s.id, lambda c: c.execute(
                 "INSERT INTO schedules(id, name, function, config, last_fire, created) VALUES "
                 "(?, ?, ?, ?, ?, ?)", (s.id, s.name, s.function, _schedule_config(s), s.last_fire,
-                                       s.created)))
+                                       s.created))))
             self.schedules[s.id] = s
             self.runner.put(s)
         return s
@@ -309,9 +361,9 @@ class TriggerRegistry:
             old = self.get_schedule(id_or_name)
             s = self._apply(replace(old), params)
             s.modified = s.last_fire = time.time()  # a changed schedule starts afresh
-            await self.db.run(lambda c: c.execute(
+            await self.db.run(announced(self.db, SCHEDULE, s.id, lambda c: c.execute(
                 "UPDATE schedules SET function = ?, config = ?, last_fire = ? WHERE id = ?",
-                (s.function, _schedule_config(s), s.last_fire, s.id)))
+                (s.function, _schedule_config(s), s.last_fire, s.id))))
             self.schedules[s.id] = s
             self.runner.put(s)
             return s
@@ -319,7 +371,8 @@ class TriggerRegistry:
     async def delete_schedule(self, id_or_name: str) -> Schedule:
         async with self._lock:
             s = self.get_schedule(id_or_name)
-            await self.db.run(lambda c: c.execute("DELETE FROM schedules WHERE id = ?", (s.id,)))
+            await self.db.run(announced(self.db, SCHEDULE, s.id, lambda c: c.execute(
+                "DELETE FROM schedules WHERE id = ?", (s.id,))))
             del self.schedules[s.id]
             self.runner.remove(s.id)
             return s
