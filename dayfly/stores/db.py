@@ -151,6 +151,13 @@ def _migrate(conn: sqlite3.Connection) -> set[tuple[str, str]]:
     return added
 
 
+def floor_sql(conn: sqlite3.Connection, expr: str) -> str:
+    """SQL for `expr` (a number >= 0) rounded down to an integer, in `conn`'s engine: SQLite's
+    CAST truncates, PostgreSQL's rounds (its connections bring their own `floor_sql`)."""
+    own = getattr(conn, "floor_sql", None)
+    return own(expr) if own is not None else f"CAST({expr} AS INTEGER)"
+
+
 def _private_files(path: Path) -> None:
     """The database and its WAL and shared-memory files are the owner's only (0600), also
     those an older version left readable. SQLite gives the -wal and -shm files it creates the

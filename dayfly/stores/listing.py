@@ -1,7 +1,8 @@
 """ListObjects over the objects table: prefix, delimiter (common prefixes), pages in key order.
 
-Keys are TEXT compared by SQLite's BINARY collation, which on UTF-8 is code point order, as S3
-sorts. A common prefix is skipped in one query by restarting at its successor: the smallest
+Keys are TEXT compared byte by byte (SQLite's BINARY collation; on PostgreSQL the column is
+COLLATE "C", stores/pg.py), which on UTF-8 is code point order, as S3 sorts. A common prefix
+is skipped in one query by restarting at its successor: the smallest
 string greater than every string that starts with it.
 """
 

@@ -60,6 +60,14 @@ def _upload(c: sqlite3.Connection, bucket: str, key: str, upload_id: str) -> Upl
                   orjson.loads(row["checksum"]) if row["checksum"] else None, row["created"])
 
 
+def _end_upload(c: sqlite3.Connection, bucket: str, key: str, upload_id: str) -> None:
+    """Remove the upload's row, or raise NoSuchUpload: one statement, so of two nodes that
+    complete or abort the same upload at once, exactly one goes on."""
+    if not c.execute("DELETE FROM s3_uploads WHERE id = ? AND bucket = ? AND key = ?",
+                     (upload_id, bucket, key)).rowcount:
+        raise _no_upload(upload_id)
+
+
 def _parts(c: sqlite3.Connection, upload_id: str, after: int = 0) -> list[Part]:
     return [Part(r["number"], r["size"], r["md5"], orjson.loads(r["checksums"]), r["modified"],
                  r["blob"])
@@ -121,7 +129,10 @@ class Multipart:
                 _upload(c, bucket, key, upload_id)
                 old = c.execute("SELECT blob FROM s3_parts WHERE upload = ? AND number = ?",
                                 (upload_id, number)).fetchone()
-                c.execute("INSERT OR REPLACE INTO s3_parts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                c.execute("INSERT INTO s3_parts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(upload, "
+                          "number) DO UPDATE SET blob = excluded.blob, size = excluded.size, "
+                          "md5 = excluded.md5, checksums = excluded.checksums, "
+                          "modified = excluded.modified",
                           (upload_id, number, blob.id, blob.size, part.etag,
                            orjson.dumps(sums).decode(), part.modified))
                 return old[0] if old else None
@@ -169,10 +180,9 @@ class Multipart:
         leftovers: list[str] = []
 
         def finish(c: sqlite3.Connection) -> None:
-            _upload(c, bucket, key, upload_id)  # not aborted or completed meanwhile
+            _end_upload(c, bucket, key, upload_id)  # not aborted or completed meanwhile
             leftovers.extend(r[0] for r in c.execute(
                 "DELETE FROM s3_parts WHERE upload = ? RETURNING blob", (upload_id,)))
-            c.execute("DELETE FROM s3_uploads WHERE id = ?", (upload_id,))
         try:
             await self.store.commit(info, finish)
         except BaseException:
@@ -184,11 +194,9 @@ class Multipart:
 
     async def abort(self, bucket: str, key: str, upload_id: str) -> None:
         def abort(c: sqlite3.Connection) -> list[str]:
-            _upload(c, bucket, key, upload_id)
-            blobs = [r[0] for r in c.execute("DELETE FROM s3_parts WHERE upload = ? "
-                                             "RETURNING blob", (upload_id,))]
-            c.execute("DELETE FROM s3_uploads WHERE id = ?", (upload_id,))
-            return blobs
+            _end_upload(c, bucket, key, upload_id)
+            return [r[0] for r in c.execute("DELETE FROM s3_parts WHERE upload = ? "
+                                            "RETURNING blob", (upload_id,))]
         await self.store.remove_blobs(await self.db.run(abort))
 
     async def list_parts(self, bucket: str, key: str, upload_id: str, after: int,

@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS s3_parts (
     PRIMARY KEY (upload, number)) WITHOUT ROWID
 """
 
+_OBJECT_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in (
+    "blob", "size", "etag", "md5", "modified", "headers", "checksum"))
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -139,10 +141,11 @@ class ObjectStore:
         check_bucket_name(name)
 
         def create(c: sqlite3.Connection) -> None:
-            if c.execute("SELECT 1 FROM s3_buckets WHERE name = ?", (name,)).fetchone():
+            # one statement: two nodes creating the same bucket at once cannot both succeed
+            if not c.execute("INSERT INTO s3_buckets(name, created) VALUES (?, ?) "
+                             "ON CONFLICT(name) DO NOTHING", (name, time.time())).rowcount:
                 raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the "
                               "named bucket succeeded and you already own it.", BucketName=name)
-            c.execute("INSERT INTO s3_buckets(name, created) VALUES (?, ?)", (name, time.time()))
         await self.db.run(create)
 
     async def delete_bucket(self, name: str) -> None:
@@ -208,7 +211,8 @@ class ObjectStore:
             _bucket(c, info.bucket)
             old = c.execute("SELECT blob FROM s3_objects WHERE bucket = ? AND key = ?",
                             (info.bucket, info.key)).fetchone()
-            c.execute("INSERT OR REPLACE INTO s3_objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            c.execute("INSERT INTO s3_objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                      f"ON CONFLICT(bucket, key) DO UPDATE SET {_OBJECT_UPDATE}",
                       (info.bucket, info.key, info.blob, info.size, info.etag, info.md5,
                        info.modified, orjson.dumps(info.headers).decode(),
                        orjson.dumps(info.checksum).decode() if info.checksum else None))

@@ -86,6 +86,9 @@ _TYPES = [
     # SQLite compares text byte by byte (BINARY); so does "C" (S3 lists keys in byte order)
     (re.compile(r"\bTEXT\b", re.I), 'TEXT COLLATE "C"'),
 ]
+_WITHOUT_ROWID = re.compile(r"\s+WITHOUT\s+ROWID\b", re.I)
+# SQLite's index hint (stats.py keeps SQLite on its covering index); the planner here chooses
+_INDEXED_BY = re.compile(r"\s+INDEXED\s+BY\s+\w+", re.I)
 
 
 def translate_ddl(stmt: str) -> str:
@@ -95,6 +98,7 @@ def translate_ddl(stmt: str) -> str:
         if not token:
             for pattern, repl in _TYPES:
                 text = pattern.sub(repl, text)
+            text = _WITHOUT_ROWID.sub("", text)
         out.append(text)
     return "".join(out)
 
@@ -103,8 +107,14 @@ def translate(sql: str) -> str:
     """A statement in the stores' dialect, in psycopg's: `?` -> `%s`, `%` -> `%%`."""
     if _DDL.match(sql):
         sql = translate_ddl(sql)
-    return "".join("%s" if token and text == "?" else "%%" if token and text == "%" else text
-                   for text, token in _pieces(sql))
+    out = []
+    for text, token in _pieces(sql):
+        if not token:
+            text = _INDEXED_BY.sub("", text)
+        elif text in ("?", "%"):
+            text = "%s" if text == "?" else "%%"
+        out.append(text)
+    return "".join(out)
 
 
 # -- rows ------------------------------------------------------------------------------------
@@ -200,6 +210,11 @@ class PgConnection:
         cur = self.raw.cursor()
         cur.executemany(cast(Any, self._sql(sql)), list(seq))
         return cur
+
+    @staticmethod
+    def floor_sql(expr: str) -> str:
+        """`expr` (a number >= 0) rounded down to an integer (see db.floor_sql)."""
+        return f"CAST(FLOOR({expr}) AS BIGINT)"
 
     def executescript(self, script: str) -> None:
         """Run every statement of a script without parameters."""

@@ -12,11 +12,17 @@ import math
 import sqlite3
 from typing import Any
 
+from .db import floor_sql
+
 SAMPLE = 4000  # durations sorted (by SQLite) for one query's percentiles
 _RANGE = "FROM invocations INDEXED BY invocations_stats WHERE function = ? AND start >= ?"
 NONE: tuple[float | None, float | None] = (None, None)
 STATUSES = ("success", "error", "timeout", "crash")
-_BUCKET = "CAST((start - ?) / ? AS INTEGER)"
+# groups of durations, as integers (both engines sort and compare them alike): the whole window,
+# warm (-2) and cold (-3) invocations, and the time series' points (0, 1, ...)
+_ALL, _WARM, _COLD = -1, -2, -3
+_BY_COLD = "-2 - cold"
+_BUCKET = "(start - ?) / ?"  # floor_sql() of it is the point's number
 
 
 def _r3(v: float | None) -> float | None:
@@ -42,7 +48,7 @@ def _percentiles(conn: sqlite3.Connection, groups: list[tuple[str, tuple]], func
     sql = ("SELECT g, MAX(CASE WHEN rn = (c * 50 + 99) / 100 THEN d END), "
            "MAX(CASE WHEN rn = (c * 99 + 99) / 100 THEN d END) FROM ("
            "SELECT g, d, ROW_NUMBER() OVER (PARTITION BY g ORDER BY d) AS rn, "
-           f"COUNT(*) OVER (PARTITION BY g) AS c FROM ({union})) GROUP BY g")
+           f"COUNT(*) OVER (PARTITION BY g) AS c FROM ({union}) AS u) AS r GROUP BY g")
     return {g: (_r3(p50), _r3(p99)) for g, p50, p99 in conn.execute(sql, args)}
 
 
@@ -61,9 +67,10 @@ def overview(conn: sqlite3.Connection, functions: list[str], since: float,
     out = {}
     for name in functions:
         n, errors, cold, last = conn.execute(
-            f"SELECT COUNT(*), TOTAL(status != 'success'), TOTAL(cold), MAX(start) {_RANGE}",
+            f"SELECT COUNT(*), COUNT(CASE WHEN status != 'success' THEN 1 END), "
+            f"COUNT(CASE WHEN cold <> 0 THEN 1 END), MAX(start) {_RANGE}",
             (name, since)).fetchone()
-        pcts = _percentiles(conn, [("'all'", ())], name, since, n).get("all", NONE)
+        pcts = _percentiles(conn, [(str(_ALL), ())], name, since, n).get(_ALL, NONE)
         out[name] = _summary(n, int(errors), int(cold), last, pcts, window_s)
     return out
 
@@ -78,10 +85,12 @@ def function_stats(conn: sqlite3.Connection, function: str, since: float, window
     fork = init = cold_handler = 0.0
     last = None
     # a range query per point: index order, no sort (a GROUP BY would sort the whole window)
-    sql = ("SELECT COUNT(*), " + ", ".join(f"TOTAL(status = '{s}')" for s in STATUSES) +
-           ", TOTAL(cold), TOTAL(CASE WHEN cold THEN fork_ms END), "
-           "TOTAL(CASE WHEN cold THEN init_ms END), TOTAL(CASE WHEN cold THEN duration_ms END), "
-           f"MAX(start) {_RANGE} AND start < ?")
+    sql = ("SELECT COUNT(*), " +
+           ", ".join(f"COUNT(CASE WHEN status = '{s}' THEN 1 END)" for s in STATUSES) +
+           ", COUNT(CASE WHEN cold <> 0 THEN 1 END), " +
+           ", ".join(f"COALESCE(SUM(CASE WHEN cold <> 0 THEN {c} END), 0.0)"
+                     for c in ("fork_ms", "init_ms", "duration_ms")) +
+           f", MAX(start) {_RANGE} AND start < ?")
     for i in range(buckets):
         lo = since + i * step_s
         hi = lo + step_s if i < buckets - 1 else float("inf")
@@ -99,11 +108,11 @@ def function_stats(conn: sqlite3.Connection, function: str, since: float, window
         n_cold += int(cold)
         fork, init, cold_handler = fork + fork_t, init + init_t, cold_handler + dur_t
         last = newest if last is None or newest > last else last
-    pcts = _percentiles(conn, [("'all'", ()), ("'cold' || cold", ()),
-                               (_BUCKET, (since, step_s))], function, since, n)
-    warm, cold_p = pcts.get("cold0", NONE), pcts.get("cold1", NONE)
+    pcts = _percentiles(conn, [(str(_ALL), ()), (_BY_COLD, ()),
+                               (floor_sql(conn, _BUCKET), (since, step_s))], function, since, n)
+    warm, cold_p = pcts.get(_WARM, NONE), pcts.get(_COLD, NONE)
     summary = _summary(n, n - by_status.get("success", 0), n_cold, last,
-                       pcts.get("all", NONE), window_s)
+                       pcts.get(_ALL, NONE), window_s)
     summary["by_status"] = by_status
     avg = (lambda total: round(total / n_cold, 3) if n_cold else None)  # noqa: E731
     return {
