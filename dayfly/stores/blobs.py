@@ -3,6 +3,9 @@
 A blob is never modified after its rename and is named by a random id, never by an object key,
 so no key can reach a path of its own choosing. Metadata (in SQLite) points at blobs; a blob no
 row points at (a crash between rename and commit) is removed by `sweep` at start.
+
+This is the single-node backend; jsblobs.JetStreamBlobStore (cluster) keeps the same interface
+with the content in a JetStream object store and these files as its cache.
 """
 
 from __future__ import annotations
@@ -201,6 +204,10 @@ class BlobStore:
         now (FileNotFoundError now, not mid-stream) and closed when the iterator ends."""
         f = await asyncio.to_thread(open, self.path(blob_id), "rb")
         return _chunks(f, start, end)
+
+    async def local(self, blob_id: str) -> Path:
+        """A local file holding the blob, for handing to an instance (here: its own file)."""
+        return self.path(blob_id)
 
     def link(self, blob_id: str) -> str:
         """A new id for the same content (a hard link: blobs are immutable, so it is a copy)."""

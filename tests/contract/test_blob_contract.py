@@ -1,0 +1,225 @@
+"""One contract over both blob backends: files (one node) and a JetStream object store with a
+local cache (cluster). Two JetStream stores on two NATS connections play two nodes.
+
+NATS is the machine's (127.0.0.1:4222, or DAYFLY_TEST_NATS); each test uses its own object
+store, deleted afterwards; when NATS is unreachable the JetStream cases skip (fail in strict
+mode, tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import nats
+import pytest
+
+from dayfly.stores.blobs import BlobStore
+from dayfly.stores.jsblobs import JetStreamBlobStore
+from dayfly.stores.jsobjects import Objects
+from dayfly.stores.s3errors import S3Error
+
+NATS_URL = os.environ.get("DAYFLY_TEST_NATS", "nats://127.0.0.1:4222")
+
+Node = Callable[[Path], Awaitable[BlobStore]]
+
+
+async def _body(data: bytes, piece: int = 100_000) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), piece):
+        yield data[i:i + piece]
+
+
+async def read(store: BlobStore, blob_id: str, start: int = 0, end: int | None = None) -> bytes:
+    return b"".join([c async for c in await store.open(blob_id, start, end)])
+
+
+@pytest.fixture
+async def jetstream() -> AsyncIterator[Node]:
+    """Makes 'nodes': JetStream blob stores, each on its own NATS connection, sharing one
+    object store unique to this test (deleted afterwards)."""
+    try:
+        first = await nats.connect(NATS_URL, connect_timeout=2, allow_reconnect=False)
+    except Exception as exc:
+        pytest.skip(f"NATS unreachable at {NATS_URL}: {exc or type(exc).__name__}")
+    bucket = f"dayfly_t{secrets.token_hex(4)}_objects"
+    conns, stores = [first], []
+
+    async def node(root: Path) -> BlobStore:
+        nc = first if not stores else await nats.connect(NATS_URL)
+        if nc is not first:
+            conns.append(nc)
+        store = JetStreamBlobStore(root, nc, bucket)
+        await store.start()
+        stores.append(store)
+        return store
+
+    yield node
+    for s in stores:
+        await s.close()
+    await Objects(first, bucket).drop()
+    for nc in conns:
+        await nc.close()
+
+
+@pytest.fixture(params=["files", "jetstream"])
+def node(request: pytest.FixtureRequest) -> Node:
+    if request.param == "files":
+        async def files(root: Path) -> BlobStore:
+            return BlobStore(root)
+        return files
+    return request.getfixturevalue("jetstream")
+
+
+DATA = os.urandom(3 * 1024 * 1024 + 17)  # several chunks and a ragged end
+
+
+async def test_write_then_read_whole_and_ranges(node: Node, tmp_path: Path) -> None:
+    store = await node(tmp_path / "n1")
+    blob = await store.write(_body(DATA), limit=len(DATA))
+    assert (blob.size, blob.md5) == (len(DATA), hashlib.md5(DATA).digest())
+    assert await read(store, blob.id) == DATA
+    n = len(DATA)
+    for start, end in [(0, 0), (5, 5), (0, 99), (524_287, 524_288), (1_000_000, None),
+                       (n - 1, n - 1), (n - 10, None), (0, n - 1)]:
+        want = DATA[start:] if end is None else DATA[start:end + 1]
+        assert await read(store, blob.id, start, end) == want, (start, end)
+
+
+async def test_empty_blob(node: Node, tmp_path: Path) -> None:
+    store = await node(tmp_path / "n1")
+    blob = await store.write(_body(b""), limit=10)
+    assert blob.size == 0 and await read(store, blob.id) == b""
+
+
+async def test_limit_refuses_and_leaves_nothing(node: Node, tmp_path: Path) -> None:
+    store = await node(tmp_path / "n1")
+    with pytest.raises(S3Error) as e:
+        await store.write(_body(b"x" * 1000), limit=999)
+    assert e.value.code == "EntityTooLarge"
+    assert not [p for p in (tmp_path / "n1").rglob("*") if p.is_file()]
+
+
+async def test_write_fd_concat_copy_range(node: Node, tmp_path: Path) -> None:
+    store = await node(tmp_path / "n1")
+    src = tmp_path / "body"
+    src.write_bytes(DATA)
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        a = await store.write_fd(fd, len(DATA), limit=len(DATA))
+    finally:
+        os.close(fd)
+    b = await store.write(_body(b"tail!"), limit=100)
+    both = await store.concat([a.id, b.id], algorithms=["crc32"])
+    assert await read(store, both.id) == DATA + b"tail!"
+    assert both.md5 == hashlib.md5(DATA + b"tail!").digest() and "crc32" in both.digests
+    part = await store.copy_range(a.id, 1000, 600_000)
+    assert await read(store, part.id) == DATA[1000:600_001]
+
+
+async def test_link_and_remove_from_worker_threads(node: Node, tmp_path: Path) -> None:
+    store = await node(tmp_path / "n1")
+    blob = await store.write(_body(DATA), limit=len(DATA))
+    copy = await asyncio.to_thread(store.link, blob.id)
+    assert copy != blob.id
+    await asyncio.to_thread(store.remove, blob.id)
+    with pytest.raises(FileNotFoundError):
+        await store.open(blob.id)
+    assert await read(store, copy) == DATA  # the copy outlives the original
+
+
+async def test_streamed_writer_from_a_thread(node: Node, tmp_path: Path) -> None:
+    store = await node(tmp_path / "n1")
+
+    def fill() -> object:
+        w = store.writer()
+        w.write(DATA[:1000])
+        w.sync()
+        w.write(DATA[1000:])
+        return w.finish()
+    blob = await asyncio.to_thread(fill)
+    assert await read(store, blob.id) == DATA  # type: ignore[attr-defined]
+
+
+# -- two nodes over JetStream --------------------------------------------------------------
+
+
+async def test_a_blob_written_on_one_node_is_read_on_another_and_cached_once(
+        jetstream: Node, tmp_path: Path) -> None:
+    one = await jetstream(tmp_path / "n1")
+    two = await jetstream(tmp_path / "n2")
+    assert isinstance(two, JetStreamBlobStore)
+    blob = await one.write(_body(DATA), limit=len(DATA))
+    assert not two.path(blob.id).exists()
+    assert await read(two, blob.id, 10, 20) == DATA[10:21]  # a range fetches the whole blob
+    assert two.fetches == 1 and two.path(blob.id).read_bytes() == DATA
+    reads = await asyncio.gather(*(read(two, blob.id) for _ in range(5)))
+    assert reads == [DATA] * 5 and two.fetches == 1  # served from its own disk
+
+
+async def test_concurrent_first_reads_share_one_fetch(jetstream: Node, tmp_path: Path) -> None:
+    one = await jetstream(tmp_path / "n1")
+    two = await jetstream(tmp_path / "n2")
+    assert isinstance(two, JetStreamBlobStore)
+    blob = await one.write(_body(DATA), limit=len(DATA))
+    paths = await asyncio.gather(*(two.local(blob.id) for _ in range(4)))
+    assert len(set(paths)) == 1 and two.fetches == 1
+
+
+async def test_a_put_is_in_the_shared_store_when_write_returns(jetstream: Node,
+                                                               tmp_path: Path) -> None:
+    one = await jetstream(tmp_path / "n1")
+    assert isinstance(one, JetStreamBlobStore)
+    blob = await one.write(_body(DATA), limit=len(DATA))
+    other = await nats.connect(NATS_URL)
+    try:
+        info = await Objects(other, one.objects.bucket).info(blob.id)
+    finally:
+        await other.close()
+    assert info is not None and (info.size, info.sha256) == (len(DATA), hashlib.sha256(DATA).digest())
+
+
+async def test_a_corrupted_cache_copy_is_detected_and_fetched_again(jetstream: Node,
+                                                                   tmp_path: Path) -> None:
+    one = await jetstream(tmp_path / "n1")
+    two = await jetstream(tmp_path / "n2")
+    assert isinstance(two, JetStreamBlobStore)
+    blob = await one.write(_body(DATA), limit=len(DATA))
+    path = await two.local(blob.id)
+    with open(path, "r+b") as f:  # same size, one byte flipped
+        f.seek(12345)
+        f.write(bytes([DATA[12345] ^ 0xFF]))
+    assert await read(two, blob.id) == DATA
+    assert two.fetches == 2 and path.read_bytes() == DATA
+    # a node started over an old cache checks a copy before it trusts it
+    with open(path, "r+b") as f:
+        f.write(b"\0" * 100)
+    three = await jetstream(tmp_path / "n2")
+    assert isinstance(three, JetStreamBlobStore)
+    assert await read(three, blob.id, 0, 99) == DATA[:100] and three.fetches == 1
+    # an intact copy is checked, not fetched
+    four = await jetstream(tmp_path / "n2")
+    assert isinstance(four, JetStreamBlobStore)
+    assert await read(four, blob.id) == DATA and four.fetches == 0
+
+
+async def test_a_removed_blob_leaves_every_node(jetstream: Node, tmp_path: Path) -> None:
+    one = await jetstream(tmp_path / "n1")
+    two = await jetstream(tmp_path / "n2")
+    assert isinstance(two, JetStreamBlobStore)
+    blob = await one.write(_body(DATA), limit=len(DATA))
+    kept = await one.write(_body(b"kept"), limit=10)
+    path = await two.local(blob.id)
+    await asyncio.to_thread(one.remove, blob.id)
+    three = await jetstream(tmp_path / "n3")
+    with pytest.raises(FileNotFoundError):
+        await three.open(blob.id)
+    for _ in range(200):  # node two drops its copy when the deletion reaches it
+        if not path.exists():
+            break
+        await asyncio.sleep(0.01)
+    assert not path.exists()
+    assert await read(two, kept.id) == b"kept"
