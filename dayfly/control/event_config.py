@@ -114,7 +114,8 @@ class EventConfigs:
                            "on_success": cfg.on_success, "on_failure": cfg.on_failure,
                            "modified": cfg.modified})
         await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
-            "INSERT OR REPLACE INTO event_configs(name, qualifier, config) VALUES (?, ?, ?)",
+            "INSERT INTO event_configs(name, qualifier, config) VALUES (?, ?, ?) "
+            "ON CONFLICT(name, qualifier) DO UPDATE SET config = excluded.config",
             (name, q, body))))
         self.configs[(name, q)] = cfg
         return cfg

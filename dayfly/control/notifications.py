@@ -155,7 +155,9 @@ class NotificationStore:
 
         def write(c: sqlite3.Connection) -> None:
             if rules:
-                c.execute("INSERT OR REPLACE INTO bucket_notifications VALUES (?, ?, ?, ?)",
+                c.execute("INSERT INTO bucket_notifications VALUES (?, ?, ?, ?) ON CONFLICT"
+                          "(source, bucket) DO UPDATE SET rules = excluded.rules, "
+                          "updated = excluded.updated",
                           (source, bucket, text, time.time()))
             else:
                 c.execute("DELETE FROM bucket_notifications WHERE source = ? AND bucket = ?",

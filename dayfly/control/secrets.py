@@ -73,7 +73,8 @@ class SecretStore:
         now = time.time()
         sealed = self.box.seal(name, value)
         await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
-            "INSERT OR REPLACE INTO secrets(name, value, sealed, updated) VALUES (?, '', ?, ?)",
+            "INSERT INTO secrets(name, value, sealed, updated) VALUES (?, '', ?, ?) ON CONFLICT"
+            "(name) DO UPDATE SET value = '', sealed = excluded.sealed, updated = excluded.updated",
             (name, sealed, now))))
         self.values[name] = value
         self.updated[name] = now
