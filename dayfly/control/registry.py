@@ -204,21 +204,26 @@ class Registry:
 
     async def publish(self, name: str, cfg: FunctionConfig) -> FunctionConfig:
         st = self.get(name)
-        number = st.next_version
-        frozen = cfg.changed(version=str(number))
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: sqlite3.Connection) -> FunctionConfig:
+            # the number is taken in one statement: two nodes publishing at once get two
+            (number,) = conn.execute("UPDATE functions SET next_version = next_version + 1 "
+                                     "WHERE name = ? RETURNING next_version - 1",
+                                     (name,)).fetchone()
+            frozen = cfg.changed(version=str(number))
             conn.execute("INSERT INTO versions(name, version, config, created) VALUES (?, ?, ?, ?)",
                          (name, number, json.dumps(frozen.to_json()), time.time()))
-            conn.execute("UPDATE functions SET next_version = ? WHERE name = ?", (number + 1, name))
-        await self.db.run(announced(self.db, TOPIC, name, write))
+            return frozen
+        frozen = await self.db.run(announced(self.db, TOPIC, name, write))
+        number = int(frozen.version)
         st.versions[number] = frozen
-        st.next_version = number + 1
+        st.next_version = max(st.next_version, number + 1)
         return frozen
 
     async def put_alias(self, alias: AliasConfig) -> None:
         def write(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR REPLACE INTO aliases(name, alias, config) VALUES (?, ?, ?)",
+            conn.execute("INSERT INTO aliases(name, alias, config) VALUES (?, ?, ?) "
+                         "ON CONFLICT(name, alias) DO UPDATE SET config = excluded.config",
                          (alias.function, alias.name, json.dumps({
                              "name": alias.name, "function": alias.function,
                              "version": alias.version, "description": alias.description,
