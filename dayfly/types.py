@@ -47,6 +47,7 @@ class FunctionSpec:
     files: tuple[str, ...] = ()  # host paths mounted read-only at the same path
     buckets: tuple[str, ...] = ()  # declared bucket access, "name:mode" (credentials in env)
     s3_endpoint: str = ""  # "host:port" of this node's S3 endpoint, reachable iff buckets
+    kind: str = "function"  # or "asgi", "wsgi": the handler names a web app (runtime/web.py)
 
     @property
     def pool_key(self) -> str:
@@ -67,6 +68,9 @@ class InvokeRequest:
     idempotency_key: str | None = None  # stable across redeliveries of one event
     chain: list[str] = field(default_factory=list)  # functions whose work caused this one
     throttled: int = 0  # earlier tries of this same request refused for concurrency (retries)
+    # the caller takes the answer as it is made (scheduler/stream.py): the instance sends what
+    # a streaming handler yields, or a web app's response, in pieces into it
+    stream: Any = None
 
 
 @dataclass(slots=True)

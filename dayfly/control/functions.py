@@ -269,7 +269,7 @@ class Functions:
                                             "description", "role", "max_instances", "min_warm",
                                             "idle_timeout", "isolation", "network", "files",
                                             "secrets", "tmp_size", "pids", "max_output",
-                                            "buckets", "public")}
+                                            "buckets", "public", "kind")}
             with self.collector.claim() as claim:
                 cfg = await self._prepare(name, zip_bytes, base, {}, progress, claim)
                 await self.registry.put_latest(cfg)

@@ -12,7 +12,8 @@ from .function_keys import validate_buckets
 
 ISOLATION_TIERS = ("process", "linux", "gvisor")
 RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
-HANDLER_RE = re.compile(r"^[A-Za-z_][\w/]*(\.[A-Za-z_]\w*)*\.[A-Za-z_]\w*$")
+HANDLER_RE = re.compile(r"^[A-Za-z_][\w/]*(\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*$")  # or module:app
+KINDS = ("function", "asgi", "wsgi")  # what the handler names: a function, or a web app
 ENV_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 RESERVED_ENV = frozenset({
     "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
@@ -46,6 +47,7 @@ class Manifest:
     max_output: int | None = None  # bytes of response and of log output per invocation
     buckets: list[str] | None = None  # built-in store buckets, "name:read|write|readwrite"
     public: bool | None = None  # invocable without an API token
+    kind: str | None = None  # "asgi"/"wsgi": the handler ("app:app") is a web app (runtime/web.py)
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -186,6 +188,11 @@ def parse(text: str) -> Manifest:
         m.max_output = _int("max_output", data["max_output"], 1024, 6 * 1024 * 1024)
     if "buckets" in data:
         m.buckets = validate_buckets(data["buckets"], "dayfly.toml: 'buckets'")
+    if "kind" in data:
+        if data["kind"] not in KINDS:
+            raise InvalidParameter(f"dayfly.toml: 'kind' must be one of {', '.join(KINDS)}, "
+                                   f"got {data['kind']!r}")
+        m.kind = data["kind"]
     if "public" in data:
         if not isinstance(data["public"], bool):
             raise InvalidParameter(f"dayfly.toml: 'public' must be true or false, got {data['public']!r}")

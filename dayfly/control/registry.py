@@ -164,7 +164,8 @@ class Registry:
             env=self._env(cfg), max_instances=max_instances,
             min_warm=min(cfg.min_warm, max_instances), idle_timeout_s=cfg.idle_timeout,
             isolation=self.isolation(cfg), network=tuple(cfg.network), files=tuple(cfg.files),
-            buckets=tuple(cfg.buckets), s3_endpoint=self.endpoint if cfg.buckets else "")
+            buckets=tuple(cfg.buckets), s3_endpoint=self.endpoint if cfg.buckets else "",
+            kind=cfg.kind)
 
     def candidate_spec(self, cfg: FunctionConfig) -> FunctionSpec:
         """A spec for a configuration not stored yet (deploy checks)."""
@@ -175,7 +176,7 @@ class Registry:
             runtime=cfg.runtime, region=self.region, limits=self._limits(cfg),
             env=self._env(cfg), isolation=self.isolation(cfg), network=tuple(cfg.network),
             files=tuple(cfg.files), buckets=tuple(cfg.buckets),
-            s3_endpoint=self.endpoint if cfg.buckets else "")
+            s3_endpoint=self.endpoint if cfg.buckets else "", kind=cfg.kind)
 
     def all_specs(self) -> list[FunctionSpec]:
         out = []

@@ -22,6 +22,7 @@ from starlette.types import Scope
 KEY = "dayfly.route"
 OPEN_PATHS = frozenset({"/", "/ui", "/healthz", "/openapi.json", "/favicon.ico"})
 INVOKE_PREFIX, INVOKE_SUFFIX = "/2015-03-31/functions/", "/invocations"
+STREAM_PREFIX, STREAM_SUFFIX = "/2021-11-15/functions/", "/response-streaming-invocations"
 INGEST_PREFIX = "/dayfly/v1/ingest/s3/"
 _SIGV4 = "AWS4-HMAC-SHA256"
 
@@ -33,6 +34,7 @@ class Family(enum.Enum):
     S3 = "s3"  # signed for s3: the S3 endpoint, by SigV4 with its access keys
     INGEST = "ingest"  # external stores' webhooks: their source's own token
     INVOKE = "invoke"  # POST /2015-03-31/functions/NAME/invocations: API token, or public
+    # (and InvokeWithResponseStream, POST /2021-11-15/functions/NAME/response-streaming-invocations)
     API = "api"  # the Lambda and dayfly APIs, metrics, the dashboard's data: API token
     REFUSED = "refused"  # anything but S3 on the functions' S3 listener: 403
 
@@ -54,6 +56,7 @@ class Route(NamedTuple):  # a tuple: built on every request, cheaper than a froz
     service: str | None = None  # the SigV4 scope's service: "s3", "lambda", ...
     name: str = ""  # for INVOKE: the function (maybe NAME:QUALIFIER) from the path
     qualifier: str | None = None  # for INVOKE: ?Qualifier= (its first value)
+    stream: bool = False  # for INVOKE: InvokeWithResponseStream
 
 
 def route(scope: Scope, function_s3: tuple[str, int] | None) -> Route:
@@ -71,14 +74,16 @@ def classify(scope: Scope, function_s3: tuple[str, int] | None) -> Route:
     if function_s3 is not None and tuple(scope.get("server") or ()) == function_s3:
         return Route(Family.REFUSED, form, key, service)  # told by the listening socket
     path: str = scope.get("path", "")
-    if (scope.get("method") == "POST" and path.startswith(INVOKE_PREFIX)
-            and path.endswith(INVOKE_SUFFIX)):
-        name = path[len(INVOKE_PREFIX):-len(INVOKE_SUFFIX)]
+    if scope.get("method") == "POST" and path.endswith((INVOKE_SUFFIX, STREAM_SUFFIX)):
+        stream = path.endswith(STREAM_SUFFIX)
+        prefix, suffix = (STREAM_PREFIX, STREAM_SUFFIX) if stream else (INVOKE_PREFIX,
+                                                                         INVOKE_SUFFIX)
+        name = path[len(prefix):-len(suffix)] if path.startswith(prefix) else ""
         if name and "/" not in name:
             query = scope.get("query_string", b"")
             qualifier = (parse_qs(query.decode("latin-1")).get("Qualifier", [None])[0]
                          if query else None)
-            return Route(Family.INVOKE, form, key, service, name, qualifier)
+            return Route(Family.INVOKE, form, key, service, name, qualifier, stream)
     if path in OPEN_PATHS or path.startswith("/ui/"):
         return Route(Family.OPEN, form, key, service)
     if path.startswith(INGEST_PREFIX):

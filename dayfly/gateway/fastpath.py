@@ -15,6 +15,7 @@ from .classify import Family, route
 from .common import error_response, internal_error
 from .connections import backoff
 from .invoke import run_invoke
+from .streaming import run_stream
 
 log = logging.getLogger("dayfly.gateway")
 
@@ -63,7 +64,8 @@ class FastInvoke:
 
         try:
             # receive() again, once the body is read, returns only if the caller hangs up
-            response = await run_invoke(self.platform, name, qualifier, headers, read, receive)
+            response = await (run_stream if r.stream else run_invoke)(
+                self.platform, name, qualifier, headers, read, receive)
         except (ClientDisconnect, ClientGone):
             return
         except DayflyError as exc:

@@ -19,10 +19,14 @@ import sys
 import threading
 import time
 import traceback
+import types
 
-from . import protocol
+from . import protocol, streaming
 from .buckets import Buckets
 from .context import LambdaContext
+from .web import ASGIApp, WSGIApp
+
+_STREAMS = frozenset({types.GeneratorType, types.AsyncGeneratorType})  # a handler that streams
 
 
 class Channel:
@@ -149,8 +153,9 @@ class HandlerNotFound(Exception):
 
 
 def load_handler(spec: str):
-    """Import `module.function` (or `dir/module.function`) and return the callable."""
-    module_path, _, attr = spec.rpartition(".")
+    """Import `module.function` (or `dir/module.function`, or `module:app`) and return the
+    callable."""
+    module_path, _, attr = spec.rpartition(":" if ":" in spec else ".")
     if not module_path or not attr:
         raise HandlerNotFound(f"Bad handler '{spec}': expected module.function")
     module_name = module_path.replace("/", ".")
@@ -205,6 +210,8 @@ class Instance:
         self.channel.sock = sock
         self.budget.limit = self.budget.left = self.max_output
         self.buckets = Buckets(self.channel) if spec.get("buckets") else None  # bindings
+        self.kind = spec.get("kind") or "function"  # or "asgi", "wsgi": a web app (runtime/web.py)
+        self.web: ASGIApp | WSGIApp | None = None
 
     def init(self, t_start_ns: int) -> None:
         """Wire stdout/logging, import the handler and say READY (or INIT_ERROR and exit).
@@ -227,6 +234,17 @@ class Instance:
         except BaseException as exc:
             self._die_at_init(_init_error(self.spec["handler"], exc))
         self.is_async = inspect.iscoroutinefunction(self.handler)
+        if self.kind == "wsgi":
+            self.web = WSGIApp(self.handler)
+        elif self.kind == "asgi":
+            self.loop = asyncio.new_event_loop()
+            self.web = ASGIApp(self.handler, self.loop)
+            try:
+                self.web.startup()
+            except BaseException as exc:
+                err = _error(exc, skip=0)
+                err["errorType"] = "Runtime.LifespanStartupFailed"
+                self._die_at_init(err)
         gc.enable()
         self.channel.send(protocol.READY, {"pid": os.getpid(), "start_ns": t_start_ns,
                                            "ready_ns": time.monotonic_ns()})
@@ -248,6 +266,8 @@ class Instance:
             try:
                 kind, meta, payload = protocol.read(self.sock)
             except (EOFError, OSError):
+                if isinstance(self.web, ASGIApp):  # retired: the app's lifespan shutdown
+                    self.web.shutdown()
                 os._exit(0)
             if kind == protocol.INVOKE:
                 self.invoke(meta, payload)
@@ -270,20 +290,32 @@ class Instance:
         fatal = False
         try:
             event = json.loads(payload) if payload else {}
-            if self.is_async:
-                if self.loop is None:
-                    self.loop = asyncio.new_event_loop()
-                out = self.loop.run_until_complete(self.handler(event, ctx))
+            if self.web is not None:
+                answer = self._answer(meta)
+                self.web.serve(event, ctx, answer)
+                kind, body = protocol.RESULT, answer.finish()
             else:
-                out = self.handler(event, ctx)
-            kind = protocol.RESULT
-            try:
-                body = json.dumps(out).encode()
-            except (TypeError, ValueError) as exc:
-                kind, body = protocol.ERROR, json.dumps(
-                    {"errorMessage": f"Unable to marshal response: {exc}",
-                     "errorType": "Runtime.MarshalError", "requestId": rid,
-                     "stackTrace": []}).encode()
+                if self.is_async:
+                    if self.loop is None:
+                        self.loop = asyncio.new_event_loop()
+                    out = self.loop.run_until_complete(self.handler(event, ctx))
+                else:
+                    out = self.handler(event, ctx)
+                kind = protocol.RESULT
+                if type(out) in _STREAMS:
+                    body = self._stream(out, meta)
+                else:
+                    try:
+                        body = json.dumps(out).encode()
+                    except (TypeError, ValueError) as exc:
+                        kind, body = protocol.ERROR, json.dumps(
+                            {"errorMessage": f"Unable to marshal response: {exc}",
+                             "errorType": "Runtime.MarshalError", "requestId": rid,
+                             "stackTrace": []}).encode()
+        except streaming.TooLarge as exc:
+            kind, body = protocol.ERROR, json.dumps(
+                {"errorMessage": str(exc), "errorType": "Function.ResponseSizeTooLarge",
+                 "requestId": rid, "stackTrace": []}).encode()
         except MemoryError:
             fatal, kind = True, protocol.ERROR
             body = json.dumps({"errorMessage": f"out of memory (limit {self.memory_mb} MiB)",
@@ -328,6 +360,24 @@ class Instance:
             with contextlib.suppress(OSError):  # its process group: all but what left it
                 os.killpg(0, signal.SIGKILL)  # (as a pid namespace's init it survives this)
             os._exit(1)
+
+
+    def _answer(self, meta: dict) -> streaming.Answer:
+        """Sent as it is made when the caller streams (`st`), else kept for the RESULT."""
+        if meta.get("st"):
+            return streaming.Answer(self.channel.send, streaming.STREAM_LIMIT)
+        return streaming.Answer(None, self.max_output)
+
+    def _stream(self, gen, meta: dict) -> bytes:
+        """What a generator handler yields, streamed or kept; the RESULT payload."""
+        answer = self._answer(meta)
+        if type(gen) is types.GeneratorType:
+            streaming.drain(gen, answer)
+        else:
+            if self.loop is None:
+                self.loop = asyncio.new_event_loop()
+            self.loop.run_until_complete(streaming.drain_async(gen, answer))
+        return answer.finish()
 
 
 def rehearse(times: int, module: str = "colorsys") -> None:

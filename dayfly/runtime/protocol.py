@@ -23,6 +23,7 @@ ERROR = ord("E")
 LOG = ord("L")
 HELLO = ord("H")  # first frame of an instance that connected back (gVisor)
 BUCKET = ord("B")  # a bucket binding request, during an invocation (may carry one fd)
+CHUNK = ord("C")  # a piece of a streamed answer, during an invocation (meta may carry its head)
 # host -> instance, during an invocation
 ANSWER = ord("A")  # the answer to a BUCKET request (may carry one fd)
 # host -> zygote

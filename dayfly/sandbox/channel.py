@@ -47,6 +47,8 @@ class InstanceChannel:
         self.early: deque[tuple[int, bytes, bytes]] = deque()
         self.logs: list[str] = []
         self.on_bucket: Callable[[bytes], None] | None = None
+        self.on_chunk: Callable[[bytes, bytes], None] | None = None  # a streamed invocation's
+        self.paused = False  # reading stops while a streamed answer's reader is behind
         self.closed = self.loop.create_future()
         self.loop.add_reader(sock.fileno(), self._readable)
 
@@ -85,6 +87,9 @@ class InstanceChannel:
             del buf[:end]
             if kind == protocol.LOG:
                 self.logs.append(payload.decode("utf-8", "replace"))
+            elif kind == protocol.CHUNK:
+                if self.on_chunk is not None:  # else not asked for: dropped
+                    self.on_chunk(meta, payload)
             elif kind == protocol.BUCKET and self.on_bucket is not None:
                 self.on_bucket(meta)
             elif self.waiter is not None and not self.waiter.done():
@@ -112,6 +117,17 @@ class InstanceChannel:
     def take_logs(self) -> list[str]:
         logs, self.logs = self.logs, []
         return logs
+
+    def pause(self) -> None:
+        """Stop reading (the instance blocks once the socket is full) until `resume`."""
+        if not self.paused and not self.closed.done():
+            self.paused = True
+            self.loop.remove_reader(self.sock.fileno())
+
+    def resume(self) -> None:
+        if self.paused and not self.closed.done():
+            self.paused = False
+            self.loop.add_reader(self.sock.fileno(), self._readable)
 
     # -- writing --------------------------------------------------------------------------------
 

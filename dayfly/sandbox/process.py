@@ -94,6 +94,7 @@ class ZygoteBackend(Backend):
             "memory_mb": spec.limits.memory_mb,
             "max_output_bytes": spec.limits.max_output_bytes,
             "rlimit_as": True,
+            "kind": spec.kind,
         }
 
     def reserve(self, spec: FunctionSpec,
@@ -197,6 +198,10 @@ class ZygoteBackend(Backend):
             head["trace"] = req.trace_id
         if req.idempotency_key:
             head["idem"] = req.idempotency_key
+        stream = req.stream
+        if stream is not None:  # pieces of the answer go there as they come
+            head["st"] = 1
+            chan.on_chunk, stream.flow = stream.put, chan
         waiter = chan.expect()
         state.binding.begin()
         chan.send(protocol.encode(protocol.INVOKE, head, req.payload))
@@ -206,6 +211,9 @@ class ZygoteBackend(Backend):
             raise await self._death(inst) from None
         finally:
             state.binding.end()
+            if stream is not None:
+                chan.on_chunk, stream.flow = None, None
+                chan.resume()  # paused with the RESULT read in the same call
         meta = json.loads(meta)
         return InvokeResult(
             payload=payload,

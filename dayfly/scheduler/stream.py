@@ -1,0 +1,73 @@
+"""A streamed answer on the host: the pieces an instance sends during one invocation, held for
+the HTTP response that writes them out (gateway/streaming.py).
+
+The instance's channel calls `put` for every CHUNK frame (runtime/streaming.py sends them);
+`end` is called when the invocation is over, however it ended. While more than `HIGH` bytes
+wait for a slow reader, the channel stops reading, so the instance blocks on its socket instead
+of the host buffering without bound; it reads again once the reader is down to `LOW`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator
+
+import orjson
+
+HIGH = 1024 * 1024
+LOW = 256 * 1024
+
+
+class ResponseStream:
+    """Pieces of one invocation's answer, in order; `head` is the HTTP head sent with the first."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.head: dict | None = None
+        self.streamed = False  # the instance sent a piece: the answer is a stream
+        self.ended = False
+        self.begun = loop.create_future()  # the first piece came, or the invocation ended
+        self.pieces: deque[bytes] = deque()
+        self.waiting = 0  # bytes in `pieces`
+        self.flow = None  # the instance's channel while it runs (pause/resume)
+        self._wake: asyncio.Future | None = None
+
+    def put(self, meta: bytes, payload: bytes) -> None:
+        if not self.streamed:
+            self.streamed = True
+            if meta:
+                self.head = orjson.loads(meta).get("head")
+            if not self.begun.done():
+                self.begun.set_result(None)
+        if payload:
+            self.pieces.append(payload)
+            self.waiting += len(payload)
+            if self.waiting > HIGH and self.flow is not None:
+                self.flow.pause()
+        self._signal()
+
+    def end(self) -> None:
+        self.ended = True
+        if not self.begun.done():
+            self.begun.set_result(None)
+        self._signal()
+
+    def _signal(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The pieces as they come, until the invocation ends."""
+        while True:
+            if self.pieces:
+                data = self.pieces.popleft()
+                self.waiting -= len(data)
+                if self.waiting < LOW and self.flow is not None and self.flow.paused:
+                    self.flow.resume()
+                yield data
+            elif self.ended:
+                return
+            else:
+                self._wake = asyncio.get_running_loop().create_future()
+                await self._wake
