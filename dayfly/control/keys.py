@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParameter, ResourceNotFound
-from ..stores.db import Database
+from ..stores.db import Database, lock
 from .changes import announced
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS access_keys (
@@ -95,6 +95,7 @@ class KeyStore:
         key = self._new("default (created on first start)")
 
         def create_if_none(c: sqlite3.Connection) -> bool:
+            lock(c, "access_keys.bootstrap")  # nodes starting together create one
             if c.execute("SELECT 1 FROM access_keys LIMIT 1").fetchone():
                 return False
             self._insert(c, key)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidParameter, ResourceNotFound
-from ..stores.db import Database
+from ..stores.db import Database, lock
 from .changes import announced
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS api_tokens (
@@ -128,6 +128,7 @@ class TokenStore:
         token, row = self._new("bootstrap (created on first start)")
 
         def create_if_none(c: sqlite3.Connection) -> bool:
+            lock(c, "api_tokens.bootstrap")  # nodes starting together create one
             if c.execute("SELECT 1 FROM api_tokens LIMIT 1").fetchone():
                 return False
             self._insert(c, row)

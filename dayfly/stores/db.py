@@ -158,6 +158,15 @@ def floor_sql(conn: sqlite3.Connection, expr: str) -> str:
     return own(expr) if own is not None else f"CAST({expr} AS INTEGER)"
 
 
+def lock(conn: sqlite3.Connection, name: str) -> None:
+    """Serialise, across nodes, the transactions that take the lock `name` (until each ends):
+    for a read then write that one statement cannot do. SQLite: nothing to do, its write
+    transactions already run one at a time (BEGIN IMMEDIATE)."""
+    own = getattr(conn, "lock", None)
+    if own is not None:
+        own(name)
+
+
 def _private_files(path: Path) -> None:
     """The database and its WAL and shared-memory files are the owner's only (0600), also
     those an older version left readable. SQLite gives the -wal and -shm files it creates the

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import inspect
 import json
 import logging
@@ -47,7 +48,7 @@ RECONNECT_S = (0.1, 2.0)  # first and longest pause between LISTEN reconnects
 
 # -- statements ------------------------------------------------------------------------------
 
-_TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|[?%;]""")
+_TOKEN = re.compile(r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|::|:[A-Za-z_]\w*|[?%;]""")
 
 
 def _pieces(sql: str) -> Iterator[tuple[str, bool]]:
@@ -104,7 +105,8 @@ def translate_ddl(stmt: str) -> str:
 
 
 def translate(sql: str) -> str:
-    """A statement in the stores' dialect, in psycopg's: `?` -> `%s`, `%` -> `%%`."""
+    """A statement in the stores' dialect, in psycopg's: `?` -> `%s`, `:name` -> `%(name)s`,
+    `%` -> `%%`."""
     if _DDL.match(sql):
         sql = translate_ddl(sql)
     out = []
@@ -113,6 +115,8 @@ def translate(sql: str) -> str:
             text = _INDEXED_BY.sub("", text)
         elif text in ("?", "%"):
             text = "%s" if text == "?" else "%%"
+        elif text.startswith(":") and text != "::":  # a named parameter (its value from a dict)
+            text = f"%({text[1:]})s"
         out.append(text)
     return "".join(out)
 
@@ -203,13 +207,19 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
         """Run one statement; the cursor has fetchone/fetchall, iteration and rowcount."""
-        return self.raw.execute(cast(Any, self._sql(sql)), params or None)
+        return self.raw.execute(cast(Any, self._sql(sql)), params)
 
     def executemany(self, sql: str, seq: Any) -> psycopg.Cursor:
         """Run one statement once per parameter tuple."""
         cur = self.raw.cursor()
         cur.executemany(cast(Any, self._sql(sql)), list(seq))
         return cur
+
+    def lock(self, name: str) -> None:
+        """Hold the lock `name` until this transaction ends (see db.lock)."""
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big",
+                             signed=True)
+        self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (key,))
 
     @staticmethod
     def floor_sql(expr: str) -> str:
