@@ -16,6 +16,7 @@ from ..errors import (
     ResourceConflict,
     ResourceNotFound,
 )
+from ..gateway.routes_table import check_conflicts
 from ..sandbox.base import InitFailed
 from ..scheduler.scheduler import Scheduler
 from ..types import LATEST
@@ -188,6 +189,7 @@ class Functions:
         if text is not None:
             values.update(mf.parse(text).given())
         values.update(explicit)
+        check_conflicts(self.registry.functions, name, values.get("http"))  # 409, cheap: first
         self._check_tier(values.get("isolation"))  # before dependencies are installed for it
         if "handler" not in values:
             raise InvalidParameter("Handler is required (in the request or in dayfly.toml)")
@@ -269,7 +271,7 @@ class Functions:
                                             "description", "role", "max_instances", "min_warm",
                                             "idle_timeout", "isolation", "network", "files",
                                             "secrets", "tmp_size", "pids", "max_output",
-                                            "buckets", "public", "kind")}
+                                            "buckets", "public", "http", "urls", "kind")}
             with self.collector.claim() as claim:
                 cfg = await self._prepare(name, zip_bytes, base, {}, progress, claim)
                 await self.registry.put_latest(cfg)

@@ -47,6 +47,7 @@ class Manifest:
     max_output: int | None = None  # bytes of response and of log output per invocation
     buckets: list[str] | None = None  # built-in store buckets, "name:read|write|readwrite"
     public: bool | None = None  # invocable without an API token
+    http: dict[str, Any] | None = None  # [http]: routes, auth, cors, limits (gateway/routes_table)
     kind: str | None = None  # "asgi"/"wsgi": the handler ("app:app") is a web app (runtime/web.py)
 
     def given(self) -> dict[str, Any]:
@@ -197,6 +198,9 @@ def parse(text: str) -> Manifest:
         if not isinstance(data["public"], bool):
             raise InvalidParameter(f"dayfly.toml: 'public' must be true or false, got {data['public']!r}")
         m.public = data["public"]
+    if "http" in data:
+        from ..gateway.routes_table import validate_http
+        m.http = validate_http(data["http"])
     if m.min_warm is not None and m.max_instances is not None and m.min_warm > m.max_instances:
         raise InvalidParameter("dayfly.toml: 'min_warm' cannot exceed 'max_instances'")
     return m

@@ -52,6 +52,8 @@ class FunctionConfig:
     max_output: int = 6 * 1024 * 1024
     buckets: list[str] = field(default_factory=list)  # "name:read|write|readwrite"
     public: bool = False  # invocable without an API token where tokens are required
+    http: dict[str, Any] = field(default_factory=dict)  # [http]: routes (gateway/routes_table.py)
+    urls: dict[str, Any] = field(default_factory=dict)  # function URL configs by qualifier ("")
     kind: str = "function"  # or "asgi", "wsgi": the handler is a web app (runtime/web.py)
     version: str = LATEST
     revision_id: str = field(default_factory=lambda: str(uuid.uuid4()))
@@ -104,7 +106,8 @@ class FunctionConfig:
                        "DependenciesKey": self.deps_key, "Network": list(self.network),
                        "Files": list(self.files), "Secrets": list(self.secrets),
                        "Pids": self.pids, "MaxOutput": self.max_output,
-                       "Buckets": list(self.buckets), "Public": self.public, "Kind": self.kind},
+                       "Buckets": list(self.buckets), "Public": self.public,
+                       "Routes": [r["key"] for r in self.http.get("routes", [])], "Kind": self.kind},
         }
         if self.env:
             out["Environment"] = {"Variables": dict(self.env)}

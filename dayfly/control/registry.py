@@ -70,10 +70,12 @@ class Registry:
         self.function_keys = FunctionKeys(data_dir, self._buckets_of)
         self.endpoint = ""  # "host:port" functions reach this node's S3 endpoint at (platform)
         self._specs: dict[tuple[str, str], FunctionSpec] = {}
+        self.generation = 0  # bumped by every write: memory views of it (routes) rebuild
 
     def load(self) -> None:
         """Read everything from the database (at start-up)."""
         self.functions.update(self.db.call(_read))
+        self.generation += 1
 
     async def reload(self, name: str) -> tuple[FunctionState | None, FunctionState | None]:
         """Re-read one function after another node changed it; return (before, after)."""
@@ -83,6 +85,7 @@ class Registry:
             self.functions[name] = fresh
         for key in [k for k in self._specs if k[0] == name]:
             del self._specs[key]
+        self.generation += 1  # another node's deploy: its routes and URLs are served here too
         return before, fresh
 
     async def names(self) -> set[str]:
@@ -202,6 +205,7 @@ class Registry:
             self.functions[cfg.name] = FunctionState(cfg, created=now)
         else:
             self.functions[cfg.name].latest = cfg
+        self.generation += 1
 
     async def publish(self, name: str, cfg: FunctionConfig) -> FunctionConfig:
         st = self.get(name)
@@ -219,6 +223,7 @@ class Registry:
         number = int(frozen.version)
         st.versions[number] = frozen
         st.next_version = max(st.next_version, number + 1)
+        self.generation += 1
         return frozen
 
     async def put_alias(self, alias: AliasConfig) -> None:
@@ -231,11 +236,13 @@ class Registry:
                              "weights": alias.weights, "revision_id": alias.revision_id})))
         await self.db.run(announced(self.db, TOPIC, alias.function, write))
         self.get(alias.function).aliases[alias.name] = alias
+        self.generation += 1
 
     async def delete_alias(self, name: str, alias: str) -> None:
         await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
             "DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))))
         self.get(name).aliases.pop(alias, None)
+        self.generation += 1
 
     async def set_reserved(self, name: str, reserved: int | None) -> None:
         await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
@@ -254,6 +261,7 @@ class Registry:
                 "DELETE FROM versions WHERE name = ? AND version = ?", (name, version))))
             self.get(name).versions.pop(version, None)
             self._specs.pop((name, str(version)), None)
+        self.generation += 1
 
     def code_in_use(self) -> set[str]:
         used = set()

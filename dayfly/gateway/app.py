@@ -19,6 +19,7 @@ from . import (
     buckets_api,
     dayfly_api,
     esm_api,
+    function_urls,
     ingest_api,
     keys_api,
     lambda_api,
@@ -49,7 +50,7 @@ def build_app(platform: Platform,
 
     app = Starlette(
         routes=[*lambda_api.routes, *dayfly_api.routes, *keys_api.routes, *async_api.routes,
-                *esm_api.routes, *schedules_api.routes, *ingest_api.routes,
+                *esm_api.routes, *function_urls.routes, *schedules_api.routes, *ingest_api.routes,
                 *bucket_triggers_api.routes,
                 *stats_api.routes, *buckets_api.routes, *tokens_api.routes, *metrics_api.routes,
                 *openapi.routes, *ui.routes],

@@ -109,6 +109,11 @@ async def render(platform: Any) -> str:
     out.simple("dayfly_s3_requests_total", "counter",
                "Requests to the S3 endpoint by operation and HTTP status.",
                [({"operation": op, "status": st}, n) for (op, st), n in sorted(m.s3_requests.items())])
+    out.simple("dayfly_http_requests_total", "counter",
+               "Requests answered by HTTP routes and function URLs, by function, route and "
+               "status (preflights, refusals and limits included).",
+               [({"function": f, "route": r, "status": st}, n)
+                for (f, r, st), n in sorted(m.http_requests.items())])
     out.simple("dayfly_invocation_records_pending", "gauge",
                "Invocation records waiting to be written.", [({}, len(platform.records.pending))])
     return out.render()

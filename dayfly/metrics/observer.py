@@ -54,6 +54,7 @@ class Metrics(Observer):
         self.throttles: dict[tuple[str, str], int] = {}
         self.throttle_retries: dict[tuple[str, str], int] = {}
         self.s3_requests: dict[tuple[str, str], int] = {}  # (operation, HTTP status)
+        self.http_requests: dict[tuple[str, str, str], int] = {}  # (function, route, status)
 
     def after_invoke(self, spec: FunctionSpec, req: InvokeRequest, result: InvokeResult,
                      start: float, end: float) -> None:
@@ -80,3 +81,8 @@ class Metrics(Observer):
     def s3_request(self, operation: str, status: int) -> None:
         key = (operation, str(status))
         self.s3_requests[key] = self.s3_requests.get(key, 0) + 1
+
+    def http_request(self, function: str, route: str, status: int) -> None:
+        """A request a route or function URL answered (gateway/routes.py)."""
+        key = (function, route, str(status))
+        self.http_requests[key] = self.http_requests.get(key, 0) + 1
