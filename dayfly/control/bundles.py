@@ -1,7 +1,9 @@
-"""Code bundles: zips stored by content hash and unpacked once, read-only (checks: unzip.py)."""
+"""Code bundles: zips stored by content hash and unpacked once, read-only (checks: unzip.py);
+shared with other nodes through a SharedCode backend (shared_code.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import unzip
+from .shared_code import SharedCode
 
 MAX_COMPILE = 2 * 1024 * 1024  # bytes of one module compiled at deploy; larger ones on import
 COMPILE_CPU_S = 60  # CPU seconds the deploy-time compile may take, all modules together
@@ -39,10 +42,12 @@ class Bundle:
 class BundleStore:
     """`bundles/<sha>.zip` and `code/<sha>/`; identical uploads share both."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, shared: SharedCode | None = None) -> None:
         self.zips = data_dir / "bundles"
         self.code = data_dir / "code"
         self.tmp = data_dir / "tmp"
+        self.shared = shared or SharedCode()
+        self._fetching: dict[str, asyncio.Future[bool]] = {}  # on the event loop only
 
     @staticmethod
     def digest(data: bytes) -> str:
@@ -62,6 +67,40 @@ class BundleStore:
         if not zip_path.exists():
             _atomic_write(zip_path, data, self.tmp)
         return Bundle(hexd, b64, len(data), code_dir, zip_path)
+
+    async def store(self, data: bytes) -> Bundle:
+        """`put`, then make the zip available to every node (before a deploy returns)."""
+        bundle = await asyncio.to_thread(self.put, data)
+        await self.shared.put(f"code/{bundle.hexdigest}", bundle.zip_path)
+        return bundle
+
+    async def ensure(self, hexdigest: str) -> bool:
+        """Whether the bundle is unpacked on this node's disk, fetching it from the shared
+        store the first time (concurrent callers share one fetch)."""
+        if (self.code / hexdigest).is_dir():
+            return True
+        running = self._fetching.get(hexdigest)
+        if running is None:
+            running = self._fetching[hexdigest] = asyncio.ensure_future(self._fetch(hexdigest))
+            running.add_done_callback(lambda _: self._fetching.pop(hexdigest, None))
+        return await asyncio.shield(running)
+
+    async def _fetch(self, hexdigest: str) -> bool:
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix="bundle-")
+        try:
+            try:
+                if not await self.shared.get(f"code/{hexdigest}", fd):
+                    return False
+            finally:
+                os.close(fd)
+            data = await asyncio.to_thread(Path(tmp).read_bytes)
+            if self.digest(data) != hexdigest:  # a bundle's name is its hash: check it too
+                raise ValueError(f"the shared copy of bundle {hexdigest[:12]} does not match "
+                                 "its hash")
+            await asyncio.to_thread(self.put, data)  # the checks and unpacking of a deploy
+            return True
+        finally:
+            os.unlink(tmp)
 
     def get(self, hexdigest: str) -> Bundle | None:
         zip_path = self.zips / f"{hexdigest}.zip"

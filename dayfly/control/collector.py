@@ -15,6 +15,11 @@ unreferenced for `grace_s`; otherwise a re-upload of the same code under the sam
 could meet a zygote still holding the removed folder. At start nothing runs yet, so the
 first pass removes every unreferenced entry at once (what a crash or kill -9 left).
 
+Only this node's disk is collected: copies in the store shared by every node
+(shared_code.py) are never deleted here, referenced or not, so another node can always fetch
+what its registry names; removing shared copies nothing references is left to a cluster-wide
+collection (not built yet). A local copy collected here is fetched again if needed.
+
 Ordering: deciding and setting aside happen on the event loop in one step with no await
 (a claim is always taken on the loop before a deploy writes), so a deploy either claims
 first (and its entry is kept) or finds the entry gone (and unpacks it anew). Only the

@@ -1,4 +1,5 @@
-"""Per-function dependencies: `requirements.txt` installed once per content hash with pip."""
+"""Per-function dependencies: `requirements.txt` installed once per content hash with pip,
+shared with other nodes as a tar through a SharedCode backend (shared_code.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import hashlib
 import os
 import shutil
 import sys
+import tarfile
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import InvalidParameter
 from ..modes import share_tree
+from .shared_code import SharedCode
 
 Progress = Callable[[str], None]
 
@@ -33,10 +36,12 @@ def deps_key(requirements: str) -> str:
 class DepsInstaller:
     """`deps/<key>/` directories; concurrent installs of the same key share one pip run."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, shared: SharedCode | None = None) -> None:
         self.root = data_dir / "deps"
         self.tmp = data_dir / "tmp"
+        self.shared = shared or SharedCode()
         self._running: dict[str, asyncio.Future] = {}
+        self._fetching: dict[str, asyncio.Future[bool]] = {}  # on the event loop only
 
     def path(self, key: str) -> Path | None:
         p = self.root / key
@@ -65,12 +70,16 @@ class DepsInstaller:
 
     async def install(self, requirements: str, cwd: Path | None = None,
                       progress: Progress | None = None) -> tuple[str, Path]:
-        """Install (or reuse) the requirements; return (key, directory)."""
+        """Install (or reuse, or fetch from another node) the requirements, and make them
+        available to every node; return (key, directory)."""
         key = deps_key(requirements)
         done = self.path(key)
+        if done is None and await self.ensure(key):
+            done = self.path(key)
         if done is not None:
             if progress:
                 progress(f"dependencies cached ({key[:12]})")
+            await self._share(key, done)
             return key, done
         running = self._running.get(key)
         if running is not None:
@@ -79,6 +88,7 @@ class DepsInstaller:
         self._running[key] = fut
         try:
             path = await self._pip(key, requirements, cwd, progress)
+            await self._share(key, path)
             fut.set_result(path)
             return key, path
         except BaseException as exc:
@@ -87,6 +97,48 @@ class DepsInstaller:
             raise
         finally:
             del self._running[key]
+
+    async def _share(self, key: str, path: Path) -> None:
+        """Store the installed tree as `deps/<key>` (a tar) in the shared store, unless there."""
+        if not self.shared.remote:  # one node: no tar to build
+            return
+        fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=f"deps-{key[:8]}-", suffix=".tar")
+        os.close(fd)
+        try:
+            await asyncio.to_thread(_tar, path, Path(tmp))
+            await self.shared.put(f"deps/{key}", Path(tmp))
+        finally:
+            os.unlink(tmp)
+
+    async def ensure(self, key: str) -> bool:
+        """Whether the dependency set is on this node's disk, fetching it from the shared store
+        the first time (concurrent callers share one fetch)."""
+        if self.path(key) is not None:
+            return True
+        running = self._fetching.get(key)
+        if running is None:
+            running = self._fetching[key] = asyncio.ensure_future(self._fetch(key))
+            running.add_done_callback(lambda _: self._fetching.pop(key, None))
+        return await asyncio.shield(running)
+
+    async def _fetch(self, key: str) -> bool:
+        staging = Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"deps-{key[:8]}-"))
+        try:
+            fd = os.open(staging / "site.tar", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                if not await self.shared.get(f"deps/{key}", fd):
+                    return False
+            finally:
+                os.close(fd)
+            await asyncio.to_thread(_untar, staging / "site.tar", staging / "site")
+            try:
+                os.rename(staging / "site", self.root / key)
+            except OSError:
+                if self.path(key) is None:
+                    raise
+            return True
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
     async def _pip(self, key: str, requirements: str, cwd: Path | None,
                    progress: Progress | None) -> Path:
@@ -127,3 +179,16 @@ class DepsInstaller:
             return final
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _tar(tree: Path, dest: Path) -> None:
+    with tarfile.open(dest, "w") as tf:
+        tf.add(tree, arcname=".")
+
+
+def _untar(src: Path, dest: Path) -> None:
+    """Unpack a shared tree; the `data` filter refuses links out of it, devices and absolute
+    or `..` paths, whoever wrote the tar."""
+    with tarfile.open(src) as tf:
+        tf.extractall(dest, filter="data")
+    share_tree(dest)  # instances (other uids) read it

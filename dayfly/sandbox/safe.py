@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 
 import orjson
 
@@ -57,6 +58,8 @@ class SafeSandbox:
     def __init__(self, backend: Backend) -> None:
         self.backend = backend
         self.starts: dict[str, int] = {"ok": 0, "init_error": 0, "error": 0}  # for /metrics
+        # awaited before each start: e.g. the spec's code fetched to this node's disk
+        self.prepare: Callable[[FunctionSpec], Awaitable[None]] | None = None
 
     @property
     def name(self) -> str:
@@ -65,6 +68,8 @@ class SafeSandbox:
     async def start(self, spec: FunctionSpec, instance_id: str) -> Handle:
         """Start an instance; InitFailed carries the handler's load error."""
         try:
+            if self.prepare is not None:
+                await self.prepare(spec)
             h = Handle(await self.backend.start(spec, instance_id))
         except Exception as exc:  # a cancelled start (shutdown) is not a failure
             self.starts["init_error" if isinstance(exc, InitFailed) else "error"] += 1
@@ -123,7 +128,8 @@ class SafeSandbox:
             return
         h.alive = False
         with contextlib.suppress(Exception):
-            await self.backend.kill(h.inst)
+            # mid-invocation (a timeout, a crash, the caller gone): killed; idle: retired
+            await (self.backend.kill(h.inst) if h.busy else self.backend.retire(h.inst))
 
     def stats(self, h: Handle) -> InstanceStats:
         return self.backend.stats(h.inst) if h.alive else InstanceStats()

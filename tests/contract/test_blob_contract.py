@@ -1,5 +1,6 @@
 """One contract over both blob backends: files (one node) and a JetStream object store with a
-local cache (cluster). Two JetStream stores on two NATS connections play two nodes.
+local cache (cluster). Two JetStream stores on two NATS connections play two nodes. Then the
+code-sharing seam: a bundle and a dependency set stored by one node, fetched once by another.
 
 NATS is the machine's (127.0.0.1:4222, or DAYFLY_TEST_NATS); each test uses its own object
 store, deleted afterwards; when NATS is unreachable the JetStream cases skip (fail in strict
@@ -14,10 +15,15 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import nats
 import pytest
+from conftest import make_zip
 
+from dayfly.control.bundles import BundleStore
+from dayfly.control.deps import DepsInstaller, deps_key
+from dayfly.control.shared_code import CodeMissing, JetStreamCode, OnDisk
 from dayfly.stores.blobs import BlobStore
 from dayfly.stores.jsblobs import JetStreamBlobStore
 from dayfly.stores.jsobjects import Objects
@@ -223,3 +229,98 @@ async def test_a_removed_blob_leaves_every_node(jetstream: Node, tmp_path: Path)
         await asyncio.sleep(0.01)
     assert not path.exists()
     assert await read(two, kept.id) == b"kept"
+
+
+# -- code bundles and dependencies shared between nodes -------------------------------------
+
+
+def _data_dir(root: Path) -> Path:
+    for d in ("bundles", "code", "deps", "tmp"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@pytest.fixture
+async def code_nodes(tmp_path: Path) -> AsyncIterator[Callable[[str], Awaitable[tuple]]]:
+    """Makes 'nodes' (BundleStore, DepsInstaller, JetStreamCode) on their own NATS
+    connections, sharing one code object store unique to this test (deleted afterwards)."""
+    try:
+        first = await nats.connect(NATS_URL, connect_timeout=2, allow_reconnect=False)
+    except Exception as exc:
+        pytest.skip(f"NATS unreachable at {NATS_URL}: {exc or type(exc).__name__}")
+    bucket = f"dayfly_t{secrets.token_hex(4)}_code"
+    conns = [first]
+
+    async def node(name: str) -> tuple[BundleStore, DepsInstaller, JetStreamCode]:
+        nc = first if len(conns) == 1 and name == "n1" else await nats.connect(NATS_URL)
+        if nc is not first:
+            conns.append(nc)
+        shared = JetStreamCode(nc, bucket)
+        await shared.start()
+        root = _data_dir(tmp_path / name)
+        return BundleStore(root, shared), DepsInstaller(root, shared), shared
+
+    yield node
+    await Objects(first, bucket).drop()
+    for nc in conns:
+        await nc.close()
+
+
+BUNDLE = make_zip({"app.py": "def handler(event, context):\n    return 42\n"})
+REQS = "somepkg==1.0\n"
+
+
+def _spec(name: str, code_hex: str, deps: str | None) -> SimpleNamespace:
+    return SimpleNamespace(name=name, code_dir=f"/nowhere/code/{code_hex}",
+                           deps_dir=f"/nowhere/deps/{deps}" if deps else None)
+
+
+async def test_a_bundle_deployed_on_one_node_is_fetched_once_by_another(code_nodes) -> None:
+    b1, d1, _ = await code_nodes("n1")
+    b2, d2, shared2 = await code_nodes("n2")
+    bundle = await b1.store(BUNDLE)  # the deploy: shared before it returns
+    key = deps_key(REQS)  # an installed dependency set on node one (pip itself not needed)
+    (d1.root / key / "somepkg").mkdir(parents=True)
+    (d1.root / key / "somepkg" / "__init__.py").write_text("VALUE = 7\n")
+    assert (await d1.install(REQS))[0] == key  # found on disk, shared
+    assert not (b2.code / bundle.hexdigest).exists()
+    on_disk = OnDisk(b2, d2)
+    spec = _spec("f", bundle.hexdigest, key)
+    await asyncio.gather(*(on_disk(spec) for _ in range(4)))  # concurrent cold starts
+    await on_disk(spec)
+    assert shared2.fetches == {f"code/{bundle.hexdigest}": 1, f"deps/{key}": 1}
+    assert (b2.code / bundle.hexdigest / "app.py").read_text().endswith("return 42\n")
+    assert (d2.root / key / "somepkg" / "__init__.py").read_text() == "VALUE = 7\n"
+    got = b2.get(bundle.hexdigest)  # the zip too (downloads, redeploys)
+    assert got is not None and (got.sha256_b64, got.size) == (bundle.sha256_b64, bundle.size)
+
+
+async def test_a_shared_bundle_that_does_not_match_its_hash_is_refused(code_nodes,
+                                                                      tmp_path: Path) -> None:
+    _, _, shared1 = await code_nodes("n1")
+    b2, _, _ = await code_nodes("n2")
+    claimed = hashlib.sha256(b"some other bundle").hexdigest()
+    other = tmp_path / "other.zip"
+    other.write_bytes(make_zip({"app.py": "evil = 1\n"}))
+    await shared1.put(f"code/{claimed}", other)  # a wrong object under a bundle's name
+    with pytest.raises(ValueError, match="does not match"):
+        await b2.ensure(claimed)
+    assert not (b2.code / claimed).exists()
+    assert not list(b2.tmp.iterdir())
+
+
+async def test_code_on_no_node_fails_the_start(code_nodes) -> None:
+    b2, d2, shared2 = await code_nodes("n2")
+    with pytest.raises(CodeMissing):
+        await OnDisk(b2, d2)(_spec("f", "0" * 64, None))
+    assert not shared2.fetches
+
+
+async def test_one_node_shares_nothing(tmp_path: Path) -> None:
+    root = _data_dir(tmp_path / "solo")
+    bundles, deps = BundleStore(root), DepsInstaller(root)
+    bundle = await bundles.store(BUNDLE)
+    await OnDisk(bundles, deps)(_spec("f", bundle.hexdigest, None))  # on disk: a stat
+    assert not await bundles.ensure("0" * 64)
+    assert not await deps.ensure("0" * 32)
+    assert not list(bundles.tmp.iterdir())
