@@ -84,8 +84,8 @@ class IngestSources:
         row = {"name": name, "token_sha256": _hash(token), "description": description,
                "created": time.time()}
         await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
-            "INSERT INTO ingest_sources VALUES (:name, :token_sha256, :description, :created)",
-            row)))
+            "INSERT INTO ingest_sources(name, token_sha256, description, created) "
+            "VALUES (?, ?, ?, ?)", (name, row["token_sha256"], description, row["created"]))))
         self._sources[name] = row
         return {"name": name, "token": token, "description": description,
                 "created": row["created"]}

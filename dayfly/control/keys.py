@@ -73,7 +73,7 @@ class KeyStore:
     @staticmethod
     def _insert(c: sqlite3.Connection, key: dict[str, Any]) -> None:
         c.execute("INSERT INTO access_keys(id, secret, description, created) VALUES "
-                  "(:id, :secret, :description, :created)", key)
+                  "(?, ?, ?, ?)", (key["id"], key["secret"], key["description"], key["created"]))
 
     async def create(self, description: str = "") -> dict[str, Any]:
         """A new key; the only time its secret is handed out."""

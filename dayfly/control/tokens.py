@@ -103,8 +103,8 @@ class TokenStore:
 
     @staticmethod
     def _insert(c: sqlite3.Connection, row: dict[str, Any]) -> None:
-        c.execute("INSERT INTO api_tokens(id, hash, description, created) "
-                  "VALUES (:id, :hash, :description, :created)", row)
+        c.execute("INSERT INTO api_tokens(id, hash, description, created) VALUES (?, ?, ?, ?)",
+                  (row["id"], row["hash"], row["description"], row["created"]))
 
     async def create(self, description: str = "") -> dict[str, Any]:
         """A new token; the only time its value is handed out."""
