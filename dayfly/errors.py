@@ -5,6 +5,7 @@
     │   ├── InvalidParameter        400 InvalidParameterValueException
     │   ├── InvalidRequestContent   400 InvalidRequestContentException (bad JSON payload)
     │   ├── Unauthorized            401 UnauthorizedException (a missing or wrong token)
+    │   ├── Forbidden               403 AccessDeniedException (a credential not valid here)
     │   ├── ResourceNotFound        404 ResourceNotFoundException
     │   ├── ResourceConflict        409 ResourceConflictException
     │   ├── PreconditionFailed      412 PreconditionFailedException (stale RevisionId)
@@ -56,6 +57,13 @@ class Unauthorized(ClientError):
 
     status = 401
     code = "UnauthorizedException"
+
+
+class Forbidden(ClientError):
+    """The request carries a credential that is not valid for it."""
+
+    status = 403
+    code = "AccessDeniedException"
 
 
 class ResourceNotFound(ClientError):

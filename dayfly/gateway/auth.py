@@ -8,12 +8,16 @@ access keys), INGEST (its own source token), REFUSED (the functions' listener an
 itself) and invoking a function marked public. A token is accepted as `Authorization: Bearer
 TOKEN` or as the access key id of a SigV4 Authorization header (boto3, the aws CLI; see
 docs/decisions/0006-api-tokens.md); never in a URL, where logs and Referer headers keep it.
+A node credential (`Authorization: DAYFLY-NODE ...`, another cluster node forwarding an invoke)
+takes a token's place on the invoke route only; anywhere else, or forged, or replayed, or out
+of its time window, it is answered 403, token policy or not.
 """
 
 from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..cluster.forward import LOCAL_ONLY
 from ..control.registry import split_name
 from ..control.tokens import TokenStore, is_loopback
 from ..errors import DayflyError
@@ -42,6 +46,13 @@ class Auth:
         return self.always or bool(self.tokens.ids)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and route(scope, self.function_s3).form is Form.NODE:
+            if not self._node(scope):
+                await error_response("AccessDeniedException", "the node credential is not valid "
+                                     "for this request", 403)(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
         if scope["type"] == "lifespan" or not (self.always or self.tokens.ids) or self._allowed(scope):
             await self.app(scope, receive, send)
             return
@@ -58,6 +69,19 @@ class Auth:
         if r.family in NEEDS_NO_TOKEN or self._valid_token(r):
             return True
         return r.family is Family.INVOKE and self._public(r)
+
+    def _node(self, scope: Scope) -> bool:
+        """A node credential (another cluster node forwarding an invoke): valid on the invoke
+        route only, whatever the token policy, and only with a MAC this cluster's key made for
+        this very request, in its time window, once (cluster/forward.py)."""
+        r = route(scope, self.function_s3)
+        if r.family is not Family.INVOKE or not r.key:
+            return False
+        raw = scope.get("raw_path") or scope["path"].encode()
+        query = scope.get("query_string", b"")
+        target = (raw + b"?" + query if query else raw).decode("latin-1")
+        forwarder = getattr(self.platform, "forwarder", LOCAL_ONLY)
+        return forwarder.verify(r.key, scope["method"], target) is not None
 
     def _valid_token(self, r: Route) -> bool:
         if r.form not in (Form.BEARER, Form.SIGV4_HEADER) or not r.key:

@@ -25,6 +25,7 @@ INVOKE_PREFIX, INVOKE_SUFFIX = "/2015-03-31/functions/", "/invocations"
 STREAM_PREFIX, STREAM_SUFFIX = "/2021-11-15/functions/", "/response-streaming-invocations"
 INGEST_PREFIX = "/dayfly/v1/ingest/s3/"
 _SIGV4 = "AWS4-HMAC-SHA256"
+NODE_SCHEME = "DAYFLY-NODE"  # a cluster node's credential (cluster/forward.py), invokes only
 
 
 class Family(enum.Enum):
@@ -46,13 +47,14 @@ class Form(enum.Enum):
     BEARER = "bearer"  # Authorization: Bearer TOKEN
     SIGV4_HEADER = "sigv4-header"  # Authorization: AWS4-HMAC-SHA256 Credential=KEY/...
     SIGV4_QUERY = "sigv4-query"  # ?X-Amz-Credential=KEY/... (a presigned URL)
+    NODE = "node"  # Authorization: DAYFLY-NODE node=...,mac=... (another node forwarding)
     OTHER = "other"  # an Authorization header of another scheme
 
 
 class Route(NamedTuple):  # a tuple: built on every request, cheaper than a frozen dataclass
     family: Family
     form: Form
-    key: str | None = None  # the bearer token, or the SigV4 access key id
+    key: str | None = None  # the bearer token, the SigV4 access key id, or the node credential
     service: str | None = None  # the SigV4 scope's service: "s3", "lambda", ...
     name: str = ""  # for INVOKE: the function (maybe NAME:QUALIFIER) from the path
     qualifier: str | None = None  # for INVOKE: ?Qualifier= (its first value)
@@ -101,6 +103,8 @@ def credential(scope: Scope) -> tuple[Form, str | None, str | None]:
         if header[:7].lower() == "bearer ":
             return Form.BEARER, header[7:].strip(), None
         alg, _, rest = header.partition(" ")
+        if alg.upper() == NODE_SCHEME:
+            return Form.NODE, rest or None, None
         if alg != _SIGV4:
             return Form.OTHER, None, None
         fields = dict(p.strip().partition("=")[::2] for p in rest.split(","))

@@ -10,6 +10,7 @@ import logging
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..cluster.forward import FORWARDED
 from ..errors import ClientGone, DayflyError, RequestTooLarge, TooManyRequests
 from .classify import Family, route
 from .common import error_response, internal_error
@@ -20,7 +21,7 @@ from .streaming import run_stream
 log = logging.getLogger("dayfly.gateway")
 
 _WANTED = {b"x-amz-invocation-type", b"x-amz-log-type", b"x-amz-client-context", b"traceparent",
-           b"x-amzn-trace-id", b"content-length", b"authorization"}
+           b"x-amzn-trace-id", b"content-length", b"authorization", FORWARDED.encode()}
 
 
 class FastInvoke:

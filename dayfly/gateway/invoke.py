@@ -11,6 +11,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..cluster.forward import LOCAL_ONLY, inbound
 from ..config import MAX_PAYLOAD
 from ..control.registry import split_name
 from ..errors import InvalidParameter, InvalidRequestContent, TooManyRequests
@@ -57,6 +58,7 @@ async def run_invoke(platform, raw_name: str, qualifier: str | None,
             raise InvalidRequestContent(f"Could not parse request body into json: {exc}") from None
     else:
         body = b"{}"
+    forwarded = inbound(headers, body, itype)
     if itype == "DryRun":
         return Response(status_code=204, headers={"X-Amz-Executed-Version": spec.version,
                                                   "X-Amzn-RequestId": str(uuid.uuid4())})
@@ -65,6 +67,15 @@ async def run_invoke(platform, raw_name: str, qualifier: str | None,
         return Response(status_code=202, headers={"X-Amzn-RequestId": ev_id})
     if spec.max_instances == 0:  # reserved concurrency 0: no instance can ever serve, so no queue
         raise TooManyRequests("Rate Exceeded: the function's reserved concurrency is 0")
+    # no idle instance and no room for one here: a peer with room runs it (cluster only; memory
+    # only until then, and never for a request another node forwarded here)
+    if not forwarded and not platform.scheduler.has_room(spec):
+        forwarder = getattr(platform, "forwarder", LOCAL_ONLY)
+        peer = forwarder.choose(spec)
+        if peer is not None:
+            reply = await forwarder.forward(peer, raw_name, qualifier, headers, body, spec, gone)
+            if reply is not None:
+                return reply
     req = InvokeRequest(request_id=str(uuid.uuid4()), payload=body,
                         invoked_arn=platform.arn(name, qualifier),
                         client_context=_client_context(headers.get("x-amz-client-context")),

@@ -80,6 +80,11 @@ async def render(platform: Any) -> str:
     out.simple("dayfly_throttle_retries_total", "counter",
                "Later tries of throttled queued events and stream batches, refused again.",
                [(_labels(_FV, k), v) for k, v in sorted(m.throttle_retries.items())])
+    out.simple("dayfly_forwarded_invocations_total", "counter",
+               "Sync invokes this node had no room for and forwarded to another node, by peer "
+               "and outcome (ok, function_error, throttled, http_<status>, failed, unreachable: "
+               "run here instead).",
+               [({"peer": p, "outcome": o}, n) for (p, o), n in sorted(m.forwards.items())])
     out.simple("dayfly_instances", "gauge", "Instances by state (idle, busy, starting, draining).",
                _instances(platform))
     out.simple("dayfly_queued_invocations", "gauge",

@@ -55,6 +55,7 @@ class Metrics(Observer):
         self.throttle_retries: dict[tuple[str, str], int] = {}
         self.s3_requests: dict[tuple[str, str], int] = {}  # (operation, HTTP status)
         self.http_requests: dict[tuple[str, str, str], int] = {}  # (function, route, status)
+        self.forwards: dict[tuple[str, str], int] = {}  # sync invokes sent to (peer, outcome)
 
     def after_invoke(self, spec: FunctionSpec, req: InvokeRequest, result: InvokeResult,
                      start: float, end: float) -> None:
@@ -86,3 +87,9 @@ class Metrics(Observer):
         """A request a route or function URL answered (gateway/routes.py)."""
         key = (function, route, str(status))
         self.http_requests[key] = self.http_requests.get(key, 0) + 1
+
+    def forwarded(self, peer: str, outcome: str) -> None:
+        """A sync invoke this node forwarded to `peer` (cluster/forward.py) ended: ok,
+        function_error, throttled, http_<status>, failed (no answer) or unreachable (ran here)."""
+        key = (peer, outcome)
+        self.forwards[key] = self.forwards.get(key, 0) + 1

@@ -38,10 +38,12 @@ class Pool:
     """
 
     def __init__(self, spec: FunctionSpec, sandbox: SafeSandbox, *, max_queue: int = 256,
-                 queue_timeout_s: float = 10.0, max_parallel_starts: int | None = None) -> None:
+                 queue_timeout_s: float = 10.0, max_parallel_starts: int | None = None,
+                 max_instances: int | None = None) -> None:
         self.spec = spec
         self.sandbox = sandbox
-        self.max_instances = spec.max_instances
+        # this node's share of the spec's limit (scheduler/share.py); the spec's on one node
+        self.max_instances = spec.max_instances if max_instances is None else max_instances
         self.max_queue = max_queue
         self.queue_timeout_s = queue_timeout_s
         self.max_parallel_starts = max_parallel_starts or max(2, os.cpu_count() or 2)
@@ -58,6 +60,19 @@ class Pool:
     def size(self) -> int:
         return len(self.idle) + len(self.busy) + self.starting
 
+    def has_room(self) -> bool:
+        """Whether a request arriving now is served without waiting for another to finish: an
+        idle instance, or room under the limit to start one."""
+        return bool(self.idle) or self.size < self.max_instances
+
+    def resize(self, max_instances: int) -> None:
+        """A new limit (this node's share changed): idle instances over it stop now, busy ones
+        when they are released; under it, waiting requests may start instances."""
+        self.max_instances = max_instances
+        while self.idle and self.size > max_instances:
+            self._spawn(self.sandbox.stop(self.idle.pop(0)))  # the coldest first
+        self._maybe_start()
+
     async def acquire(self, gone: Callable[[], Awaitable[object]] | None = None
                       ) -> tuple[Handle, bool]:
         """A handle reserved for one invocation, and whether it was started for this request.
@@ -71,7 +86,9 @@ class Pool:
                 return h, False
         if self.max_instances <= 0:
             raise TooManyRequests(f"Rate Exceeded: {self.spec.name} has reserved concurrency 0 "
-                                  "(throttled)")
+                                  "(throttled)" if self.spec.max_instances <= 0 else
+                                  f"Rate Exceeded: {self.spec.name}'s concurrency limit "
+                                  f"({self.spec.max_instances}) leaves no share to this node")
         if len(self.waiters) >= self.max_queue:  # refused at once: waiting cannot help
             raise TooManyRequests(f"Rate Exceeded: {self.spec.name} has {self.size} instances "
                                   f"(limit {self.max_instances}) and {len(self.waiters)} "
@@ -107,6 +124,9 @@ class Pool:
         self.pressure.note_served()
         if not h.alive:
             self._maybe_start()
+            return
+        if self.size >= self.max_instances:  # over a limit that shrank while it ran
+            self._spawn(self.sandbox.stop(h))
             return
         if self._hand_over(h, cold=False):
             return

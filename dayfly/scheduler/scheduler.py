@@ -17,6 +17,7 @@ from ..sandbox.safe import InitFailed, SafeSandbox
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
 from .hooks import Observer
 from .pool import Pool, new_instance_id
+from .share import Share
 
 log = logging.getLogger("dayfly.scheduler")
 
@@ -34,6 +35,7 @@ class Scheduler:
         self.reap_interval_s = reap_interval_s
         self.current: dict[tuple[str, str], Pool] = {}
         self.draining: list[Pool] = []
+        self.share = Share()  # this node's part of every concurrency limit (one node: all of it)
         self._reaper: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -53,7 +55,8 @@ class Scheduler:
         if pool is not None and pool.spec.revision == spec.revision:
             return pool
         new = Pool(spec, self.sandbox(spec), max_queue=self.max_queue,
-                   queue_timeout_s=self.queue_timeout_s)
+                   queue_timeout_s=self.queue_timeout_s,
+                   max_instances=self.share.of(spec.max_instances))
         self.current[key] = new
         if pool is not None:
             self._retire(pool)
@@ -63,6 +66,30 @@ class Scheduler:
     def _retire(self, pool: Pool) -> None:
         self.draining.append(pool)
         spawn(pool.drain())
+
+    def reshare(self, share: Share) -> None:
+        """The live nodes changed: every pool's limit becomes this node's new share of it."""
+        if share == self.share:
+            return
+        self.share = share
+        for pool in self.current.values():
+            pool.resize(share.of(pool.spec.max_instances))
+
+    def has_room(self, spec: FunctionSpec) -> bool:
+        """Whether an invocation of `spec` would run here now (an idle instance, or room to
+        start one) rather than wait for one. Memory only: decides forwarding (cluster/forward.py)."""
+        pool = self.current.get((spec.name, spec.version))
+        if pool is None or pool.spec.revision != spec.revision:
+            return self.share.of(spec.max_instances) > 0
+        return pool.has_room()
+
+    def idle_by_function(self) -> dict[str, int]:
+        """Idle instances per function (all versions): what a node advertises as warm."""
+        warm: dict[str, int] = {}
+        for (name, _), pool in self.current.items():
+            if pool.idle:
+                warm[name] = warm.get(name, 0) + len(pool.idle)
+        return warm
 
     async def invoke(self, spec: FunctionSpec, req: InvokeRequest,
                      gone: Callable[[], Awaitable[object]] | None = None) -> InvokeResult:

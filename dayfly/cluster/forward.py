@@ -1,0 +1,330 @@
+"""Sync invokes run where there is room: forwarding to a peer, and the node-to-node credential.
+
+A node that receives a RequestResponse invoke runs it itself when the function's pool has an
+idle instance or room to start one (`Scheduler.has_room`: memory only, no network). Otherwise
+the Forwarder picks a live peer with room, preferring peers that advertise idle instances of
+the function, relays the request to the peer's advertise URL over a kept-alive connection, and
+passes the reply back unchanged (status, X-Amz-Function-Error, X-Amz-Log-Result, body). If no
+peer has room, or the chosen one cannot be reached, the request queues here as on one node.
+One hop at most: a forwarded request runs, queues or is refused (429) where it lands.
+
+The node credential, `Authorization: DAYFLY-NODE node=ID,ts=MS,nonce=HEX,body=SHA256,mac=HEX`:
+`mac` is HMAC-SHA256, under a key derived from the cluster key for this use only, of the
+method, the path with its query, the timestamp, the nonce, the sending node and the body's
+SHA-256. It is accepted
+only on the invoke route (gateway/auth.py answers 403 to it anywhere else), within WINDOW_S of
+the receiver's clock, once (a MAC seen within the window is a replay), and with a body of that
+hash (checked once the body is read, as SigV4's x-amz-content-sha256 is).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, Protocol
+from urllib.parse import quote, unquote
+
+import httpx
+from starlette.responses import Response
+
+from ..errors import ClientGone, Forbidden, ServiceError
+from ..gateway.classify import NODE_SCHEME as SCHEME
+from ..scheduler.share import Share
+from ..types import FunctionSpec
+
+log = logging.getLogger("dayfly.cluster")
+
+FORWARDED = "x-dayfly-forwarded-from"  # marks a forwarded request: it is never forwarded again
+WINDOW_S = 30.0  # a credential older or newer than this (receiver's clock) is refused
+_FIELDS = ("node", "ts", "nonce", "body", "mac")
+_RELAYED = ("x-amz-invocation-type", "x-amz-log-type", "x-amz-client-context", "traceparent",
+            "x-amzn-trace-id")
+# hop-by-hop or recomputed for the reply to our own caller
+_DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date",
+                      "server"})
+
+
+class Node(Protocol):
+    """What a node advertises (cluster/membership.py's NodeInfo), as far as forwarding reads it."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def address(self) -> str: ...  # its advertise URL, http://host:port
+    @property
+    def warm(self) -> Mapping[str, int]: ...  # idle instances by function
+    @property
+    def load(self) -> Any: ...  # (running, capacity)
+
+
+class Members(Protocol):
+    """The membership seam: live nodes, from memory (a KV watch keeps them current)."""
+
+    def peers(self) -> Iterable[Node]: ...
+
+
+def _digest(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+class NodeKey:
+    """Signs and checks node credentials. The replay memory (`_seen`, `_expiry`) is touched on
+    the event loop only."""
+
+    def __init__(self, key: bytes, node: str, window_s: float = WINDOW_S) -> None:
+        self._key = key  # derived from the cluster key for this use alone (ClusterSettings.derive)
+        self.node = node
+        self.window_s = window_s
+        self._seen: set[str] = set()
+        self._expiry: deque[tuple[float, str]] = deque()
+
+    def _mac(self, method: str, target: str, ts: str, nonce: str, node: str, body: str) -> str:
+        msg = "\n".join((method, target, ts, nonce, node, body)).encode()
+        return hmac.new(self._key, msg, "sha256").hexdigest()
+
+    def sign(self, method: str, target: str, body: bytes, now: float | None = None) -> str:
+        """The Authorization value for a request to `target` (path?query) with this body."""
+        ts = str(int((time.time() if now is None else now) * 1000))
+        nonce, digest, node = os.urandom(12).hex(), _digest(body), quote(self.node, safe="")
+        mac = self._mac(method, target, ts, nonce, node, digest)
+        return f"{SCHEME} node={node},ts={ts},nonce={nonce},body={digest},mac={mac}"
+
+    def verify(self, credential: str, method: str, target: str,
+               now: float | None = None) -> str | None:
+        """The sending node's id if `credential` is valid for this request, else None. A valid
+        credential is remembered for the window: presented again, it is a replay."""
+        fields = parse(credential)
+        if fields is None:
+            return None
+        now = time.time() if now is None else now
+        ts = fields["ts"]
+        if not ts.isdigit() or abs(now - int(ts) / 1000) > self.window_s:
+            return None
+        mac = fields["mac"]
+        want = self._mac(method, target, ts, fields["nonce"], fields["node"], fields["body"])
+        if not hmac.compare_digest(mac, want):
+            return None
+        while self._expiry and self._expiry[0][0] < now:
+            self._seen.discard(self._expiry.popleft()[1])
+        if mac in self._seen:
+            return None
+        self._seen.add(mac)
+        self._expiry.append((now + 2 * self.window_s, mac))
+        return unquote(fields["node"])
+
+
+def parse(credential: str) -> dict[str, str] | None:
+    """The fields of a DAYFLY-NODE credential (as classify.py passes it: after the scheme)."""
+    fields = dict(p.strip().partition("=")[::2] for p in credential.split(","))
+    if any(not fields.get(f) for f in _FIELDS):
+        return None
+    return fields
+
+
+def body_matches(authorization: str, body: bytes) -> bool:
+    """Whether the body read is the one the (already verified) credential was made for."""
+    _, _, rest = authorization.partition(" ")
+    fields = parse(rest)
+    return fields is not None and hmac.compare_digest(fields["body"], _digest(body))
+
+
+def invoke_target(name: str, qualifier: str | None) -> str:
+    path = f"/2015-03-31/functions/{quote(name, safe=':')}/invocations"
+    return path + (f"?Qualifier={quote(qualifier, safe='')}" if qualifier else "")
+
+
+def _running_capacity(load: Any) -> tuple[int, int]:
+    if isinstance(load, Mapping):
+        return int(load.get("running", 0)), int(load.get("capacity", 0))
+    if isinstance(load, tuple | list):
+        return int(load[0]), int(load[1])
+    return int(getattr(load, "running", 0)), int(getattr(load, "capacity", 0))
+
+
+def choose(peers: Iterable[Node], ids: tuple[str, ...], function: str, limit: int,
+           sending: Mapping[str, int]) -> Node | None:
+    """The peer to run an invocation of `function` (limit: its concurrency limit): among peers
+    whose share of the limit is not 0, the one with the most idle instances of it left (after
+    the requests already sent its way), else the least loaded one with room; None if none.
+    `ids`: every live node, sorted (the shares are computed from it)."""
+    best: Node | None = None
+    best_key: tuple[int, float] = (2, 0.0)
+    for peer in peers:
+        if peer.id not in ids or Share(ids.index(peer.id), len(ids)).of(limit) <= 0:
+            continue
+        busy = sending.get(peer.id, 0)
+        idle = peer.warm.get(function, 0) - busy
+        if idle > 0:
+            key = (0, float(-idle))
+        else:
+            running, capacity = _running_capacity(peer.load)
+            if capacity > 0 and running + busy >= capacity:
+                continue
+            key = (1, (running + busy) / capacity if capacity > 0 else running + busy)
+        if key < best_key:
+            best, best_key = peer, key
+    return best
+
+
+class Outcomes(Protocol):
+    """Where forwarded invokes are counted (metrics/observer.py's Metrics)."""
+
+    def forwarded(self, peer: str, outcome: str) -> None: ...
+
+
+class LocalOnly:
+    """Single-node: nothing is forwarded, and no node credential is valid."""
+
+    def choose(self, spec: FunctionSpec) -> Node | None:
+        return None
+
+    def verify(self, credential: str, method: str, target: str) -> str | None:
+        return None
+
+    async def forward(self, peer: Node, name: str, qualifier: str | None,
+                      headers: Mapping[str, str], body: bytes, spec: FunctionSpec,
+                      gone: Callable[[], Awaitable[object]] | None = None) -> Response | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+LOCAL_ONLY = LocalOnly()
+
+
+class Forwarder(LocalOnly):
+    """Cluster: picks peers, relays invokes to them, checks their credentials; keeps this node's
+    concurrency shares in step with the live nodes. Event loop only: `sending` counts requests
+    in flight to each peer, `peers` and `ids` are the last membership seen."""
+
+    def __init__(self, members: Members, node: str, key: bytes, scheduler: Any,
+                 metrics: Outcomes, *, queue_timeout_s: float = 10.0,
+                 refresh_s: float = 0.25) -> None:
+        self.members = members
+        self.node = node
+        self.key = NodeKey(key, node)
+        self.scheduler = scheduler
+        self.metrics = metrics
+        self.queue_timeout_s = queue_timeout_s
+        self.refresh_s = refresh_s
+        self.peers: list[Node] = []
+        self.ids: tuple[str, ...] = (node,)
+        self.sending: dict[str, int] = {}
+        # keep-alive below uvicorn's 5 s, so a connection is never reused as the peer closes it
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256,
+                                keepalive_expiry=4.0),
+            timeout=httpx.Timeout(None, connect=2.0), trust_env=False)
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.refresh()
+        self._task = asyncio.ensure_future(self._watch())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.client.aclose()
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_s)
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("forwarding: reading the live nodes failed")
+
+    def refresh(self) -> None:
+        """Read the live nodes; when they changed, this node's shares change with them."""
+        live = [p for p in self.members.peers() if p.id != self.node]
+        ids = tuple(sorted({self.node, *(p.id for p in live)}))
+        self.peers = live
+        if ids != self.ids:
+            self.ids = ids
+            log.info("cluster: %d live node(s); concurrency shares recomputed", len(ids))
+        self.scheduler.reshare(Share(ids.index(self.node), len(ids)))
+
+    def choose(self, spec: FunctionSpec) -> Node | None:
+        return choose(self.peers, self.ids, spec.name, spec.max_instances, self.sending)
+
+    def verify(self, credential: str, method: str, target: str) -> str | None:
+        return self.key.verify(credential, method, target)
+
+    async def forward(self, peer: Node, name: str, qualifier: str | None,
+                      headers: Mapping[str, str], body: bytes, spec: FunctionSpec,
+                      gone: Callable[[], Awaitable[object]] | None = None) -> Response | None:
+        """Run the invocation on `peer`; its reply, or None if the peer could not be reached
+        (nothing was sent: the caller runs it here)."""
+        target = invoke_target(name, qualifier)
+        out = {k: v for k in _RELAYED if (v := headers.get(k))}
+        out["content-type"] = "application/json"
+        out[FORWARDED] = self.node
+        out["authorization"] = self.key.sign("POST", target, body)
+        # the peer may queue it: its whole wait, the run, and a margin for the relay
+        timeout = self.queue_timeout_s + spec.limits.timeout_s + 5.0
+        self.sending[peer.id] = self.sending.get(peer.id, 0) + 1
+        try:
+            sent = self.client.post(peer.address.rstrip("/") + target, content=body,
+                                    headers=out, timeout=httpx.Timeout(timeout, connect=2.0))
+            if gone is None:
+                reply = await sent
+            else:
+                reply = await _unless_gone(sent, gone, spec.name)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            log.warning("forwarding %s to %s (%s) failed, running it here: %s", spec.name,
+                        peer.id, peer.address, exc)
+            self.metrics.forwarded(peer.id, "unreachable")
+            return None
+        except httpx.HTTPError as exc:
+            self.metrics.forwarded(peer.id, "failed")
+            raise ServiceError(f"node {peer.id} did not answer the invocation of {spec.name} "
+                               f"it was forwarded: {type(exc).__name__}") from None
+        finally:
+            self.sending[peer.id] -= 1
+        self.metrics.forwarded(peer.id, _outcome(reply))
+        return Response(reply.content, reply.status_code,
+                        {k: v for k, v in reply.headers.items() if k not in _DROPPED})
+
+
+async def _unless_gone(sent: Awaitable[httpx.Response], gone: Callable[[], Awaitable[object]],
+                       name: str) -> httpx.Response:
+    """The peer's reply; if our caller hangs up first, the relay is cancelled (its connection
+    closed, so the peer drops the request if it is still queued) and ClientGone raised."""
+    relay, watch = asyncio.ensure_future(sent), asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait((relay, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not relay.done():
+            relay.cancel()
+    if relay.cancelled():
+        raise ClientGone(f"the caller of {name} hung up while it ran on another node")
+    return relay.result()
+
+
+def _outcome(reply: httpx.Response) -> str:
+    if reply.status_code == 200:
+        return "function_error" if "x-amz-function-error" in reply.headers else "ok"
+    return "throttled" if reply.status_code == 429 else f"http_{reply.status_code}"
+
+
+def inbound(headers: Mapping[str, str], body: bytes, itype: str) -> bool:
+    """Whether this request was forwarded here (it must not be forwarded again). A node
+    credential's body hash is checked here, once the body is read: 403 if it differs, or if
+    the request is not a RequestResponse invoke (the only kind forwarded)."""
+    auth = headers.get("authorization", "")
+    if auth.partition(" ")[0].upper() == SCHEME:
+        if itype != "RequestResponse" or not body_matches(auth, body):
+            raise Forbidden("the node credential was made for another request")
+        return True
+    return FORWARDED in headers
