@@ -71,9 +71,10 @@ def _master(data_dir: Path) -> bytes:
 class FunctionKeys:
     """Derives credentials and resolves key ids back to a function's current scope."""
 
-    def __init__(self, data_dir: Path,
-                 buckets_of: Callable[[str, str], list[str] | None]) -> None:
-        self._master = _master(data_dir)
+    def __init__(self, data_dir: Path, buckets_of: Callable[[str, str], list[str] | None],
+                 master: bytes | None = None) -> None:
+        # a cluster passes `master` (derived from the cluster key): every node derives alike
+        self._master = master if master is not None else _master(data_dir)
         self._buckets_of = buckets_of  # (name, version) → declared buckets, None if gone
         self._ids: dict[str, tuple[str, str]] = {}  # key id → (name, version)
 

@@ -60,14 +60,16 @@ class FunctionState:
 class Registry:
     """Functions by name; the source of FunctionSpecs for the scheduler."""
 
-    def __init__(self, db: Database, data_dir: Path, region: str, default_isolation: str) -> None:
+    def __init__(self, db: Database, data_dir: Path, region: str, default_isolation: str, *,
+                 secrets_key: bytes | None = None, master_key: bytes | None = None) -> None:
         self.db = db
         self.data_dir = data_dir
         self.region = region
         self.default_isolation = default_isolation
         self.functions: dict[str, FunctionState] = {}
-        self.secrets = SecretStore(db, data_dir)
-        self.function_keys = FunctionKeys(data_dir, self._buckets_of)
+        # a cluster passes keys derived from the cluster key; one node uses its key files
+        self.secrets = SecretStore(db, data_dir, secrets_key)
+        self.function_keys = FunctionKeys(data_dir, self._buckets_of, master_key)
         self.endpoint = ""  # "host:port" functions reach this node's S3 endpoint at (platform)
         self._specs: dict[tuple[str, str], FunctionSpec] = {}
         self.generation = 0  # bumped by every write: memory views of it (routes) rebuild

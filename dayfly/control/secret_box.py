@@ -28,15 +28,18 @@ class SecretsKeyError(PlatformError):
 class SecretBox:
     """Seals and opens secret values with the node's secrets key."""
 
-    def __init__(self, path: Path, key: bytes) -> None:
-        self.path = path
+    def __init__(self, path: Path | str, key: bytes) -> None:
+        self.path = path  # where the key came from (named in errors)
         self._aead = AESGCM(key)
         self.key_id = hashlib.sha256(b"dayfly secrets key id\0" + key).digest()[:KEY_ID]
 
     @classmethod
-    def open(cls, data_dir: Path, *, must_exist: bool) -> SecretBox:
+    def open(cls, data_dir: Path, *, must_exist: bool, key: bytes | None = None) -> SecretBox:
         """The data dir's key; created when missing unless `must_exist` (values sealed with it
-        are stored: a new key would not open them, so losing it is an error, never a reset)."""
+        are stored: a new key would not open them, so losing it is an error, never a reset).
+        A cluster passes `key` (derived from the cluster key) instead: no file is used."""
+        if key is not None:
+            return cls("the cluster key", key)
         path = data_dir / KEY_FILE
         if not path.exists():
             if must_exist:

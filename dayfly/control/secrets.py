@@ -21,14 +21,14 @@ TOPIC = "secret"  # change notices (control/changes.py): key = secret name
 class SecretStore:
     """Name → value, sealed in SQLite and mirrored (open) in memory for spec building."""
 
-    def __init__(self, db: Database, data_dir: Path) -> None:
+    def __init__(self, db: Database, data_dir: Path, key: bytes | None = None) -> None:
         self.db = db
         self.values: dict[str, str] = {}
         self.updated: dict[str, float] = {}
         # opened at construction, so a missing or wrong key stops the node before it serves
         rows = db.call(lambda c: c.execute("SELECT name, value, sealed, updated FROM secrets")
                        .fetchall())
-        self.box = SecretBox.open(data_dir, must_exist=any(r["sealed"] for r in rows))
+        self.box = SecretBox.open(data_dir, must_exist=any(r["sealed"] for r in rows), key=key)
         for row in rows:
             self._remember(row)
         plain = [r["name"] for r in rows if not r["sealed"]]
