@@ -118,4 +118,5 @@ class InvocationRecord:
     trace_id: str | None = None  # the caller's W3C traceparent (or X-Amzn-Trace-Id), if any
     event: str | None = None  # the payload and the result, cut at PAYLOAD_PREVIEW bytes
     result: str | None = None
+    node: str = ""  # the cluster node that ran it ("" on a single node)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS invocations (
     instance_id TEXT NOT NULL,
     trace_id TEXT,
     event TEXT,
-    result TEXT
+    result TEXT,
+    node TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations(function, start);
 -- covers the dashboard's aggregates (stores/stats.py): they never read the rows themselves
@@ -128,6 +129,7 @@ ADDED_COLUMNS = [
     ("invocations", "trace_id", "TEXT"),
     ("invocations", "event", "TEXT"),
     ("invocations", "result", "TEXT"),
+    ("invocations", "node", "TEXT NOT NULL DEFAULT ''"),
     ("secrets", "sealed", "BLOB"),
 ]
 

@@ -22,7 +22,7 @@ log = logging.getLogger("dayfly.records")
 MAX_LOG_BYTES = 256 * 1024
 _COLUMNS = ("request_id", "function", "version", "trigger", "start", "end", "duration_ms",
             "status", "cold", "fork_ms", "init_ms", "max_rss_kb", "error", "output", "init_output",
-            "memory_mb", "instance_id", "trace_id", "event", "result")
+            "memory_mb", "instance_id", "trace_id", "event", "result", "node")
 MAX_TRACE = 512  # characters of a trace header kept in the record
 PRUNE_EVERY_S = 10.0  # how often the size and age bounds are applied
 
@@ -108,6 +108,7 @@ class RecordStore(Observer):
         self.max_records = max_records
         self.max_age_s = max_age_s
         self.flush_interval_s = flush_interval_s
+        self.node = ""  # this node's id in a cluster, written into every record (the wiring sets it)
         self.pending: deque[InvocationRecord] = deque()
         self.subscribers: set[asyncio.Queue] = set()
         self._task: asyncio.Task | None = None
@@ -133,7 +134,8 @@ class RecordStore(Observer):
             init_output="".join(result.init_logs) if result.init_logs else "",
             memory_mb=spec.limits.memory_mb, instance_id=result.instance_id,
             trace_id=req.trace_id[:MAX_TRACE] if req.trace_id else None,
-            event=_preview(req.payload), result=_preview(result.payload) if result.ok else None)
+            event=_preview(req.payload), result=_preview(result.payload) if result.ok else None,
+            node=self.node)
         self.pending.append(rec)
         self._appended += 1
         for q in self.subscribers:
