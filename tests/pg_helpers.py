@@ -3,6 +3,8 @@
     with fresh_database() as dsn:   # skips the test when PostgreSQL is unreachable
         db = PostgresDatabase(dsn)
 
+    from pg_helpers import database  # noqa: F401  (a fixture: each test runs on both engines)
+
 The server is the machine's (127.0.0.1:5432, user postgres, trust auth) unless
 DAYFLY_TEST_PG names another admin DSN. In strict mode (DAYFLY_STRICT=1) a skip is a failure
 (tests/conftest.py).
@@ -13,10 +15,14 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+
+from dayfly.stores.db import Database
 
 ADMIN_DSN = os.environ.get("DAYFLY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -56,3 +62,27 @@ def fresh_database(prefix: str = "dayfly_t") -> Iterator[str]:
     finally:
         with psycopg.connect(ADMIN_DSN, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@contextmanager
+def open_database(backend: str, tmp_path: Path, **pg_options: Any) -> Iterator[Database]:
+    """A new empty `Database` of `backend` ("sqlite" | "postgresql"), closed afterwards."""
+    with ExitStack() as stack:
+        if backend == "sqlite":
+            db = Database(tmp_path / "dayfly.db")
+        else:
+            from dayfly.stores.pg import PostgresDatabase
+            db = PostgresDatabase(stack.enter_context(fresh_database()), **pg_options)
+        stack.callback(db.close)  # before the database is dropped
+        yield db
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A fresh database of each backend: import this fixture into a test module to run its
+    store-level tests over SQLite and PostgreSQL alike."""
+    with open_database(request.param, tmp_path) as db:
+        yield db

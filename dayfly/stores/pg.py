@@ -117,6 +117,8 @@ def translate(sql: str) -> str:
             text = "%s" if text == "?" else "%%"
         elif text.startswith(":") and text != "::":  # a named parameter (its value from a dict)
             text = f"%({text[1:]})s"
+        else:  # a literal, quoted name or comment: psycopg reads % signs in them too
+            text = text.replace("%", "%%")
         out.append(text)
     return "".join(out)
 
