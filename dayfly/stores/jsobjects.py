@@ -82,9 +82,11 @@ class Objects:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
-    async def put_file(self, name: str, path: str | os.PathLike) -> ObjectInfo:
-        """Store the file's content as `name` (replacing an older object of that name)."""
-        old = await self.info(name)
+    async def put_file(self, name: str, path: str | os.PathLike, *, new: bool = False
+                       ) -> ObjectInfo:
+        """Store the file's content as `name`, replacing an older object of that name (`new`:
+        the caller knows there is none, which saves a round trip)."""
+        old = None if new else await self.info(name)
         nuid = self.nc._nuid.next().decode()
         subject = self._chunks(nuid)
         h = hashlib.sha256()
@@ -143,25 +145,39 @@ class Objects:
             raise ObjectMissing(name)
         h = hashlib.sha256()
         size = 0
-        if info.size:
-            # an ephemeral pull consumer: fetched in batches, it runs ~8x faster here than
-            # nats-py's ordered push consumer (flow control every few messages)
+        if info.chunks == 1:  # one message: a direct read, no consumer
+            msg = await self.js.get_last_msg(self.stream, self._chunks(info.nuid))
+            size = len(msg.data or b"")
+            await self._run(_write_hash, fd, [msg.data or b""], h)
+        elif info.size:
+            # an ephemeral pull consumer, fetched in batches (the next one while the last is
+            # written): ~8x faster here than nats-py's ordered push consumer, whose flow
+            # control stops the stream every few messages
             sub = await self.js.pull_subscribe(
                 self._chunks(info.nuid), stream=self.stream, config=api.ConsumerConfig(
                     ack_policy=api.AckPolicy.NONE, deliver_policy=api.DeliverPolicy.ALL,
                     inactive_threshold=FETCH_TIMEOUT_S * 2))
             try:
                 last = False
-                while not last and size < info.size:
+                fetch = asyncio.ensure_future(sub.fetch(WINDOW, timeout=FETCH_TIMEOUT_S))
+                while not last:
                     try:
-                        msgs = await sub.fetch(WINDOW, timeout=FETCH_TIMEOUT_S)
+                        msgs = await fetch
                     except TimeoutError:  # nats-py's TimeoutError is one too
                         raise ObjectCorrupt(f"object {name}: chunks missing after {size} "
                                             "bytes") from None
                     buf = [m.data for m in msgs]
                     size += sum(map(len, buf))
-                    last = msgs[-1].metadata.num_pending == 0
-                    await self._run(_write_hash, fd, buf, h)
+                    last = msgs[-1].metadata.num_pending == 0 or size >= info.size
+                    if not last:
+                        fetch = asyncio.ensure_future(sub.fetch(WINDOW,
+                                                                timeout=FETCH_TIMEOUT_S))
+                    try:
+                        await self._run(_write_hash, fd, buf, h)
+                    except BaseException:
+                        if not last:
+                            fetch.cancel()
+                        raise
             finally:
                 await sub.unsubscribe()
         if size != info.size or h.digest() != info.sha256:

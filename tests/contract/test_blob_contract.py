@@ -26,7 +26,7 @@ from dayfly.control.deps import DepsInstaller, deps_key
 from dayfly.control.shared_code import CodeMissing, JetStreamCode, OnDisk
 from dayfly.stores.blobs import BlobStore
 from dayfly.stores.jsblobs import JetStreamBlobStore
-from dayfly.stores.jsobjects import Objects
+from dayfly.stores.jsobjects import CHUNK, WINDOW, Objects
 from dayfly.stores.s3errors import S3Error
 
 NATS_URL = os.environ.get("DAYFLY_TEST_NATS", "nats://127.0.0.1:4222")
@@ -324,3 +324,12 @@ async def test_one_node_shares_nothing(tmp_path: Path) -> None:
     assert not await bundles.ensure("0" * 64)
     assert not await deps.ensure("0" * 32)
     assert not list(bundles.tmp.iterdir())
+
+
+async def test_a_blob_of_many_fetch_batches_crosses_nodes(jetstream: Node, tmp_path: Path) -> None:
+    one = await jetstream(tmp_path / "n1")
+    two = await jetstream(tmp_path / "n2")
+    big = os.urandom(CHUNK * WINDOW * 2 + 12345)  # three fetch batches, the last one ragged
+    blob = await one.write(_body(big, 1 << 20), limit=len(big))
+    assert await read(two, blob.id, len(big) - 5) == big[-5:]
+    assert hashlib.sha256(await read(two, blob.id)).digest() == hashlib.sha256(big).digest()
