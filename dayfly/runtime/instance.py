@@ -107,7 +107,7 @@ def _error(exc: BaseException, skip: int = 1) -> dict:
 
 def _init_error(handler: str, exc: BaseException) -> dict:
     """Lambda's names and messages for a handler that cannot be loaded."""
-    module = handler.rpartition(".")[0]
+    module = handler.rpartition(":" if ":" in handler else ".")[0]
     if isinstance(exc, SyntaxError):
         where = f"{os.path.basename(exc.filename or '?')}, line {exc.lineno}"
         return {"errorType": "Runtime.UserCodeSyntaxError",

@@ -79,6 +79,11 @@ class Backend(abc.ABC):
     async def kill(self, inst: Instance) -> None:
         """Stop the instance now (SIGKILL or equivalent); must not raise if it is gone."""
 
+    async def retire(self, inst: Instance) -> None:
+        """Stop an idle instance that is no longer needed (may let it finish first); must not
+        raise if it is gone. Default: kill."""
+        await self.kill(inst)
+
     @abc.abstractmethod
     def stats(self, inst: Instance) -> InstanceStats:
         """Resource use of one instance."""

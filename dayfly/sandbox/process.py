@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -17,6 +18,7 @@ from .channel import InstanceChannel
 from .zygote import ZygoteClient, exit_reason, prepare_runtime
 
 INIT_TIMEOUT_S = 10.0
+RETIRE_GRACE_S = 2.0  # an ASGI app's lifespan shutdown, once its instance is retired
 log = logging.getLogger("dayfly.sandbox")
 
 
@@ -246,6 +248,17 @@ class ZygoteBackend(Backend):
         if state.token is not None:
             token, state.token = state.token, None
             spawn(self._unreserve_when_reaped(death, token))
+
+    async def retire(self, inst: Instance) -> None:
+        """An ASGI app's instance hears the channel close and runs its lifespan shutdown (up to
+        RETIRE_GRACE_S); then, or at once for any other kind, it is killed."""
+        if inst.spec.kind == "asgi":
+            state: _State = inst.backend_state  # type: ignore[assignment]
+            state.chan.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(state.zygote.death(inst.pid)),
+                                       RETIRE_GRACE_S)
+        await self.kill(inst)
 
     async def _unreserve_when_reaped(self, death: asyncio.Future, token: object) -> None:
         try:

@@ -352,6 +352,17 @@ class LinuxBackend(ZygoteBackend):
             with contextlib.suppress(OSError):
                 self.cgroups.freeze(lease.slot)  # type: ignore[union-attr]
 
+    async def retire(self, inst: Instance) -> None:
+        slot = _slot(inst)
+        if inst.spec.kind == "asgi" and isinstance(slot, Slot) and self.cgroups is not None:
+            lease = inst.backend_state.token  # type: ignore[attr-defined]  # a _State
+            if isinstance(lease, Lease) and lease.freezing is not None:
+                lease.freezing.cancel()
+                lease.freezing = None
+            if slot.frozen:
+                self.cgroups.thaw(slot)  # its lifespan shutdown runs once it hears the hang-up
+        await super().retire(inst)
+
     async def kill(self, inst: Instance) -> None:
         lease = inst.backend_state.token  # type: ignore[attr-defined]  # a _State
         if isinstance(lease, Lease):
