@@ -1,6 +1,6 @@
 """Change notices between nodes: every store that mirrors the database in memory announces its
-writes (`announced`) and re-reads what another node wrote (its `listen()` registers the
-handlers with `Database.on_change`; the platform calls each store's `listen()` once).
+writes (`announced`) and re-reads what another node wrote (its `listen(on_change)` registers
+its handlers; the platform hands every such store to `follow` once, after loading them).
 
 A notice carries only a topic and a key; the handler re-reads that entity from the database
 (or everything, on None: notices may have been missed), so notices that arrive late, twice or
@@ -23,13 +23,38 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Protocol, TypeVar
 
-from ..stores.db import Database
+from ..stores.db import ChangeCallback, Database
 
 T = TypeVar("T")
 log = logging.getLogger("dayfly.changes")
+OnChange = Callable[[str, ChangeCallback], None]  # Database.on_change's shape
+
+
+class Listener(Protocol):
+    def listen(self, on_change: OnChange) -> None: ...
+
+
+async def follow(db: Database, stores: Iterable[Listener]) -> None:
+    """Have `stores` (loaded already) take other nodes' changes from now on: register their
+    handlers, open the LISTEN connection, then have each handler re-read everything once, for
+    what changed between the stores' loading and the LISTEN. A no-op on SQLite."""
+    handlers: list[ChangeCallback] = []
+
+    def register(topic: str, callback: ChangeCallback) -> None:
+        handlers.append(callback)
+        db.on_change(topic, callback)
+    for store in stores:
+        store.listen(register)
+    await db.start_listening()
+    if type(db).start_listening is Database.start_listening:
+        return  # one node: nothing can have changed elsewhere
+    for callback in handlers:
+        out = callback(None)
+        if out is not None:
+            await out
 
 
 def announced(db: Database, topic: str, key: str,

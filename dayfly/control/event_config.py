@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import InvalidParameter, ResourceNotFound
 from ..stores.db import Database
 from ..types import LATEST
-from .changes import announced
+from .changes import OnChange, announced
 from .model import function_arn
 from .registry import ARN_RE
 
@@ -62,9 +62,9 @@ class EventConfigs:
     def load(self) -> None:
         self.configs.update(self.db.call(lambda c: _read(c, None)))
 
-    def listen(self) -> None:
+    def listen(self, on_change: OnChange) -> None:
         """Take settings put or deleted through other nodes."""
-        self.db.on_change(TOPIC, self._reload)
+        on_change(TOPIC, self._reload)
 
     async def _reload(self, name: str | None) -> None:
         fresh = await self.db.run(lambda c: _read(c, name))

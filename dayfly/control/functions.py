@@ -23,7 +23,7 @@ from ..types import LATEST
 from . import manifest as mf
 from . import unzip
 from .bundles import BundleStore
-from .changes import Background
+from .changes import Background, OnChange
 from .collector import Claim, Collector
 from .deps import DepsInstaller, deps_key
 from .function_keys import validate_buckets
@@ -142,9 +142,9 @@ class Functions:
 
     # -- changes made through other nodes ----------------------------------------------------
 
-    def listen(self) -> None:
+    def listen(self, on_change: OnChange) -> None:
         """Apply functions changed through other nodes as this node's own writes are applied."""
-        self.registry.db.on_change(TOPIC, lambda name: self.reloads.start(self._reload_all(name)))
+        on_change(TOPIC, lambda name: self.reloads.start(self._reload_all(name)))
 
     async def _reload_all(self, name: str | None) -> None:
         names = {name} if name is not None else (set(self.registry.functions)

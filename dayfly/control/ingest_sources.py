@@ -16,7 +16,7 @@ from typing import Any
 
 from ..errors import InvalidParameter, ResourceConflict, ResourceNotFound
 from ..stores.db import Database
-from .changes import announced
+from .changes import OnChange, announced
 from .notifications import LOCAL
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS ingest_sources (
@@ -48,9 +48,9 @@ class IngestSources:
     def load(self) -> None:
         self._sources.update(self.db.call(lambda c: _read(c, None)))
 
-    def listen(self) -> None:
+    def listen(self, on_change: OnChange) -> None:
         """Take sources created or deleted through other nodes (a deleted one fails at once)."""
-        self.db.on_change(TOPIC, self._reload)
+        on_change(TOPIC, self._reload)
 
     async def _reload(self, name: str | None) -> None:
         fresh = await self.db.run(lambda c: _read(c, name))

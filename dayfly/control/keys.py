@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import InvalidParameter, ResourceNotFound
 from ..stores.db import Database, lock
-from .changes import announced
+from .changes import OnChange, announced
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS access_keys (
     id TEXT PRIMARY KEY, secret TEXT NOT NULL, description TEXT NOT NULL, created REAL NOT NULL
@@ -41,9 +41,9 @@ class KeyStore:
     def _load(self) -> None:
         self._keys.update(self.db.call(lambda c: _read(c, None)))
 
-    def listen(self) -> None:
+    def listen(self, on_change: OnChange) -> None:
         """Take keys created or deleted through other nodes (a deleted one fails at once)."""
-        self.db.on_change(TOPIC, self._reload)
+        on_change(TOPIC, self._reload)
 
     async def _reload(self, key_id: str | None) -> None:
         keys = await self.db.run(lambda c: _read(c, key_id))

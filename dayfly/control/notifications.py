@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import InvalidParameter, ResourceConflict, ResourceNotFound
 from ..stores.db import Database
-from .changes import announced
+from .changes import OnChange, announced
 from .registry import split_name
 
 LOCAL = "local"
@@ -112,9 +112,9 @@ class NotificationStore:
     def load(self) -> None:
         self._rules.update(self.db.call(lambda c: _read(c, None, None)))
 
-    def listen(self) -> None:
+    def listen(self, on_change: OnChange) -> None:
         """Take configurations put or dropped through other nodes."""
-        self.db.on_change(TOPIC, self._reload)
+        on_change(TOPIC, self._reload)
 
     async def _reload(self, key: str | None) -> None:
         source, _, bucket = key.partition("/") if key is not None else ("", "", "")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import InvalidParameter, ResourceNotFound
 from ..stores.db import Database
-from .changes import announced
+from .changes import OnChange, announced
 from .manifest import validate_secret_names
 from .secret_box import SecretBox
 
@@ -40,9 +40,9 @@ class SecretStore:
         self.values[name] = self.box.open_value(name, sealed) if sealed else row["value"]
         self.updated[name] = row["updated"]
 
-    def listen(self) -> None:
+    def listen(self, on_change: OnChange) -> None:
         """Take secrets set or deleted through other nodes (specs using them change revision)."""
-        self.db.on_change(TOPIC, self._reload)
+        on_change(TOPIC, self._reload)
 
     async def _reload(self, name: str | None) -> None:
         where, args = (" WHERE name = ?", (name,)) if name is not None else ("", ())

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import InvalidParameter, ResourceNotFound
 from ..stores.db import Database, lock
-from .changes import announced
+from .changes import OnChange, announced
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS api_tokens (
     id TEXT PRIMARY KEY, hash TEXT NOT NULL UNIQUE, description TEXT NOT NULL, created REAL NOT NULL
@@ -68,9 +68,9 @@ class TokenStore:
             self.ids.pop(row["hash"], None)
             self.changed += 1
 
-    def listen(self) -> None:
+    def listen(self, on_change: OnChange) -> None:
         """Take tokens created or revoked through other nodes (a revoked one fails at once)."""
-        self.db.on_change(TOPIC, self._reload)
+        on_change(TOPIC, self._reload)
 
     async def _reload(self, token_id: str | None) -> None:
         where, args = (" WHERE id = ?", (token_id,)) if token_id is not None else ("", ())

@@ -24,7 +24,7 @@ from ..triggers.schedule import MISSED_POLICIES, Schedule, ScheduleRunner, iso_z
 from ..triggers.tables.mapping import Consumer, Delivery, Mapping
 from ..triggers.tables.source import SourceError, TableURL, open_source
 from ..types import InvokeRequest, InvokeResult
-from .changes import Background, announced
+from .changes import Background, OnChange, announced
 from .esm import changed_mapping, mapping_json, new_mapping
 from .model import function_arn
 from .registry import Registry, split_name
@@ -95,12 +95,12 @@ class TriggerRegistry:
 
     # -- changes made through other nodes ----------------------------------------------------
 
-    def listen(self) -> None:
+    def listen(self, on_change: OnChange) -> None:
         """Take mappings and schedules changed through other nodes: the changed one is
         restarted or stopped here as a local write would (in the background: a local create
         may hold the lock while it reaches the source's database)."""
-        self.db.on_change(MAPPING, lambda key: self.reloads.start(self._reload_mappings(key)))
-        self.db.on_change(SCHEDULE, lambda key: self.reloads.start(self._reload_schedules(key)))
+        on_change(MAPPING, lambda key: self.reloads.start(self._reload_mappings(key)))
+        on_change(SCHEDULE, lambda key: self.reloads.start(self._reload_schedules(key)))
 
     async def _reload_mappings(self, mapping_uuid: str | None) -> None:
         where, args = (" WHERE uuid = ?", (mapping_uuid,)) if mapping_uuid else ("", ())

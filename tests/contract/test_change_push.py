@@ -27,6 +27,7 @@ from pg_helpers import fresh_database
 
 from dayfly.config import Settings
 from dayfly.control.bundles import BundleStore
+from dayfly.control.changes import follow
 from dayfly.control.deps import DepsInstaller
 from dayfly.control.event_config import EventConfigs
 from dayfly.control.functions import Functions
@@ -99,16 +100,21 @@ class Node:
 
     async def start(self) -> None:
         """What the platform does at start: load, listen, then serve."""
+        await self.load()
+        await self.follow()
+
+    async def load(self) -> None:
         self.registry.load()
         self.event_configs.load()
         self.ingest.load()
         self.notifications.load()
         self.scheduler.start()
         await self.triggers.start()
-        for store in (self.functions, self.registry.secrets, self.keys, self.tokens,
-                      self.event_configs, self.ingest, self.notifications, self.triggers):
-            store.listen()
-        await self.db.start_listening()
+
+    async def follow(self) -> None:
+        await follow(self.db, (self.functions, self.registry.secrets, self.keys, self.tokens,
+                               self.event_configs, self.ingest, self.notifications,
+                               self.triggers))
 
     async def settled(self) -> None:
         await self.functions.reloads.settled()
@@ -134,22 +140,31 @@ class Node:
 
 
 @pytest.fixture
-async def nodes(tmp_path: Path) -> AsyncIterator[tuple[Node, Node]]:
+async def make_node(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Node]]]:
+    """Nodes of one cluster: one fresh database, a data dir each."""
+    made: list[Node] = []
     with fresh_database() as dsn:
-        for node in ("a", "b"):
-            Settings(data_dir=tmp_path / node).ensure_dirs()
-        a = Node(dsn, tmp_path / "a")
-        # one cluster: the same secrets key and function-key master (the cluster key, later)
-        for name in ("secrets.key", "master.key"):
-            shutil.copy(tmp_path / "a" / name, tmp_path / "b" / name)
-        b = Node(dsn, tmp_path / "b")
-        await a.start()
-        await b.start()
+        async def make(start: bool = True) -> Node:
+            data_dir = tmp_path / f"node{len(made)}"
+            Settings(data_dir=data_dir).ensure_dirs()
+            if made:  # one cluster: the same secrets key and function-key master
+                for name in ("secrets.key", "master.key"):
+                    shutil.copy(tmp_path / "node0" / name, data_dir / name)
+            node = Node(dsn, data_dir)
+            made.append(node)
+            if start:
+                await node.start()
+            return node
         try:
-            yield a, b
+            yield make
         finally:
-            await a.close()
-            await b.close()
+            for node in made:
+                await node.close()
+
+
+@pytest.fixture
+async def nodes(make_node) -> tuple[Node, Node]:
+    return await make_node(), await make_node()
 
 
 def code(version: str) -> dict:
@@ -352,3 +367,16 @@ async def test_a_lost_listen_connection_misses_nothing(nodes, monkeypatch):
     assert {topic for topic, key in b.applied if key is None} >= {
         "function", "api_token", "access_key", "secret", "event_config", "notification",
         "ingest_source", "schedule", "event_source_mapping"}
+
+
+async def test_changes_between_loading_and_listening_are_not_missed(make_node):
+    a = await make_node()
+    b = await make_node(start=False)
+    await b.load()
+    # written after B read the database and before it listens: no notice will reach B
+    token = await a.tokens.create("meanwhile")
+    await a.functions.create({"FunctionName": "fn", "Handler": "app.handler", "Code": code("v1"),
+                              "Dayfly": {"MinWarm": 1}})
+    await b.follow()
+    await b.until(lambda: b.tokens.check(token["token"]) is not None
+                  and "fn" in b.registry.functions and len(warm(b, "fn")) == 1)
