@@ -3,7 +3,7 @@
 A node that receives a RequestResponse invoke runs it itself when the function's pool has an
 idle instance or room to start one (`Scheduler.has_room`: memory only, no network). Otherwise
 the Forwarder picks a live peer with room, preferring peers that advertise idle instances of
-the function, relays the request to the peer's advertise URL over a kept-alive connection, and
+the function, relays the request to the peer's advertise URL over a kept-alive connection (relay.py), and
 passes the reply back unchanged (status, X-Amz-Function-Error, X-Amz-Log-Result, body). If no
 peer has room, or the chosen one cannot be reached, the request queues here as on one node.
 One hop at most: a forwarded request runs, queues or is refused (429) where it lands.
@@ -31,13 +31,13 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
-import httpx
 from starlette.responses import Response
 
 from ..errors import ClientGone, Forbidden, ServiceError
 from ..gateway.classify import NODE_SCHEME as SCHEME
 from ..scheduler.share import Share
 from ..types import FunctionSpec
+from .relay import Relay, Reply, Unreachable
 
 log = logging.getLogger("dayfly.cluster")
 
@@ -218,11 +218,7 @@ class Forwarder(LocalOnly):
         self.peers: list[Node] = []
         self.ids: tuple[str, ...] = (node,)
         self.sending: dict[str, int] = {}
-        # keep-alive below uvicorn's 5 s, so a connection is never reused as the peer closes it
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256,
-                                keepalive_expiry=4.0),
-            timeout=httpx.Timeout(None, connect=2.0), trust_env=False)
+        self.relay = Relay()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -234,7 +230,7 @@ class Forwarder(LocalOnly):
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.client.aclose()
+        await self.relay.close()
 
     async def _watch(self) -> None:
         while True:
@@ -266,38 +262,36 @@ class Forwarder(LocalOnly):
         """Run the invocation on `peer`; its reply, or None if the peer could not be reached
         (nothing was sent: the caller runs it here)."""
         target = invoke_target(name, qualifier)
-        out = {k: v for k in _RELAYED if (v := headers.get(k))}
-        out["content-type"] = "application/json"
-        out[FORWARDED] = self.node
-        out["authorization"] = self.key.sign("POST", target, body)
+        out = [(k, v) for k in _RELAYED if (v := headers.get(k))]
+        out += [("content-type", "application/json"), (FORWARDED, self.node),
+                ("authorization", self.key.sign("POST", target, body))]
         # the peer may queue it: its whole wait, the run, and a margin for the relay
         timeout = self.queue_timeout_s + spec.limits.timeout_s + 5.0
         self.sending[peer.id] = self.sending.get(peer.id, 0) + 1
         try:
-            sent = self.client.post(peer.address.rstrip("/") + target, content=body,
-                                    headers=out, timeout=httpx.Timeout(timeout, connect=2.0))
-            if gone is None:
-                reply = await sent
-            else:
-                reply = await _unless_gone(sent, gone, spec.name)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            log.warning("forwarding %s to %s (%s) failed, running it here: %s", spec.name,
-                        peer.id, peer.address, exc)
+            sent = self.relay.request(peer.address, "POST", target, out, body, timeout)
+            reply = await (sent if gone is None else _unless_gone(sent, gone, spec.name))
+        except Unreachable as exc:
+            log.warning("forwarding %s to %s failed, running it here: %s", spec.name, peer.id,
+                        exc)
             self.metrics.forwarded(peer.id, "unreachable")
             return None
-        except httpx.HTTPError as exc:
+        except (OSError, TimeoutError) as exc:  # Broken is a ConnectionError
             self.metrics.forwarded(peer.id, "failed")
             raise ServiceError(f"node {peer.id} did not answer the invocation of {spec.name} "
-                               f"it was forwarded: {type(exc).__name__}") from None
+                               f"it was forwarded: {exc or type(exc).__name__}") from None
         finally:
             self.sending[peer.id] -= 1
         self.metrics.forwarded(peer.id, _outcome(reply))
-        return Response(reply.content, reply.status_code,
-                        {k: v for k, v in reply.headers.items() if k not in _DROPPED})
+        response = Response(reply.body, reply.status)
+        response.raw_headers = [*((k.encode("latin-1"), v.encode("latin-1"))
+                                  for k, v in reply.headers if k not in _DROPPED),
+                                (b"content-length", str(len(reply.body)).encode())]
+        return response
 
 
-async def _unless_gone(sent: Awaitable[httpx.Response], gone: Callable[[], Awaitable[object]],
-                       name: str) -> httpx.Response:
+async def _unless_gone(sent: Awaitable[Reply], gone: Callable[[], Awaitable[object]],
+                       name: str) -> Reply:
     """The peer's reply; if our caller hangs up first, the relay is cancelled (its connection
     closed, so the peer drops the request if it is still queued) and ClientGone raised."""
     relay, watch = asyncio.ensure_future(sent), asyncio.ensure_future(gone())
@@ -312,10 +306,10 @@ async def _unless_gone(sent: Awaitable[httpx.Response], gone: Callable[[], Await
     return relay.result()
 
 
-def _outcome(reply: httpx.Response) -> str:
-    if reply.status_code == 200:
-        return "function_error" if "x-amz-function-error" in reply.headers else "ok"
-    return "throttled" if reply.status_code == 429 else f"http_{reply.status_code}"
+def _outcome(reply: Reply) -> str:
+    if reply.status == 200:
+        return "function_error" if reply.header("x-amz-function-error") else "ok"
+    return "throttled" if reply.status == 429 else f"http_{reply.status}"
 
 
 def inbound(headers: Mapping[str, str], body: bytes, itype: str) -> bool:
