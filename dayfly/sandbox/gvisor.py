@@ -370,7 +370,8 @@ class GvisorBackend(ZygoteBackend):
         return {"handler": spec.handler, "code_dir": TASK,
                 "deps_dir": DEPS if spec.deps_dir else None, "env": env,
                 "memory_mb": spec.limits.memory_mb, "nproc": task_budget(spec),
-                "max_output_bytes": spec.limits.max_output_bytes, "rlimit_as": True}
+                "max_output_bytes": spec.limits.max_output_bytes, "rlimit_as": True,
+                "kind": spec.kind}
 
     def stats(self, inst):  # type: ignore[no-untyped-def]
         from .base import InstanceStats

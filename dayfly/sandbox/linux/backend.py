@@ -235,7 +235,7 @@ class LinuxBackend(ZygoteBackend):
             "handler": spec.handler, "code_dir": TASK, "deps_dir": DEPS if spec.deps_dir else None,
             "env": env, "memory_mb": spec.limits.memory_mb,
             "max_output_bytes": spec.limits.max_output_bytes,
-            "rlimit_as": self.cgroups is None, "tmp_mb": spec.limits.tmp_mb,
+            "rlimit_as": self.cgroups is None, "tmp_mb": spec.limits.tmp_mb, "kind": spec.kind,
         }
         if self.cgroups is None:
             out["nproc"] = spec.limits.pids
