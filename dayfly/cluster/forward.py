@@ -15,6 +15,11 @@ SHA-256. It is accepted
 only on the invoke route (gateway/auth.py answers 403 to it anywhere else), within WINDOW_S of
 the receiver's clock, once (a MAC seen within the window is a replay), and with a body of that
 hash (checked once the body is read, as SigV4's x-amz-content-sha256 is).
+
+Wiring (cluster/wiring.py): `platform.forwarder` is LOCAL_ONLY on one node; in a cluster,
+`Forwarder(membership, node_id, cluster.derive("node-to-node"), scheduler, metrics,
+queue_timeout_s=settings.queue_timeout_s)`, started (`start()`) once membership has started
+and closed (`await close()`) before it leaves; `records.node = node_id`.
 """
 
 from __future__ import annotations
@@ -181,6 +186,9 @@ class Outcomes(Protocol):
 
 class LocalOnly:
     """Single-node: nothing is forwarded, and no node credential is valid."""
+
+    def start(self) -> None:
+        return None
 
     def choose(self, spec: FunctionSpec) -> Node | None:
         return None
