@@ -35,7 +35,6 @@ import uuid
 from typing import Any
 
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, RawStreamMsg, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, KeyNotFoundError, NotFoundError
@@ -154,7 +153,7 @@ class JetStreamQueue(Queue):
         assert self._sub is not None, "start() first"
         try:
             msgs = await self._sub.fetch(limit, timeout=max(wait_s, 0.001))
-        except NatsTimeout:
+        except TimeoutError:  # nats-py raises its own subclass or asyncio's
             return []
         out = []
         for msg in msgs:

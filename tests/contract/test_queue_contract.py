@@ -8,7 +8,6 @@ are two nodes, and an event held by a node that dies goes to the other.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import uuid
@@ -27,7 +26,7 @@ async def nats_connect():
     nats = pytest.importorskip("nats")
     try:
         return await nats.connect(NATS, connect_timeout=2, allow_reconnect=False)
-    except Exception as exc:  # noqa: BLE001 - any failure to reach it means "not here"
+    except Exception as exc:  # any failure to reach it means "not here"
         pytest.skip(f"NATS with JetStream is not reachable at {NATS}: {exc}")
 
 
