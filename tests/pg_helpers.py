@@ -3,7 +3,10 @@
     with fresh_database() as dsn:   # skips the test when PostgreSQL is unreachable
         db = PostgresDatabase(dsn)
 
-    from pg_helpers import database  # noqa: F401  (a fixture: each test runs on both engines)
+    @pytest.fixture(params=BACKENDS)   # a store test over both engines
+    def db(request, tmp_path):
+        with open_database(request.param, tmp_path) as d:
+            yield d
 
 The server is the machine's (127.0.0.1:5432, user postgres, trust auth) unless
 DAYFLY_TEST_PG names another admin DSN. In strict mode (DAYFLY_STRICT=1) a skip is a failure
@@ -77,12 +80,4 @@ def open_database(backend: str, tmp_path: Path, **pg_options: Any) -> Iterator[D
             from dayfly.stores.pg import PostgresDatabase
             db = PostgresDatabase(stack.enter_context(fresh_database()), **pg_options)
         stack.callback(db.close)  # before the database is dropped
-        yield db
-
-
-@pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A fresh database of each backend: import this fixture into a test module to run its
-    store-level tests over SQLite and PostgreSQL alike."""
-    with open_database(request.param, tmp_path) as db:
         yield db

@@ -303,3 +303,29 @@ async def test_after_a_reconnect_every_callback_hears_none(backend: str, tmp_pat
         finally:
             await db.stop_listening()
             db.close()
+
+
+async def test_object_listing_pages_in_code_point_order(db: Database, tmp_path: Path) -> None:
+    """ListObjects over the store: keys and common prefixes in S3's order on both engines."""
+    from dayfly.stores.objects import ObjectStore
+
+    async def body():
+        yield b"x"
+    store = ObjectStore(db, tmp_path, "eu-west-1")
+    await store.create_bucket("bkt")
+    keys = ["a", "B", "a/1", "a/2", "a-b", "Z", "é", "中/x", "\U0001f600", "a b", "ab", "_"]
+    for k in keys:
+        await store.put_object("bkt", k, body(), headers={})
+    seen: list[str] = []
+    start, inclusive = "", True
+    while True:
+        page = await store.list_objects("bkt", delimiter="/", start=start, inclusive=inclusive,
+                                        max_keys=3)
+        rows = [r["key"] for r in page.rows]
+        assert rows == sorted(rows) and page.prefixes == sorted(page.prefixes)
+        seen += sorted(rows + page.prefixes)
+        if not page.truncated:
+            break
+        start, inclusive = page.next_start, page.next_inclusive
+    expected = sorted({k.split("/")[0] + "/" if "/" in k else k for k in keys})
+    assert seen == expected

@@ -7,9 +7,9 @@ import hashlib
 from urllib.parse import unquote_plus
 
 import pytest
+from pg_helpers import BACKENDS, open_database
 
 from dayfly.stores.blobs import Blob
-from dayfly.stores.db import Database
 from dayfly.stores.listing import successor
 from dayfly.stores.objects import ObjectStore, Origin
 from dayfly.stores.s3errors import S3Error
@@ -20,12 +20,11 @@ async def body(*chunks: bytes):
         yield c
 
 
-@pytest.fixture
-def store(tmp_path):
-    db = Database(tmp_path / "t.db")
-    s = ObjectStore(db, tmp_path, "eu-west-1")
-    yield s
-    db.close()
+@pytest.fixture(params=BACKENDS)
+def store(request, tmp_path):
+    """An object store over SQLite and over PostgreSQL."""
+    with open_database(request.param, tmp_path) as db:
+        yield ObjectStore(db, tmp_path, "eu-west-1")
 
 
 def blob_files(store: ObjectStore) -> list[str]:

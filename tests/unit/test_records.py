@@ -3,8 +3,8 @@
 import time
 
 import pytest
+from pg_helpers import BACKENDS, open_database
 
-from dayfly.stores.db import Database
 from dayfly.stores.records import RecordStore, lambda_log_text
 from dayfly.types import FunctionSpec, InvokeRequest, InvokeResult
 
@@ -12,11 +12,11 @@ SPEC = FunctionSpec(name="f", version="$LATEST", revision="r", arn="a", handler=
                     code_dir="/x")
 
 
-@pytest.fixture
-def db(tmp_path):
-    d = Database(tmp_path / "db.sqlite")
-    yield d
-    d.close()
+@pytest.fixture(params=BACKENDS)
+def db(request, tmp_path):
+    """Each test runs over SQLite and over PostgreSQL."""
+    with open_database(request.param, tmp_path) as d:
+        yield d
 
 
 def invoke(store, i, ok=True, start=None):
