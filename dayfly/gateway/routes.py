@@ -4,8 +4,9 @@ or a function URL owns is served here, in this order, and never goes further:
 1. which: requests signed for S3 and the functions' S3 listener are never a route's; a
    function URL by Host (`<fn>.<node name>`, `<fn>--<alias>.<node name>`) or by path
    (`/url/<fn>/...`), else a route at the root (`routes_table.Table.match`);
-2. CORS preflights (OPTIONS with Access-Control-Request-Method) of a route or URL with CORS
-   configured are answered here, without waking the function;
+2. a method no route serves is a 405, a request line and headers over 10 KiB a 431 (API
+   Gateway's limit); CORS preflights (OPTIONS with Access-Control-Request-Method) of a route
+   or URL with CORS configured are answered here, without waking the function;
 3. auth: `none`; `token` (a dayfly API token as `Authorization: Bearer`, nothing else);
    `jwt` (`jwt_auth.py`); a URL's AWS_IAM (SigV4 for service `lambda` with a dayfly access
    key, checked once the body is read): 401/403, the function never runs;
@@ -45,6 +46,7 @@ from .s3 import sigv4
 log = logging.getLogger("dayfly.gateway")
 
 URL_PREFIX = "/url/"
+MAX_HEADER_BYTES = 10 * 1024  # API Gateway's: request line and headers together
 SERVED_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
 _JSON = (b"content-type", b"application/json")
 
@@ -153,6 +155,10 @@ class HttpFront:
         try:
             if method not in SERVED_METHODS:
                 out = ev.error(405, f"method {method[:20]} is not served")
+            elif _header_bytes(scope) > MAX_HEADER_BYTES:
+                out = ev.error(431, f"Request Header Fields Too Large: the request line and "
+                               f"headers may take at most {MAX_HEADER_BYTES} bytes",
+                               [(b"connection", b"close")])
             elif (cors is not None and method == "OPTIONS" and origin is not None
                   and _header(scope, b"access-control-request-method")):
                 out = _preflight(cors, origin, scope)
@@ -316,6 +322,13 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if k == name:
             return v.decode("latin-1")
     return None
+
+
+def _header_bytes(scope: Scope) -> int:
+    size = len(scope.get("raw_path") or b"") + len(scope.get("query_string") or b"")
+    for k, v in scope["headers"]:
+        size += len(k) + len(v) + 4
+    return size
 
 
 def _is_ip(name: str) -> bool:
