@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .cluster.settings import ClusterSettings
+
 MAX_PAYLOAD = 6 * 1024 * 1024  # Lambda's synchronous request/response limit
 MAX_ZIP = 50 * 1024 * 1024  # Lambda's direct-upload zip limit
 MAX_UNZIPPED = 250 * 1024 * 1024  # Lambda's unzipped code limit
@@ -44,6 +46,8 @@ class Settings:
     records_max_age_s: float = 7 * 24 * 3600.0
     records_flush_s: float = 0.25  # how often buffered invocation records are written
     max_chain_depth: int = 16  # events caused by events, at most this deep (loop detection)
+    # cluster mode (PostgreSQL + NATS, dayfly/cluster); None: one node on SQLite and files
+    cluster: ClusterSettings | None = None
 
     @property
     def endpoint(self) -> str:

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 
+from .cluster.wiring import Cluster, database, key_material, scheduler_advert
 from .config import Settings
 from .control.bundles import BundleStore
 from .control.collector import Collector
@@ -27,7 +28,6 @@ from .sandbox.linux.backend import LinuxBackend
 from .sandbox.process import ProcessBackend, ZygoteBackend
 from .sandbox.safe import SafeSandbox
 from .scheduler.scheduler import Scheduler
-from .stores.db import Database
 from .stores.objects import ObjectStore
 from .stores.queue import EventQueue
 from .stores.records import RecordStore
@@ -82,7 +82,9 @@ class Platform:
         chosen = settings.default_isolation
         allowed = settings.allow_weak_isolation or bool(chosen and tiers[chosen].weak)
         self.refused = frozenset(n for n, cls in tiers.items() if cls.weak and not allowed)
-        self.db = Database(settings.db_path)
+        # the one choice of backends (dayfly/cluster/wiring.py): nothing below asks the mode
+        self.cluster = Cluster(settings, scheduler_advert(settings, lambda: self.scheduler))
+        self.db = database(settings)
         self.sandboxes = {name: SafeSandbox(cls(settings.data_dir)) for name, cls in tiers.items()
                           if name not in self.refused}
         for sandbox in self.sandboxes.values():
@@ -97,7 +99,7 @@ class Platform:
                                    max_queue=settings.max_queue,
                                    queue_timeout_s=settings.queue_timeout_s)
         self.registry = Registry(self.db, settings.data_dir, settings.region,
-                                 self.default_isolation)
+                                 self.default_isolation, **key_material(settings))
         self.registry.endpoint = settings.endpoint
         self.bundles = BundleStore(settings.data_dir)
         self.deps = DepsInstaller(settings.data_dir)
@@ -130,12 +132,15 @@ class Platform:
                                           max_chain_depth=settings.max_chain_depth,
                                           recorded=self.records.written)
         self.triggers = TriggerRegistry(self.db, self.registry, self.scheduler, self.queue,
-                                        settings.region, self.records.written)
+                                        settings.region, self.records.written,
+                                        leases=self.cluster.leases)
+        self.membership = self.cluster.membership  # live nodes (GET /dayfly/v1/nodes)
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
         return function_arn(self.settings.region, name, qualifier)
 
     async def start(self) -> None:
+        await self.cluster.connect()
         await asyncio.to_thread(self.registry.load)
         await self.collector.start()  # before any instance: what a crash left is collected now
         await asyncio.to_thread(self.event_configs.load)
@@ -151,6 +156,12 @@ class Platform:
                 self.scheduler.deploy(spec)
         self._warn_refused()
         self.dispatcher.start()
+        for store in (self.functions, self.registry.secrets, self.keys, self.tokens,
+                      self.ingest_sources, self.event_configs,
+                      self.bucket_triggers.notifications, self.triggers):
+            store.listen(self.db.on_change)  # reload what other nodes change (not SQLite)
+        await self.db.start_listening()
+        await self.cluster.start()
         await self.triggers.start()
         weak = [n for n, sb in self.sandboxes.items() if sb.backend.weak]
         if self.default_isolation in self.refused:
@@ -184,9 +195,11 @@ class Platform:
                         ", ".join(stranded), ALLOW_FLAG)
 
     async def stop(self) -> None:
+        await self.cluster.leave()  # other nodes stop counting on this one at once
         await self.collector.close()
         await self.triggers.stop()
         await self.dispatcher.close()
         await self.scheduler.close()
         await self.records.close()
+        await self.cluster.close()
         self.db.close()

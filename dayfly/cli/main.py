@@ -18,6 +18,7 @@ from .invocations import invocations
 from .invoke import invoke
 from .keys import keys
 from .logs import logs
+from .nodes import nodes
 from .secrets import secrets
 from .tokens import token
 from .top import top
@@ -36,7 +37,7 @@ def cli() -> None:
 for command in (up, deploy, invoke, ls, rm, logs, versions, publish, alias, instances,
                 scale_to_zero, invocations, keys, secrets, doctor, dlq, trigger, ingest, builtins):
     cli.add_command(command)
-for command in (top, token, completion, upload, download):
+for command in (top, token, completion, upload, download, nodes):
     cli.add_command(command)
 
 

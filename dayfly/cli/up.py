@@ -12,6 +12,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ..cluster.settings import ClusterError, load_config, resolve
+from ..cluster.wiring import check_services
 from ..config import Settings
 from ..errors import DayflyError
 from ..modes import PRIVATE_UMASK
@@ -64,12 +66,37 @@ def _listen(host: str, port: int, family: socket.AddressFamily, what: str,
                    "plus 60].")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, envvar="DAYFLY_CONFIG", show_envvar=True,
+              help="A TOML config file; its [cluster] table holds the cluster settings below "
+                   "(database, nats, name, node_id, advertise, key_file) and turns cluster "
+                   "mode on.")
+@click.option("--cluster", is_flag=True, envvar="DAYFLY_CLUSTER", show_envvar=True,
+              help="Run as one node of a cluster: state in PostgreSQL, events, blobs and "
+                   "membership on NATS JetStream (docs/cluster.md).")
+@click.option("--database", metavar="DSN", default=None,
+              help="Cluster mode: the PostgreSQL DSN [env DAYFLY_DATABASE].")
+@click.option("--nats", metavar="URL[,URL]", default=None,
+              help="Cluster mode: NATS server URL(s) [env DAYFLY_NATS].")
+@click.option("--cluster-name", metavar="NAME", default=None,
+              help="Cluster mode: prefix of every NATS stream and bucket [default: dayfly; "
+                   "env DAYFLY_CLUSTER_NAME].")
+@click.option("--node-id", metavar="ID", default=None,
+              help="Cluster mode: this node's id [default: hostname-port].")
+@click.option("--advertise", metavar="URL", default=None,
+              help="Cluster mode: the URL other nodes reach this node at [default: "
+                   "http://HOST:PORT].")
+@click.option("--cluster-key-file", metavar="FILE", default=None,
+              help="Cluster mode: the cluster key (32 bytes, hex), the same on every node "
+                   "[env DAYFLY_CLUSTER_KEY_FILE, or DAYFLY_CLUSTER_KEY in hex].")
 @load_options
 def up(host: str, allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], port: int,
        data_dir: Path | None, isolation: str | None,
        allow_weak_isolation: bool, example: bool, max_chain_depth: int,
        records_flush_interval: float, zygote_idle: float, code_grace: float | None,
-       log_level: str, load: LoadOptions) -> None:
+       log_level: str, config_file: Path | None, cluster: bool, database: str | None,
+       nats: str | None, cluster_name: str | None, node_id: str | None,
+       advertise: str | None, cluster_key_file: str | None, load: LoadOptions) -> None:
     """Run dayfly (API, gateway, scheduler) in the foreground; Ctrl-C stops it cleanly."""
     import resource
 
@@ -107,6 +134,18 @@ def up(host: str, allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], 
     settings.allow_hosts, settings.allow_origins = allow_hosts, allow_origins
     if data_dir is not None:
         settings.data_dir = data_dir.expanduser().resolve()
+    try:
+        from_file = load_config(config_file) if config_file is not None else {}
+        if cluster or "cluster" in from_file:
+            settings.cluster = resolve(
+                {"database": database, "nats": nats, "name": cluster_name, "node_id": node_id,
+                 "advertise": advertise, "key_file": cluster_key_file}, from_file,
+                host=host, port=port)
+            check_services(settings.cluster)  # unreachable: one line now, not a traceback later
+    except ClusterError as exc:
+        listener.close()
+        function_s3.close()
+        raise click.ClickException(exc.message) from None
     console = Console(stderr=True)
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: "
                         "%(message)s", datefmt="%H:%M:%S")
@@ -141,6 +180,10 @@ def up(host: str, allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], 
         console.print(f"[bold green]dayfly[/] listening on [bold]{url}[/]  "
                       f"data: {settings.data_dir}  isolation: [bold]{tier}[/]{weak}  "
                       f"functions: {len(p.registry.functions)}")
+        if p.membership.cluster:
+            console.print(f"  cluster [bold]{p.membership.cluster}[/] as node "
+                          f"[bold]{p.membership.node_id}[/]: {len(p.membership.peers())} "
+                          "node(s) live; `dayfly nodes` lists them")
         if "hello" in p.registry.functions:
             console.print(f"  try: [cyan]curl -s -d '{{\"name\": \"you\"}}' "
                           f"{url}/2015-03-31/functions/hello/invocations[/]")

@@ -12,7 +12,7 @@ from nats.js import JetStreamContext
 from .settings import ClusterError, ClusterSettings
 
 log = logging.getLogger("dayfly.cluster")
-CONNECT_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 5
 
 
 class Nats:
@@ -54,7 +54,7 @@ class Nats:
             await asyncio.wait_for(self.nc.connect(
                 settings.nats_servers, name=f"dayfly {settings.node_id}",
                 connect_timeout=CONNECT_TIMEOUT_S, allow_reconnect=True,
-                max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+                max_reconnect_attempts=-1, reconnect_time_wait=1,
                 disconnected_cb=disconnected, reconnected_cb=reconnected, error_cb=error),
                 CONNECT_TIMEOUT_S)
         except TimeoutError:

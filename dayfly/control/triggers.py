@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, replace
 from typing import Any
 
+from ..cluster.leases import InProcessLeases, Leases
 from ..errors import InvalidParameter, ResourceConflict, ResourceNotFound
 from ..scheduler.scheduler import Scheduler
 from ..stores.db import Database
@@ -42,14 +43,23 @@ PREPARE_TIMEOUT_S = 30.0
 # change notices (control/changes.py); checkpoints and last fires are not announced: only the
 # node running a mapping or schedule writes them, and it re-reads them when it takes one over
 MAPPING, SCHEDULE = "event_source_mapping", "schedule"  # keys: mapping UUID, schedule id
+# leases (cluster/leases.py): the schedule runner, and each enabled mapping's consumer, run on
+# one node at a time; taking one over re-reads last fires / the checkpoint from the database
+SCHEDULES_LEASE = "schedules"
+
+
+def mapping_lease(mapping_uuid: str) -> str:
+    return f"mapping:{mapping_uuid}"
 
 
 class TriggerRegistry:
     """Mappings by UUID (with checkpoints and consumers) and schedules by id."""
 
     def __init__(self, db: Database, registry: Registry, scheduler: Scheduler,
-                 queue: Queue, region: str, recorded: Callable[[], Awaitable[None]]) -> None:
+                 queue: Queue, region: str, recorded: Callable[[], Awaitable[None]],
+                 leases: Leases | None = None) -> None:
         self.db = db
+        self.leases = leases or InProcessLeases()
         self.registry = registry
         self.scheduler = scheduler
         self.region = region
@@ -58,7 +68,8 @@ class TriggerRegistry:
         self.keys: dict[str, str] = {}  # mapping uuid -> source key (the change log it reads)
         self.consumers: dict[str, Consumer] = {}
         self.schedules: dict[str, Schedule] = {}
-        self.runner = ScheduleRunner(queue.put, self._save_fire, region)
+        self.runner = ScheduleRunner(queue.put, self._save_fire, region,
+                                     late_s=self.leases.handover_s)
         self.delivery = Delivery(invoke=self._invoke, enqueue=queue.put,
                                  save=self._save_checkpoint, recorded=recorded, arn=self._arn,
                                  region=region)
@@ -81,17 +92,26 @@ class TriggerRegistry:
             m = _mapping_from_json(json.loads(row["config"]))
             self._remember(m, row["checkpoint"])
             if m.enabled:
-                self._start_consumer(m)
+                await self._start_consumer(m)
         for row in schedules:
             s = Schedule(**json.loads(row["config"]), last_fire=row["last_fire"])
             self.schedules[s.id] = s
-        await self.runner.start(list(self.schedules.values()))
+        await self.leases.hold(SCHEDULES_LEASE, self._take_schedules, self.runner.stop)
 
     async def stop(self) -> None:
-        await self.runner.stop()
-        await asyncio.gather(*(c.stop() for c in self.consumers.values()),
+        await self.leases.release(SCHEDULES_LEASE)
+        await asyncio.gather(*(self._stop_consumer(u) for u in list(self.mappings)),
                              return_exceptions=True)
-        self.consumers.clear()
+
+    async def _take_schedules(self) -> None:
+        """This node runs the schedules now: from the last fires recorded (by any node)."""
+        rows = await self.db.run(lambda c: c.execute(
+            "SELECT id, last_fire FROM schedules").fetchall())
+        for row in rows:
+            s = self.schedules.get(row["id"])
+            if s is not None:
+                s.last_fire = max(s.last_fire, row["last_fire"])
+        await self.runner.start(list(self.schedules.values()))
 
     # -- changes made through other nodes ----------------------------------------------------
 
@@ -122,7 +142,7 @@ class TriggerRegistry:
                     checkpoint = max(checkpoint, self.checkpoints[m.uuid])
                 self._remember(m, checkpoint)
                 if m.enabled:
-                    self._start_consumer(m)
+                    await self._start_consumer(m)
 
     async def _reload_schedules(self, schedule_id: str | None) -> None:
         where, args = (" WHERE id = ?", (schedule_id,)) if schedule_id else ("", ())
@@ -145,16 +165,36 @@ class TriggerRegistry:
         self.checkpoints[m.uuid] = checkpoint
         self.keys[m.uuid] = m.url.key
 
-    def _start_consumer(self, m: Mapping) -> None:
-        consumer = Consumer(m, self.checkpoints[m.uuid], self.delivery)
-        self.consumers[m.uuid] = consumer
+    async def _start_consumer(self, m: Mapping) -> None:
+        """Consume the mapping's changes whenever this node holds its lease."""
+        await self.leases.hold(mapping_lease(m.uuid), lambda: self._take_mapping(m.uuid),
+                               lambda: self._drop_consumer(m.uuid))
+
+    async def _take_mapping(self, mapping_uuid: str) -> None:
+        """This node consumes the mapping now: from its checkpoint (written by any node)."""
+        rows = await self.db.run(lambda c: c.execute(
+            "SELECT checkpoint FROM event_source_mappings WHERE uuid = ?",
+            (mapping_uuid,)).fetchall())
+        m = self.mappings.get(mapping_uuid)
+        if m is None or not rows or mapping_uuid in self.consumers:
+            return
+        # what this node last saw of it, if another node took it further since
+        self.checkpoints[mapping_uuid] = max(rows[0]["checkpoint"],
+                                             self.checkpoints.get(mapping_uuid, 0))
+        consumer = Consumer(m, self.checkpoints[mapping_uuid], self.delivery)
+        self.consumers[mapping_uuid] = consumer
         consumer.start()
 
-    async def _stop_consumer(self, mapping_uuid: str) -> Consumer | None:
+    async def _drop_consumer(self, mapping_uuid: str) -> None:
         consumer = self.consumers.pop(mapping_uuid, None)
         if consumer is not None:
             await consumer.stop()
             self.checkpoints[mapping_uuid] = consumer.position
+
+    async def _stop_consumer(self, mapping_uuid: str) -> Consumer | None:
+        """Stop consuming here and give the lease up; the consumer that ran here, if any."""
+        consumer = self.consumers.get(mapping_uuid)
+        await self.leases.release(mapping_lease(mapping_uuid))
         return consumer
 
     # -- what consumers call -----------------------------------------------------------------
@@ -176,8 +216,10 @@ class TriggerRegistry:
         return min((self.checkpoints[u] for u, k in self.keys.items() if k == key), default=seq)
 
     async def _save_fire(self, schedule_id: str, fire_time: float) -> None:
+        # never backwards: a node that lost the lease a moment ago cannot undo a later fire
         await self.db.run(lambda c: c.execute(
-            "UPDATE schedules SET last_fire = ? WHERE id = ?", (fire_time, schedule_id)))
+            "UPDATE schedules SET last_fire = ? WHERE id = ? AND last_fire < ?",
+            (fire_time, schedule_id, fire_time)))
 
     # -- event source mappings ---------------------------------------------------------------
 
@@ -190,7 +232,10 @@ class TriggerRegistry:
 
     def mapping_json(self, m: Mapping, consumer: Consumer | None = None) -> dict[str, Any]:
         consumer = consumer or self.consumers.get(m.uuid)
-        health = consumer.health if consumer else ("disabled" if not m.enabled else "stopped")
+        health = consumer.health if consumer else (
+            "disabled" if not m.enabled
+            else "standby: another node consumes it" if self.leases.waiting(mapping_lease(m.uuid))
+            else "starting" if m.uuid in self.mappings else "stopped")
         return mapping_json(m, region=self.region,
                             checkpoint=consumer.position if consumer else self.checkpoints[m.uuid],
                             health=health, last_result=consumer.last_result if consumer
@@ -230,7 +275,7 @@ class TriggerRegistry:
                 (m.uuid, m.function, json.dumps(asdict(m)), position, m.created))))
             self._remember(m, position)
             if m.enabled:
-                self._start_consumer(m)
+                await self._start_consumer(m)
             log.info("mapping %s: %s -> %s from seq %d", m.uuid, url.masked, m.function, position)
             return m
 
@@ -263,7 +308,7 @@ class TriggerRegistry:
                 (m.function, json.dumps(asdict(m)), m.uuid))))
             self.mappings[m.uuid] = m
             if m.enabled:
-                self._start_consumer(m)
+                await self._start_consumer(m)
             return m
 
     async def delete_mapping(self, mapping_uuid: str) -> dict[str, Any]:

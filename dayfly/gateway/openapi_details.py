@@ -42,6 +42,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/healthz"): {"summary": "Liveness, version and isolation tiers.", "tag": "platform"},
     ("GET", "/metrics"): {"summary": "Prometheus metrics (text format 0.0.4).", "tag": "platform",
                           "media": "text/plain"},
+    ("GET", f"{V}/nodes"): {"summary": "The live nodes of the cluster (one node: itself): "
+                                       "address, tiers, load, warm instances per function, "
+                                       "last heartbeat.", "tag": "platform"},
     ("GET", f"{V}/doctor"): {"summary": "Isolation tiers available on this machine, and why.",
                              "tag": "platform"},
     ("GET", f"{V}/stats"): {"summary": "Every function's invocation stats over a window, and "

@@ -1,7 +1,12 @@
 """Schedules as triggers: at each cron/rate time an EventBridge Scheduled Event goes into the
 durable queue (so it is retried like any async event, and fires while the function is scaled
 to zero). Fire times are persisted; after downtime the schedule's missed-fire policy applies:
-`skip` (default) forgets the missed times, `catch-up` fires once for the latest of them."""
+`skip` (default) forgets the missed times, `catch-up` fires once for the latest of them.
+
+In a cluster the runner runs on the node holding the schedules' lease (control/triggers.py).
+A node taking it over from a dead one fires every tick that is late by at most `late_s` (the
+lease's hand-over time), each once: those ticks were not missed by the platform, only delayed.
+Each fire's event id is fixed by schedule and time, and its record is a compare-and-set."""
 
 from __future__ import annotations
 
@@ -66,10 +71,12 @@ class ScheduleRunner:
     """One task that sleeps until the next fire time of any schedule (event-loop only state)."""
 
     def __init__(self, enqueue: Callable[..., Awaitable[Any]],
-                 save: Callable[[str, float], Awaitable[None]], region: str) -> None:
+                 save: Callable[[str, float], Awaitable[None]], region: str,
+                 late_s: float = 0.0) -> None:
         self.enqueue = enqueue
         self.save = save
         self.region = region
+        self.late_s = late_s  # ticks this late when the runner starts are fired, not missed
         self.schedules: dict[str, Schedule] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -106,7 +113,20 @@ class ScheduleRunner:
         return latest, n
 
     async def _after_downtime(self, s: Schedule, now: float) -> None:
-        latest, n = self._latest_due(s.parsed(), s.last_fire, now)
+        expr = s.parsed()
+        if self.late_s > 0:  # a hand-over: the recent ticks are late, not missed; fire each
+            recent = max(s.last_fire, now - self.late_s)
+            if s.last_fire < recent:  # older ones: the missed-fire policy
+                await self._missed(s, s.last_fire, recent)
+            t = expr.next_after(recent)
+            while t is not None and t <= now:
+                await self._fire(s, t)
+                t = expr.next_after(t)
+            return
+        await self._missed(s, s.last_fire, now)
+
+    async def _missed(self, s: Schedule, after: float, now: float) -> None:
+        latest, n = self._latest_due(s.parsed(), after, now)
         if latest is None:
             return
         if s.missed == "catch-up":
