@@ -302,16 +302,28 @@ async def _unless_gone(sent: Awaitable[Reply], gone: Callable[[], Awaitable[obje
                        name: str) -> Reply:
     """The peer's reply; if our caller hangs up first, the relay is cancelled (its connection
     closed, so the peer drops the request if it is still queued) and ClientGone raised."""
-    relay, watch = asyncio.ensure_future(sent), asyncio.ensure_future(gone())
+    task = asyncio.current_task()
+    assert task is not None
+    hung_up = False
+
+    def cancel(watch: asyncio.Future) -> None:
+        nonlocal hung_up
+        if not watch.cancelled():
+            hung_up = True
+            task.cancel()
+
+    watch = asyncio.ensure_future(gone())  # one task, not two: the relay runs in this one
+    watch.add_done_callback(cancel)
     try:
-        await asyncio.wait((relay, watch), return_when=asyncio.FIRST_COMPLETED)
+        return await sent
+    except asyncio.CancelledError:
+        if hung_up and task.uncancel() == 0:
+            raise ClientGone(f"the caller of {name} hung up while it ran on another node"
+                             ) from None
+        raise
     finally:
+        watch.remove_done_callback(cancel)
         watch.cancel()
-        if not relay.done():
-            relay.cancel()
-    if relay.cancelled():
-        raise ClientGone(f"the caller of {name} hung up while it ran on another node")
-    return relay.result()
 
 
 def _outcome(reply: Reply) -> str:

@@ -142,7 +142,7 @@ class _Closed(Exception):
 
 def _head(base: str, method: str, target: str, headers: Iterable[tuple[str, str]],
           length: int) -> bytes:
-    host = urlsplit(base).netloc
+    host = base.partition("://")[2].partition("/")[0]
     lines = [f"{method} {target} HTTP/1.1", f"host: {host}", f"content-length: {length}"]
     lines.extend(f"{k}: {v}" for k, v in headers)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
