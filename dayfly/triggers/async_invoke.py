@@ -85,11 +85,17 @@ class AsyncDispatcher:
             else:
                 await self._invoke(ev)
         except asyncio.CancelledError:  # shutting down: the event goes to the next delivery
-            await self.queue.release(ev)
+            with contextlib.suppress(Exception):
+                await self.queue.release(ev)
             raise
         except Exception:
             log.exception("delivery of event %s failed; retried later", ev.id)
-            await self.queue.retry(ev, self.backoff_s)
+            try:
+                await self.queue.retry(ev, self.backoff_s)
+            except Exception:  # the queue itself failed: at least free the event
+                log.exception("could not schedule event %s again", ev.id)
+                with contextlib.suppress(Exception):
+                    await self.queue.release(ev)
 
     async def _post(self, ev: Event) -> None:
         """A destination webhook: POST the record; 2xx acknowledges."""

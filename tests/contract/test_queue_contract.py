@@ -122,7 +122,7 @@ async def test_dead_letters_list_redrive_purge(queue: Queue):
     assert sorted(e.id for e in taken) == sorted([*ids, other])
     for ev in taken:
         ev.attempts, ev.throttles = 3, 1
-        await queue.dead_letter(ev, f"boom {ev.id}\nTraceback: line 2")
+        await queue.dead_letter(ev, f"boom {ev.id}\nTraceback: line 2 … → ✓")
     assert await queue.depth() == 0
 
     rows = await queue.dead("f1")
@@ -132,7 +132,7 @@ async def test_dead_letters_list_redrive_purge(queue: Queue):
     assert {k: row[k] for k in ("function", "qualifier", "payload", "trigger", "attempts",
                                 "throttles", "error", "chain", "target")} == {
         "function": "f1", "qualifier": "1", "payload": "p0", "trigger": "event", "attempts": 3,
-        "throttles": 1, "error": f"boom {ids[0]}\nTraceback: line 2", "chain": ["up"],
+        "throttles": 1, "error": f"boom {ids[0]}\nTraceback: line 2 … → ✓", "chain": ["up"],
         "target": None}
     assert row["created"] <= row["failed"] <= time.time()
     assert len(await queue.dead("f1", 2)) == 2
