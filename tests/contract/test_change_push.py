@@ -68,6 +68,7 @@ class Node:
         self.functions = Functions(self.registry, BundleStore(data_dir), DepsInstaller(data_dir),
                                    self.scheduler, {"stub"})
         self.keys = KeyStore(self.db)
+        self.keys.derived = self.registry.function_keys.secret
         self.tokens = TokenStore(self.db)
         self.event_configs = EventConfigs(self.db)
         self.ingest = IngestSources(self.db)
@@ -380,3 +381,19 @@ async def test_changes_between_loading_and_listening_are_not_missed(make_node):
     await b.follow()
     await b.until(lambda: b.tokens.check(token["token"]) is not None
                   and "fn" in b.registry.functions and len(warm(b, "fn")) == 1)
+
+
+async def test_function_keys_resolve_on_the_other_node(nodes):
+    a, b = nodes
+    await a.functions.create({"FunctionName": "fn", "Handler": "app.handler", "Code": code("v1"),
+                              "Dayfly": {"Buckets": ["photos:read"]}})
+    key_id, secret = a.registry.function_keys.credentials("fn", LATEST)
+    # B's S3 endpoint checks the key of an instance that A started
+    await b.until(lambda: b.keys.secret(key_id) is not None)
+    assert b.keys.secret(key_id) == secret
+    scope = b.registry.function_keys.scope(key_id)
+    assert scope is not None and scope.allows("photos", "read")
+    await a.functions.update_config("fn", {"Dayfly": {"Buckets": ["photos:write"]}})
+    await b.until(lambda: b.registry.function_keys.scope(key_id).allows("photos", "write"))
+    await a.functions.delete("fn", None)
+    await b.until(lambda: b.keys.secret(key_id) is None)
