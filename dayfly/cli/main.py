@@ -19,6 +19,7 @@ from .invoke import invoke
 from .keys import keys
 from .logs import logs
 from .nodes import nodes
+from .routes import routes
 from .secrets import secrets
 from .tokens import token
 from .top import top
@@ -37,7 +38,7 @@ def cli() -> None:
 for command in (up, deploy, invoke, ls, rm, logs, versions, publish, alias, instances,
                 scale_to_zero, invocations, keys, secrets, doctor, dlq, trigger, ingest, builtins):
     cli.add_command(command)
-for command in (top, token, completion, upload, download, nodes):
+for command in (top, token, routes, completion, upload, download, nodes):
     cli.add_command(command)
 
 

@@ -103,6 +103,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
                             "requestBody": body(obj(description=STR), required=False)},
     ("DELETE", f"{V}/keys/{{key_id}}"): {"summary": "Delete an S3 access key.", "tag": "access",
                                          "ok": 204},
+    ("GET", f"{V}/routes"): {"summary": "HTTP routes ([http] in dayfly.toml) and function URLs "
+                                        "this node serves.", "tag": "functions",
+                             "parameters": [q("function", STR, "Only this function's.")]},
     ("GET", f"{V}/tokens"): {"summary": "API tokens (never their values).", "tag": "access"},
     ("POST", f"{V}/tokens"): {"summary": "Create an API token; its value is shown once.",
                               "tag": "access", "ok": 201,

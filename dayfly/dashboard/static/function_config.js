@@ -94,11 +94,22 @@ async function dlqPanel(name) {
 }
 
 export async function triggersTab(body, name) {
-  const [buckets, mappings, schedules] = await Promise.all([
+  const [routes, buckets, mappings, schedules] = await Promise.all([
+    maybe(`/dayfly/v1/routes?function=${enc(name)}`),
     maybe(`/dayfly/v1/bucket-triggers?function=${enc(name)}`),
     maybe(`/2015-03-31/event-source-mappings/?FunctionName=${enc(name)}`),
     maybe(`/dayfly/v1/schedules?FunctionName=${enc(name)}`)]);
   const rows = [];
+  for (const r of (routes && routes.routes) || []) {
+    rows.push({ cells: ["route", h("code", r.route), `auth ${r.auth}, payload ${r.payload_version}` +
+      (r.rate_limit ? `, ${r.rate_limit.rps}/s per node` : "") + (r.cors ? ", CORS" : ""),
+      badge("serving", "success")] });
+  }
+  for (const u of (routes && routes.urls) || []) {
+    rows.push({ cells: ["function URL", h("a", { href: u.path_url, target: "_blank" }, u.url),
+      `auth ${u.auth_type}${u.qualifier ? `, alias ${u.qualifier}` : ""}; also ${u.path_url}`,
+      badge("serving", "success")] });
+  }
   for (const t of (buckets && buckets.triggers) || []) {
     rows.push({ cells: ["bucket", `${t.source === "local" ? "" : t.source + ":"}${t.bucket}`,
       [t.events.join(", "), t.prefix ? ` prefix ${t.prefix}` : "", t.suffix ? ` suffix ${t.suffix}` : ""].join(""),
@@ -115,7 +126,7 @@ export async function triggersTab(body, name) {
       badge(s.State.toLowerCase(), s.State === "ENABLED" ? "success" : "plain")] });
   }
   body.append(h("section.panel", h("h3", "Triggers"), table(["Kind", "Source", "Detail", "State"],
-    rows, { empty: "No triggers: invoked over HTTP and the Lambda API only." })));
+    rows, { empty: "No triggers or routes: invoked through the Lambda API only." })));
   body.append(await dlqPanel(name));
   return {};
 }
