@@ -85,6 +85,9 @@ async def render(platform: Any) -> str:
                "and outcome (ok, function_error, throttled, http_<status>, failed, unreachable: "
                "run here instead).",
                [({"peer": p, "outcome": o}, n) for (p, o), n in sorted(m.forwards.items())])
+    out.simple("dayfly_concurrency_share_nodes", "gauge",
+               "Live nodes each concurrency limit is shared among (this node enforces its share).",
+               [({}, platform.scheduler.share.nodes)])
     out.simple("dayfly_instances", "gauge", "Instances by state (idle, busy, starting, draining).",
                _instances(platform))
     out.simple("dayfly_queued_invocations", "gauge",
