@@ -217,24 +217,24 @@ def test_a_forwarded_invoke_is_never_forwarded_again(cluster, gate, tmp_path):
 
 
 def test_the_node_credential_is_for_the_invoke_route_only(cluster, gate):
-    a, b, key = cluster
+    a, _, key = cluster
     node_key = NodeKey(ClusterSettings(database="", nats="", key=key).derive("node-to-node"),
-                       "a")
+                       "b")
     target = invoke_target("gate", None)
 
     def send(method: str, path: str, body: bytes = b"{}", sign_body: bytes | None = None,
              **headers: str) -> httpx.Response:
         auth = node_key.sign(method, path, body if sign_body is None else sign_body)
-        return httpx.request(method, f"{b.url}{path}", content=body, timeout=30,
-                             headers={"authorization": auth, FORWARDED: "a", **headers})
+        return httpx.request(method, f"{a.url}{path}", content=body, timeout=30,
+                             headers={"authorization": auth, FORWARDED: "b", **headers})
 
     ok = send("POST", target)
     assert ok.status_code == 200 and ok.json() == {"ok": True}
-    assert record(b, ok.headers["x-amzn-requestid"])["node"] == "b"  # run where it landed
+    assert record(a, ok.headers["x-amzn-requestid"])["node"] == "a"  # run where it landed
     assert send("POST", target, b'{"x": 1}', sign_body=b"{}").status_code == 403  # other body
     assert send("POST", target, **{"x-amz-invocation-type": "Event"}).status_code == 403
-    forged = NodeKey(bytes(32), "a").sign("POST", target, b"{}")
-    assert httpx.post(f"{b.url}{target}", content=b"{}",
+    forged = NodeKey(bytes(32), "b").sign("POST", target, b"{}")
+    assert httpx.post(f"{a.url}{target}", content=b"{}",
                       headers={"authorization": forged}).status_code == 403
     # a valid MAC for each of these requests, refused: deploy, S3, the API
     code = base64.b64encode(zipped(HANDLER)).decode()
@@ -249,14 +249,14 @@ def test_the_node_credential_is_for_the_invoke_route_only(cluster, gate):
 
 
 def test_a_replayed_node_credential_is_refused(cluster, gate):
-    _, b, key = cluster
+    a, _, key = cluster
     node_key = NodeKey(ClusterSettings(database="", nats="", key=key).derive("node-to-node"),
-                       "a")
+                       "b")
     target = invoke_target("gate", None)
     headers = {"authorization": node_key.sign("POST", target, b"{}")}
-    assert httpx.post(f"{b.url}{target}", content=b"{}", headers=headers).status_code == 200
-    again = httpx.post(f"{b.url}{target}", content=b"{}", headers=headers)
+    assert httpx.post(f"{a.url}{target}", content=b"{}", headers=headers).status_code == 200
+    again = httpx.post(f"{a.url}{target}", content=b"{}", headers=headers)
     assert again.status_code == 403 and again.json()["__type"] == "AccessDeniedException"
     late = {"authorization": node_key.sign("POST", target, b"{}", now=time.time() - 120)}
-    assert httpx.post(f"{b.url}{target}", content=b"{}", headers=late).status_code == 403
+    assert httpx.post(f"{a.url}{target}", content=b"{}", headers=late).status_code == 403
 
