@@ -81,6 +81,21 @@ async def _pieces(stream: ResponseStream, task: asyncio.Future,
             task.cancel()
 
 
+def http_response(streamed: Streamed) -> StreamingResponse:
+    """A streamed answer as a plain HTTP response (routes, function URLs): the head's status,
+    headers and cookies (application/octet-stream without a head), then the pieces with chunked
+    transfer as they come; text/event-stream (SSE) goes the same way. An error after the first
+    piece cannot change the status any more: the body just ends (`streamed.result` says why)."""
+    assert streamed.body is not None
+    head = streamed.head or {}
+    headers = dict(head.get("headers") or {"content-type": "application/octet-stream"})
+    resp = StreamingResponse(streamed.body, status_code=int(head.get("statusCode", 200)),
+                             headers=headers)
+    for cookie in head.get("cookies") or ():
+        resp.raw_headers.append((b"set-cookie", str(cookie).encode("latin-1", "replace")))
+    return resp
+
+
 # -- the eventstream framing ------------------------------------------------------------------
 
 def _header(name: str, value: str) -> bytes:

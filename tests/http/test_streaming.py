@@ -188,3 +188,27 @@ def test_stream_requests_are_checked(server, fns):
     assert r.status_code == 204
     r = httpx.post(url.replace(fns["gen"], "nope"), content=b"{}")
     assert r.status_code == 404
+
+
+async def test_http_response_writes_a_streamed_answer():
+    """What routes and function URLs answer with: the head's status, headers and cookies, then
+    the pieces (chunked transfer)."""
+    from dayfly.gateway.streaming import Streamed, http_response
+
+    async def pieces():
+        yield b"data: one\n\n"
+        yield b"data: two\n\n"
+
+    streamed = Streamed(head={"statusCode": 202, "headers": {"content-type": "text/event-stream"},
+                              "cookies": ["a=1; Path=/", "b=2"]}, body=pieces())
+
+    async def app(scope, receive, send):
+        await http_response(streamed)(scope, receive, send)
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://fn") as client:
+        r = await client.get("/")
+    assert r.status_code == 202 and r.headers["content-type"] == "text/event-stream"
+    assert r.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2"]
+    assert "content-length" not in r.headers
+    assert r.content == b"data: one\n\ndata: two\n\n"
