@@ -129,3 +129,147 @@ async def test_no_listener_is_unreachable(relay):
     await server.wait_closed()
     with pytest.raises(Unreachable):
         await relay.request(address, "POST", "/", [], b"{}", 5)
+
+
+# -- the Forwarder over the relay -----------------------------------------------------------
+
+
+class Counts:
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def forwarded(self, peer: str, outcome: str) -> None:
+        self.seen.append((peer, outcome))
+
+
+class Sched:
+    def reshare(self, share) -> None:
+        self.share = share
+
+
+class Members:
+    def __init__(self, peers) -> None:
+        self.list = peers
+
+    def peers(self):
+        return self.list
+
+
+def forwarder(address: str, counts: Counts):
+    from dataclasses import dataclass, field
+
+    from dayfly.cluster.forward import Forwarder
+
+    @dataclass
+    class Peer:
+        id: str
+        address: str
+        warm: dict = field(default_factory=dict)
+        load: tuple = (0, 8)
+
+    fwd = Forwarder(Members([Peer("me", "http://x"), Peer("p", address)]), "me", b"k" * 32,
+                    Sched(), counts, queue_timeout_s=1.0)
+    fwd.refresh()
+    return fwd
+
+
+def a_spec():
+    from dayfly.types import FunctionSpec
+
+    return FunctionSpec(name="f", version="$LATEST", revision="r", arn="arn:f", handler="h",
+                        code_dir="/nonexistent", max_instances=4)
+
+
+async def test_the_forwarder_relays_and_counts_outcomes():
+    replies = iter([b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-amz-function-error: Unhandled"
+                    b"\r\nx-amzn-requestid: r1\r\n\r\n{}",
+                    b"HTTP/1.1 429 Too Many\r\ncontent-length: 2\r\nretry-after: 7\r\n\r\n{}"])
+    seen: list[bytes] = []
+
+    def answer(request: bytes) -> bytes | None:
+        seen.append(request)
+        return next(replies)
+
+    server, _ = await serve(answer)
+    counts = Counts()
+    fwd = forwarder(url(server), counts)
+    async with server:
+        assert fwd.scheduler.share == (0, 2)  # "me" sorts before "p"
+        spec = a_spec()
+        peer = fwd.choose(spec)
+        assert peer is not None and peer.id == "p"
+        r = await fwd.forward(peer, "f", "live", {"x-amz-log-type": "Tail"}, b'{"a": 1}', spec)
+        assert r.status_code == 200 and r.body == b"{}"
+        assert r.headers["x-amz-function-error"] == "Unhandled"
+        assert r.headers["x-amzn-requestid"] == "r1"
+        r = await fwd.forward(peer, "f", None, {}, b"{}", spec)
+        assert r.status_code == 429 and r.headers["retry-after"] == "7"
+    await fwd.close()
+    assert counts.seen == [("p", "function_error"), ("p", "throttled")]
+    first = seen[0].decode()
+    assert first.startswith("POST /2015-03-31/functions/f/invocations?Qualifier=live HTTP/1.1")
+    assert "\r\nx-amz-log-type: Tail\r\n" in first and "\r\nx-dayfly-forwarded-from: me\r\n" in first
+    assert "\r\nauthorization: DAYFLY-NODE node=me," in first
+    assert fwd.sending == {"p": 0}
+
+
+async def test_an_unreachable_peer_leaves_the_invoke_here():
+    server, _ = await serve(lambda _: None)
+    address = url(server)
+    server.close()
+    await server.wait_closed()
+    counts = Counts()
+    fwd = forwarder(address, counts)
+    spec = a_spec()
+    assert await fwd.forward(fwd.choose(spec), "f", None, {}, b"{}", spec) is None
+    assert counts.seen == [("p", "unreachable")]
+    await fwd.close()
+
+
+async def test_a_peer_that_fails_mid_reply_is_a_service_error():
+    from dayfly.errors import ServiceError
+
+    server, _ = await serve(lambda _: b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n{", True)
+    counts = Counts()
+    fwd = forwarder(url(server), counts)
+    spec = a_spec()
+    async with server:
+        with pytest.raises(ServiceError, match="did not answer"):
+            await fwd.forward(fwd.choose(spec), "f", None, {}, b"{}", spec)
+    assert counts.seen == [("p", "failed")]
+    await fwd.close()
+
+
+async def test_a_caller_that_hangs_up_cancels_the_relay():
+    from dayfly.errors import ClientGone
+
+    got_request = asyncio.Event()
+    closed = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        got_request.set()
+        await reader.read()  # never answers; returns when the forwarder closes the connection
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    address = url(server)
+    counts = Counts()
+    fwd = forwarder(address, counts)
+    spec = a_spec()
+    hang_up = asyncio.Event()
+
+    async def gone() -> None:
+        await hang_up.wait()
+
+    async with server:
+        task = asyncio.ensure_future(fwd.forward(fwd.choose(spec), "f", None, {}, b"{}", spec,
+                                                 gone))
+        await got_request.wait()
+        hang_up.set()
+        with pytest.raises(ClientGone):
+            await task
+        await asyncio.wait_for(closed.wait(), 5)  # the peer sees the relay's connection go
+    assert fwd.sending == {"p": 0} and not fwd.relay.idle.get(address)
+    await fwd.close()
