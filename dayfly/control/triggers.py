@@ -74,6 +74,7 @@ class TriggerRegistry:
                                  save=self._save_checkpoint, recorded=recorded, arn=self._arn,
                                  region=region)
         self._lock = asyncio.Lock()
+        self._started = False  # before start() read them, other nodes' changes are left to it
         self.reloads = Background()  # changes made through other nodes, being applied
 
     def _arn(self, name: str, qualifier: str | None = None) -> str:
@@ -87,15 +88,17 @@ class TriggerRegistry:
                 conn.execute(stmt)
             return (conn.execute("SELECT * FROM event_source_mappings ORDER BY created").fetchall(),
                     conn.execute("SELECT * FROM schedules ORDER BY created").fetchall())
-        mappings, schedules = await self.db.run(load)
-        for row in mappings:
-            m = _mapping_from_json(json.loads(row["config"]))
-            self._remember(m, row["checkpoint"])
-            if m.enabled:
-                await self._start_consumer(m)
-        for row in schedules:
-            s = Schedule(**json.loads(row["config"]), last_fire=row["last_fire"])
-            self.schedules[s.id] = s
+        async with self._lock:  # other nodes' changes wait, then re-read what they changed
+            self._started = True
+            mappings, schedules = await self.db.run(load)
+            for row in mappings:
+                m = _mapping_from_json(json.loads(row["config"]))
+                self._remember(m, row["checkpoint"])
+                if m.enabled:
+                    await self._start_consumer(m)
+            for row in schedules:
+                s = Schedule(**json.loads(row["config"]), last_fire=row["last_fire"])
+                self.schedules[s.id] = s
         await self.leases.hold(SCHEDULES_LEASE, self._take_schedules, self.runner.stop)
 
     async def stop(self) -> None:
@@ -125,6 +128,8 @@ class TriggerRegistry:
     async def _reload_mappings(self, mapping_uuid: str | None) -> None:
         where, args = (" WHERE uuid = ?", (mapping_uuid,)) if mapping_uuid else ("", ())
         async with self._lock:
+            if not self._started:
+                return
             rows = await self.db.run(lambda c: c.execute(
                 "SELECT config, checkpoint FROM event_source_mappings" + where, args).fetchall())
             fresh = {m.uuid: (m, row["checkpoint"]) for row in rows
@@ -147,6 +152,8 @@ class TriggerRegistry:
     async def _reload_schedules(self, schedule_id: str | None) -> None:
         where, args = (" WHERE id = ?", (schedule_id,)) if schedule_id else ("", ())
         async with self._lock:
+            if not self._started:
+                return
             rows = await self.db.run(lambda c: c.execute(
                 "SELECT config, last_fire FROM schedules" + where, args).fetchall())
             fresh = {s.id: s for s in (Schedule(**json.loads(row["config"]),
