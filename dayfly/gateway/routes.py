@@ -13,7 +13,9 @@ or a function URL owns is served here, in this order, and never goes further:
 4. the route's rate limit (a token bucket on this node: 429 + Retry-After);
 5. the body, at most the route's `max_body` (413), read in full before anything runs;
 6. the event (2.0, 1.0 or the function URL's), one invocation, the response mapped back
-   (`routes_events.py`), CORS headers added, the status counted per route for /metrics.
+   (`routes_events.py`) or, when the function streams (a generator, a web app), written out
+   piece by piece as it comes (`streaming.open_stream`: chunked transfer, SSE by its content
+   type); CORS headers added, the status counted per route for /metrics.
 
 Everything read on the way is memory: the table is rebuilt from the registry when its
 `generation` changes (deploys, here or pushed from another node).
@@ -42,6 +44,7 @@ from .jwt_auth import JwtError, Verifier, authorizer
 from .origin import host_name
 from .routes_table import Entry, Match, Table, url_id
 from .s3 import sigv4
+from .streaming import Streamed, open_stream
 
 log = logging.getLogger("dayfly.gateway")
 
@@ -152,6 +155,8 @@ class HttpFront:
         method = scope["method"]
         origin = _header(scope, b"origin")
         cors = e.cors
+        streamed: Streamed | None = None
+        out = ev.error()
         try:
             if method not in SERVED_METHODS:
                 out = ev.error(405, f"method {method[:20]} is not served")
@@ -166,12 +171,21 @@ class HttpFront:
                 ran = await self._run(scope, receive, m, path, domain, label)
                 if ran is None:
                     return  # the caller hung up
-                out = ran
+                if isinstance(ran, Streamed):
+                    streamed = ran
+                else:
+                    out = ran
         except DayflyError as exc:
             out = ev.error(exc.status, exc.message)
         except Exception as exc:
             log.exception("route %s of %s failed", label, e.function)
             out = ev.error(500, f"internal error ({type(exc).__name__})")
+        if streamed is not None:  # its head and first piece are here; the rest as it comes
+            try:
+                await self._stream(send, streamed, e, label, cors, origin, scope)
+            except OSError:  # the caller hung up mid-stream: the invocation was stopped
+                log.debug("route %s: the caller left during a streamed response", label)
+            return
         if cors is not None and origin is not None and method != "OPTIONS":
             out.headers.extend(_cors_headers(cors, origin))
         out.headers.append((b"apigw-requestid", scope.setdefault("dayfly.http_id",
@@ -182,8 +196,29 @@ class HttpFront:
                     if method != "HEAD" or not out.body else out.headers})
         await send({"type": "http.response.body", "body": b"" if method == "HEAD" else out.body})
 
+    async def _stream(self, send: Send, answer: Streamed, e: Entry, label: str,
+                      cors: dict[str, Any] | None, origin: str | None, scope: Scope) -> None:
+        """Write a streamed answer as it comes: chunked transfer (or SSE, by its content type)."""
+        status, headers = ev.map_head(answer.head)
+        if cors is not None and origin is not None:
+            headers.extend(_cors_headers(cors, origin))
+        headers.append((b"apigw-requestid", scope["dayfly.http_id"].encode()))
+        self.platform.metrics.http_request(e.function, label, status)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        assert answer.body is not None
+        try:
+            async for piece in answer.body:
+                if piece:
+                    await send({"type": "http.response.body", "body": piece, "more_body": True})
+        finally:
+            await answer.body.aclose()  # type: ignore[attr-defined]
+        if answer.result is not None and not answer.result.ok:
+            log.warning("route %s of %s failed after its first piece: the response was cut "
+                        "short", label, e.function)
+        await send({"type": "http.response.body", "body": b""})
+
     async def _run(self, scope: Scope, receive: Receive, m: Match, path: str, domain: str,
-                   label: str) -> ev.Mapped | None:
+                   label: str) -> ev.Mapped | Streamed | None:
         e = m.entry
         auth_ctx = await self._authorize(scope, e)
         if isinstance(auth_ctx, ev.Mapped):
@@ -230,12 +265,16 @@ class HttpFront:
                              trace_id=_header(scope, b"traceparent")
                              or _header(scope, b"x-amzn-trace-id"))
         try:
-            result = await self.platform.scheduler.invoke(spec, ireq, receive)
+            answer = await open_stream(self.platform, spec, ireq, receive)
         except ClientGone:
             return None
         except TooManyRequests as exc:
             return ev.error(429, "Too Many Requests",
                             [(b"retry-after", str(exc.retry_after_s).encode())])
+        if answer.body is not None:
+            return answer  # a generator's yields or a web app's streamed response
+        result = answer.result
+        assert result is not None
         if not result.ok:
             return ev.error()
         return ev.map_response(result.payload, "1.0" if e.payload_version == "1.0" else "2.0")

@@ -190,6 +190,19 @@ def _h(name: Any, value: Any) -> tuple[bytes, bytes] | None:
     return n.lower().encode("latin-1", "replace"), v.encode("latin-1", "replace")
 
 
+def map_head(head: dict[str, Any] | None) -> tuple[int, list[tuple[bytes, bytes]]]:
+    """Status and headers of a streamed response, from the head its function sent first."""
+    head = head if isinstance(head, dict) else {}
+    status = head.get("statusCode", 200)
+    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
+        status = 200
+    headers = [h for n, v in (head.get("headers") or {}).items() if (h := _h(n, v))]
+    headers += [h for c in head.get("cookies") or [] if (h := _h("set-cookie", c))]
+    if not any(n == b"content-type" for n, _ in headers):
+        headers.append((b"content-type", b"application/octet-stream"))
+    return status, headers
+
+
 def map_response(payload: bytes, version: str) -> Mapped:
     """The HTTP response API Gateway makes of a handler's (successful) result."""
     try:
