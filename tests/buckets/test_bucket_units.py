@@ -4,12 +4,12 @@ function keys and scopes, the in-flight chain registry, and the router's queued 
 from __future__ import annotations
 
 import pytest
+from pg_helpers import BACKENDS, open_database
 
 from dayfly.control.function_keys import FunctionKeys, validate_buckets
 from dayfly.control.manifest import parse
 from dayfly.control.notifications import NotificationStore, make_rule, normalize_events
 from dayfly.errors import InvalidParameter, InvalidRequestContent
-from dayfly.stores.db import Database
 from dayfly.triggers.causes import InFlight
 from dayfly.triggers.webhook import records_of
 from dayfly.types import FunctionSpec, InvokeRequest, InvokeResult, Limits
@@ -97,9 +97,9 @@ def test_in_flight_chains():
     assert inflight.chain("fn") == []
 
 
-async def test_notification_store_round_trip(tmp_path):
-    db = Database(tmp_path / "t.db")
-    try:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_notification_store_round_trip(tmp_path, backend):
+    with open_database(backend, tmp_path) as db:
         store = NotificationStore(db)
         await store.put("local", "photos", [make_rule("fn", "created", rule_id="a")])
         await store.add("minio", "media", make_rule("fn", "removed", rule_id="b"))
@@ -114,5 +114,3 @@ async def test_notification_store_round_trip(tmp_path):
         await again.forget("minio")
         again.load()
         assert again.listing() == []
-    finally:
-        db.close()
