@@ -1,7 +1,7 @@
 """Web frameworks as functions: real FastAPI (ASGI) and Flask (WSGI) apps, `kind = "asgi"` /
 `"wsgi"` and `handler = "app:app"` in dayfly.toml, no adapter library in their code. Each is
 called with API Gateway payload 2.0 events (what routes and function URLs deliver) through
-Lambda's Invoke, in the process and linux tiers."""
+Lambda's Invoke, in the process, linux and gvisor tiers."""
 
 from __future__ import annotations
 

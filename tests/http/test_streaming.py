@@ -1,6 +1,6 @@
 """Response streaming: Lambda's InvokeWithResponseStream read with boto3's
 `invoke_with_response_stream` (the vnd.amazon.eventstream framing), from generator handlers
-and an ASGI app's StreamingResponse (server-sent events), in the process and linux tiers.
+and an ASGI app's StreamingResponse (server-sent events), in the process, linux and gvisor tiers.
 
 The first byte must reach the client before the handler finishes: each handler yields a piece,
 then waits for a file that the test creates only once it has received that piece."""

@@ -18,7 +18,7 @@ import httpx
 import orjson
 from conftest import make_zip
 
-TIERS = ("process", "linux")
+TIERS = ("process", "linux", "gvisor")
 FASTAPI = ("fastapi", "python-multipart")  # distributions, with what they require
 FLASK = ("flask",)
 
