@@ -329,3 +329,36 @@ async def test_object_listing_pages_in_code_point_order(db: Database, tmp_path: 
         start, inclusive = page.next_start, page.next_inclusive
     expected = sorted({k.split("/")[0] + "/" if "/" in k else k for k in keys})
     assert seen == expected
+
+
+def test_dashboard_aggregates_agree_on_both_engines(backend: str, tmp_path: Path) -> None:
+    """stores/stats.py over records whose answers are known: counts, statuses, cold starts,
+    nearest-rank percentiles and the time series' points (a point's number is a floor)."""
+    from dayfly.stores import stats
+
+    with open_database(backend, tmp_path) as db:
+        since, step = 1000.0, 10.0
+        rows = []
+        for i in range(40):  # 4 points of 10 s, one record per second; every 4th is cold
+            start = since + i + 0.75  # CAST rounds x.75 up: the point would be wrong
+            status = "error" if i % 10 == 9 else "success"
+            cold = i % 4 == 0
+            rows.append((f"r{i}", "f", "$LATEST", "api", start, start, float(i + 1), status,
+                         cold, 2.0 if cold else 0.0, 3.0 if cold else 0.0, 1, "", "", 128, "i"))
+        db.call(lambda c: c.executemany(
+            'INSERT INTO invocations (request_id, function, version, trigger, start, "end", '
+            "duration_ms, status, cold, fork_ms, init_ms, max_rss_kb, output, init_output, "
+            "memory_mb, instance_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows))
+        over = db.call(lambda c: stats.overview(c, ["f", "g"], since, 40.0))
+        assert over["f"] | {"per_min": None} == {
+            "invocations": 40, "errors": 4, "cold": 10, "per_min": None, "error_rate": 0.1,
+            "cold_share": 0.25, "p50_ms": 20.0, "p99_ms": 40.0, "last": since + 39.75}
+        assert over["g"]["invocations"] == 0 and over["g"]["p50_ms"] is None
+        page = db.call(lambda c: stats.function_stats(c, "f", since, 40.0, step))
+        assert page["summary"]["by_status"] == {"success": 36, "error": 4}
+        assert page["warm"] == {"count": 30, "p50_ms": 20.0, "p99_ms": 40.0}
+        assert page["cold"] == {"count": 10, "p50_ms": 17.0, "p99_ms": 37.0}
+        assert page["cold_start"] == {"fork_ms": 2.0, "init_ms": 3.0, "handler_ms": 19.0}
+        assert [(p["invocations"], p["errors"], p["cold"], p["p50_ms"], p["p99_ms"])
+                for p in page["series"]] == [(10, 1, 3, 5.0, 10.0), (10, 1, 2, 15.0, 20.0),
+                                             (10, 1, 3, 25.0, 30.0), (10, 1, 2, 35.0, 40.0)]
