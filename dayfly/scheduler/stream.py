@@ -10,6 +10,7 @@ of the host buffering without bound; it reads again once the reader is down to `
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import deque
 from collections.abc import AsyncIterator
 
@@ -17,6 +18,30 @@ import orjson
 
 HIGH = 1024 * 1024
 LOW = 256 * 1024
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,256}$")  # an HTTP header name
+_BAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # never in a header value (no CR/LF: splitting)
+
+
+def _head(meta: bytes) -> dict | None:
+    """The HTTP head a CHUNK's meta carries, as the instance sent it but with only what is
+    well-formed kept: an instance is not trusted to make the host write a broken response."""
+    try:
+        head = orjson.loads(meta).get("head")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(head, dict):
+        return None
+    status = head.get("statusCode")
+    headers = head.get("headers")
+    cookies = head.get("cookies")
+    return {
+        "statusCode": status if type(status) is int and 100 <= status <= 599 else 200,
+        "headers": {k.lower(): v for k, v in (headers.items() if isinstance(headers, dict) else ())
+                    if isinstance(k, str) and isinstance(v, str) and _TOKEN.match(k)
+                    and not _BAD.search(v)},
+        "cookies": [c for c in (cookies if isinstance(cookies, list) else ())
+                    if isinstance(c, str) and not _BAD.search(c)],
+    }
 
 
 class ResponseStream:
@@ -37,7 +62,7 @@ class ResponseStream:
         if not self.streamed:
             self.streamed = True
             if meta:
-                self.head = orjson.loads(meta).get("head")
+                self.head = _head(meta)
             if not self.begun.done():
                 self.begun.set_result(None)
         if payload:

@@ -212,3 +212,15 @@ async def test_http_response_writes_a_streamed_answer():
     assert r.headers.get_list("set-cookie") == ["a=1; Path=/", "b=2"]
     assert "content-length" not in r.headers
     assert r.content == b"data: one\n\ndata: two\n\n"
+
+
+def test_a_streamed_head_keeps_only_what_is_well_formed():
+    """An instance cannot make the host write a broken or split response."""
+    from dayfly.scheduler.stream import _head
+
+    meta = json.dumps({"head": {"statusCode": 201, "cookies": ["a=1", 5, "b=2\r\nX: y"],
+                                "headers": {"X-A": "1", "bad\r\n": "x", "b": "v\r\nX-Injected: 1",
+                                            "n": 3}}}).encode()
+    assert _head(meta) == {"statusCode": 201, "headers": {"x-a": "1"}, "cookies": ["a=1"]}
+    assert _head(json.dumps({"head": {"statusCode": 99}}).encode())["statusCode"] == 200
+    assert _head(b"not json") is None and _head(b"[1]") is None and _head(b'{"head": 3}') is None
