@@ -66,7 +66,7 @@ class Node(Protocol):
     @property
     def warm(self) -> Mapping[str, int]: ...  # idle instances by function
     @property
-    def load(self) -> Any: ...  # (running, capacity)
+    def load(self) -> tuple[int, int]: ...  # (invocations running, instances it will run)
 
 
 class Members(Protocol):
@@ -145,14 +145,6 @@ def invoke_target(name: str, qualifier: str | None) -> str:
     return path + (f"?Qualifier={quote(qualifier, safe='')}" if qualifier else "")
 
 
-def _running_capacity(load: Any) -> tuple[int, int]:
-    if isinstance(load, Mapping):
-        return int(load.get("running", 0)), int(load.get("capacity", 0))
-    if isinstance(load, tuple | list):
-        return int(load[0]), int(load[1])
-    return int(getattr(load, "running", 0)), int(getattr(load, "capacity", 0))
-
-
 def choose(peers: Iterable[Node], ids: tuple[str, ...], function: str, limit: int,
            sending: Mapping[str, int]) -> Node | None:
     """The peer to run an invocation of `function` (limit: its concurrency limit): among peers
@@ -169,7 +161,7 @@ def choose(peers: Iterable[Node], ids: tuple[str, ...], function: str, limit: in
         if idle > 0:
             key = (0, float(-idle))
         else:
-            running, capacity = _running_capacity(peer.load)
+            running, capacity = peer.load
             if capacity > 0 and running + busy >= capacity:
                 continue
             key = (1, (running + busy) / capacity if capacity > 0 else running + busy)
