@@ -227,6 +227,9 @@ class Database:
     async def start_listening(self) -> None:
         """Start delivering other nodes' changes to the `on_change` callbacks (no-op here)."""
 
+    async def stop_listening(self) -> None:
+        """Stop delivering changes (before `close()`, on the event loop; no-op here)."""
+
     def compact(self) -> None:
         """Rebuild the file (VACUUM: no free page or cell keeps deleted bytes), copy the WAL
         into it and truncate the WAL to nothing. Blocks every other call while it runs."""

@@ -271,8 +271,8 @@ async def test_changes_reach_the_other_node_not_the_writer(
         return
     await asyncio.wait_for(arrived.wait(), 10)
     assert heard == {"a": [], "b": ["x"], "b-other": []}
-    await a.stop_listening()  # type: ignore[attr-defined]
-    await b.stop_listening()  # type: ignore[attr-defined]
+    await a.stop_listening()
+    await b.stop_listening()
 
 
 async def test_after_a_reconnect_every_callback_hears_none(backend: str, tmp_path: Path) -> None:
