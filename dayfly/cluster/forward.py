@@ -259,8 +259,8 @@ class Forwarder(LocalOnly):
     async def forward(self, peer: Node, name: str, qualifier: str | None,
                       headers: Mapping[str, str], body: bytes, spec: FunctionSpec,
                       gone: Callable[[], Awaitable[object]] | None = None) -> Response | None:
-        """Run the invocation on `peer`; its reply, or None if the peer could not be reached
-        (nothing was sent: the caller runs it here)."""
+        """Run the invocation on `peer`; its reply, or None if nothing ran there (the peer could
+        not be reached, or does not know the function yet): the caller runs it here."""
         target = invoke_target(name, qualifier)
         out = [(k, v) for k in _RELAYED if (v := headers.get(k))]
         out += [("content-type", "application/json"), (FORWARDED, self.node),
@@ -282,6 +282,9 @@ class Forwarder(LocalOnly):
                                f"it was forwarded: {exc or type(exc).__name__}") from None
         finally:
             self.sending[peer.id] -= 1
+        if reply.status == 404:  # the peer has not heard of this deploy yet: nothing ran there
+            self.metrics.forwarded(peer.id, "not_found")
+            return None
         self.metrics.forwarded(peer.id, _outcome(reply))
         response = Response(reply.body, reply.status)
         response.raw_headers = [*((k.encode("latin-1"), v.encode("latin-1"))

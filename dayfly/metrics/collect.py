@@ -82,8 +82,8 @@ async def render(platform: Any) -> str:
                [(_labels(_FV, k), v) for k, v in sorted(m.throttle_retries.items())])
     out.simple("dayfly_forwarded_invocations_total", "counter",
                "Sync invokes this node had no room for and forwarded to another node, by peer "
-               "and outcome (ok, function_error, throttled, http_<status>, failed, unreachable: "
-               "run here instead).",
+               "and outcome (ok, function_error, throttled, http_<status>, failed; unreachable "
+               "or not_found: run here instead).",
                [({"peer": p, "outcome": o}, n) for (p, o), n in sorted(m.forwards.items())])
     out.simple("dayfly_concurrency_share_nodes", "gauge",
                "Live nodes each concurrency limit is shared among (this node enforces its share).",

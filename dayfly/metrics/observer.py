@@ -90,6 +90,7 @@ class Metrics(Observer):
 
     def forwarded(self, peer: str, outcome: str) -> None:
         """A sync invoke this node forwarded to `peer` (cluster/forward.py) ended: ok,
-        function_error, throttled, http_<status>, failed (no answer) or unreachable (ran here)."""
+        function_error, throttled, http_<status>, failed (no answer), or unreachable or
+        not_found (the peer did not know the function yet): run here instead."""
         key = (peer, outcome)
         self.forwards[key] = self.forwards.get(key, 0) + 1

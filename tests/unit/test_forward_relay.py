@@ -226,6 +226,17 @@ async def test_an_unreachable_peer_leaves_the_invoke_here():
     await fwd.close()
 
 
+async def test_a_peer_that_does_not_know_the_function_yet_leaves_the_invoke_here():
+    server, _ = await serve(lambda _: b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\n{}")
+    counts = Counts()
+    fwd = forwarder(url(server), counts)
+    spec = a_spec()
+    async with server:
+        assert await fwd.forward(fwd.choose(spec), "f", None, {}, b"{}", spec) is None
+    assert counts.seen == [("p", "not_found")]
+    await fwd.close()
+
+
 async def test_a_peer_that_fails_mid_reply_is_a_service_error():
     from dayfly.errors import ServiceError
 
