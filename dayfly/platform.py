@@ -9,6 +9,7 @@ import os
 from .cluster.wiring import Cluster, database, key_material, scheduler_advert
 from .config import Settings
 from .control.bundles import BundleStore
+from .control.changes import follow
 from .control.collector import Collector
 from .control.deps import DepsInstaller
 from .control.event_config import EventConfigs
@@ -19,6 +20,7 @@ from .control.keys import KeyStore
 from .control.model import function_arn
 from .control.notifications import NotificationStore
 from .control.registry import Registry
+from .control.shared_code import OnDisk
 from .control.tokens import TokenStore
 from .control.triggers import TriggerRegistry
 from .gateway.s3.binding import BindingService
@@ -29,7 +31,6 @@ from .sandbox.process import ProcessBackend, ZygoteBackend
 from .sandbox.safe import SafeSandbox
 from .scheduler.scheduler import Scheduler
 from .stores.objects import ObjectStore
-from .stores.queue import EventQueue
 from .stores.records import RecordStore
 from .triggers.async_invoke import AsyncDispatcher
 from .triggers.buckets import BucketTriggers
@@ -101,15 +102,19 @@ class Platform:
         self.registry = Registry(self.db, settings.data_dir, settings.region,
                                  self.default_isolation, **key_material(settings))
         self.registry.endpoint = settings.endpoint
-        self.bundles = BundleStore(settings.data_dir)
-        self.deps = DepsInstaller(settings.data_dir)
+        self.shared_code = self.cluster.code()
+        self.bundles = BundleStore(settings.data_dir, self.shared_code)
+        self.deps = DepsInstaller(settings.data_dir, self.shared_code)
+        if self.shared_code.remote:  # code deployed through another node is fetched once
+            for sandbox in self.sandboxes.values():
+                sandbox.prepare = OnDisk(self.bundles, self.deps)
         grace = (settings.code_grace_s if settings.code_grace_s is not None
                  else settings.zygote_idle_s + 60.0)
         self.collector = Collector(self.bundles, self.deps, self.registry, self.scheduler,
                                    grace_s=grace, interval_s=min(60.0, max(1.0, grace / 4)))
         self.functions = Functions(self.registry, self.bundles, self.deps, self.scheduler,
                                    set(self.sandboxes), self.refused, collector=self.collector)
-        self.queue = EventQueue(self.db)
+        self.queue = self.cluster.queue(self.db)
         self.objects = ObjectStore(self.db, settings.data_dir, settings.region)
         self.keys = KeyStore(self.db)
         self.keys.derived = self.registry.function_keys.secret
@@ -135,12 +140,17 @@ class Platform:
                                         settings.region, self.records.written,
                                         leases=self.cluster.leases)
         self.membership = self.cluster.membership  # live nodes (GET /dayfly/v1/nodes)
+        # sync invokes without room here go to a peer with room (cluster/forward.py)
+        self.forwarder = self.cluster.forwarder(self.scheduler, self.metrics,
+                                                settings.queue_timeout_s)
+        self.records.node = self.membership.node_id
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
         return function_arn(self.settings.region, name, qualifier)
 
     async def start(self) -> None:
         await self.cluster.connect()
+        await self.queue.start()
         await asyncio.to_thread(self.registry.load)
         await self.collector.start()  # before any instance: what a crash left is collected now
         await asyncio.to_thread(self.event_configs.load)
@@ -156,12 +166,12 @@ class Platform:
                 self.scheduler.deploy(spec)
         self._warn_refused()
         self.dispatcher.start()
-        for store in (self.functions, self.registry.secrets, self.keys, self.tokens,
-                      self.ingest_sources, self.event_configs,
-                      self.bucket_triggers.notifications, self.triggers):
-            store.listen(self.db.on_change)  # reload what other nodes change (not SQLite)
-        await self.db.start_listening()
+        # take what other nodes change from now on (PostgreSQL notices; nothing on SQLite)
+        await follow(self.db, (self.functions, self.registry.secrets, self.keys, self.tokens,
+                               self.ingest_sources, self.event_configs,
+                               self.bucket_triggers.notifications, self.triggers))
         await self.cluster.start()
+        self.forwarder.start()
         await self.triggers.start()
         weak = [n for n, sb in self.sandboxes.items() if sb.backend.weak]
         if self.default_isolation in self.refused:
@@ -195,11 +205,13 @@ class Platform:
                         ", ".join(stranded), ALLOW_FLAG)
 
     async def stop(self) -> None:
+        await self.forwarder.close()
         await self.cluster.leave()  # other nodes stop counting on this one at once
         await self.collector.close()
         await self.triggers.stop()
         await self.dispatcher.close()
         await self.scheduler.close()
         await self.records.close()
+        await self.queue.close()
         await self.cluster.close()
         self.db.close()

@@ -8,13 +8,16 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import psycopg
 
 from .. import __version__
 from ..config import Settings
+from ..control.shared_code import SharedCode
 from ..stores.db import Database
+from ..stores.queue import EventQueue, Queue
+from .forward import LOCAL_ONLY, Forwarder, LocalOnly
 from .leases import InProcessLeases, Leases, PostgresLeases
 from .membership import Advert, LocalMembership, Membership, NatsMembership, NodeInfo
 from .nats import Nats
@@ -108,11 +111,41 @@ class Cluster:
         self.leases: Leases = PostgresLeases(c.database, c.name) if c else InProcessLeases()
         self.membership: Membership = (NatsMembership(advert, self.nats) if self.nats
                                        else LocalMembership(advert))
+        self._starting: list[Callable[[], Awaitable[None]]] = []  # once NATS is connected
+
+    def code(self) -> SharedCode:
+        """Where code bundles and dependency sets are shared: nowhere, or `{cluster}_code`."""
+        if self.nats is None:
+            return SharedCode()
+        from ..control.shared_code import JetStreamCode
+
+        code = JetStreamCode(self.nats.nc, self.nats.name("code"))
+        self._starting.append(code.start)
+        return code
+
+    def queue(self, db: Database) -> Queue:
+        """The durable event queue: SQLite's table, or a JetStream stream of this cluster."""
+        if self.nats is None:
+            return EventQueue(db)
+        from ..stores.jsqueue import JetStreamQueue
+
+        return JetStreamQueue(self.nats.js, self.nats.cluster)
+
+    def forwarder(self, scheduler: object, metrics: object,
+                  queue_timeout_s: float) -> LocalOnly:
+        """Where sync invokes without room here go: nowhere on one node, a peer in a cluster."""
+        if self.settings is None:
+            return LOCAL_ONLY
+        return Forwarder(self.membership, self.settings.node_id,
+                         self.settings.derive("node-to-node"), scheduler, metrics,  # type: ignore[arg-type]
+                         queue_timeout_s=queue_timeout_s)
 
     async def connect(self) -> None:
-        """Open the NATS connection (before any backend that uses it starts)."""
+        """Open the NATS connection and start what this wiring built on it (shared code)."""
         if self.nats is not None:
             await self.nats.open()
+        for start in self._starting:
+            await start()
 
     async def start(self) -> None:
         """Take leases and join the cluster (once the node can do the work)."""

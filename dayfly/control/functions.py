@@ -183,7 +183,7 @@ class Functions:
         """Store the bundle, apply its manifest, install deps, and check the handler loads;
         the claim keeps what is stored from collection until the caller registered it."""
         claim.code(self.bundles.digest(zip_bytes))  # on the loop, before anything is written
-        bundle = await asyncio.to_thread(self.bundles.put, zip_bytes)
+        bundle = await self.bundles.store(zip_bytes)  # shared with every node before we answer
         values = dict(base)
         text = await asyncio.to_thread(bundle.read, "dayfly.toml")
         if text is not None:

@@ -1,0 +1,57 @@
+"""Membership on a real 3-node cluster: every node lists all of them (API and `dayfly nodes`),
+a node killed with -9 is gone from the others' lists within 5 s, and a restarted one rejoins."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from cluster_helpers import poll, three_nodes
+
+GONE_WITHIN_S = 5.0
+cluster3 = pytest.fixture(scope="module")(three_nodes)
+
+
+def cli_nodes(url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "dayfly.cli.main", "nodes", "--endpoint", url,
+                           *args], capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+def test_every_node_lists_the_three_nodes(cluster3):
+    ids = sorted(cluster3.node_id(i) for i in range(3))
+    for i in range(3):
+        assert poll(lambda i=i: cluster3.live(i) == ids, 10), cluster3.live(i)
+    out = cli_nodes(cluster3.node(0).url, "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["cluster"] == cluster3.name
+    by_id = {n["id"]: n for n in data["nodes"]}
+    assert sorted(by_id) == ids and by_id["node0"]["self"] and not by_id["node1"]["self"]
+    for i in range(3):
+        node = by_id[cluster3.node_id(i)]
+        assert node["address"] == cluster3.node(i).url
+        assert node["tiers"] and node["capacity"] > 0 and node["age_s"] < 5
+    table = cli_nodes(cluster3.node(1).url)
+    assert table.returncode == 0, table.stderr
+    assert all(cluster3.node_id(i) in table.stdout for i in range(3)), table.stdout
+    assert f"3 nodes in cluster {cluster3.name}" in table.stderr  # the note goes to stderr
+
+
+def test_a_killed_node_is_gone_within_5s_and_rejoins_after_a_restart(cluster3):
+    ids = sorted(cluster3.node_id(i) for i in range(3))
+    assert poll(lambda: cluster3.live(0) == ids and cluster3.live(1) == ids, 10)
+    cluster3.kill(2)
+    killed = time.monotonic()
+    rest = ["node0", "node1"]
+    gone = poll(lambda: cluster3.live(0) == rest and cluster3.live(1) == rest, GONE_WITHIN_S)
+    took = time.monotonic() - killed
+    assert gone, (cluster3.live(0), cluster3.live(1))
+    assert took <= GONE_WITHIN_S
+    cluster3.restart(2)
+    assert poll(lambda: all(cluster3.live(i) == ids for i in range(3)), 10), [
+        cluster3.live(i) for i in range(3)]
