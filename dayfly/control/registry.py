@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InvalidParameter, ResourceNotFound
+from ..errors import InvalidParameter, ResourceConflict, ResourceNotFound
 from ..stores.db import Database
 from ..types import LATEST, FunctionSpec, Limits
 from .changes import announced
@@ -196,9 +196,11 @@ class Registry:
         now = time.time()
 
         def write(conn: sqlite3.Connection) -> None:
-            if create:
-                conn.execute("INSERT INTO functions(name, config, created) VALUES (?, ?, ?)",
-                             (cfg.name, json.dumps(cfg.to_json()), now))
+            if create:  # one statement: of two nodes creating one name, one gets the conflict
+                if not conn.execute("INSERT INTO functions(name, config, created) VALUES (?, ?, ?) "
+                                    "ON CONFLICT(name) DO NOTHING",
+                                    (cfg.name, json.dumps(cfg.to_json()), now)).rowcount:
+                    raise ResourceConflict(f"Function already exist: {cfg.name}")
             else:
                 conn.execute("UPDATE functions SET config = ? WHERE name = ?",
                              (json.dumps(cfg.to_json()), cfg.name))
