@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from cluster_helpers import poll, three_nodes
 from pg_helpers import fresh_database
-from trigger_helpers import deploy, received, unique
+from trigger_helpers import create_mapping, deploy, received, records, scratch_db, unique
 
 from dayfly.cluster.leases import InProcessLeases, Leases, PostgresLeases
 
@@ -139,15 +139,17 @@ def cluster3(tmp_path_factory):
     yield from three_nodes(tmp_path_factory)
 
 
-def schedule_holder(cluster) -> int | None:
-    """The node whose log says it holds the schedules' lease now."""
+def holder(cluster, lease: str = "schedules") -> int | None:
+    """The live node whose log says it holds `lease` now."""
     holders = []
     for i, server in enumerate(cluster.nodes):
         if server is not None:
             text = server.log()
-            if text.rfind("lease schedules acquired") > text.rfind("lease schedules lost"):
+            taken = text.rfind(f"lease {lease} acquired")
+            if taken >= 0 and taken > max(text.rfind(f"lease {lease} lost"),
+                                          text.rfind(f"lease {lease} released")):
                 holders.append(i)
-    assert len(holders) <= 1, f"two nodes hold the schedules' lease: {holders}"
+    assert len(holders) <= 1, f"two nodes hold the lease {lease}: {holders}"
     return holders[0] if holders else None
 
 
@@ -193,16 +195,16 @@ def test_the_schedule_resumes_on_another_node_within_10s_of_a_kill_9_skipping_no
     r = httpx.post(f"{cluster3.node(0).url}{S}", json={"FunctionName": fn,
                                                        "ScheduleExpression": "rate(1 second)"})
     assert r.status_code == 201, r.text
-    holder = None
+    runner = None
     try:
         assert poll(lambda: len(ticks(out)) >= 3, 30), ticks(out)
-        holder = schedule_holder(cluster3)
-        assert holder is not None
-        cluster3.kill(holder)
+        runner = holder(cluster3)
+        assert runner is not None
+        cluster3.kill(runner)
         killed = time.time()
         # the lease is taken over and fires go on: a tick later than the kill within 10 s
         assert poll(lambda: any(t > killed + 1 for t in ticks(out)), 10), (killed, ticks(out))
-        assert poll(lambda: schedule_holder(cluster3) not in (None, holder), 5)
+        assert poll(lambda: holder(cluster3) not in (None, runner), 5)
         # nothing skipped: every tick from the first to the last arrives (one the dead node was
         # delivering comes again once its JetStream delivery times out)
         last = max(ticks(out))
@@ -213,6 +215,43 @@ def test_the_schedule_resumes_on_another_node_within_10s_of_a_kill_9_skipping_no
         assert poll(contiguous, 45), sorted(set(ticks(out)))
         assert len(ticks(out)) == len(set(ticks(out))), "a tick fired twice"
     finally:
-        if holder is not None and cluster3.nodes[holder] is None:
-            cluster3.restart(holder)
+        if runner is not None and cluster3.nodes[runner] is None:
+            cluster3.restart(runner)
         httpx.delete(f"{cluster3.node(0).url}{S}/{r.json()['Id']}")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_table_stream_resumes_on_another_node_within_10s_of_a_kill_9_skipping_nothing(
+        cluster3, tmp_path, kind):
+    fn, out = unique("rows"), tmp_path / "rows.jsonl"
+    deploy(cluster3.node(0), fn, out)
+    with scratch_db(kind, tmp_path) as db:
+        table = db.create(f"t_{unique('x').replace('-', '_')}", "id integer PRIMARY KEY, v text")
+        mapping = create_mapping(cluster3.node(0).lambda_client(), fn, db.url(table),
+                                 BatchSize=5)
+        lease = f"mapping:{mapping['UUID']}"
+
+        def delivered() -> set[int]:
+            return {int(r["dynamodb"]["Keys"]["id"]["N"]) for r in records(out)}
+        consumer = None
+        try:
+            assert poll(lambda: holder(cluster3, lease) is not None, 10)
+            for i in range(1, 21):
+                db.sql(f"INSERT INTO {db.ns}{table} (id, v) VALUES (?, ?)", i, f"row {i}")
+            assert poll(lambda: delivered() >= set(range(1, 21)), 30), sorted(delivered())
+            consumer = holder(cluster3, lease)
+            assert consumer is not None
+            cluster3.kill(consumer)
+            killed = time.monotonic()
+            for i in range(21, 41):
+                db.sql(f"INSERT INTO {db.ns}{table} (id, v) VALUES (?, ?)", i, f"row {i}")
+            assert poll(lambda: 21 in delivered(), 10), sorted(delivered())
+            resumed = time.monotonic() - killed
+            assert resumed <= 10
+            assert holder(cluster3, lease) not in (None, consumer)
+            assert poll(lambda: delivered() == set(range(1, 41)), 30), sorted(delivered())
+        finally:
+            if consumer is not None and cluster3.nodes[consumer] is None:
+                cluster3.restart(consumer)
+            httpx.delete(f"{cluster3.node(0).url}/2015-03-31/event-source-mappings/"
+                         f"{mapping['UUID']}")
