@@ -2,9 +2,12 @@
 
 1. `run(fn)` / `call(fn)` run `fn(conn)` in one transaction (READ COMMITTED) on a small pool
    of worker threads, each with its own connection; a transaction that hit a serialization
-   failure or a deadlock is run again, whole.
-2. `conn` speaks the stores' dialect (`PgConnection`): `?` placeholders, rows that act like
-   sqlite3.Row, `executemany`, `executescript`; statements are translated once and cached.
+   failure or a deadlock, or whose connection was lost before it committed, is run again,
+   whole (on a new connection).
+2. `conn` speaks the stores' dialect (`PgConnection`): `?` and `:name` placeholders, rows
+   that act like sqlite3.Row, `executemany`, `executescript`, bools stored as 1/0, SUM/AVG
+   as int/float (not Decimal); statements are translated once and cached. Where the engines
+   differ in meaning, the connection brings a helper (`lock`, `floor_sql`; see stores/db.py).
 3. DDL in SQLite's words is translated here and only here (`translate_ddl`); schema creation
    holds an advisory transaction lock, so nodes starting together against an empty database
    do not race.
@@ -258,7 +261,6 @@ class PostgresDatabase(Database):
         self._cache: dict[str, str] = {}
         self._callbacks: dict[str, list[ChangeCallback]] = {}
         self._listener: asyncio.Task[None] | None = None
-        self._listen_conn: psycopg.AsyncConnection[Any] | None = None
         self.call(self._create)
 
     def _create(self, conn: sqlite3.Connection) -> None:
@@ -277,6 +279,10 @@ class PostgresDatabase(Database):
     def _thread_conn(self) -> psycopg.Connection[Any]:
         raw: psycopg.Connection[Any] | None = getattr(self._local, "conn", None)
         if raw is None or raw.closed or raw.broken:
+            if raw is not None:  # lost (a server restart): this call and later ones reconnect
+                raw.close()
+                with self._lock:
+                    self._opened.remove(raw)
             raw = self._local.conn = self._connect()
         return raw
 
@@ -284,13 +290,22 @@ class PostgresDatabase(Database):
         for attempt in range(RETRIES):
             raw = self._thread_conn()
             conn = PgConnection(raw, self._cache)
+            stage = "begin"
             try:
                 with raw.transaction():
-                    return fn(cast(sqlite3.Connection, conn))
+                    stage = "run"
+                    out = fn(cast(sqlite3.Connection, conn))
+                    stage = "commit"
+                return out
             except (pgerrors.SerializationFailure, pgerrors.DeadlockDetected):
                 if attempt == RETRIES - 1:
                     raise
                 time.sleep(random.uniform(0, 0.005 * 2 ** attempt))
+            except psycopg.OperationalError:
+                # a connection lost before COMMIT was sent kept nothing: run it again on a new
+                # one; lost during COMMIT, the outcome is unknown, so the caller hears of it
+                if not raw.broken or stage == "commit" or attempt == RETRIES - 1:
+                    raise
         raise AssertionError("unreachable")
 
     def ensure(self, ddl: str) -> None:
@@ -334,7 +349,6 @@ class PostgresDatabase(Database):
             try:
                 async with await psycopg.AsyncConnection.connect(self.dsn,
                                                                  autocommit=True) as aconn:
-                    self._listen_conn = aconn
                     await aconn.execute(f"LISTEN {CHANNEL}")
                     pause = RECONNECT_S[0]
                     if first:
@@ -351,8 +365,6 @@ class PostgresDatabase(Database):
                     ready.set_exception(e)
                     return
                 log.warning("change notifications: connection lost (%s); reconnecting", e)
-            finally:
-                self._listen_conn = None
             await asyncio.sleep(pause)
             pause = min(pause * 2, RECONNECT_S[1])
 

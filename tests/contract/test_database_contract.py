@@ -362,3 +362,19 @@ def test_dashboard_aggregates_agree_on_both_engines(backend: str, tmp_path: Path
         assert [(p["invocations"], p["errors"], p["cold"], p["p50_ms"], p["p99_ms"])
                 for p in page["series"]] == [(10, 1, 3, 5.0, 10.0), (10, 1, 2, 15.0, 20.0),
                                              (10, 1, 3, 25.0, 30.0), (10, 1, 2, 35.0, 40.0)]
+
+
+def test_a_lost_connection_is_replaced(backend: str, tmp_path: Path) -> None:
+    """The server ends every connection (a restart, an idle cut): the next call still works."""
+    if backend == "sqlite":
+        pytest.skip("an embedded file has no connection to lose")
+    with fresh_database() as dsn:
+        db = PostgresDatabase(dsn, connections=1)
+        try:
+            before = db.call(lambda c: c.execute("SELECT pg_backend_pid()").fetchone()[0])
+            with psycopg.connect(dsn, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", (before,))
+            after = db.call(lambda c: c.execute("SELECT pg_backend_pid()").fetchone()[0])
+            assert after != before
+        finally:
+            db.close()
