@@ -204,8 +204,8 @@ def up(host: str, allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], 
     # cross-site and DNS-rebinding requests are refused before anything else sees them
     app = OriginGuard(auth, Policy.of(host, allow_hosts, allow_origins), settings.function_s3)
     from ..gateway.routes import HttpFront
-    app = HttpFront(app, platform)  # routes and function URLs: their own auth, CORS, limits
-    config = uvicorn.Config(app, host=host, port=port, loop="uvloop", http=http, ws="none",
+    front = HttpFront(app, platform)  # routes and function URLs: their own auth, CORS, limits
+    config = uvicorn.Config(front, host=host, port=port, loop="uvloop", http=http, ws="none",
                             lifespan="on", access_log=False, log_level="warning",
                             timeout_graceful_shutdown=5)
     class Server(uvicorn.Server):

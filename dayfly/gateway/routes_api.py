@@ -25,7 +25,8 @@ def describe(request: Request, function: str | None = None) -> dict[str, Any]:
     port = authority.rsplit(":", 1)[1] if ":" in authority.rsplit("]", 1)[-1] else ""
     base = "localhost" if not host or host.replace(".", "").isdigit() or ":" in host else host
     scheme = request.url.scheme
-    routes, urls = [], []
+    routes: list[dict[str, Any]] = []
+    urls: list[dict[str, Any]] = []
     for e in table.entries:
         if e.kind == "route":
             routes.append({"route": e.key, "function": e.function, "auth": e.auth,
