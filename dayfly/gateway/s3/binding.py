@@ -83,8 +83,8 @@ class BindingService:
         self._grant(fn, bucket, "read")
         for _ in range(3):  # the object may be replaced between the lookup and the open
             info = await self.store.get_object(bucket, key)
-            path = self.store.blobs.path(info.blob)
-            try:
+            try:  # a local copy (a cluster node may fetch it first)
+                path = await self.store.blobs.local(info.blob)
                 fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 continue
