@@ -181,9 +181,10 @@ class EventQueue(Queue):
                 return []
             if nxt is not None:
                 wait = min(wait, nxt - time.time())
-            if wait > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), wait)
+            if wait > 0:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                with contextlib.suppress(TimeoutError):  # cancel that meets a wakeup
+                    async with asyncio.timeout(wait):
+                        await self.wakeup.wait()
 
     def take_fresh(self, limit: int) -> list[Event]:
         """Events just stored by this process (the fast path: no read from disk)."""

@@ -54,13 +54,14 @@ class AsyncDispatcher:
         self.tasks: set[asyncio.Task] = set()
         self.http: httpx.AsyncClient | None = None
         self._loop_task: asyncio.Task | None = None
+        self._closing = False  # also ends the loop if a cancel is lost (3.11's wait_for)
 
     def start(self) -> None:
         self.http = httpx.AsyncClient(timeout=10)
         self._loop_task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             try:
                 await self._pump()
             except Exception:
@@ -72,7 +73,12 @@ class AsyncDispatcher:
         if room <= 0:
             await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
             return
-        for ev in await self.queue.take(room, 1.0):
+        events = await self.queue.take(room, 1.0)
+        if self._closing:
+            for ev in events:
+                await self.queue.release(ev)
+            return
+        for ev in events:
             task = asyncio.ensure_future(self._deliver(ev))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -184,6 +190,7 @@ class AsyncDispatcher:
             await self.queue.put(name, qualifier, payload, "destination", chain=chain)
 
     async def close(self) -> None:
+        self._closing = True
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

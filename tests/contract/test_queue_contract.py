@@ -8,6 +8,7 @@ are two nodes, and an event held by a node that dies goes to the other.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import uuid
@@ -232,3 +233,69 @@ async def test_retry_counts_travel_to_the_other_node(two_nodes):
     [again] = await take_all(node2, 1)
     assert (again.id, again.attempts, again.throttles) == (ev.id, 2, 5)
     await node2.ack(again)
+
+
+# -- the dispatcher over each backend -------------------------------------------------------
+
+class ScriptedScheduler:
+    """Answers each invocation of an event with the next outcome of its script."""
+
+    def __init__(self, script: list[str]) -> None:
+        self.script = script
+        self.calls: list[tuple[str, int]] = []  # (event id, throttled count it came with)
+
+    async def invoke(self, spec, req):
+        from dayfly.errors import TooManyRequests
+        from dayfly.types import InvokeResult
+        self.calls.append((req.request_id, req.throttled))
+        outcome = self.script.pop(0) if self.script else "ok"
+        if outcome == "throttle":
+            raise TooManyRequests("at its concurrency limit")
+        if outcome == "error":
+            return InvokeResult(b'{"errorMessage": "no"}', error_type="Unhandled")
+        return InvokeResult(b"{}")
+
+
+async def dispatch(queue: Queue, script: list[str], ends: str) -> ScriptedScheduler:
+    """Run the dispatcher over `queue` until one event has ended in `ends` (ack, dead_letter)."""
+    from dayfly.control.event_config import EventConfig
+    from dayfly.triggers.async_invoke import AsyncDispatcher
+
+    class Configs:
+        def get(self, function, qualifier):
+            return EventConfig(retries=2)
+
+    done = asyncio.Event()
+    end = getattr(queue, ends)
+
+    async def ended(*args):
+        await end(*args)
+        done.set()
+    setattr(queue, ends, ended)
+    scheduler = ScriptedScheduler(script)
+    d = AsyncDispatcher(queue, scheduler, lambda fn, q: None, lambda fn, q=None: f"arn:{fn}",
+                        Configs(), backoff_s=0.05)
+    d.start()
+    try:
+        await asyncio.wait_for(done.wait(), 20)
+    finally:
+        await d.close()
+    return scheduler
+
+
+async def test_the_dispatcher_acks_a_delivered_event(queue: Queue):
+    ev_id = await queue.put("fn", None, b"{}")
+    scheduler = await dispatch(queue, [], "ack")
+    assert scheduler.calls == [(ev_id, 0)]
+    assert await queue.depth() == 0
+
+
+async def test_the_dispatcher_counts_throttles_apart_from_attempts(queue: Queue):
+    ev_id = await queue.put("fn", None, b"{}")
+    scheduler = await dispatch(queue, ["throttle", "error", "throttle", "error", "error"],
+                               "dead_letter")
+    # the first try and two retries ran the function; the throttled two did not count
+    assert scheduler.calls == [(ev_id, 0), (ev_id, 1), (ev_id, 1), (ev_id, 2), (ev_id, 2)]
+    [row] = await queue.dead("fn")
+    assert (row["id"], row["attempts"], row["throttles"]) == (ev_id, 3, 2)
+    assert await queue.depth() == 0
