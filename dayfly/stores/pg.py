@@ -81,6 +81,7 @@ def split_statements(script: str) -> list[str]:
 
 
 _DDL = re.compile(r"^\s*(CREATE|ALTER|DROP)\s", re.IGNORECASE)
+_CREATE = re.compile(r"^\s*CREATE\s+(?:TABLE|INDEX)\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.I)
 # a column's type: after its name, which follows "(" or "," or ADD COLUMN
 _COLUMN_TYPE = re.compile(r'((?:[(,]|\bADD\s+COLUMN(?:\s+IF\s+NOT\s+EXISTS)?)\s*"?\w+"?\s+)'
                           r"(INTEGER\s+PRIMARY\s+KEY\s+AUTOINCREMENT|INTEGER|REAL|BLOB|TEXT)\b",
@@ -220,7 +221,13 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
         """Run one statement; the cursor has fetchone/fetchall, iteration and rowcount."""
-        return self.raw.execute(cast(Any, self._sql(sql)), params)
+        translated = self._sql(sql)
+        made = _CREATE.match(sql)
+        if made:  # skipped when there: CREATE INDEX locks its table even when it exists
+            cur = self.raw.execute("SELECT to_regclass(%s) IS NOT NULL", (made[1],))
+            if (cur.fetchone() or (False,))[0]:
+                return cur
+        return self.raw.execute(cast(Any, translated), params)
 
     def executemany(self, sql: str, seq: Any) -> psycopg.Cursor:
         """Run one statement once per parameter tuple."""
@@ -265,8 +272,12 @@ class PostgresDatabase(Database):
 
     def _create(self, conn: sqlite3.Connection) -> None:
         conn.executescript(SCHEMA)
+        have = {tuple(r) for r in conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema()")}
         for table, column, decl in ADDED_COLUMNS:
-            conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {decl}")
+            if (table, column) not in have:  # ALTER TABLE locks the table, even for nothing
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {decl}")
 
     def _connect(self) -> psycopg.Connection[Any]:
         raw = psycopg.connect(self.dsn, autocommit=True, row_factory=_row_factory)
