@@ -4,11 +4,15 @@ against writing/reading the same bytes as local files with Python, in the same r
 Rows: 4 KiB objects (ops/s, one at a time and --concurrency at once) and 64 / 256 MiB objects
 (MiB/s). Columns: local files (write + fsync + rename; read), the file BlobStore (one node),
 JetStream (PUT on node 1; GET on node 2: a first read fetches from JetStream, a second read
-serves node 2's cache). Node 2 has its own NATS connection. The object store is created for
-the run and deleted afterwards; the JetStream limits a 256 MiB object meets are printed first.
+serves node 2's cache), and PostgreSQL large objects, the other engine reachable here
+(lo_create + lo_put of 1 MiB pieces in one transaction; lo_get of 1 MiB pieces; one
+connection per concurrent client, in threads). Node 2 has its own NATS connection. The
+object store is created for the run and deleted afterwards (large objects are unlinked); the
+JetStream limits a 256 MiB object meets are printed first.
 
 Usage: python benchmarks/blob_throughput.py [--nats nats://127.0.0.1:4222] [--small 2000]
        [--concurrency 16] [--large-runs 3] [--dir /var/tmp]
+       [--pg postgresql://postgres@127.0.0.1:5432/test | --pg ""]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import nats
+import psycopg
 
 from dayfly.stores.blobs import BlobStore
 from dayfly.stores.jsblobs import JetStreamBlobStore
@@ -60,6 +65,57 @@ async def store_get(store: BlobStore, blob_id: str) -> int:
     return sum([len(c) async for c in await store.open(blob_id)])
 
 
+class LargeObjects:
+    """PostgreSQL large objects, one connection per concurrent caller (psycopg is blocking)."""
+
+    def __init__(self, dsn: str, conns: int) -> None:
+        self.pool = [psycopg.connect(dsn) for _ in range(conns)]
+        self.free = asyncio.Queue[psycopg.Connection]()
+        for c in self.pool:
+            self.free.put_nowait(c)
+
+    async def _with(self, fn: Callable[[psycopg.Connection], int]) -> int:
+        c = await self.free.get()
+        try:
+            return await asyncio.to_thread(fn, c)
+        finally:
+            self.free.put_nowait(c)
+
+    async def put(self, data: bytes) -> int:
+        def run(c: psycopg.Connection) -> int:
+            with c.transaction():
+                row = c.execute("SELECT lo_create(0)").fetchone()
+                assert row is not None
+                oid = int(row[0])
+                for i in range(0, max(len(data), 1), MiB):
+                    c.execute("SELECT lo_put(%s, %s, %s)", (oid, i, data[i:i + MiB]))
+            return oid
+        return await self._with(run)
+
+    async def get(self, oid: int, size: int) -> int:
+        def run(c: psycopg.Connection) -> int:
+            n = 0
+            with c.transaction():
+                for i in range(0, size, MiB):
+                    row = c.execute("SELECT lo_get(%s, %s, %s)", (oid, i, MiB)).fetchone()
+                    assert row is not None
+                    n += len(row[0])
+            return n
+        return await self._with(run)
+
+    async def remove(self, oids: list[int]) -> None:
+        def run(c: psycopg.Connection) -> int:
+            with c.transaction():
+                for oid in oids:
+                    c.execute("SELECT lo_unlink(%s)", (oid,))
+            return 0
+        await self._with(run)
+
+    def close(self) -> None:
+        for c in self.pool:
+            c.close()
+
+
 async def timed(op: Callable[[int], Awaitable[object]], n: int, concurrency: int = 1) -> float:
     """Seconds for n calls of op(i), `concurrency` at a time."""
     sem = asyncio.Semaphore(concurrency)
@@ -93,12 +149,15 @@ async def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--large-runs", type=int, default=3, help="objects per large size")
     ap.add_argument("--dir", default=None, help="where local files go (default: a temp dir)")
+    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test",
+                    help="PostgreSQL for the large-object column ('' to leave it out)")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="dayfly-blobbench-", dir=args.dir))
     nc1, nc2 = await nats.connect(args.nats), await nats.connect(args.nats)
     bucket = f"dayfly_bench{secrets.token_hex(3)}_objects"
-    rows: list[tuple[str, str, float, float, float, float]] = []  # nan: not measured
+    rows: list[tuple[str, str, float, float, float, float, float]] = []  # nan: not measured
+    lo = LargeObjects(args.pg, args.concurrency) if args.pg else None
     try:
         node1 = JetStreamBlobStore(work / "node1", nc1, bucket)
         node2 = JetStreamBlobStore(work / "node2", nc2, bucket)
@@ -127,15 +186,28 @@ async def main() -> None:
             t_file = await timed(fput, n, conc)
             t_bs = await timed(bput, n, conc)
             t_js = await timed(jput, n, conc)
-            rows.append((label, "PUT", *(n / t if size < MiB else n * size / MiB / t
-                                         for t in (t_file, t_bs, t_js)), float("nan")))
+            oids: list[int] = [0] * n
+
+            async def lput(i: int) -> None:
+                assert lo is not None
+                oids[i] = await lo.put(data)
+            t_lo = await timed(lput, n, conc) if lo else float("nan")
+
+            def rate(t: float) -> float:
+                return n / t if size < MiB else n * size / MiB / t
+            rows.append((label, "PUT", rate(t_file), rate(t_bs), rate(t_js), float("nan"),
+                         rate(t_lo)))
             g_file = await timed(lambda i: asyncio.to_thread(file_get, plain, names[i]), n, conc)
             g_bs = await timed(lambda i: store_get(files, fids[i]), n, conc)
             g_cold = await timed(lambda i: store_get(node2, jids[i]), n, conc)
             g_warm = await timed(lambda i: store_get(node2, jids[i]), n, conc)
             assert node2.fetches >= n
-            rows.append((label, "GET", *(n / t if size < MiB else n * size / MiB / t
-                                         for t in (g_file, g_bs, g_cold, g_warm))))
+            g_lo = (await timed(lambda i: lo.get(oids[i], size), n, conc)  # type: ignore[union-attr]
+                    if lo else float("nan"))
+            rows.append((label, "GET", rate(g_file), rate(g_bs), rate(g_cold), rate(g_warm),
+                         rate(g_lo)))
+            if lo:
+                await lo.remove(oids)
             for p in plain.iterdir():
                 p.unlink()
             await asyncio.to_thread(files.remove, *fids)
@@ -147,20 +219,24 @@ async def main() -> None:
         await measure("64 MiB (MiB/s)", 64 * MiB, args.large_runs, 1)
         await measure("256 MiB (MiB/s)", 256 * MiB, args.large_runs, 1)
     finally:
+        if lo:
+            lo.close()
         await Objects(nc1, bucket).drop()
         await nc1.close()
         await nc2.close()
         shutil.rmtree(work, ignore_errors=True)
 
-    head = ("| objects | op | local files | file BlobStore | JetStream | JetStream / files "
-            "| JetStream, node 2 cached | cached / files |")
-    print(head)
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for label, op, f, b, j, warm in rows:
-        cached = "" if warm != warm else f"{warm:,.0f}"
-        ratio = "" if warm != warm else f"{warm / f:.2f}"
-        print(f"| {label} | {op} | {f:,.0f} | {b:,.0f} | {j:,.0f} | {j / f:.2f} | {cached} | "
-              f"{ratio} |")
+    def cell(v: float) -> str:
+        return "" if v != v else f"{v:,.0f}"
+
+    def ratio(v: float, f: float) -> str:
+        return "" if v != v else f"{v / f:.2f}"
+    print("| objects | op | local files | file BlobStore | JetStream | JetStream / files "
+          "| JetStream, node 2 cached | cached / files | PG large objects | PG / files |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, op, f, b, j, warm, pg in rows:
+        print(f"| {label} | {op} | {f:,.0f} | {b:,.0f} | {j:,.0f} | {j / f:.2f} | {cell(warm)} "
+              f"| {ratio(warm, f)} | {cell(pg)} | {ratio(pg, f)} |")
 
 
 if __name__ == "__main__":

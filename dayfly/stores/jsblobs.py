@@ -1,10 +1,11 @@
 """Blobs shared by every node: content in a JetStream object store (`{cluster}_objects`), local
 files as a read cache, the same interface as blobs.BlobStore.
 
-1. Writes go to a local file first (as on one node: temp file, fsync, rename), then to the
-   object store; `write`, `write_fd`, `concat`, `copy_range`, `link` and a writer's `finish`
-   return only once JetStream acknowledged every chunk, so an acknowledged PUT survives the
-   node. The local file stays as the first cache entry.
+1. Writes go to a local file first (as on one node: temp file, rename; no fsync, the copy that
+   counts is JetStream's), then to the object store; `write`, `write_fd`, `concat`,
+   `copy_range`, `link` and a writer's `finish` return only once JetStream acknowledged every
+   chunk, so an acknowledged PUT survives the node. The local file stays as the first cache
+   entry (checked like any other after a restart, see 3).
 2. Reads (`open`, `local`) serve the local copy; a node without one fetches the object once
    (concurrent reads share the fetch) into a temp file, checks its size and SHA-256, and
    renames it into place (no fsync: see 3). Ranges are read from the local copy.
@@ -42,7 +43,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from .blobs import Blob, BlobStore, _chunks, _fsync_dir, _Writer
+from .blobs import Blob, BlobStore, _chunks, _Writer
 from .jsobjects import ObjectMissing, Objects
 from .s3errors import S3Error
 
@@ -82,6 +83,8 @@ class _SharedWriter(_Writer):
 class JetStreamBlobStore(BlobStore):
     """Blobs in the JetStream object store `bucket`, cached under `root` (see module docstring).
     Create it on the event loop, then `await start()`."""
+
+    fsync = False  # local files are a cache: the durable copy is in JetStream
 
     def __init__(self, root: Path, nc: Client, bucket: str) -> None:
         super().__init__(root)
@@ -173,7 +176,6 @@ class JetStreamBlobStore(BlobStore):
         final = self.path(new)
         final.parent.mkdir(exist_ok=True)
         await self._io(os.link, src, final)
-        await self._io(_fsync_dir, final.parent)
         await self.share(new)
         stamp = await self._io(_stamp, src)  # the link changed the source's ctime
         if stamp is not None:
