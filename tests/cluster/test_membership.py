@@ -3,14 +3,20 @@ a node killed with -9 is gone from the others' lists within 5 s, and a restarted
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
 
 import pytest
-from cluster_helpers import poll, three_nodes
+from cluster_helpers import NATS_URL, drop_nats, poll, require_nats, three_nodes
+
+from dayfly.cluster.membership import LocalMembership, NatsMembership, NodeInfo
+from dayfly.cluster.nats import Nats
+from dayfly.cluster.settings import ClusterSettings
 
 GONE_WITHIN_S = 5.0
 cluster3 = pytest.fixture(scope="module")(three_nodes)
@@ -55,3 +61,56 @@ def test_a_killed_node_is_gone_within_5s_and_rejoins_after_a_restart(cluster3):
     cluster3.restart(2)
     assert poll(lambda: all(cluster3.live(i) == ids for i in range(3)), 10), [
         cluster3.live(i) for i in range(3)]
+
+
+# -- the backends directly, without servers ------------------------------------------------
+
+def advert(node_id: str, warm: dict[str, int] | None = None):
+    return lambda: NodeInfo(id=node_id, address=f"http://{node_id}", tiers=["process"],
+                            warm=dict(warm or {}))
+
+
+def test_a_single_node_is_its_only_member():
+    m = LocalMembership(advert("solo", {"f": 2}))
+    assert [n.id for n in m.peers()] == ["solo"] and m.others() == []
+    assert m.peers()[0].warm == {"f": 2} and m.cluster is None
+
+
+def test_nodes_see_each_other_and_one_that_leaves_or_falls_silent_is_dropped():
+    require_nats()
+    name = f"m{secrets.token_hex(5)}"
+    try:
+        asyncio.run(three_members(name))
+    finally:
+        drop_nats(name)
+
+
+async def three_members(name: str) -> None:
+    conns = [Nats(ClusterSettings("unused", NATS_URL, b"k" * 32, name=name, node_id=i))
+             for i in ("a", "b", "c")]
+    members = [NatsMembership(advert(n.settings.node_id, {"fn": 1}), n, heartbeat_s=0.2,
+                              stale_s=1.0) for n in conns]
+    try:
+        for n, m in zip(conns, members, strict=True):
+            await n.open()
+            await m.start()
+
+        async def ids(m: NatsMembership, want: list[str], timeout: float = 5.0) -> list[str]:
+            deadline = asyncio.get_running_loop().time() + timeout
+            while sorted(n.id for n in m.peers()) != want:
+                if asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.05)
+            return sorted(n.id for n in m.peers())
+        assert await ids(members[0], ["a", "b", "c"]) == ["a", "b", "c"]
+        assert {n.id: n.warm for n in members[0].others()} == {"b": {"fn": 1}, "c": {"fn": 1}}
+        await members[2].close()  # leaves: its entry is deleted, gone at once
+        assert await ids(members[0], ["a", "b"], 0.5) == ["a", "b"]
+        for task in members[1]._tasks:  # falls silent (as a killed node): dropped after stale_s
+            task.cancel()
+        assert await ids(members[0], ["a"], 3.0) == ["a"]
+    finally:
+        for m in members:
+            await m.close()
+        for n in conns:
+            await n.close()
