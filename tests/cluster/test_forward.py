@@ -14,7 +14,6 @@ import base64
 import contextlib
 import io
 import json
-import secrets
 import time
 import zipfile
 from collections.abc import Iterator
@@ -23,13 +22,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ALLOW_WEAK, Server, start_server, stop_server
-from pg_helpers import fresh_database
+from cluster_helpers import running_cluster
+from conftest import ALLOW_WEAK, Server
 
 from dayfly.cluster.forward import FORWARDED, NodeKey, invoke_target
 from dayfly.cluster.settings import ClusterSettings
 
-NATS = "nats://127.0.0.1:4222"
+A, B = "node0", "node1"  # node ids: a's sorts first
 HANDLER = '''
 import os, time
 
@@ -52,46 +51,14 @@ def zipped(source: str) -> bytes:
     return buf.getvalue()
 
 
-def drop_nats(prefix: str) -> None:
-    import asyncio
-
-    import nats
-
-    async def drop() -> None:
-        nc = await nats.connect(NATS)
-        try:
-            js = nc.jetstream()
-            for info in await js.streams_info():
-                if prefix in info.config.name:
-                    await js.delete_stream(info.config.name)
-        finally:
-            await nc.close()
-    asyncio.run(drop())
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> Iterator[tuple[Server, Server, bytes]]:
-    """Nodes a and b of a new cluster (own database and NATS names), and the cluster key."""
-    work = tmp_path_factory.mktemp("forward")
-    key = secrets.token_bytes(32)
-    key_file = work / "cluster.key"
-    key_file.write_text(key.hex())
-    name = f"fwd_{secrets.token_hex(4)}"
-    with fresh_database() as dsn, contextlib.ExitStack() as stack:
-        stack.callback(drop_nats, name)
-        nodes = []
-        for node in "ab":
-            (work / node).mkdir()
-            srv = start_server(work / node / "data", *ALLOW_WEAK, "--isolation", "process",
-                               "--cluster", "--database", dsn, "--nats", NATS,
-                               "--cluster-name", name, "--node-id", node,
-                               "--cluster-key-file", str(key_file))
-            stack.callback(stop_server, srv)
-            nodes.append(srv)
-        a, b = nodes
-        wait_until(lambda: len(httpx.get(f"{a.url}/dayfly/v1/nodes").json()["nodes"]) == 2,
-                   "node a sees both nodes")
-        yield a, b, key
+    """Nodes a (node0) and b (node1) of a new cluster, and the cluster key."""
+    with running_cluster(tmp_path_factory.mktemp("forward"), 2, *ALLOW_WEAK,
+                         "--isolation", "process") as c:
+        a, b = c.node(0), c.node(1)
+        wait_until(lambda: c.live(0) == c.live(1) == ["node0", "node1"], "both nodes live")
+        yield a, b, bytes.fromhex(c.key_file.read_text().strip())
 
 
 def wait_until(check, what: str, timeout: float = 10.0) -> None:
@@ -170,7 +137,7 @@ def held(srv: Server, tmp: Path, tag: str) -> Iterator[Future]:
 
 def test_a_busy_node_forwards_to_a_node_with_room(cluster, gate, tmp_path):
     a, b, _ = cluster
-    before = forwarded(a, "b", "ok")
+    before = forwarded(a, B, "ok")
     with held(a, tmp_path, "first") as first:
         # a's one instance is busy: the next invoke sent to a runs on b
         started, release = tmp_path / "second.started", tmp_path / "second.go"
@@ -181,9 +148,9 @@ def test_a_busy_node_forwards_to_a_node_with_room(cluster, gate, tmp_path):
             release.touch()
             reply = second.result()
     assert reply.status_code == 200 and reply.json() == {"ok": True}
-    assert record(a, reply.headers["x-amzn-requestid"])["node"] == "b"
-    assert record(b, first.result().headers["x-amzn-requestid"])["node"] == "a"
-    assert forwarded(a, "b", "ok") == before + 1
+    assert record(a, reply.headers["x-amzn-requestid"])["node"] == B
+    assert record(b, first.result().headers["x-amzn-requestid"])["node"] == A
+    assert forwarded(a, B, "ok") == before + 1
 
 
 def test_the_reply_of_a_forwarded_invoke_comes_back_unchanged(cluster, gate, tmp_path):
@@ -195,15 +162,15 @@ def test_the_reply_of_a_forwarded_invoke_comes_back_unchanged(cluster, gate, tmp
     assert reply.json()["errorType"] == "ValueError"
     tail = base64.b64decode(reply.headers["x-amz-log-result"]).decode()
     assert "about to fail" in tail
-    assert record(a, reply.headers["x-amzn-requestid"])["node"] == "b"
-    assert forwarded(a, "b", "function_error") >= 1
+    assert record(a, reply.headers["x-amzn-requestid"])["node"] == B
+    assert forwarded(a, B, "function_error") >= 1
 
 
 def test_a_forwarded_invoke_is_never_forwarded_again(cluster, gate, tmp_path):
     """Both nodes busy: an invoke sent to a goes to b, where it waits for b's instance (it is
     not sent back to a, whose instance frees first)."""
     a, b, _ = cluster
-    back = forwarded(b, "a", "ok") + forwarded(b, "a", "throttled")
+    back = forwarded(b, A, "ok") + forwarded(b, A, "throttled")
     with ThreadPoolExecutor(1) as pool, held(b, tmp_path, "on-b") as on_b:
         with held(a, tmp_path, "on-a"):
             third = pool.submit(invoke, a, {})
@@ -212,28 +179,28 @@ def test_a_forwarded_invoke_is_never_forwarded_again(cluster, gate, tmp_path):
         assert not on_b.done() and not third.done() and queued(b) == 1
     reply = third.result()
     assert reply.status_code == 200
-    assert record(a, reply.headers["x-amzn-requestid"])["node"] == "b"
-    assert forwarded(b, "a", "ok") + forwarded(b, "a", "throttled") == back
+    assert record(a, reply.headers["x-amzn-requestid"])["node"] == B
+    assert forwarded(b, A, "ok") + forwarded(b, A, "throttled") == back
 
 
 def test_the_node_credential_is_for_the_invoke_route_only(cluster, gate):
     a, _, key = cluster
     node_key = NodeKey(ClusterSettings(database="", nats="", key=key).derive("node-to-node"),
-                       "b")
+                       B)
     target = invoke_target("gate", None)
 
     def send(method: str, path: str, body: bytes = b"{}", sign_body: bytes | None = None,
              **headers: str) -> httpx.Response:
         auth = node_key.sign(method, path, body if sign_body is None else sign_body)
         return httpx.request(method, f"{a.url}{path}", content=body, timeout=30,
-                             headers={"authorization": auth, FORWARDED: "b", **headers})
+                             headers={"authorization": auth, FORWARDED: B, **headers})
 
     ok = send("POST", target)
     assert ok.status_code == 200 and ok.json() == {"ok": True}
-    assert record(a, ok.headers["x-amzn-requestid"])["node"] == "a"  # run where it landed
+    assert record(a, ok.headers["x-amzn-requestid"])["node"] == A  # run where it landed
     assert send("POST", target, b'{"x": 1}', sign_body=b"{}").status_code == 403  # other body
     assert send("POST", target, **{"x-amz-invocation-type": "Event"}).status_code == 403
-    forged = NodeKey(bytes(32), "b").sign("POST", target, b"{}")
+    forged = NodeKey(bytes(32), B).sign("POST", target, b"{}")
     assert httpx.post(f"{a.url}{target}", content=b"{}",
                       headers={"authorization": forged}).status_code == 403
     # a valid MAC for each of these requests, refused: deploy, S3, the API
@@ -251,7 +218,7 @@ def test_the_node_credential_is_for_the_invoke_route_only(cluster, gate):
 def test_a_replayed_node_credential_is_refused(cluster, gate):
     a, _, key = cluster
     node_key = NodeKey(ClusterSettings(database="", nats="", key=key).derive("node-to-node"),
-                       "b")
+                       B)
     target = invoke_target("gate", None)
     headers = {"authorization": node_key.sign("POST", target, b"{}")}
     assert httpx.post(f"{a.url}{target}", content=b"{}", headers=headers).status_code == 200
