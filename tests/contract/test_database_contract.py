@@ -225,10 +225,9 @@ def test_ddl_translation() -> None:
         "SELECT a FROM t WHERE b = %s AND c LIKE '%%?'")
 
 
-async def test_serialization_failures_are_retried(backend: str, tmp_path: Path) -> None:
-    if backend == "sqlite":
-        pytest.skip("SQLite's write transactions never conflict (one at a time)")
-    with open_database(backend, tmp_path) as db:
+async def test_serialization_failures_are_retried(tmp_path: Path) -> None:
+    """PostgreSQL only: SQLite's write transactions never conflict (one at a time)."""
+    with open_database("postgresql", tmp_path) as db:
         calls = []
 
         def flaky(c):
@@ -275,9 +274,8 @@ async def test_changes_reach_the_other_node_not_the_writer(
     await b.stop_listening()
 
 
-async def test_after_a_reconnect_every_callback_hears_none(backend: str, tmp_path: Path) -> None:
-    if backend == "sqlite":
-        pytest.skip("no LISTEN connection on SQLite")
+async def test_after_a_reconnect_every_callback_hears_none() -> None:
+    """PostgreSQL only: SQLite has no LISTEN connection."""
     with fresh_database() as dsn:
         db = PostgresDatabase(dsn, node_id="n")
         heard: list[tuple[str, str | None]] = []
@@ -364,10 +362,9 @@ def test_dashboard_aggregates_agree_on_both_engines(backend: str, tmp_path: Path
                                              (10, 1, 3, 25.0, 30.0), (10, 1, 2, 35.0, 40.0)]
 
 
-def test_a_lost_connection_is_replaced(backend: str, tmp_path: Path) -> None:
-    """The server ends every connection (a restart, an idle cut): the next call still works."""
-    if backend == "sqlite":
-        pytest.skip("an embedded file has no connection to lose")
+def test_a_lost_connection_is_replaced() -> None:
+    """The server ends every connection (a restart, an idle cut): the next call still works.
+    PostgreSQL only: an embedded file has no connection to lose."""
     with fresh_database() as dsn:
         db = PostgresDatabase(dsn, connections=1)
         try:
@@ -380,12 +377,10 @@ def test_a_lost_connection_is_replaced(backend: str, tmp_path: Path) -> None:
             db.close()
 
 
-def test_a_node_starting_against_a_busy_database_does_not_wait(backend: str) -> None:
+def test_a_node_starting_against_a_busy_database_does_not_wait() -> None:
     """The schema exists and another node is mid-write: a node starting now neither waits for
     that write nor blocks the others (CREATE INDEX and ALTER TABLE lock a table even when they
-    have nothing to do, so existing tables and columns are left alone)."""
-    if backend == "sqlite":
-        pytest.skip("one node per file")
+    have nothing to do, so existing tables and columns are left alone). PostgreSQL only."""
     with fresh_database() as dsn:
         PostgresDatabase(dsn).close()
         with psycopg.connect(dsn) as writer:  # a transaction left open, holding its locks
