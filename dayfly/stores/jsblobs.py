@@ -82,7 +82,7 @@ class _SharedWriter(_Writer):
 
 class JetStreamBlobStore(BlobStore):
     """Blobs in the JetStream object store `bucket`, cached under `root` (see module docstring).
-    Create it on the event loop, then `await start()`."""
+    `await start()` before use."""
 
     fsync = False  # local files are a cache: the durable copy is in JetStream
 
@@ -90,8 +90,8 @@ class JetStreamBlobStore(BlobStore):
         super().__init__(root)
         self.io = ThreadPoolExecutor(4, thread_name_prefix="dayfly-blobs")
         self.objects = Objects(nc, bucket, self.io)
-        self.loop = asyncio.get_running_loop()
-        self._loop_thread = threading.get_ident()
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by start
+        self._loop_thread = -1
         # the fields below are touched on the event loop only
         self._checked: dict[str, Stamp] = {}  # blob id -> stamp of a local copy known good
         self._fetching: dict[str, asyncio.Future[Path]] = {}
@@ -100,6 +100,8 @@ class JetStreamBlobStore(BlobStore):
 
     async def start(self) -> None:
         """Create the object store if needed; drop local copies of objects deleted anywhere."""
+        self.loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         await self.objects.create()
         self._sub = await self.objects.nc.subscribe(self.objects.meta_subjects,
                                                     cb=self._on_meta)
@@ -124,13 +126,13 @@ class JetStreamBlobStore(BlobStore):
             await self._io(BlobStore.remove, self, name)
 
     async def _io(self, fn: Any, *args: Any) -> Any:
-        return await self.loop.run_in_executor(self.io, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.io, fn, *args)
 
     def wait(self, coro: Coroutine[Any, Any, T]) -> T:
         """From a worker thread: run `coro` on the event loop and wait for its result."""
-        if threading.get_ident() == self._loop_thread:
+        if self.loop is None or threading.get_ident() == self._loop_thread:
             coro.close()
-            raise RuntimeError("a blocking blob call was made on the event loop")
+            raise RuntimeError("a blocking blob call was made on the event loop, or before start")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     # -- writes -------------------------------------------------------------------------------
@@ -215,8 +217,7 @@ class JetStreamBlobStore(BlobStore):
     async def _materialise(self, blob_id: str) -> Path:
         path = self.path(blob_id)
         info = await self.objects.info(blob_id)
-        if info is None:
-            await self._io(BlobStore.remove, self, blob_id)  # deleted while this node was away
+        if info is None:  # deleted (a copy left here goes at the next sweep), or never shared
             raise FileNotFoundError(blob_id)
         if await self._io(_stamp, path) is not None:  # a copy never checked, or changed since
             if await self._io(_sha256_file, path) == info.sha256:

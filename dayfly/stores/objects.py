@@ -128,6 +128,11 @@ class ObjectStore:
 
         self.multipart = Multipart(self)
 
+    def use_blobs(self, blobs: BlobStore) -> None:
+        """Keep object content in `blobs` from now on (cluster mode: a shared backend, set at
+        start before any request; objects stored before in single-node mode are not copied)."""
+        self.blobs = self.multipart.blobs = blobs
+
     def _init(self, c: sqlite3.Connection) -> None:
         for stmt in SCHEMA.split(";"):
             c.execute(stmt)
