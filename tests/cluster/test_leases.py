@@ -239,6 +239,13 @@ def test_a_table_stream_resumes_on_another_node_within_10s_of_a_kill_9_skipping_
         consumer = None
         try:
             assert poll(lambda: holder(cluster3, lease) is not None, 10)
+            others = [i for i in range(3) if i != holder(cluster3, lease)]
+
+            def health(i: int) -> str:
+                return httpx.get(f"{cluster3.node(i).url}/2015-03-31/event-source-mappings/"
+                                 f"{mapping['UUID']}").json()["Health"]
+            assert poll(lambda: all(health(i).startswith("standby") for i in others), 5), [
+                health(i) for i in others]
             for i in range(1, 21):
                 db.sql(f"INSERT INTO {db.ns}{table} (id, v) VALUES (?, ?)", i, f"row {i}")
             assert poll(lambda: delivered() >= set(range(1, 21)), 30), sorted(delivered())

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import pytest
 from cluster_helpers import NATS_URL, drop_nats, poll, require_nats, three_nodes
 
@@ -58,9 +59,16 @@ def test_a_killed_node_is_gone_within_5s_and_rejoins_after_a_restart(cluster3):
     took = time.monotonic() - killed
     assert gone, (cluster3.live(0), cluster3.live(1))
     assert took <= GONE_WITHIN_S
+    # a secret sealed meanwhile through another node opens on the restarted one: every node
+    # seals with the cluster key (with its own secrets.key it would refuse to start)
+    r = httpx.put(f"{cluster3.node(0).url}/dayfly/v1/secrets/SHARED_TOKEN", json={"value": "s3"})
+    assert r.status_code == 204, r.text
     cluster3.restart(2)
     assert poll(lambda: all(cluster3.live(i) == ids for i in range(3)), 10), [
         cluster3.live(i) for i in range(3)]
+    names = [s["name"] for s in httpx.get(f"{cluster3.node(2).url}/dayfly/v1/secrets").json()[
+        "secrets"]]
+    assert "SHARED_TOKEN" in names
 
 
 # -- the backends directly, without servers ------------------------------------------------
