@@ -74,6 +74,12 @@ class BundleStore:
         await self.shared.put(f"code/{bundle.hexdigest}", bundle.zip_path)
         return bundle
 
+    async def share(self, hexdigest: str) -> None:
+        """Make a bundle on this node's disk available to every node, unless it is."""
+        zip_path = self.zips / f"{hexdigest}.zip"
+        if zip_path.is_file():
+            await self.shared.put(f"code/{hexdigest}", zip_path)
+
     async def ensure(self, hexdigest: str) -> bool:
         """Whether the bundle is unpacked on this node's disk, fetching it from the shared
         store the first time (concurrent callers share one fetch)."""
@@ -193,7 +199,8 @@ def remove_tree(root: Path) -> None:
 def _make_read_only(root: Path, top: bool = True) -> None:
     for dirpath, _dirnames, filenames in os.walk(root):
         for f in filenames:
-            os.chmod(os.path.join(dirpath, f), 0o444)
+            path = os.path.join(dirpath, f)
+            os.chmod(path, 0o555 if os.stat(path).st_mode & 0o100 else 0o444)
         if top or dirpath != str(root):
             os.chmod(dirpath, 0o555)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import InvalidParameter
 from ..modes import share_tree
+from ..sandbox import lang
 from .shared_code import SharedCode
 
 Progress = Callable[[str], None]
@@ -25,11 +26,14 @@ class DepsError(InvalidParameter):
     """pip could not install the requirements; the message carries pip's own words."""
 
 
-def deps_key(requirements: str) -> str:
-    """Same requirements on the same Python share one directory."""
+def deps_key(requirements: str, runtime: str | None = None) -> str:
+    """Same requirements on the same Python ("python3.12"; None: dayfly's own) share one
+    directory."""
     norm = "\n".join(line.strip() for line in requirements.splitlines()
                      if line.strip() and not line.strip().startswith("#"))
-    tag = f"{sys.implementation.cache_tag}-{sys.platform}"
+    cache_tag = (f"cpython-{runtime.removeprefix('python').replace('.', '')}" if runtime
+                 else sys.implementation.cache_tag)
+    tag = f"{cache_tag}-{sys.platform}"
     return hashlib.sha256(f"{tag}\n{norm}".encode()).hexdigest()[:32]
 
 
@@ -69,10 +73,11 @@ class DepsInstaller:
             shutil.rmtree(p, ignore_errors=True)
 
     async def install(self, requirements: str, cwd: Path | None = None,
-                      progress: Progress | None = None) -> tuple[str, Path]:
-        """Install (or reuse, or fetch from another node) the requirements, and make them
-        available to every node; return (key, directory)."""
-        key = deps_key(requirements)
+                      progress: Progress | None = None,
+                      runtime: str | None = None) -> tuple[str, Path]:
+        """Install (or reuse, or fetch from another node) the requirements with the
+        interpreter of `runtime`, and make them available to every node; return (key, dir)."""
+        key = deps_key(requirements, runtime)
         done = self.path(key)
         if done is None and await self.ensure(key):
             done = self.path(key)
@@ -87,7 +92,8 @@ class DepsInstaller:
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
         self._running[key] = fut
         try:
-            path = await self._pip(key, requirements, cwd, progress)
+            python = lang.find(runtime).executable if runtime else sys.executable
+            path = await self._pip(key, requirements, cwd, progress, python)
             await self._share(key, path)
             fut.set_result(path)
             return key, path
@@ -98,9 +104,15 @@ class DepsInstaller:
         finally:
             del self._running[key]
 
+    async def share(self, key: str) -> None:
+        """Make a dependency set on this node's disk available to every node, unless it is."""
+        path = self.path(key)
+        if path is not None:
+            await self._share(key, path)
+
     async def _share(self, key: str, path: Path) -> None:
         """Store the installed tree as `deps/<key>` (a tar) in the shared store, unless there."""
-        if not self.shared.remote:  # one node: no tar to build
+        if await self.shared.has(f"deps/{key}"):  # one node: always, so no tar is built
             return
         fd, tmp = tempfile.mkstemp(dir=self.tmp, prefix=f"deps-{key[:8]}-", suffix=".tar")
         os.close(fd)
@@ -141,12 +153,12 @@ class DepsInstaller:
             shutil.rmtree(staging, ignore_errors=True)
 
     async def _pip(self, key: str, requirements: str, cwd: Path | None,
-                   progress: Progress | None) -> Path:
+                   progress: Progress | None, python: str) -> Path:
         staging = Path(tempfile.mkdtemp(dir=self.tmp, prefix=f"deps-{key[:8]}-"))
         req = staging / ".requirements.txt"
         req.write_text(requirements)
         target = staging / "site"
-        cmd = [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
+        cmd = [python, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
                "--no-warn-script-location", "--progress-bar", "off", "--target", str(target),
                "-r", str(req)]
         env = {k: v for k, v in os.environ.items() if k.startswith(("PIP_", "HTTP", "HTTPS", "NO_PROXY"))}

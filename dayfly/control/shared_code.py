@@ -39,10 +39,12 @@ class CodeMissing(Exception):
 class SharedCode:
     """One node: nothing shared."""
 
-    remote = False  # whether put and get reach other nodes (a dependency tar is built only then)
-
     def __init__(self) -> None:
         self.fetches: Counter[str] = Counter()  # objects fetched, by name (tests, metrics)
+
+    async def has(self, name: str) -> bool:
+        """Whether every node can fetch `name` (one node: nothing to fetch, so yes)."""
+        return True
 
     async def put(self, name: str, path: Path) -> None:
         """Make the file at `path` available to every node as `name` (once: names are
@@ -56,14 +58,15 @@ class SharedCode:
 class JetStreamCode(SharedCode):
     """Objects in the JetStream object store `bucket`; `await start()` before use."""
 
-    remote = True
-
     def __init__(self, nc: Client, bucket: str) -> None:
         super().__init__()
         self.objects = Objects(nc, bucket)
 
     async def start(self) -> None:
         await self.objects.create()
+
+    async def has(self, name: str) -> bool:
+        return await self.objects.info(name) is not None
 
     async def put(self, name: str, path: Path) -> None:
         if await self.objects.info(name) is None:
@@ -80,15 +83,29 @@ class JetStreamCode(SharedCode):
 
 class OnDisk:
     """A sandbox `prepare` hook: a spec's code and dependencies on this node's disk before an
-    instance starts (a stat when they are there; a fetch, once, when they are not)."""
+    instance starts (a stat when they are there; a fetch, once, when they are not).
+
+    The first start of each in this process also makes sure the shared store holds them
+    (stored from here if not): so the throwaway instance a deploy starts to check the handler
+    shares the code before the deploy returns even where the deploy stored it with `put`, and a
+    shared store that lost an object gets it back from any node that has it."""
 
     def __init__(self, bundles: BundleStore, deps: DepsInstaller) -> None:
         self.bundles = bundles
         self.deps = deps
+        self._shared: set[str] = set()  # code and deps known to be in the shared store
 
     async def __call__(self, spec: FunctionSpec) -> None:
-        if not await self.bundles.ensure(os.path.basename(spec.code_dir)):
-            raise CodeMissing(f"the code of {spec.name} ({os.path.basename(spec.code_dir)[:12]}) "
-                              "is on no node")
-        if spec.deps_dir and not await self.deps.ensure(os.path.basename(spec.deps_dir)):
-            raise CodeMissing(f"the dependencies of {spec.name} are on no node")
+        code = os.path.basename(spec.code_dir)
+        if not await self.bundles.ensure(code):
+            raise CodeMissing(f"the code of {spec.name} ({code[:12]}) is on no node")
+        if code not in self._shared:
+            await self.bundles.share(code)
+            self._shared.add(code)
+        if spec.deps_dir:
+            key = os.path.basename(spec.deps_dir)
+            if not await self.deps.ensure(key):
+                raise CodeMissing(f"the dependencies of {spec.name} are on no node")
+            if key not in self._shared:
+                await self.deps.share(key)
+                self._shared.add(key)

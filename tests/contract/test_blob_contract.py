@@ -339,3 +339,20 @@ async def test_a_blob_of_many_fetch_batches_crosses_nodes(jetstream: Node, tmp_p
     blob = await one.write(_body(big, 1 << 20), limit=len(big))
     assert await read(two, blob.id, len(big) - 5) == big[-5:]
     assert hashlib.sha256(await read(two, blob.id)).digest() == hashlib.sha256(big).digest()
+
+
+async def test_the_first_start_on_the_deploying_node_shares_what_it_stored(code_nodes) -> None:
+    b1, d1, shared1 = await code_nodes("n1")
+    b2, d2, shared2 = await code_nodes("n2")
+    bundle = await asyncio.to_thread(b1.put, BUNDLE)  # stored on node one only
+    key = deps_key(REQS)
+    (d1.root / key / "somepkg").mkdir(parents=True)
+    (d1.root / key / "somepkg" / "__init__.py").write_text("VALUE = 8\n")
+    spec = _spec("f", bundle.hexdigest, key)
+    assert not await shared1.has(f"code/{bundle.hexdigest}")
+    await OnDisk(b1, d1)(spec)  # e.g. the deploy's throwaway instance
+    assert await shared1.has(f"code/{bundle.hexdigest}") and await shared1.has(f"deps/{key}")
+    await OnDisk(b2, d2)(spec)
+    assert shared2.fetches == {f"code/{bundle.hexdigest}": 1, f"deps/{key}": 1}
+    assert (d2.root / key / "somepkg" / "__init__.py").read_text() == "VALUE = 8\n"
+    assert not shared1.fetches
