@@ -20,7 +20,6 @@ from .control.keys import KeyStore
 from .control.model import function_arn
 from .control.notifications import NotificationStore
 from .control.registry import Registry
-from .control.shared_code import OnDisk
 from .control.tokens import TokenStore
 from .control.triggers import TriggerRegistry
 from .gateway.s3.binding import BindingService
@@ -105,9 +104,9 @@ class Platform:
         self.shared_code = self.cluster.code()
         self.bundles = BundleStore(settings.data_dir, self.shared_code)
         self.deps = DepsInstaller(settings.data_dir, self.shared_code)
-        if self.shared_code.remote:  # code deployed through another node is fetched once
-            for sandbox in self.sandboxes.values():
-                sandbox.prepare = OnDisk(self.bundles, self.deps)
+        prepare = self.cluster.prepare(self.bundles, self.deps)
+        for sandbox in self.sandboxes.values():  # code deployed through another node: fetched
+            sandbox.prepare = prepare
         grace = (settings.code_grace_s if settings.code_grace_s is not None
                  else settings.zygote_idle_s + 60.0)
         self.collector = Collector(self.bundles, self.deps, self.registry, self.scheduler,
@@ -143,7 +142,7 @@ class Platform:
         # sync invokes without room here go to a peer with room (cluster/forward.py)
         self.forwarder = self.cluster.forwarder(self.scheduler, self.metrics,
                                                 settings.queue_timeout_s)
-        self.records.node = self.membership.node_id
+        self.records.node = self.cluster.node_id
 
     def arn(self, name: str, qualifier: str | None = None) -> str:
         return function_arn(self.settings.region, name, qualifier)

@@ -14,7 +14,9 @@ import psycopg
 
 from .. import __version__
 from ..config import Settings
-from ..control.shared_code import SharedCode
+from ..control.bundles import BundleStore
+from ..control.deps import DepsInstaller
+from ..control.shared_code import OnDisk, SharedCode
 from ..stores.db import Database
 from ..stores.queue import EventQueue, Queue
 from .forward import LOCAL_ONLY, Forwarder, LocalOnly
@@ -107,6 +109,7 @@ class Cluster:
     def __init__(self, settings: Settings, advert: Advert) -> None:
         c = settings.cluster
         self.settings = c
+        self.node_id = c.node_id if c else ""  # written into every record ("" on one node)
         self.nats: Nats | None = Nats(c) if c else None
         self.leases: Leases = PostgresLeases(c.database, c.name) if c else InProcessLeases()
         self.membership: Membership = (NatsMembership(advert, self.nats) if self.nats
@@ -122,6 +125,11 @@ class Cluster:
         code = JetStreamCode(self.nats.nc, self.nats.name("code"))
         self._starting.append(code.start)
         return code
+
+    def prepare(self, bundles: BundleStore, deps: DepsInstaller) -> OnDisk | None:
+        """The sandboxes' hook before a start: fetch code deployed through another node, once
+        (one node: none, its code is always on its disk)."""
+        return OnDisk(bundles, deps) if self.nats is not None else None
 
     def queue(self, db: Database) -> Queue:
         """The durable event queue: SQLite's table, or a JetStream stream of this cluster."""
