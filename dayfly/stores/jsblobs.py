@@ -114,14 +114,12 @@ class JetStreamBlobStore(BlobStore):
         self.io.shutdown(wait=False)
 
     async def _on_meta(self, msg: Msg) -> None:
-        name = self.objects.name_of(msg.subject)
-        if not _ID.match(name):
+        try:  # whoever can publish on the subject: anything that is not ours is ignored
+            name = self.objects.name_of(msg.subject)
+            meta = json.loads(msg.data)
+        except ValueError:  # bad base64, UTF-8 or JSON
             return
-        try:
-            deleted = json.loads(msg.data).get("deleted")
-        except ValueError:
-            return
-        if deleted:
+        if _ID.match(name) and isinstance(meta, dict) and meta.get("deleted"):
             self._checked.pop(name, None)
             await self._io(BlobStore.remove, self, name)
 
