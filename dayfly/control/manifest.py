@@ -8,10 +8,11 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import InvalidParameter
+from ..sandbox.runtime_api import PROVIDED
 from .function_keys import validate_buckets
 
 ISOLATION_TIERS = ("process", "linux", "gvisor")
-RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13")
+RUNTIMES = ("python3.9", "python3.10", "python3.11", "python3.12", "python3.13", *PROVIDED)
 HANDLER_RE = re.compile(r"^[A-Za-z_][\w/]*(\.[A-Za-z_]\w*)*[.:][A-Za-z_]\w*$")  # or module:app
 KINDS = ("function", "asgi", "wsgi")  # what the handler names: a function, or a web app
 ENV_KEY_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
@@ -20,7 +21,7 @@ RESERVED_ENV = frozenset({
     "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
     "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
     "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-    "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR",
+    "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "AWS_LAMBDA_RUNTIME_API",
 })
 
 

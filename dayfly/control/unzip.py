@@ -95,7 +95,9 @@ def extract(zf: zipfile.ZipFile, entries: list[tuple[zipfile.ZipInfo, PurePosixP
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             # O_EXCL|O_NOFOLLOW: the plan already refused duplicates and links; belt and braces
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            # an executable entry stays one (a custom runtime's `bootstrap`); nothing else is kept
+            mode = 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         except OSError as exc:
             raise _write_error(info, exc) from None
         with os.fdopen(fd, "wb") as out:

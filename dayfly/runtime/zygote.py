@@ -420,6 +420,10 @@ class Zygote:
         if spec.get("deps_dir"):
             _add_dependencies(spec["deps_dir"])
         sys.path.insert(0, spec["code_dir"])
+        if spec.get("bootstrap"):  # a runtime of its own, behind the Lambda Runtime API
+            from .runtime_api import serve
+
+            serve(socket.socket(fileno=fd), spec, t_start)
         from .instance import Instance
 
         inst = Instance(socket.socket(fileno=fd), spec)

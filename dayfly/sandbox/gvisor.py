@@ -27,6 +27,7 @@ from ..types import FunctionSpec
 from . import lang
 from .linux.backend import ETC, SYSTEM_PATHS
 from .process import ZygoteBackend, instance_env
+from .runtime_api import shells
 from .zygote import BOOT, ZYGOTE_ENV, ZygoteClient
 
 RUNSC = "runsc"
@@ -304,7 +305,7 @@ class GvisorBackend(ZygoteBackend):
             binds.append((spec.deps_dir, DEPS))
         binds += self.lang.layers  # the interpreter at /var/lang, never at its host path
         binds += [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
-        binds += [(p, p) for p in spec.files]
+        binds += [(p, p) for p in spec.files] + shells(spec.runtime)
         await asyncio.to_thread(self._write_bundle, bundle, binds, spec)
         return GvisorZygote(key, self.runtime_root, bundle, self.state, sockets)
 

@@ -15,6 +15,7 @@ from ..types import FunctionSpec, InvokeRequest, InvokeResult
 from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats
 from .bindings import Binding, ObjectService
 from .channel import InstanceChannel
+from .runtime_api import provided
 from .zygote import ZygoteClient, exit_reason, prepare_runtime
 
 INIT_TIMEOUT_S = 10.0
@@ -144,6 +145,8 @@ class ZygoteBackend(Backend):
         objects = self.objects if spec.buckets and not self.no_bindings else None
         if objects is not None:
             extra["buckets"] = True  # the instance offers context.buckets
+        if provided(spec.runtime):
+            extra["bootstrap"] = 1  # it runs the bundle's bootstrap behind the Runtime API
         t0 = time.monotonic_ns()
         try:
             pid, sock = await zygote.fork(instance_id, {**self.fork_spec(spec, instance_id),

@@ -19,6 +19,7 @@ from ...types import FunctionSpec, InvokeRequest, InvokeResult
 from .. import lang
 from ..base import Instance, InstanceDied
 from ..process import ZygoteBackend, instance_env
+from ..runtime_api import shells
 from ..zygote import BOOT, ZYGOTE_ENV, ZygoteClient, exit_reason
 from .cgroups import CgroupPool, Slot, delegated, freezing
 from .egress import EgressRelay, parse_allow
@@ -119,7 +120,7 @@ class LinuxBackend(ZygoteBackend):
         if spec.deps_dir:
             layers.append((spec.deps_dir, DEPS))
         binds = [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
-        binds += [(p, p) for p in spec.files]
+        binds += [(p, p) for p in spec.files] + shells(spec.runtime)
         cfg: dict[str, Any] = {
             "root": str(self.roots / key.split("|")[1]), "layers": layers, "binds": binds,
             "masks": self.lang.masks, "files": ETC,
