@@ -1,4 +1,5 @@
-"""`dayfly doctor`: which isolation tiers work on this machine, and why not."""
+"""`dayfly doctor`: which isolation tiers work on this machine, and why not; which Python
+interpreters functions can run on."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ from .output import console, json_option, print_json, table
 def doctor(as_json: bool) -> None:
     """Check this machine (no running dayfly needed): isolation tiers and what they need."""
     from ..platform import tier_report
+    from ..sandbox import lang
 
     report = tier_report()
+    found: list[dict[str, str | bool]] = [{"runtime": i.runtime, "version": i.version, "path": i.executable,
+              "default": i.runtime == lang.host_runtime()}
+             for i in sorted(lang.interpreters().values(),
+                             key=lambda i: tuple(int(x) for x in i.version.split(".")))]
     if as_json:
-        print_json({"tiers": report})
+        print_json({"tiers": report, "interpreters": found})
         return
     t = table("tier", "works", "~why")
     for r in report:
@@ -25,6 +31,11 @@ def doctor(as_json: bool) -> None:
         why = r["why"] + ("  [weak: rlimits only]" if r["weak"] and r["available"] else "")
         t.add_row(name, works, why)
     console().print(t)
+    it = table("runtime", "interpreter", "~path")
+    for i in found:
+        mark = " (dayfly's own)" if i["default"] else ""
+        it.add_row(f"{i['runtime']}{mark}", str(i["version"]), str(i["path"]))
+    console().print(it)
     if not any(r["available"] and not r["weak"] for r in report):
         console(stderr=True).print("[bold red]warning:[/] only the process tier works here: "
                                    "functions would run without isolation (no namespaces, "

@@ -31,8 +31,8 @@ def deps_key(requirements: str, runtime: str | None = None) -> str:
     directory."""
     norm = "\n".join(line.strip() for line in requirements.splitlines()
                      if line.strip() and not line.strip().startswith("#"))
-    cache_tag = (f"cpython-{runtime.removeprefix('python').replace('.', '')}" if runtime
-                 else sys.implementation.cache_tag)
+    cache_tag = (f"cpython-{runtime.removeprefix('python').replace('.', '')}"
+                 if runtime and runtime.startswith("python") else sys.implementation.cache_tag)
     tag = f"{cache_tag}-{sys.platform}"
     return hashlib.sha256(f"{tag}\n{norm}".encode()).hexdigest()[:32]
 

@@ -15,8 +15,10 @@ from ..errors import (
     PreconditionFailed,
     ResourceConflict,
     ResourceNotFound,
+    SandboxError,
 )
 from ..gateway.routes_table import check_conflicts
+from ..sandbox import lang
 from ..sandbox.base import InitFailed
 from ..scheduler.scheduler import Scheduler
 from ..types import LATEST
@@ -112,6 +114,15 @@ def api_values(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _check_runtime(runtime: str | None) -> None:
+    """A runtime runs on its own interpreter: refused where this node has none."""
+    if runtime and runtime.startswith("python"):
+        try:
+            lang.find(runtime)
+        except SandboxError as exc:
+            raise InvalidParameter(str(exc)) from None
+
+
 def decode_zip(code: Any) -> bytes:
     if not isinstance(code, dict) or "ZipFile" not in code:
         raise InvalidParameter("Code.ZipFile is required (S3 and image code sources are not "
@@ -191,14 +202,15 @@ class Functions:
         values.update(explicit)
         check_conflicts(self.registry.functions, name, values.get("http"))  # 409, cheap: first
         self._check_tier(values.get("isolation"))  # before dependencies are installed for it
+        _check_runtime(values.get("runtime"))  # and with the interpreter it names
         if "handler" not in values:
             raise InvalidParameter("Handler is required (in the request or in dayfly.toml)")
         reqs = await asyncio.to_thread(bundle.read, "requirements.txt")
         values["deps_key"] = None
         if reqs and reqs.strip():
-            claim.deps(deps_key(reqs))
-            values["deps_key"], deps_dir = await self.deps.install(reqs, bundle.code_dir,
-                                                                   progress)
+            claim.deps(deps_key(reqs, values.get("runtime")))
+            values["deps_key"], deps_dir = await self.deps.install(
+                reqs, bundle.code_dir, progress, values.get("runtime"))
             # Lambda's limit counts layers with the code: here, the installed dependencies
             await asyncio.to_thread(unzip.check_unzipped, bundle.code_dir, deps_dir)
         cfg = FunctionConfig(name=name, code_hex=bundle.hexdigest,
@@ -214,6 +226,7 @@ class Functions:
 
     async def _check(self, cfg: FunctionConfig, progress: Progress) -> None:
         self._check_tier(cfg.isolation)
+        _check_runtime(cfg.runtime)
         tier = self.registry.isolation(cfg)
         if tier not in self.tiers:
             raise InvalidParameter(f"isolation tier '{tier}' is not available on this machine "

@@ -426,6 +426,7 @@ def enter_zygote_sandbox(cfg: dict) -> int:
     # `/tmp` of the new root is still empty here, and stays so under every instance's own);
     # then public system paths and the function's declared `files` at their own paths
     for src, dst in cfg.get("layers", []):
+        os.makedirs(f"{root}{dst}", exist_ok=True)  # e.g. /var/runtime (inside the new root)
         layer(src, f"{root}{dst}", f"{root}/tmp")
     for src, dst in cfg["binds"]:
         _touch(f"{root}{dst}", os.path.isdir(src))

@@ -419,6 +419,8 @@ class Zygote:
         os.chdir(spec["code_dir"])
         if spec.get("deps_dir"):
             _add_dependencies(spec["deps_dir"])
+        if spec.get("sdk_dir"):  # the runtime's boto3, after the function's own (its pin wins)
+            sys.path.append(spec["sdk_dir"])
         sys.path.insert(0, spec["code_dir"])
         if spec.get("bootstrap"):  # a runtime of its own, behind the Lambda Runtime API
             from .runtime_api import serve

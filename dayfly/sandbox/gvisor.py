@@ -260,7 +260,7 @@ class GvisorBackend(ZygoteBackend):
         self.base = Path(data_dir) / "gvisor"
         self.state = self.base / "state"
         self.state.mkdir(parents=True, exist_ok=True)
-        self.lang = lang.stage(Path(data_dir) / "lang")
+        self.langs = lang.Langs(Path(data_dir))  # one staged interpreter per runtime
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -303,13 +303,15 @@ class GvisorBackend(ZygoteBackend):
                  (str(sockets), SOCKETS)]
         if spec.deps_dir:
             binds.append((spec.deps_dir, DEPS))
-        binds += self.lang.layers  # the interpreter at /var/lang, never at its host path
+        lg = await asyncio.to_thread(self.langs.get, spec.runtime)
+        binds += lg.layers  # the interpreter at /var/lang, never at its host path
         binds += [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
         binds += [(p, p) for p in spec.files] + shells(spec.runtime)
-        await asyncio.to_thread(self._write_bundle, bundle, binds, spec)
+        await asyncio.to_thread(self._write_bundle, bundle, binds, spec, lg)
         return GvisorZygote(key, self.runtime_root, bundle, self.state, sockets)
 
-    def _write_bundle(self, bundle: Path, binds: list[tuple[str, str]], spec: FunctionSpec) -> None:
+    def _write_bundle(self, bundle: Path, binds: list[tuple[str, str]], spec: FunctionSpec,
+                      lg: lang.Lang) -> None:
         rootfs = bundle / "rootfs"
         for d in ("proc", "tmp", "dev", "etc", "usr/bin"):
             (rootfs / d).mkdir(parents=True, exist_ok=True)
@@ -329,7 +331,7 @@ class GvisorBackend(ZygoteBackend):
                 mountpoint.touch()
             opts = ["rbind", "rw" if dst == SOCKETS else "ro", "nosuid", "nodev"]
             mounts.append({"destination": dst, "type": "bind", "source": src, "options": opts})
-        for path in self.lang.masks:  # site-packages in the standard library
+        for path in lg.masks:  # site-packages in the standard library
             mounts.append({"destination": path, "type": "tmpfs", "source": "tmpfs",
                            "options": ["ro", "size=4k"]})
         share_tree(rootfs)  # the sandbox's uid walks these directories and reads /etc
@@ -339,8 +341,8 @@ class GvisorBackend(ZygoteBackend):
             "ociVersion": "1.0.0",
             "process": {
                 "terminal": False, "user": {"uid": 1000, "gid": 1000},
-                "args": [self.lang.python, "-I", "-S", "-B", "-c", boot, json.dumps(config)],
-                "env": [f"{k}={v}" for k, v in {**ZYGOTE_ENV, **self.lang.env}.items()],
+                "args": [lg.python, "-I", "-S", "-B", "-c", boot, json.dumps(config)],
+                "env": [f"{k}={v}" for k, v in {**ZYGOTE_ENV, **lg.env}.items()],
                 "cwd": "/",
                 "capabilities": {k: [] for k in ("bounding", "effective", "inheritable",
                                                  "permitted", "ambient")},
@@ -369,7 +371,7 @@ class GvisorBackend(ZygoteBackend):
         # RLIMIT_NPROC, which gVisor enforces: a fork bomb gets EAGAIN inside the sandbox
         # (`nproc` also makes the instance report "process limit reached")
         return {"handler": spec.handler, "code_dir": TASK,
-                "deps_dir": DEPS if spec.deps_dir else None, "env": env,
+                "deps_dir": DEPS if spec.deps_dir else None, "sdk_dir": lang.sdk.SDK, "env": env,
                 "memory_mb": spec.limits.memory_mb, "nproc": task_budget(spec),
                 "max_output_bytes": spec.limits.max_output_bytes, "rlimit_as": True,
                 "kind": spec.kind}

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..background import spawn
 from ..runtime import protocol
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
+from . import lang, sdk
 from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats
 from .bindings import Binding, ObjectService
 from .channel import InstanceChannel
@@ -68,6 +69,7 @@ class ZygoteBackend(Backend):
 
     def __init__(self, data_dir: Path) -> None:
         self.runtime_root = prepare_runtime(Path(data_dir) / "runtime")
+        self.sdk = sdk.stage(Path(data_dir))  # the runtime-level boto3 (sandbox/sdk.py)
         self.zygotes: dict[str, ZygoteClient] = {}
         self._starting: dict[str, asyncio.Future] = {}
 
@@ -77,7 +79,9 @@ class ZygoteBackend(Backend):
 
     async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
         """A zygote (not started yet) for this spec; jailed tiers add their sandbox set-up."""
-        return ZygoteClient(key, self.runtime_root)
+        python = lang.find(spec.runtime).executable  # the interpreter the runtime names
+        await asyncio.to_thread(sdk.compile_for, self.sdk, python)
+        return ZygoteClient(key, self.runtime_root, python=python)
 
     async def zygote_started(self, spec: FunctionSpec, key: str, zygote: ZygoteClient) -> None:
         """Called once per zygote, after it said READY and before anyone forks from it."""
@@ -93,6 +97,7 @@ class ZygoteBackend(Backend):
             "handler": spec.handler,
             "code_dir": spec.code_dir,
             "deps_dir": spec.deps_dir,
+            "sdk_dir": str(self.sdk),
             "env": instance_env(spec, instance_id),
             "memory_mb": spec.limits.memory_mb,
             "max_output_bytes": spec.limits.max_output_bytes,

@@ -63,8 +63,10 @@ class ZygoteClient:
     """One zygote process and its SOCK_SEQPACKET channel."""
 
     def __init__(self, key: str, runtime_root: Path, *, extra: dict | None = None,
-                 pass_fds: tuple[int, ...] = (), prefix: tuple[str, ...] = ()) -> None:
+                 pass_fds: tuple[int, ...] = (), prefix: tuple[str, ...] = (),
+                 python: str | None = None) -> None:
         self.key = key
+        self.python = python or sys.executable  # jailed tiers: only the first stage's
         self.runtime_root = runtime_root
         self.extra = extra or {}
         self.pass_fds = pass_fds
@@ -86,7 +88,7 @@ class ZygoteClient:
         loop = asyncio.get_running_loop()
         host, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         config = {**self.extra, "fd": child.fileno(), "runtime_root": str(self.runtime_root)}
-        cmd = [*self.prefix, sys.executable, "-I", "-S", "-B", "-c",
+        cmd = [*self.prefix, self.python, "-I", "-S", "-B", "-c",
                BOOT.format(root=str(self.runtime_root)), json.dumps(config)]
         env = dict(ZYGOTE_ENV)
         self.ready = loop.create_future()

@@ -82,7 +82,7 @@ class LinuxBackend(ZygoteBackend):
         self._last_reserve = 0.0
         self._cleaning: asyncio.Task | None = None
         self.spares_claimed = 0
-        self.lang = lang.stage(Path(data_dir) / "lang")
+        self.langs = lang.Langs(Path(data_dir))  # one staged interpreter per runtime
         self.freeze_idle = FREEZE_IDLE
 
     @classmethod
@@ -116,18 +116,19 @@ class LinuxBackend(ZygoteBackend):
     async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
         # what is the function's own (and the interpreter) at neutral paths, as layers; public
         # system paths and declared `files` at their own paths (docs/security.md, Z4)
-        layers = [*self.lang.layers, (str(self.runtime_root), RUNTIME), (spec.code_dir, TASK)]
+        lg = await asyncio.to_thread(self.langs.get, spec.runtime)
+        layers = [*lg.layers, (str(self.runtime_root), RUNTIME), (spec.code_dir, TASK)]
         if spec.deps_dir:
             layers.append((spec.deps_dir, DEPS))
         binds = [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
         binds += [(p, p) for p in spec.files] + shells(spec.runtime)
         cfg: dict[str, Any] = {
             "root": str(self.roots / key.split("|")[1]), "layers": layers, "binds": binds,
-            "masks": self.lang.masks, "files": ETC,
+            "masks": lg.masks, "files": ETC,
             "symlinks": {"/lib": "usr/lib", "/lib64": "usr/lib64", "/bin": "usr/bin"},
             # Z9: the zygote that serves starts inside, from these neutral paths only
-            "exec": {"python": self.lang.python, "boot": BOOT.format(root=RUNTIME),
-                     "env": {**ZYGOTE_ENV, **self.lang.env}}}
+            "exec": {"python": lg.python, "boot": BOOT.format(root=RUNTIME),
+                     "env": {**ZYGOTE_ENV, **lg.env}}}
         if spec.network or spec.s3_endpoint:
             # each instance's namespace gets a listening socket for the relay (step I1a);
             # the node's own S3 endpoint is reachable for declared `buckets` (S3 only there)
@@ -234,6 +235,7 @@ class LinuxBackend(ZygoteBackend):
             env.update(HTTP_PROXY=proxy, HTTPS_PROXY=proxy, http_proxy=proxy, https_proxy=proxy)
         out = {
             "handler": spec.handler, "code_dir": TASK, "deps_dir": DEPS if spec.deps_dir else None,
+            "sdk_dir": lang.sdk.SDK,
             "env": env, "memory_mb": spec.limits.memory_mb,
             "max_output_bytes": spec.limits.max_output_bytes,
             "rlimit_as": self.cgroups is None, "tmp_mb": spec.limits.tmp_mb, "kind": spec.kind,
