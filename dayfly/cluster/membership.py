@@ -29,7 +29,7 @@ from .nats import Nats
 log = logging.getLogger("dayfly.cluster.membership")
 
 HEARTBEAT_S = 1.0
-STALE_S = 3.5  # no heartbeat for this long: the node is gone (within the promised 5 s)
+STALE_S = 3.0  # no heartbeat for this long: the node is gone (within the promised 5 s)
 TTL_S = 5.0  # the KV bucket's max age: entries of dead nodes leave the bucket
 
 
