@@ -79,6 +79,18 @@ async def test_put_take_ack(queue: Queue):
     assert await queue.take(10, 0.05) == []
 
 
+async def test_take_returns_as_soon_as_an_event_comes(queue: Queue):
+    """A take waiting for a full batch would hold the first event until its wait ran out."""
+    taking = asyncio.ensure_future(queue.take(64, 5.0))
+    await asyncio.sleep(0.2)  # let the take start waiting (its wait is 5 s)
+    t0 = time.monotonic()
+    ev_id = await queue.put("fn", None, b"{}")
+    [ev] = await taking
+    assert ev.id == ev_id
+    assert time.monotonic() - t0 < 2.0
+    await queue.ack(ev)
+
+
 async def test_retry_is_due_after_its_delay_with_its_counts(queue: Queue):
     await queue.put("fn", None, b"{}")
     [ev] = await take_all(queue, 1)
