@@ -115,14 +115,15 @@ def timed(conn: http.client.HTTPConnection, n: int) -> list[float]:
 
 
 def measure(port_a: int, port_b: int, requests: int, rounds: int) -> dict[str, list[float]]:
-    """Interleaved rounds: `requests` invokes sent to a, then as many to b (forwarded)."""
+    """Interleaved rounds: `requests` invokes sent to a, then as many to b (forwarded), each
+    run on a new kept-alive connection after 20 untimed invokes (a connection idle through the
+    other run could pass uvicorn's 5 s keep-alive, and so may the relay's, which reconnects)."""
     samples: dict[str, list[float]] = {"local": [], "forwarded": []}
-    with connection(port_a) as direct, connection(port_b) as via:
-        timed(direct, 200)  # warm-up: the instance, both connections, the relay's connection
-        timed(via, 200)
-        for _ in range(rounds):
-            samples["local"] += timed(direct, requests)
-            samples["forwarded"] += timed(via, requests)
+    for _ in range(rounds):
+        for kind, port in (("local", port_a), ("forwarded", port_b)):
+            with connection(port) as conn:
+                timed(conn, 20)
+                samples[kind] += timed(conn, requests)
     return samples
 
 
