@@ -83,14 +83,6 @@ class Scheduler:
             return self.share.of(spec.max_instances) > 0
         return pool.has_room()
 
-    def idle_by_function(self) -> dict[str, int]:
-        """Idle instances per function (all versions): what a node advertises as warm."""
-        warm: dict[str, int] = {}
-        for (name, _), pool in self.current.items():
-            if pool.idle:
-                warm[name] = warm.get(name, 0) + len(pool.idle)
-        return warm
-
     async def invoke(self, spec: FunctionSpec, req: InvokeRequest,
                      gone: Callable[[], Awaitable[object]] | None = None) -> InvokeResult:
         """Run one invocation on a warm or new instance; function errors are results. `gone`:
