@@ -166,9 +166,16 @@ class JetStreamQueue(Queue):
             return []
         out = []
         for msg in msgs:
-            f = orjson.loads(msg.headers[_HEADER]) if msg.headers else {}
-            ev = Event(f["id"], f["function"], f["qualifier"], msg.data, f["trigger"],
-                       created=f["created"], chain=f["chain"], target=f["target"], receipt=msg)
+            try:
+                f = orjson.loads((msg.headers or {})[_HEADER])
+                ev = Event(f["id"], f["function"], f["qualifier"], msg.data, f["trigger"],
+                           created=f["created"], chain=f["chain"], target=f["target"],
+                           receipt=msg)
+            except (KeyError, TypeError, ValueError):  # not one of ours: never redeliver it
+                log.warning("message %s on %s is no dayfly event; dropped",
+                            msg.metadata.sequence.stream, msg.subject)
+                await msg.term()
+                continue
             if msg.metadata.num_delivered > 1:
                 ev.attempts, ev.throttles = await self._counts(ev.id)
             self.held[msg.metadata.sequence.stream] = msg

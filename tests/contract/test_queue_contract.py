@@ -224,6 +224,16 @@ async def test_a_delivery_held_by_a_dead_node_goes_to_another(two_nodes):
     assert await node2.depth() == 0
 
 
+async def test_a_foreign_message_on_the_stream_is_dropped_not_redelivered(two_nodes):
+    (nc1, _), (node1, _) = two_nodes
+    await nc1.jetstream().publish(f"{node1.prefix}.events.fn", b"not an event")
+    ev_id = await node1.put("fn", None, b"{}")
+    [ev] = await take_all(node1, 1)
+    assert ev.id == ev_id
+    await node1.ack(ev)
+    assert await node1.depth() == 0
+
+
 async def test_a_long_delivery_stays_with_its_live_node(two_nodes):
     _, (node1, node2) = two_nodes
     await node1.put("fn", None, b"slow")
