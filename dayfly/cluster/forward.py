@@ -1,54 +1,37 @@
-"""Sync invokes run where there is room: forwarding to a peer, and the node-to-node credential.
+"""Sync invokes run where there is room: choosing a peer and relaying the invoke to it.
 
 A node that receives a RequestResponse invoke runs it itself when the function's pool has an
 idle instance or room to start one (`Scheduler.has_room`: memory only, no network). Otherwise
 the Forwarder picks a live peer with room, preferring peers that advertise idle instances of
-the function, relays the request to the peer's advertise URL over a kept-alive connection (relay.py), and
-passes the reply back unchanged (status, X-Amz-Function-Error, X-Amz-Log-Result, body). If no
-peer has room, or the chosen one cannot be reached, the request queues here as on one node.
+the function, relays the request to the peer's advertise URL over a kept-alive connection
+(relay.py) with a node credential (credential.py), and passes the reply back unchanged
+(status, X-Amz-Function-Error, X-Amz-Log-Result, body). If no peer has room, or the chosen one
+cannot be reached or does not know the function yet, the request queues here as on one node.
 One hop at most: a forwarded request runs, queues or is refused (429) where it lands.
 
-The node credential, `Authorization: DAYFLY-NODE node=ID,ts=MS,nonce=HEX,body=SHA256,mac=HEX`:
-`mac` is HMAC-SHA256, under a key derived from the cluster key for this use only, of the
-method, the path with its query, the timestamp, the nonce, the sending node and the body's
-SHA-256. It is accepted
-only on the invoke route (gateway/auth.py answers 403 to it anywhere else), within WINDOW_S of
-the receiver's clock, once (a MAC seen within the window is a replay), and with a body of that
-hash (checked once the body is read, as SigV4's x-amz-content-sha256 is).
-
-Wiring (cluster/wiring.py): `platform.forwarder` is LOCAL_ONLY on one node; in a cluster,
-`Forwarder(membership, node_id, cluster.derive("node-to-node"), scheduler, metrics,
-queue_timeout_s=settings.queue_timeout_s)`, started (`start()`) once membership has started
-and closed (`await close()`) before it leaves; `records.node = node_id`.
+The Forwarder also keeps this node's share of every concurrency limit (scheduler/share.py) in
+step with the live nodes. cluster/wiring.py builds it (LOCAL_ONLY on one node).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import logging
-import os
-import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 from starlette.responses import Response
 
-from ..errors import ClientGone, Forbidden, ServiceError
-from ..gateway.classify import NODE_SCHEME as SCHEME
+from ..errors import ClientGone, ServiceError
 from ..scheduler.share import Share
 from ..types import FunctionSpec
+from .credential import FORWARDED, NodeKey
 from .relay import Relay, Reply, Unreachable
 
 log = logging.getLogger("dayfly.cluster")
 
-FORWARDED = "x-dayfly-forwarded-from"  # marks a forwarded request: it is never forwarded again
-WINDOW_S = 30.0  # a credential older or newer than this (receiver's clock) is refused
-_FIELDS = ("node", "ts", "nonce", "body", "mac")
 _RELAYED = ("x-amz-invocation-type", "x-amz-log-type", "x-amz-client-context", "traceparent",
             "x-amzn-trace-id")
 # hop-by-hop or recomputed for the reply to our own caller
@@ -73,71 +56,6 @@ class Members(Protocol):
     """The membership seam: live nodes, from memory (a KV watch keeps them current)."""
 
     def peers(self) -> Iterable[Node]: ...
-
-
-def _digest(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
-
-class NodeKey:
-    """Signs and checks node credentials. The replay memory (`_seen`, `_expiry`) is touched on
-    the event loop only."""
-
-    def __init__(self, key: bytes, node: str, window_s: float = WINDOW_S) -> None:
-        self._key = key  # derived from the cluster key for this use alone (ClusterSettings.derive)
-        self.node = node
-        self.window_s = window_s
-        self._seen: set[str] = set()
-        self._expiry: deque[tuple[float, str]] = deque()
-
-    def _mac(self, method: str, target: str, ts: str, nonce: str, node: str, body: str) -> str:
-        msg = "\n".join((method, target, ts, nonce, node, body)).encode()
-        return hmac.new(self._key, msg, "sha256").hexdigest()
-
-    def sign(self, method: str, target: str, body: bytes, now: float | None = None) -> str:
-        """The Authorization value for a request to `target` (path?query) with this body."""
-        ts = str(int((time.time() if now is None else now) * 1000))
-        nonce, digest, node = os.urandom(12).hex(), _digest(body), quote(self.node, safe="")
-        mac = self._mac(method, target, ts, nonce, node, digest)
-        return f"{SCHEME} node={node},ts={ts},nonce={nonce},body={digest},mac={mac}"
-
-    def verify(self, credential: str, method: str, target: str,
-               now: float | None = None) -> str | None:
-        """The sending node's id if `credential` is valid for this request, else None. A valid
-        credential is remembered for the window: presented again, it is a replay."""
-        fields = parse(credential)
-        if fields is None:
-            return None
-        now = time.time() if now is None else now
-        ts = fields["ts"]
-        if not ts.isdigit() or abs(now - int(ts) / 1000) > self.window_s:
-            return None
-        mac = fields["mac"]
-        want = self._mac(method, target, ts, fields["nonce"], fields["node"], fields["body"])
-        if not hmac.compare_digest(mac, want):
-            return None
-        while self._expiry and self._expiry[0][0] < now:
-            self._seen.discard(self._expiry.popleft()[1])
-        if mac in self._seen:
-            return None
-        self._seen.add(mac)
-        self._expiry.append((now + 2 * self.window_s, mac))
-        return unquote(fields["node"])
-
-
-def parse(credential: str) -> dict[str, str] | None:
-    """The fields of a DAYFLY-NODE credential (as classify.py passes it: after the scheme)."""
-    fields = dict(p.strip().partition("=")[::2] for p in credential.split(","))
-    if any(not fields.get(f) for f in _FIELDS):
-        return None
-    return fields
-
-
-def body_matches(authorization: str, body: bytes) -> bool:
-    """Whether the body read is the one the (already verified) credential was made for."""
-    _, _, rest = authorization.partition(" ")
-    fields = parse(rest)
-    return fields is not None and hmac.compare_digest(fields["body"], _digest(body))
 
 
 def invoke_target(name: str, qualifier: str | None) -> str:
@@ -325,15 +243,3 @@ def _outcome(reply: Reply) -> str:
     if reply.status == 200:
         return "function_error" if reply.header("x-amz-function-error") else "ok"
     return "throttled" if reply.status == 429 else f"http_{reply.status}"
-
-
-def inbound(headers: Mapping[str, str], body: bytes, itype: str) -> bool:
-    """Whether this request was forwarded here (it must not be forwarded again). A node
-    credential's body hash is checked here, once the body is read: 403 if it differs, or if
-    the request is not a RequestResponse invoke (the only kind forwarded)."""
-    auth = headers.get("authorization", "")
-    if auth.partition(" ")[0].upper() == SCHEME:
-        if itype != "RequestResponse" or not body_matches(auth, body):
-            raise Forbidden("the node credential was made for another request")
-        return True
-    return FORWARDED in headers

@@ -10,7 +10,7 @@ import logging
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..cluster.forward import FORWARDED
+from ..cluster.credential import FORWARDED
 from ..errors import ClientGone, DayflyError, RequestTooLarge, TooManyRequests
 from .classify import Family, route
 from .common import error_response, internal_error

@@ -11,7 +11,8 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..cluster.forward import LOCAL_ONLY, inbound
+from ..cluster.credential import inbound
+from ..cluster.forward import LOCAL_ONLY
 from ..config import MAX_PAYLOAD
 from ..control.registry import split_name
 from ..errors import InvalidParameter, InvalidRequestContent, TooManyRequests

@@ -25,7 +25,8 @@ import pytest
 from cluster_helpers import running_cluster
 from conftest import ALLOW_WEAK, Server
 
-from dayfly.cluster.forward import FORWARDED, NodeKey, invoke_target
+from dayfly.cluster.credential import FORWARDED, NodeKey
+from dayfly.cluster.forward import invoke_target
 from dayfly.cluster.settings import ClusterSettings
 
 A, B = "node0", "node1"  # node ids: a's sorts first

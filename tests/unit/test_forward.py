@@ -10,15 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from dayfly.cluster.forward import (
-    FORWARDED,
-    NodeKey,
-    body_matches,
-    choose,
-    inbound,
-    invoke_target,
-    parse,
-)
+from dayfly.cluster.credential import FORWARDED, NodeKey, body_matches, inbound, parse
+from dayfly.cluster.forward import choose, invoke_target
 from dayfly.errors import Forbidden, TooManyRequests
 from dayfly.sandbox.safe import SafeSandbox
 from dayfly.scheduler.scheduler import Scheduler

@@ -11,7 +11,8 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-from dayfly.cluster.forward import FORWARDED, LOCAL_ONLY, NodeKey, invoke_target
+from dayfly.cluster.credential import FORWARDED, NodeKey
+from dayfly.cluster.forward import LOCAL_ONLY, invoke_target
 
 KEY = bytes(range(32))
 INVOKE = invoke_target("f", None)
