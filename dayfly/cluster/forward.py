@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -34,6 +35,7 @@ log = logging.getLogger("dayfly.cluster")
 
 _RELAYED = ("x-amz-invocation-type", "x-amz-log-type", "x-amz-client-context", "traceparent",
             "x-amzn-trace-id")
+AVOID_S = 5.0  # a peer that could not be reached is not chosen again for this long
 # hop-by-hop or recomputed for the reply to our own caller
 _DROPPED = frozenset({"connection", "keep-alive", "transfer-encoding", "content-length", "date",
                       "server"})
@@ -121,7 +123,8 @@ LOCAL_ONLY = LocalOnly()
 class Forwarder(LocalOnly):
     """Cluster: picks peers, relays invokes to them, checks their credentials; keeps this node's
     concurrency shares in step with the live nodes. Event loop only: `sending` counts requests
-    in flight to each peer, `peers` and `ids` are the last membership seen."""
+    in flight to each peer, `avoid` the peers not to choose for now, `peers` (live, not avoided)
+    and `ids` (all live, for the shares) the last membership seen."""
 
     def __init__(self, members: Members, node: str, key: bytes, scheduler: Any,
                  metrics: Outcomes, *, queue_timeout_s: float = 10.0,
@@ -136,6 +139,7 @@ class Forwarder(LocalOnly):
         self.peers: list[Node] = []
         self.ids: tuple[str, ...] = (node,)
         self.sending: dict[str, int] = {}
+        self.avoid: dict[str, float] = {}  # peer -> monotonic time until which it is not chosen
         self.relay = Relay()
         self._task: asyncio.Task | None = None
 
@@ -159,10 +163,13 @@ class Forwarder(LocalOnly):
                 log.exception("forwarding: reading the live nodes failed")
 
     def refresh(self) -> None:
-        """Read the live nodes; when they changed, this node's shares change with them."""
+        """Read the live nodes; when they changed, this node's shares change with them. A peer
+        found unreachable is not chosen for AVOID_S (it still counts in the shares: it may be
+        running its part)."""
+        now = time.monotonic()
         live = [p for p in self.members.peers() if p.id != self.node]
         ids = tuple(sorted({self.node, *(p.id for p in live)}))
-        self.peers = live
+        self.peers = [p for p in live if self.avoid.get(p.id, 0.0) <= now]
         if ids != self.ids:
             self.ids = ids
             log.info("cluster: %d live node(s); concurrency shares recomputed", len(ids))
@@ -190,9 +197,11 @@ class Forwarder(LocalOnly):
             sent = self.relay.request(peer.address, "POST", target, out, body, timeout)
             reply = await (sent if gone is None else _unless_gone(sent, gone, spec.name))
         except Unreachable as exc:
-            log.warning("forwarding %s to %s failed, running it here: %s", spec.name, peer.id,
-                        exc)
+            log.warning("forwarding %s to %s failed, running it here (and not sending it more "
+                        "for %.0f s): %s", spec.name, peer.id, AVOID_S, exc)
             self.metrics.forwarded(peer.id, "unreachable")
+            self.avoid[peer.id] = time.monotonic() + AVOID_S
+            self.peers = [p for p in self.peers if p.id != peer.id]
             return None
         except (OSError, TimeoutError) as exc:  # Broken is a ConnectionError
             self.metrics.forwarded(peer.id, "failed")

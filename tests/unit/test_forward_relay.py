@@ -223,6 +223,14 @@ async def test_an_unreachable_peer_leaves_the_invoke_here():
     spec = a_spec()
     assert await fwd.forward(fwd.choose(spec), "f", None, {}, b"{}", spec) is None
     assert counts.seen == [("p", "unreachable")]
+    # not chosen again for a while (a dead host's connect would time out each time), even
+    # though membership still lists it
+    assert fwd.choose(spec) is None
+    fwd.refresh()
+    assert fwd.choose(spec) is None and fwd.scheduler.share == (0, 2)
+    fwd.avoid["p"] = 0.0
+    fwd.refresh()
+    assert fwd.choose(spec) is not None
     await fwd.close()
 
 
