@@ -27,6 +27,7 @@ import socket
 import sys
 import threading
 import time
+from typing import NoReturn
 
 from . import protocol
 from .instance import Channel, LogBudget, LogWriter
@@ -204,13 +205,13 @@ class RuntimeApi:
         threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
         self._wait()
 
-    def _die_at_init(self, kind: str, message: str) -> None:
+    def _die_at_init(self, kind: str, message: str) -> NoReturn:
         self._drain()
         self.channel.send(protocol.INIT_ERROR, None, json.dumps(
             {"errorType": kind, "errorMessage": message, "stackTrace": []}).encode())
         self._exit(1)
 
-    def _exit(self, code: int) -> None:
+    def _exit(self, code: int) -> NoReturn:
         with contextlib.suppress(OSError):  # the bootstrap and what it started (its group)
             os.killpg(0, signal.SIGKILL)
         os._exit(code)
@@ -427,7 +428,6 @@ class RuntimeApi:
         self._drain()
         self.channel.send(protocol.INIT_ERROR, None, json.dumps(err).encode())
         self._exit(1)
-        raise AssertionError  # not reached
 
 
 def _error_doc(body: bytes | None, headers: dict[str, str], default: str) -> dict:
