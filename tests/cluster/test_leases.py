@@ -187,6 +187,11 @@ def test_a_schedule_fires_once_per_tick_on_three_nodes(cluster3, tmp_path):
                             params={"limit": 1000}).json()
             return {i["request_id"] for i in got["invocations"]} & rids
         assert poll(lambda: recorded() == rids, 10), (len(recorded()), len(rids))
+        # the nodes that ran it advertise its idle instances (GET /dayfly/v1/nodes, any node)
+        def warm() -> dict[str, int]:
+            nodes = httpx.get(f"{cluster3.node(0).url}/dayfly/v1/nodes").json()["nodes"]
+            return {n["id"]: n["warm"].get(fn, 0) for n in nodes if n["warm"].get(fn)}
+        assert poll(warm, 5), httpx.get(f"{cluster3.node(0).url}/dayfly/v1/nodes").json()
     finally:
         httpx.delete(f"{cluster3.node(0).url}{S}/{sched['Id']}")
 
