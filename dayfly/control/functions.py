@@ -54,7 +54,7 @@ def api_values(params: dict[str, Any]) -> dict[str, Any]:
     """Validate the Lambda configuration fields present in a request; return dayfly's names."""
     out: dict[str, Any] = {}
     if "Handler" in params:
-        out["handler"] = mf.validate_handler(params["Handler"], "Handler")
+        out["handler"] = mf.validate_handler(params["Handler"], "Handler", params.get("Runtime"))
     if "Runtime" in params:
         if params["Runtime"] not in mf.RUNTIMES:
             raise InvalidParameter(f"Value {params['Runtime']!r} at 'runtime' failed to satisfy "

@@ -68,7 +68,12 @@ def _num(key: str, v: Any, lo: float, hi: float) -> float:
     return float(v)
 
 
-def validate_handler(v: Any, where: str = "handler") -> str:
+def validate_handler(v: Any, where: str = "handler", runtime: Any = None) -> str:
+    """A Python handler names module.function; a custom runtime's is its own (`bootstrap`,
+    say): any word without spaces, as Lambda takes it."""
+    if runtime in PROVIDED and isinstance(v, str) and 0 < len(v) <= 128 and v.isprintable() \
+            and not any(c.isspace() for c in v):
+        return v
     if not isinstance(v, str) or not HANDLER_RE.match(v) or len(v) > 128:
         raise InvalidParameter(f"{where} must look like 'module.function' (e.g. handler.handler), "
                                f"got {v!r}")
@@ -150,7 +155,7 @@ def parse(text: str) -> Manifest:
                                f"(known: {', '.join(sorted(known))})")
     m = Manifest()
     if "handler" in data:
-        m.handler = validate_handler(data["handler"], "dayfly.toml: 'handler'")
+        m.handler = validate_handler(data["handler"], "dayfly.toml: 'handler'", data.get("runtime"))
     if "runtime" in data:
         if data["runtime"] not in RUNTIMES:
             raise InvalidParameter(f"dayfly.toml: 'runtime' must be one of {', '.join(RUNTIMES)}")
