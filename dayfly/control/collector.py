@@ -39,6 +39,7 @@ from pathlib import Path
 from ..scheduler.scheduler import Scheduler
 from .bundles import BundleStore
 from .deps import DepsInstaller
+from .layers import Layers
 from .registry import Registry
 
 log = logging.getLogger("dayfly.collector")
@@ -66,6 +67,8 @@ class Claim:
 
 class Collector:
     """Finds what is unreferenced and removes it once nothing can still be using it."""
+
+    layers: Layers | None = None  # layer versions' bundles are kept while stored (Functions)
 
     def __init__(self, bundles: BundleStore, deps: DepsInstaller, registry: Registry,
                  scheduler: Scheduler, *, grace_s: float, interval_s: float) -> None:
@@ -99,14 +102,18 @@ class Collector:
         for st in self.registry.functions.values():
             for cfg in (st.latest, *st.versions.values()):
                 keys.add(("code", cfg.code_hex))
+                keys.update(("code", layer["hex"]) for layer in cfg.layers)
                 if cfg.deps_key:
                     keys.add(("deps", cfg.deps_key))
         # a draining pool with no instance and no waiter can never run again (it starts none)
         draining = [p for p in self.scheduler.draining if p.size or p.waiters]
         for pool in (*self.scheduler.current.values(), *draining):
             keys.add(("code", Path(pool.spec.code_dir).name))
+            keys.update(("code", Path(d).name) for d in pool.spec.layers)
             if pool.spec.deps_dir:
                 keys.add(("deps", Path(pool.spec.deps_dir).name))
+        if self.layers is not None:
+            keys.update(("code", h) for h in self.layers.code_hexes())
         return keys
 
     async def collect(self, *, grace_s: float | None = None) -> list[Key]:

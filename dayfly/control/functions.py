@@ -30,6 +30,7 @@ from .collector import Claim, Collector
 from .deps import DepsInstaller, deps_key
 from .function_keys import validate_buckets
 from .isolation import refusal
+from .layers import Layers
 from .model import DEFAULTS, AliasConfig, FunctionConfig, function_arn
 from .registry import ALIAS_RE, NAME_RE, TOPIC, FunctionState, Registry
 
@@ -75,6 +76,11 @@ def api_values(params: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(env, dict):
             raise InvalidParameter("Environment must be an object with Variables")
         out["env"] = mf.validate_env(env.get("Variables") or {}, "Environment.Variables")
+    if "Layers" in params:
+        if not isinstance(params["Layers"], list) or not all(
+                isinstance(x, str) for x in params["Layers"]):
+            raise InvalidParameter("Layers must be a list of layer version ARNs")
+        out["layers"] = list(params["Layers"])  # resolved against the stored layers (layers.py)
     if "PackageType" in params and params["PackageType"] != "Zip":
         raise InvalidParameter("Only PackageType Zip is supported by dayfly")
     if "EphemeralStorage" in params:
@@ -150,12 +156,16 @@ class Functions:
         self.reloads = Background()  # changes made through other nodes, being applied
         self.collector = collector or Collector(bundles, deps, registry, scheduler,
                                                 grace_s=0.0, interval_s=60.0)
+        self.layers = Layers(registry.db, bundles, registry.region)  # gateway/layers_api.py
+        self.layers.load()
+        self.collector.layers = self.layers  # their bundles are kept
 
     # -- changes made through other nodes ----------------------------------------------------
 
     def listen(self, on_change: OnChange) -> None:
         """Apply functions changed through other nodes as this node's own writes are applied."""
         on_change(TOPIC, lambda name: self.reloads.start(self._reload_all(name)))
+        self.layers.listen(on_change)
 
     async def _reload_all(self, name: str | None) -> None:
         names = {name} if name is not None else (set(self.registry.functions)
@@ -205,6 +215,7 @@ class Functions:
         _check_runtime(values.get("runtime"))  # and with the interpreter it names
         if "handler" not in values:
             raise InvalidParameter("Handler is required (in the request or in dayfly.toml)")
+        await self._resolve_layers(values)
         reqs = await asyncio.to_thread(bundle.read, "requirements.txt")
         values["deps_key"] = None
         if reqs and reqs.strip():
@@ -217,6 +228,17 @@ class Functions:
                              code_sha256=bundle.sha256_b64, code_size=bundle.size, **values)
         await self._check(cfg, progress)
         return cfg
+
+    async def _resolve_layers(self, values: dict[str, Any]) -> None:
+        """Layers asked by ARN or "name:version" become what the configuration keeps (a 400
+        for one that does not exist); their contents are on this node's disk after this."""
+        asked = values.get("layers") or []
+        if any(isinstance(x, str) for x in asked):
+            values["layers"] = self.layers.resolve(asked, values.get("runtime"))
+        for layer in values.get("layers") or []:
+            if not await self.bundles.ensure(layer["hex"]):
+                raise InvalidParameter(f"the contents of layer version {layer['arn']} are on "
+                                       "no node")
 
     def _check_tier(self, asked: str | None) -> None:
         """Refuse the weak tier unless the operator allowed it when the node started."""
@@ -284,7 +306,8 @@ class Functions:
                                             "description", "role", "max_instances", "min_warm",
                                             "idle_timeout", "isolation", "network", "files",
                                             "secrets", "tmp_size", "pids", "max_output",
-                                            "buckets", "public", "http", "urls", "kind")}
+                                            "buckets", "public", "http", "urls", "kind",
+                                            "layers")}
             with self.collector.claim() as claim:
                 cfg = await self._prepare(name, zip_bytes, base, {}, progress, claim)
                 await self.registry.put_latest(cfg)
@@ -299,9 +322,15 @@ class Functions:
         async with self._locks[name]:
             st = self.registry.get(name)
             _check_revision(params, st.latest)
+            if "layers" in explicit:
+                asked = {"runtime": explicit.get("runtime", st.latest.runtime),
+                         "layers": explicit["layers"]}
+                await self._resolve_layers(asked)
+                explicit["layers"] = asked["layers"]
             cfg = st.latest.changed(**explicit)
             self._check_tier(cfg.isolation)  # also when the node lost its opt-in since
-            if explicit.keys() & {"handler", "runtime", "env", "isolation", "memory", "buckets"}:
+            if explicit.keys() & {"handler", "runtime", "env", "isolation", "memory", "buckets",
+                                  "layers"}:
                 await self._check(cfg, None)
             await self.registry.put_latest(cfg)
             self.scheduler.deploy(self.registry.spec(name, LATEST))

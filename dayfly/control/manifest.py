@@ -47,6 +47,7 @@ class Manifest:
     pids: int | None = None  # processes + threads at most
     max_output: int | None = None  # bytes of response and of log output per invocation
     buckets: list[str] | None = None  # built-in store buckets, "name:read|write|readwrite"
+    layers: list[str] | None = None  # "name:version" (or layer version ARNs), in /opt in order
     public: bool | None = None  # invocable without an API token
     http: dict[str, Any] | None = None  # [http]: routes, auth, cors, limits (gateway/routes_table)
     kind: str | None = None  # "asgi"/"wsgi": the handler ("app:app") is a web app (runtime/web.py)
@@ -195,6 +196,10 @@ def parse(text: str) -> Manifest:
         m.max_output = _int("max_output", data["max_output"], 1024, 6 * 1024 * 1024)
     if "buckets" in data:
         m.buckets = validate_buckets(data["buckets"], "dayfly.toml: 'buckets'")
+    if "layers" in data:
+        if not isinstance(data["layers"], list) or not all(isinstance(x, str) for x in data["layers"]):
+            raise InvalidParameter('dayfly.toml: \'layers\' must be a list of "name:version"')
+        m.layers = list(data["layers"])  # checked against the stored layers at deploy
     if "kind" in data:
         if data["kind"] not in KINDS:
             raise InvalidParameter(f"dayfly.toml: 'kind' must be one of {', '.join(KINDS)}, "

@@ -51,6 +51,7 @@ class FunctionConfig:
     pids: int = 64
     max_output: int = 6 * 1024 * 1024
     buckets: list[str] = field(default_factory=list)  # "name:read|write|readwrite"
+    layers: list[dict[str, Any]] = field(default_factory=list)  # [{arn, hex, size}] (layers.py)
     public: bool = False  # invocable without an API token where tokens are required
     http: dict[str, Any] = field(default_factory=dict)  # [http]: routes (gateway/routes_table.py)
     urls: dict[str, Any] = field(default_factory=dict)  # function URL configs by qualifier ("")
@@ -111,6 +112,8 @@ class FunctionConfig:
         }
         if self.env:
             out["Environment"] = {"Variables": dict(self.env)}
+        if self.layers:
+            out["Layers"] = [{"Arn": x["arn"], "CodeSize": x["size"]} for x in self.layers]
         return out
 
 

@@ -170,7 +170,7 @@ class Registry:
             min_warm=min(cfg.min_warm, max_instances), idle_timeout_s=cfg.idle_timeout,
             isolation=self.isolation(cfg), network=tuple(cfg.network), files=tuple(cfg.files),
             buckets=tuple(cfg.buckets), s3_endpoint=self.endpoint if cfg.buckets else "",
-            kind=cfg.kind)
+            kind=cfg.kind, layers=self._layers(cfg))
 
     def candidate_spec(self, cfg: FunctionConfig) -> FunctionSpec:
         """A spec for a configuration not stored yet (deploy checks)."""
@@ -181,7 +181,11 @@ class Registry:
             runtime=cfg.runtime, region=self.region, limits=self._limits(cfg),
             env=self._env(cfg), isolation=self.isolation(cfg), network=tuple(cfg.network),
             files=tuple(cfg.files), buckets=tuple(cfg.buckets),
-            s3_endpoint=self.endpoint if cfg.buckets else "", kind=cfg.kind)
+            s3_endpoint=self.endpoint if cfg.buckets else "", kind=cfg.kind,
+            layers=self._layers(cfg))
+
+    def _layers(self, cfg: FunctionConfig) -> tuple[str, ...]:
+        return tuple(str(self.data_dir / "code" / layer["hex"]) for layer in cfg.layers)
 
     def all_specs(self) -> list[FunctionSpec]:
         out = []

@@ -109,3 +109,6 @@ class OnDisk:
             if key not in self._shared:
                 await self.deps.share(key)
                 self._shared.add(key)
+        for layer in spec.layers:  # layer versions are bundles too (control/layers.py)
+            if not await self.bundles.ensure(os.path.basename(layer)):
+                raise CodeMissing(f"a layer of {spec.name} is on no node")

@@ -23,6 +23,7 @@ from . import (
     ingest_api,
     keys_api,
     lambda_api,
+    layers_api,
     metrics_api,
     nodes_api,
     openapi,
@@ -51,7 +52,8 @@ def build_app(platform: Platform,
             await platform.stop()
 
     app = Starlette(
-        routes=[*lambda_api.routes, *dayfly_api.routes, *keys_api.routes, *async_api.routes,
+        routes=[*lambda_api.routes, *layers_api.routes, *dayfly_api.routes, *keys_api.routes,
+                *async_api.routes,
                 *esm_api.routes, *function_urls.routes, *schedules_api.routes, *ingest_api.routes,
                 *bucket_triggers_api.routes,
                 *stats_api.routes, *buckets_api.routes, *tokens_api.routes, *metrics_api.routes,

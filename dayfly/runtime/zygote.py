@@ -77,7 +77,7 @@ class Zygote:
             self.home_net = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             # the code and dependency folders are fixed here: their path finders (and directory
             # listings) are made once, shared, instead of by every instance. Nothing is imported.
-            for folder in ("/var/task", "/opt/python"):
+            for folder in ("/var/task", "/var/deps"):
                 for hook in sys.path_hooks:
                     with contextlib.suppress(ImportError):
                         finder = hook(folder)
@@ -419,6 +419,9 @@ class Zygote:
         os.chdir(spec["code_dir"])
         if spec.get("deps_dir"):
             _add_dependencies(spec["deps_dir"])
+        for folder in spec.get("layer_paths") or ():  # /opt/python..., as on Lambda
+            if folder not in sys.path:
+                sys.path.append(folder)
         if spec.get("sdk_dir"):  # the runtime's boto3, after the function's own (its pin wins)
             sys.path.append(spec["sdk_dir"])
         sys.path.insert(0, spec["code_dir"])

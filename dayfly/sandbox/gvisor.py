@@ -24,14 +24,14 @@ from ..errors import InvalidParameter, SandboxError
 from ..modes import share_tree
 from ..runtime import protocol
 from ..types import FunctionSpec
-from . import lang
+from . import lang, opt
 from .linux.backend import ETC, SYSTEM_PATHS
 from .process import ZygoteBackend, instance_env
 from .runtime_api import shells
 from .zygote import BOOT, ZYGOTE_ENV, ZygoteClient
 
 RUNSC = "runsc"
-TASK, DEPS, RUNTIME, SOCKETS = "/var/task", "/opt/python", "/opt/dayfly", "/run/dayfly"
+TASK, DEPS, RUNTIME, SOCKETS = "/var/task", "/var/deps", "/opt/dayfly", "/run/dayfly"
 
 
 # Host tasks a sandbox may hold (its cgroup's pids.max, set by runsc from the OCI spec): what
@@ -287,7 +287,7 @@ class GvisorBackend(ZygoteBackend):
 
     def zygote_key(self, spec: FunctionSpec) -> str:
         return (f"gvisor|{spec.runtime}|{spec.code_dir}|{spec.deps_dir or ''}|"
-                f"{','.join(spec.files)}|{task_budget(spec)}")
+                f"{','.join(spec.files)}|{task_budget(spec)}|{','.join(spec.layers)}")
 
     async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
         if spec.network:
@@ -301,6 +301,9 @@ class GvisorBackend(ZygoteBackend):
         (work / "sockets").symlink_to(sockets)
         binds = [(str(self.runtime_root), RUNTIME), (spec.code_dir, TASK),
                  (str(sockets), SOCKETS)]
+        if spec.layers:  # first: the runtime copy is mounted inside it
+            merged = await asyncio.to_thread(opt.merged, self.data_dir, spec.layers)
+            binds.insert(0, (str(merged), opt.OPT))
         if spec.deps_dir:
             binds.append((spec.deps_dir, DEPS))
         lg = await asyncio.to_thread(self.langs.get, spec.runtime)
@@ -372,6 +375,7 @@ class GvisorBackend(ZygoteBackend):
         # (`nproc` also makes the instance report "process limit reached")
         return {"handler": spec.handler, "code_dir": TASK,
                 "deps_dir": DEPS if spec.deps_dir else None, "sdk_dir": lang.sdk.SDK, "env": env,
+                "layer_paths": opt.python_paths(opt.OPT, spec.runtime) if spec.layers else [],
                 "memory_mb": spec.limits.memory_mb, "nproc": task_budget(spec),
                 "max_output_bytes": spec.limits.max_output_bytes, "rlimit_as": True,
                 "kind": spec.kind}

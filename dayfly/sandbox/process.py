@@ -12,7 +12,7 @@ from pathlib import Path
 from ..background import spawn
 from ..runtime import protocol
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
-from . import lang, sdk
+from . import lang, opt, sdk
 from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats
 from .bindings import Binding, ObjectService
 from .channel import InstanceChannel
@@ -70,6 +70,7 @@ class ZygoteBackend(Backend):
     def __init__(self, data_dir: Path) -> None:
         self.runtime_root = prepare_runtime(Path(data_dir) / "runtime")
         self.sdk = sdk.stage(Path(data_dir))  # the runtime-level boto3 (sandbox/sdk.py)
+        self.data_dir = Path(data_dir)
         self.zygotes: dict[str, ZygoteClient] = {}
         self._starting: dict[str, asyncio.Future] = {}
 
@@ -98,6 +99,9 @@ class ZygoteBackend(Backend):
             "code_dir": spec.code_dir,
             "deps_dir": spec.deps_dir,
             "sdk_dir": str(self.sdk),
+            # no mounts here: the layers' merge is found at its host path
+            "layer_paths": opt.python_paths(str(opt.merged(self.data_dir, spec.layers)),
+                                            spec.runtime) if spec.layers else [],
             "env": instance_env(spec, instance_id),
             "memory_mb": spec.limits.memory_mb,
             "max_output_bytes": spec.limits.max_output_bytes,

@@ -65,8 +65,9 @@ def test_requirements_are_installed_and_cached(server):
     out = httpx.post(f"{server.url}/2015-03-31/functions/withdeps/invocations", json={}).json()
     assert out["value"] == "from the wheel"
     tier = lines[-1]["function"]["Dayfly"]["Isolation"]
-    # the function's own dependency directory: mounted at /opt/python in the jailed tiers
-    expected = "/opt/python" if tier in ("linux", "gvisor") else str(
+    # the function's own dependency directory: mounted at /var/deps in the jailed tiers
+    # (/opt is the layers', as on Lambda)
+    expected = "/var/deps" if tier in ("linux", "gvisor") else str(
         Path(server.data_dir) / "deps" / key)
     assert out["file"] == f"{expected}/dayfly_testdep.py"
 

@@ -93,6 +93,6 @@ def test_the_function_pin_wins(srv, tier):
     out = _invoke(srv, name)
     assert out["botocore"] == "0.0.42"  # its own, not the runtime's
     assert out["boto3"].endswith("/boto3/__init__.py")  # boto3 itself: the runtime's
-    deps = [i for i, p in enumerate(out["path"]) if p.endswith(("/opt/python",)) or "/deps/" in p]
+    deps = [i for i, p in enumerate(out["path"]) if p == "/var/deps" or "/deps/" in p]
     sdk = [i for i, p in enumerate(out["path"]) if p == "/var/runtime" or "/sdk/boto3-" in p]
     assert deps and sdk and deps[0] < sdk[0], out["path"]

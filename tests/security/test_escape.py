@@ -263,7 +263,7 @@ async def test_an_instance_sees_only_its_own_paths(sandbox, tmp_path):
     assert seen["listed"][stdlib_site] in ([], "ENOENT")  # masked by an empty tmpfs
     assert seen["sys.executable"].startswith("/var/lang/") and seen["prefixes"][0] == "/var/lang"
     assert seen["child"] == "/var/lang"
-    assert "/var/task" in seen["sys.path"] and "/opt/python" in seen["sys.path"]
+    assert "/var/task" in seen["sys.path"] and "/var/deps" in seen["sys.path"]
 
 
 @pytest.mark.parametrize("path", ["/x", "/var/task/evil.py", "/opt/dayfly/dayfly/evil.py",

@@ -16,7 +16,7 @@ from typing import Any
 from ...background import spawn
 from ...runtime import jail
 from ...types import FunctionSpec, InvokeRequest, InvokeResult
-from .. import lang
+from .. import lang, opt
 from ..base import Instance, InstanceDied
 from ..process import ZygoteBackend, instance_env
 from ..runtime_api import shells
@@ -32,7 +32,7 @@ QUIET_S = 0.2  # retired cgroup slots are emptied after this long without a star
 # Idle instances are frozen (their cgroup's freezer) between invocations, as Lambda freezes an
 # execution environment; DAYFLY_FREEZE_IDLE=0 turns it off (benchmarks/freeze.py compares)
 FREEZE_IDLE = os.environ.get("DAYFLY_FREEZE_IDLE", "1") != "0"
-TASK, DEPS, RUNTIME = "/var/task", "/opt/python", "/opt/dayfly"
+TASK, DEPS, RUNTIME = "/var/task", "/var/deps", "/opt/dayfly"  # /opt: the layers (opt.py)
 ETC = {
     "/etc/passwd": "root:x:0:0::/:/sbin/nologin\nsbx:x:1000:1000::/tmp:/sbin/nologin\n",
     "/etc/group": "root:x:0:\nsbx:x:1000:\n",
@@ -110,7 +110,7 @@ class LinuxBackend(ZygoteBackend):
 
     def zygote_key(self, spec: FunctionSpec) -> str:
         parts = [spec.runtime, spec.code_dir, spec.deps_dir or "", ",".join(spec.network),
-                 ",".join(spec.files), spec.name, spec.s3_endpoint]
+                 ",".join(spec.files), spec.name, spec.s3_endpoint, ",".join(spec.layers)]
         return "linux|" + hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
     async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
@@ -118,6 +118,9 @@ class LinuxBackend(ZygoteBackend):
         # system paths and declared `files` at their own paths (docs/security.md, Z4)
         lg = await asyncio.to_thread(self.langs.get, spec.runtime)
         layers = [*lg.layers, (str(self.runtime_root), RUNTIME), (spec.code_dir, TASK)]
+        if spec.layers:  # below the runtime copy, which it holds a mount point for
+            merged = await asyncio.to_thread(opt.merged, self.data_dir, spec.layers)
+            layers.insert(len(lg.layers), (str(merged), opt.OPT))
         if spec.deps_dir:
             layers.append((spec.deps_dir, DEPS))
         binds = [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
@@ -236,6 +239,7 @@ class LinuxBackend(ZygoteBackend):
         out = {
             "handler": spec.handler, "code_dir": TASK, "deps_dir": DEPS if spec.deps_dir else None,
             "sdk_dir": lang.sdk.SDK,
+            "layer_paths": opt.python_paths(opt.OPT, spec.runtime) if spec.layers else [],
             "env": env, "memory_mb": spec.limits.memory_mb,
             "max_output_bytes": spec.limits.max_output_bytes,
             "rlimit_as": self.cgroups is None, "tmp_mb": spec.limits.tmp_mb, "kind": spec.kind,
