@@ -17,6 +17,7 @@ from .instances import instances, scale_to_zero
 from .invocations import invocations
 from .invoke import invoke
 from .keys import keys
+from .layers import layers
 from .logs import logs
 from .nodes import nodes
 from .routes import routes
@@ -38,7 +39,7 @@ def cli() -> None:
 for command in (up, deploy, invoke, ls, rm, logs, versions, publish, alias, instances,
                 scale_to_zero, invocations, keys, secrets, doctor, dlq, trigger, ingest, builtins):
     cli.add_command(command)
-for command in (top, token, routes, completion, upload, download, nodes):
+for command in (top, token, routes, completion, upload, download, nodes, layers):
     cli.add_command(command)
 
 

@@ -7,6 +7,9 @@ dayfly.toml are honoured, and an unknown layer is a 400."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import botocore.exceptions
 import httpx
@@ -176,3 +179,23 @@ def test_manifest_layers_and_delete(server, lam, layers):
     again = lam.publish_layer_version(LayerName=layers["over"],
                                       Content={"ZipFile": layer_zip("over-3")})
     assert again["Version"] == 3  # numbers are never reused
+
+
+def test_cli(server, lam, tmp_path):
+    folder = tmp_path / "layer"
+    (folder / "python").mkdir(parents=True)
+    (folder / "python" / "clilayer.py").write_text("OK = 1\n")
+    name = unique_name("cli")
+    env = {"DAYFLY_ENDPOINT": server.url}
+    cli = [sys.executable, "-m", "dayfly.cli.main", "layers"]
+    out = subprocess.run([*cli, "publish", name, str(folder), "--runtime", "python3.11"],
+                         capture_output=True, text=True, env={**os.environ, **env}, check=True)
+    assert f'layers = ["{name}:1"]' in out.stdout + out.stderr
+    listed = subprocess.run([*cli, "ls", "--json"], capture_output=True, text=True,
+                            env={**os.environ, **env}, check=True)
+    assert name in [x["LayerName"] for x in json.loads(listed.stdout)["Layers"]]
+    got = lam.get_layer_version(LayerName=name, VersionNumber=1)
+    assert got["CompatibleRuntimes"] == ["python3.11"]
+    subprocess.run([*cli, "rm", name, "1"], check=True, env={**os.environ, **env},
+                   capture_output=True)
+    assert lam.list_layer_versions(LayerName=name)["LayerVersions"] == []
