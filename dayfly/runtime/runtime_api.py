@@ -189,7 +189,10 @@ class RuntimeApi:
             actions.append((os.POSIX_SPAWN_DUP2, w, target))
             self.pipes.append((r, LogWriter(self.channel, name, self.budget),
                                codecs.getincrementaldecoder("utf-8")("replace")))
-        candidates = [os.path.join(self.spec["code_dir"], "bootstrap"), "/opt/bootstrap"]
+        # the bundle's, else a layer's; /opt is the layers only where the sandbox mounts them
+        # (jailed tiers, code at /var/task); in the process tier it is the host's own /opt
+        task = self.spec["code_dir"]
+        candidates = [f"{task}/bootstrap"] + (["/opt/bootstrap"] if task == "/var/task" else [])
         path = next((p for p in candidates if os.path.isfile(p)), None)
         if path is None:
             self._die_at_init("Runtime.InvalidEntrypoint",

@@ -70,7 +70,7 @@ class Zygote:
         keeps privileges that instances drop, so it only ever runs dayfly's runtime and the
         standard library.
         """
-        from . import instance  # noqa: F401  (imported once, shared copy-on-write)
+        from . import instance, runtime_api  # noqa: F401  (imported once, shared copy-on-write)
 
         self.jail: dict = self.config.get("jail") or {}  # empty: the process tier
         if self.jail:  # started inside its sandbox by `enter_and_exec`
