@@ -85,6 +85,14 @@ while true; do
     *'"big"'*)
       call POST "$base/invocation/$id/response" "" 7000000; last="big:$status"
       call POST "$base/invocation/$id/response" '{}'; last="$last again:$status" ;;
+    *'"chunked"'*)  # a body in chunks, as HTTP clients stream one
+      exec 3<>"/dev/tcp/$host/$port"
+      printf 'POST %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n' \
+        "$base/invocation/$id/response" "$host" >&3
+      printf 'Transfer-Encoding: chunked\r\n\r\n5\r\n{"a":\r\n4\r\n"ch"\r\n1\r\n}\r\n0\r\n\r\n' >&3
+      IFS=' ' read -r _ status _ <&3
+      exec 3<&-
+      last="chunked:$status" ;;
     *'"exit"'*)
       exit 3 ;;
     *)
@@ -220,6 +228,8 @@ def handler(event, context):
     logger.info("logged through logging")
     if event.get("fail"):
         raise ValueError("ric says no")
+    if event.get("size"):
+        return "x" * event["size"]
     return {"runtime": "awslambdaric", "id": context.aws_request_id,
             "arn": context.invoked_function_arn, "memory": context.memory_limit_in_mb,
             "remaining": context.get_remaining_time_in_millis(),
@@ -302,6 +312,11 @@ def test_shell_runtime_speaks_the_runtime_api(server, lam, tier):
     r, out, _ = call(lam, name, {"y": 3})
     assert out["last"] == "big:413 again:400"
 
+    r, out, _ = call(lam, name, {"chunked": 1})  # Transfer-Encoding: chunked
+    assert out == {"a": "ch"}
+    r, out, _ = call(lam, name, {"w": 4})
+    assert out["last"] == "chunked:202"
+
     r, out, _ = call(lam, name, {"exit": 1})  # the runtime process exits mid-invocation
     assert r["FunctionError"] == "Unhandled" and out["errorType"] == "Runtime.ExitError"
     assert "Runtime exited with error: exit status 3" in out["errorMessage"]
@@ -357,6 +372,9 @@ def test_awslambdaric_drives_a_handler(server, lam, tier):
     assert 0 < out["remaining"] <= 10000 and out["cc"] == {"k": "v"}
     assert out["api"].startswith("127.0.0.1:")
     assert 'ric handler got {"hello": "ric"}' in logs and "logged through logging" in logs
+
+    _, out, _ = call(lam, name, {"size": 3_000_000})  # a large body (curl may ask 100-continue)
+    assert out == "x" * 3_000_000
 
     r, out, logs = call(lam, name, {"fail": True})
     assert r["FunctionError"] == "Unhandled"
