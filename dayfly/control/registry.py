@@ -17,6 +17,7 @@ from pathlib import Path
 from ..errors import InvalidParameter, ResourceConflict, ResourceNotFound
 from ..stores.db import Database
 from ..types import LATEST, FunctionSpec, Limits
+from . import provisioned
 from .changes import announced
 from .function_keys import FunctionKeys
 from .model import AliasConfig, FunctionConfig, function_arn
@@ -53,6 +54,8 @@ class FunctionState:
     versions: dict[int, FunctionConfig] = field(default_factory=dict)
     aliases: dict[str, AliasConfig] = field(default_factory=dict)
     reserved: int | None = None
+    # provisioned concurrency: qualifier -> (requested, updated) (control/provisioned.py)
+    provisioned: dict[str, tuple[int, float]] = field(default_factory=dict)
     next_version: int = 1
     created: float = field(default_factory=time.time)
 
@@ -73,6 +76,7 @@ class Registry:
         self.endpoint = ""  # "host:port" functions reach this node's S3 endpoint at (platform)
         self._specs: dict[tuple[str, str], FunctionSpec] = {}
         self.generation = 0  # bumped by every write: memory views of it (routes) rebuild
+        db.call(lambda c: c.execute(provisioned.SCHEMA))
 
     def load(self) -> None:
         """Read everything from the database (at start-up)."""
@@ -130,8 +134,9 @@ class Registry:
         return spec
 
     def _revision(self, cfg: FunctionConfig) -> str:
-        reserved = self.functions[cfg.name].reserved
-        return f"{cfg.revision_id}/{reserved}/{self.secrets.fingerprint(cfg.secrets)}"
+        st = self.functions[cfg.name]
+        warm = provisioned.warm(st, cfg.version)  # a changed count: a pool that keeps it
+        return f"{cfg.revision_id}/{st.reserved}/{self.secrets.fingerprint(cfg.secrets)}/{warm}"
 
     def _limits(self, cfg: FunctionConfig) -> Limits:
         return Limits(memory_mb=cfg.memory, timeout_s=cfg.timeout, tmp_mb=cfg.tmp_size,
@@ -167,7 +172,8 @@ class Registry:
             code_dir=str(self.data_dir / "code" / cfg.code_hex), deps_dir=deps,
             runtime=cfg.runtime, region=self.region, limits=self._limits(cfg),
             env=self._env(cfg), max_instances=max_instances,
-            min_warm=min(cfg.min_warm, max_instances), idle_timeout_s=cfg.idle_timeout,
+            min_warm=min(max(cfg.min_warm, provisioned.warm(st, cfg.version)), max_instances),
+            idle_timeout_s=cfg.idle_timeout,
             isolation=self.isolation(cfg), network=tuple(cfg.network), files=tuple(cfg.files),
             buckets=tuple(cfg.buckets), s3_endpoint=self.endpoint if cfg.buckets else "",
             kind=cfg.kind, layers=self._layers(cfg))
@@ -247,10 +253,31 @@ class Registry:
         self.generation += 1
 
     async def delete_alias(self, name: str, alias: str) -> None:
-        await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
-            "DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))))
+        def write(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
+            c.execute("DELETE FROM provisioned_concurrency WHERE name = ? AND qualifier = ?",
+                      (name, alias))  # its provisioned concurrency goes with it, as on Lambda
+        await self.db.run(announced(self.db, TOPIC, name, write))
         self.get(name).aliases.pop(alias, None)
+        self.get(name).provisioned.pop(alias, None)
         self.generation += 1
+
+    async def set_provisioned(self, name: str, qualifier: str, requested: int | None) -> None:
+        """Set (None: delete) a provisioned concurrency config."""
+        now = time.time()
+
+        def write(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM provisioned_concurrency WHERE name = ? AND qualifier = ?",
+                      (name, qualifier))
+            if requested is not None:
+                c.execute("INSERT INTO provisioned_concurrency(name, qualifier, requested, "
+                          "updated) VALUES (?, ?, ?, ?)", (name, qualifier, requested, now))
+        await self.db.run(announced(self.db, TOPIC, name, write))
+        configs = self.get(name).provisioned
+        if requested is None:
+            configs.pop(qualifier, None)
+        else:
+            configs[qualifier] = (requested, now)
 
     async def set_reserved(self, name: str, reserved: int | None) -> None:
         await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
@@ -259,15 +286,21 @@ class Registry:
 
     async def delete(self, name: str, version: int | None = None) -> None:
         if version is None:
-            await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
-                "DELETE FROM functions WHERE name = ?", (name,))))
+            def drop(c: sqlite3.Connection) -> None:
+                c.execute("DELETE FROM functions WHERE name = ?", (name,))
+                c.execute("DELETE FROM provisioned_concurrency WHERE name = ?", (name,))
+            await self.db.run(announced(self.db, TOPIC, name, drop))
             self.functions.pop(name, None)
             for key in [k for k in self._specs if k[0] == name]:
                 del self._specs[key]
         else:
-            await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
-                "DELETE FROM versions WHERE name = ? AND version = ?", (name, version))))
+            def drop_version(c: sqlite3.Connection) -> None:
+                c.execute("DELETE FROM versions WHERE name = ? AND version = ?", (name, version))
+                c.execute("DELETE FROM provisioned_concurrency WHERE name = ? AND qualifier = ?",
+                          (name, str(version)))
+            await self.db.run(announced(self.db, TOPIC, name, drop_version))
             self.get(name).versions.pop(version, None)
+            self.get(name).provisioned.pop(str(version), None)
             self._specs.pop((name, str(version)), None)
         self.generation += 1
 
@@ -296,6 +329,9 @@ def _read(conn: sqlite3.Connection, name: str | None = None) -> dict[str, Functi
         if (st := out.get(row["name"])) is not None:
             a = AliasConfig(**json.loads(row["config"]))
             st.aliases[a.name] = a
+    for fname, configs in provisioned.read(conn, name).items():
+        if (st := out.get(fname)) is not None:
+            st.provisioned = configs
     return out
 
 

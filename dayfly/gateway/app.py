@@ -27,6 +27,7 @@ from . import (
     metrics_api,
     nodes_api,
     openapi,
+    provisioned_api,
     routes_api,
     schedules_api,
     stats_api,
@@ -52,8 +53,8 @@ def build_app(platform: Platform,
             await platform.stop()
 
     app = Starlette(
-        routes=[*lambda_api.routes, *layers_api.routes, *dayfly_api.routes, *keys_api.routes,
-                *async_api.routes,
+        routes=[*lambda_api.routes, *layers_api.routes, *provisioned_api.routes,
+                *dayfly_api.routes, *keys_api.routes, *async_api.routes,
                 *esm_api.routes, *function_urls.routes, *schedules_api.routes, *ingest_api.routes,
                 *bucket_triggers_api.routes,
                 *stats_api.routes, *buckets_api.routes, *tokens_api.routes, *metrics_api.routes,
