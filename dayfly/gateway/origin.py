@@ -19,7 +19,9 @@ answered with a 403 that says what to configure:
 
 Requests signed for S3 are exempt from all three: SigV4 covers the Host header (a signature
 made for the node's name fails under any other), a foreign page cannot sign, and a presigned
-URL handed to a page on another origin is meant to be used from there.
+URL handed to a page on another origin is meant to be used from there. So are requests with
+a cluster node's credential (another node forwarding an invoke, to whatever name its advertise
+URL has): no page can make one without the cluster key, and auth.py checks it right after.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .classify import Family, Route, route
+from .classify import Family, Form, Route, route
 from .common import error_response
 
 log = logging.getLogger("dayfly.gateway")
@@ -90,7 +92,7 @@ def host_name(authority: str) -> str:
 def refusal(policy: Policy, r: Route, method: str, headers: Iterable[tuple[bytes, bytes]]
             ) -> tuple[str, str] | None:
     """Why the request is refused (message, hint), or None to let it through."""
-    if r.family is Family.S3:
+    if r.family is Family.S3 or r.form is Form.NODE:
         return None
     hosts: list[str] = []
     origin = content_type = None

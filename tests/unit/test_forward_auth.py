@@ -104,3 +104,16 @@ async def test_a_single_node_accepts_no_node_credential():
     async with client(platform(tokens_required=False, forwarder=LOCAL_ONLY)) as c:
         r = await c.post(INVOKE, content=b"{}", headers=signed())
     assert r.status_code == 403
+
+
+def test_the_front_door_lets_a_node_credential_reach_auth_under_any_host_name():
+    """Another node reaches this one at its advertise URL, whose name need not be one the
+    origin guard knows; a forged credential under that name is then auth's 403."""
+    from dayfly.gateway.classify import Family, Form, Route
+    from dayfly.gateway.origin import Policy, refusal
+
+    policy = Policy.of("0.0.0.0")
+    foreign = [(b"host", b"node2.cluster.internal:8080")]
+    assert refusal(policy, Route(Family.INVOKE, Form.NODE), "POST", foreign) is None
+    assert refusal(policy, Route(Family.INVOKE, Form.BEARER), "POST", foreign) is not None
+    assert refusal(policy, Route(Family.INVOKE, Form.NONE), "POST", foreign) is not None
