@@ -303,6 +303,7 @@ class RuntimeApi:
     def _accept(self, listener: socket.socket) -> None:
         while True:
             conn, _ = listener.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each reply is whole
             threading.Thread(target=self._serve, args=(Conn(conn),), daemon=True).start()
 
     def _serve(self, conn: Conn) -> None:
