@@ -115,6 +115,7 @@ class Platform:
                                    set(self.sandboxes), self.refused, collector=self.collector)
         self.queue = self.cluster.queue(self.db)
         self.objects = ObjectStore(self.db, settings.data_dir, settings.region)
+        self.cluster.share_objects(self.objects)  # object data shared by every node (cluster)
         self.keys = KeyStore(self.db)
         self.keys.derived = self.registry.function_keys.secret
         self.tokens = TokenStore(self.db)  # API tokens (gateway/auth.py)
@@ -206,6 +207,7 @@ class Platform:
     async def stop(self) -> None:
         await self.forwarder.close()
         await self.cluster.leave()  # other nodes stop counting on this one at once
+        await self.db.stop_listening()  # no other node's change reloads what is stopping
         await self.collector.close()
         await self.triggers.stop()
         await self.dispatcher.close()

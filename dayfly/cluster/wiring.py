@@ -18,6 +18,7 @@ from ..control.bundles import BundleStore
 from ..control.deps import DepsInstaller
 from ..control.shared_code import OnDisk, SharedCode
 from ..stores.db import Database
+from ..stores.objects import ObjectStore
 from ..stores.queue import EventQueue, Queue
 from .forward import LOCAL_ONLY, Forwarder, LocalOnly
 from .leases import InProcessLeases, Leases, PostgresLeases
@@ -115,6 +116,7 @@ class Cluster:
         self.membership: Membership = (NatsMembership(advert, self.nats) if self.nats
                                        else LocalMembership(advert))
         self._starting: list[Callable[[], Awaitable[None]]] = []  # once NATS is connected
+        self._closing: list[Callable[[], Awaitable[None]]] = []  # before NATS closes
 
     def code(self) -> SharedCode:
         """Where code bundles and dependency sets are shared: nowhere, or `{cluster}_code`."""
@@ -131,13 +133,26 @@ class Cluster:
         (one node: none, its code is always on its disk)."""
         return OnDisk(bundles, deps) if self.nats is not None else None
 
+    def share_objects(self, objects: ObjectStore) -> None:
+        """S3 object data: this node's files on one node; in a cluster, JetStream's
+        `{cluster}_objects` (every node serves every object), the node's files as its cache."""
+        if self.nats is None:
+            return
+        from ..stores.jsblobs import JetStreamBlobStore
+
+        blobs = JetStreamBlobStore(objects.blobs.root, self.nats.nc, self.nats.name("objects"))
+        objects.use_blobs(blobs)
+        self._starting.append(blobs.start)
+        self._closing.append(blobs.close)
+
     def queue(self, db: Database) -> Queue:
         """The durable event queue: SQLite's table, or a JetStream stream of this cluster."""
         if self.nats is None:
             return EventQueue(db)
         from ..stores.jsqueue import JetStreamQueue
 
-        return JetStreamQueue(self.nats.js, self.nats.cluster)
+        return JetStreamQueue(self.nats.js, self.nats.cluster,
+                              ack_wait_s=self.settings.ack_wait_s)  # type: ignore[union-attr]
 
     def forwarder(self, scheduler: object, metrics: object,
                   queue_timeout_s: float) -> LocalOnly:
@@ -165,6 +180,8 @@ class Cluster:
         await self.membership.close()
 
     async def close(self) -> None:
+        for close in reversed(self._closing):
+            await close()
         await self.leases.close()
         if self.nats is not None:
             await self.nats.close()

@@ -201,7 +201,8 @@ async def logs(request: Request) -> Response:
 
     def line(r: dict) -> bytes:
         return _ndjson({"request_id": r["request_id"], "start": r["start"],
-                        "version": r["version"], "status": r["status"], "text": r["logs"]})
+                        "version": r["version"], "status": r["status"], "node": r.get("node") or "",
+                        "text": r["logs"]})
 
     async def stream() -> AsyncIterator[bytes]:
         seen = {r["request_id"] for r in rows}
@@ -258,7 +259,8 @@ async def delete_secret(request: Request) -> Response:
 async def bundle(request: Request) -> Response:
     p = _platform(request)
     digest = request.path_params["digest"]
-    b = p.bundles.get(digest) if _HEX.match(digest) else None
+    # a bundle deployed through another node is fetched from the shared store first
+    b = p.bundles.get(digest) if _HEX.match(digest) and await p.bundles.ensure(digest) else None
     if b is None:
         raise ResourceNotFound(f"No code bundle {digest}")
     return FileResponse(b.zip_path, media_type="application/zip")
