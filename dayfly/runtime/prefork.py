@@ -45,9 +45,10 @@ def _at_fork_hooks() -> None:
     reinit = getattr(logging, "_after_at_fork_child_reinit_locks", None)
     if after_fork is not None:
         after_fork()
-    if reinit is not None:
-        # what logging's before-fork hook does in the parent
-        logging._acquireLock()  # type: ignore[attr-defined]
+    # what logging's before-fork hook does in the parent (3.13 renamed it _prepareFork)
+    acquire = getattr(logging, "_acquireLock", None) or getattr(logging, "_prepareFork", None)
+    if reinit is not None and acquire is not None:
+        acquire()
         reinit()
 
 
