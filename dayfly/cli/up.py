@@ -89,6 +89,9 @@ def _listen(host: str, port: int, family: socket.AddressFamily, what: str,
 @click.option("--cluster-key-file", metavar="FILE", default=None,
               help="Cluster mode: the cluster key (32 bytes, hex), the same on every node "
                    "[env DAYFLY_CLUSTER_KEY_FILE, or DAYFLY_CLUSTER_KEY in hex].")
+@click.option("--ack-wait", metavar="SECONDS", default=None,
+              help="Cluster mode: an event a node took goes to another node this long after "
+                   "the node stops answering [default: 30; env DAYFLY_ACK_WAIT].")
 @load_options
 def up(host: str, allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], port: int,
        data_dir: Path | None, isolation: str | None,
@@ -96,7 +99,8 @@ def up(host: str, allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], 
        records_flush_interval: float, zygote_idle: float, code_grace: float | None,
        log_level: str, config_file: Path | None, cluster: bool, database: str | None,
        nats: str | None, cluster_name: str | None, node_id: str | None,
-       advertise: str | None, cluster_key_file: str | None, load: LoadOptions) -> None:
+       advertise: str | None, cluster_key_file: str | None, ack_wait: str | None,
+       load: LoadOptions) -> None:
     """Run dayfly (API, gateway, scheduler) in the foreground; Ctrl-C stops it cleanly."""
     import resource
 
@@ -139,7 +143,8 @@ def up(host: str, allow_hosts: tuple[str, ...], allow_origins: tuple[str, ...], 
         if cluster or "cluster" in from_file:
             settings.cluster = resolve(
                 {"database": database, "nats": nats, "name": cluster_name, "node_id": node_id,
-                 "advertise": advertise, "key_file": cluster_key_file}, from_file,
+                 "advertise": advertise, "key_file": cluster_key_file,
+                 "ack_wait": ack_wait}, from_file,
                 host=host, port=port)
             check_services(settings.cluster)  # unreachable: one line now, not a traceback later
     except ClusterError as exc:

@@ -27,7 +27,9 @@ SOURCES = {"database": ("--database", "DAYFLY_DATABASE", "database"),
            "name": ("--cluster-name", "DAYFLY_CLUSTER_NAME", "name"),
            "node_id": ("--node-id", "DAYFLY_NODE_ID", "node_id"),
            "advertise": ("--advertise", "DAYFLY_ADVERTISE", "advertise"),
-           "key_file": ("--cluster-key-file", "DAYFLY_CLUSTER_KEY_FILE", "key_file")}
+           "key_file": ("--cluster-key-file", "DAYFLY_CLUSTER_KEY_FILE", "key_file"),
+           "ack_wait": ("--ack-wait", "DAYFLY_ACK_WAIT", "ack_wait")}
+ACK_WAIT_S = (1.0, 3600.0)  # bounds of --ack-wait
 
 
 class ClusterError(PlatformError):
@@ -44,6 +46,9 @@ class ClusterSettings:
     name: str = "dayfly"  # prefixes every NATS stream, KV bucket and object store name
     node_id: str = ""
     advertise: str = ""  # the URL other nodes reach this node's gateway at
+    # how long an event a node took stays its own without a heartbeat: a dead node's events
+    # go to another node after this (the same on every node: the consumer is shared)
+    ack_wait_s: float = 30.0
 
     @property
     def nats_servers(self) -> list[str]:
@@ -110,7 +115,24 @@ def resolve(flags: Mapping[str, str | None], config: Mapping[str, Any], *, host:
         raise ClusterError(f"--advertise {advertise!r} must be a URL like http://host:port")
     assert database is not None and nats is not None
     return ClusterSettings(database=database, nats=nats, key=_key(pick("key_file"), env, table),
-                           name=name, node_id=node_id, advertise=advertise)
+                           name=name, node_id=node_id, advertise=advertise,
+                           ack_wait_s=_ack_wait(flags.get("ack_wait"), env, table))
+
+
+def _ack_wait(flag: str | None, env: Mapping[str, str], table: Mapping[str, Any]) -> float:
+    """Seconds a delivery stays with a node without its heartbeat (default 30)."""
+    for value in (flag, env.get(SOURCES["ack_wait"][1]), table.get("ack_wait")):
+        if value in (None, ""):
+            continue
+        try:
+            seconds = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            seconds = -1.0
+        low, high = ACK_WAIT_S
+        if not low <= seconds <= high:
+            raise ClusterError(f"ack wait {value!r} must be {low:g} to {high:g} seconds")
+        return seconds
+    return 30.0
 
 
 def _key(key_file: str | None, env: Mapping[str, str], table: Mapping[str, Any]) -> bytes:
