@@ -34,8 +34,9 @@ def invocations(client: Client, name: str, status: str | None, limit: int,
     if not rows:
         note(f"no {status + ' ' if status else ''}invocations of {name} yet")
         return
+    nodes = any(r.get("node") for r in rows)  # a cluster's records name the node that ran them
     t = table("REQUEST ID", "START", "VERSION", "STATUS", "COLD", ">DURATION", ">INIT",
-              ">MEMORY")
+              ">MEMORY", *(("NODE",) if nodes else ()))
     t.columns[0].min_width = 36  # a request id is only useful whole
     for r in rows:
         st = str(r.get("status"))
@@ -43,5 +44,6 @@ def invocations(client: Client, name: str, status: str | None, limit: int,
                   r.get("version"), Text(st, STATUS_STYLE.get(st, "")),
                   "cold" if r.get("cold") else "", f"{r.get('duration_ms') or 0:.2f} ms",
                   f"{r['init_ms']:.2f} ms" if r.get("cold") and r.get("init_ms") else "-",
-                  f"{max(1, (r.get('max_rss_kb') or 0) // 1024)} MB")
+                  f"{max(1, (r.get('max_rss_kb') or 0) // 1024)} MB",
+                  *((str(r.get("node") or "-"),) if nodes else ()))
     console().print(t)

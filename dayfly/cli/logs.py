@@ -49,7 +49,7 @@ def logs(client: Client, name: str, follow: bool, limit: int, since: float | Non
                     out.file.write(orjson.dumps(record).decode() + "\n")
                     out.file.flush()
                 else:
-                    print_record(out, str(record.get("text") or ""))
+                    print_record(out, str(record.get("text") or ""), str(record.get("node") or ""))
                 shown += 1
     except KeyboardInterrupt:
         return
@@ -57,8 +57,11 @@ def logs(client: Client, name: str, follow: bool, limit: int, since: float | Non
         note(f"no invocations of {name} {'in that time' if since is not None else 'yet'}")
 
 
-def print_record(out: Console, text: str) -> None:
-    """One invocation's log text: errors and their tracebacks red, REPORT lines dim."""
+def print_record(out: Console, text: str, node: str = "") -> None:
+    """One invocation's log text: errors and their tracebacks red, REPORT lines dim; in a
+    cluster, first the node that ran it."""
+    if node:
+        text = f"[node {node}]\n{text}"
     if not out.is_terminal:  # pipes get the text as is, tabs included
         out.file.write(text if text.endswith("\n") else text + "\n")
         out.file.flush()
@@ -70,6 +73,7 @@ def print_record(out: Console, text: str) -> None:
         elif in_error and not line[:1].isspace():
             # a traceback's last line names the exception: "ValueError: boom"
             in_error = bool(EXCEPTION_LINE.match(line)) and not line.startswith(LAMBDA_LINES)
-        style = "dim" if line.startswith("REPORT") else "red" if in_error else ""
+        style = ("dim" if line.startswith(("REPORT", "[node ")) else "red" if in_error
+                 else "")
         out.print(Text(line, style), soft_wrap=True)
     out.file.flush()

@@ -1,6 +1,8 @@
 """Aggregates for the dashboard and `dayfly top`, computed from invocation records:
 
     GET /dayfly/v1/stats[?window=SECONDS]                 every function, plus platform health
+                                                          and the cluster (nodes, warm instances
+                                                          per node, forwards, queue streams)
     GET /dayfly/v1/functions/{name}/stats[?window=&step=]  one function over time
 """
 
@@ -16,6 +18,7 @@ from starlette.routing import Route
 from ..control.isolation import WEAK_TIERS, describe
 from ..control.registry import split_name
 from ..errors import InvalidParameter
+from ..metrics import cluster
 from ..stores.stats import function_stats, overview
 from .common import JSON
 
@@ -94,6 +97,8 @@ async def stats(request: Request) -> Response:
         "isolation": p.default_isolation,
         "isolation_warning": describe(p.default_isolation)["IsolationWarning"],
         "isolation_refused": p.default_isolation in p.refused,  # no --allow-weak-isolation
+        "cluster": {"name": p.membership.cluster, "nodes": cluster.nodes(p),
+                    "forwarded": cluster.forwarded(p), "streams": cluster.streams(q)},
     }})
 
 

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from .. import __version__
+from .cluster import expose as expose_cluster
 from .observer import Metrics
 from .text import Exposition
 
@@ -124,4 +125,5 @@ async def render(platform: Any) -> str:
                 for (f, r, st), n in sorted(m.http_requests.items())])
     out.simple("dayfly_invocation_records_pending", "gauge",
                "Invocation records waiting to be written.", [({}, len(platform.records.pending))])
+    expose_cluster(out, platform, q)
     return out.render()

@@ -81,7 +81,8 @@ function detail(inv) {
     ["Trigger", inv.trigger], ["Duration", ms(inv.duration_ms)],
     ["Cold start", inv.cold ? `yes (fork ${ms(inv.fork_ms)}, init ${ms(inv.init_ms)})` : "no"],
     ["Memory used", `${Math.max(1, Math.round(inv.max_rss_kb / 1024))} MB of ${inv.memory_mb} MB`],
-    ["Instance", inv.instance_id], ["Trace", inv.trace_id || "–"]];
+    ["Instance", inv.instance_id], ["Node", inv.node || "this node (single-node mode)"],
+    ["Trace", inv.trace_id || "–"]];
   return h("section.panel.detail",
     h("h3", "Invocation ", h("code", inv.request_id)),
     h("dl", fields.map(([k, v]) => [h("dt", k), h("dd", v)])),
@@ -108,10 +109,11 @@ async function invocationsTab(body, name) {
     try {
       const data = await get(`/dayfly/v1/functions/${enc(name)}/invocations?limit=100${q}`);
       list.replaceChildren(table([
-        "Time", "Request id", "Status", "Cold", ">Duration", "Version", "Trigger"],
+        "Time", "Request id", "Status", "Cold", ">Duration", "Version", "Trigger", "Node"],
       data.invocations.map((inv) => ({ inv, attrs: { "data-request-id": inv.request_id },
         cells: [clock(inv.start), h("code", inv.request_id.slice(0, 8)), badge(inv.status),
-          inv.cold ? "cold" : "", ms(inv.duration_ms), inv.version, inv.trigger] })),
+          inv.cold ? "cold" : "", ms(inv.duration_ms), inv.version, inv.trigger,
+          inv.node || h("span.muted", "–")] })),
       { onRow: (r) => side.replaceChildren(detail(r.inv)), empty: "No invocations yet." }));
       if (!side.childElementCount && data.invocations.length) side.append(detail(data.invocations[0]));
     } catch (err) {

@@ -24,8 +24,13 @@ async function triggersByFunction() {
 
 function health(p) {
   const unhealthy = p.sources.unhealthy.length;
+  const c = p.cluster;
+  const sent = Object.values(c.forwarded).reduce((a, b) => a + b, 0);
   return h("section.cards",
     card("Functions", p.functions),
+    card("Nodes", c.nodes.length, c.name ? `cluster ${c.name}` : "single node"),
+    card("Forwarded", sent, sent ? Object.entries(c.forwarded).map(([k, v]) => `${k} ${v}`)
+      .join(", ") : "sync invokes sent to other nodes"),
     card("Async queue", p.queue_depth,
       p.oldest_event_age_s !== null ? `oldest ${num(p.oldest_event_age_s, 0)} s` : "empty"),
     card("Dead letters", p.dead_letters, p.dead_letters ? "see each function's DLQ" : "none"),
@@ -34,6 +39,21 @@ function health(p) {
     card("Default isolation", p.isolation, p.isolation_refused
       ? h("span.bad", "weak: functions refused (--allow-weak-isolation)")
       : p.isolation_warning ? h("span.bad", p.isolation_warning) : null));
+}
+
+/** Every live node: address, load, warm instances per function, last heartbeat. */
+function nodesPanel(c) {
+  const rows = c.nodes.map((n) => ({
+    attrs: { "data-node": n.id },
+    cells: [n.self ? [h("strong", n.id), h("span.muted", " (this node)")] : n.id,
+      h("code", n.address), `${n.running}/${n.capacity}`,
+      Object.entries(n.warm).map(([f, k]) => `${f}: ${k}`).join(", ") || h("span.muted", "–"),
+      n.self ? "now" : `${num(n.age_s, 1)} s ago`, n.version],
+  }));
+  return h("section.panel.nodes",
+    h("h3", c.name ? `Nodes of cluster ${c.name}` : "Node (single-node mode)"),
+    table(["Node", "Address", ">Load", "Warm instances", ">Heartbeat", "Version"], rows),
+    h("p.muted.small", `Queue streams: events ${c.streams.events}, dead letters ${c.streams.dlq}.`));
 }
 
 function functionsTable(stats, triggers) {
@@ -78,7 +98,7 @@ export async function overviewPage(main) {
       const stats = await get(`/dayfly/v1/stats?window=${windowS}`);
       body.replaceChildren(health(stats.platform),
         h("p.muted.small", `Last ${WINDOWS.find((w) => w[1] === windowS)[0]}; refreshed every 5 s.`),
-        functionsTable(stats, triggers));
+        functionsTable(stats, triggers), nodesPanel(stats.platform.cluster));
     } catch (err) {
       body.replaceChildren(errorBox(err));
     }
