@@ -1,6 +1,6 @@
 """How many idle isolated instances one machine holds, and what each costs (PSS).
 
-    python benchmarks/density.py [--instances 2000] [--isolation linux]
+    python benchmarks/density.py [--instances 2000] [--isolation linux] [--runtime python3.12]
 
 Starts `dayfly up`, deploys a standard-library handler with `min_warm = N`, waits until N
 instances are idle, then reads every instance's PSS from /proc/PID/smaps_rollup, checks a
@@ -54,6 +54,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--instances", type=int, default=2000)
     ap.add_argument("--isolation", default="linux")
+    ap.add_argument("--runtime", default=None, help="e.g. python3.12 (default: dayfly's own)")
     ap.add_argument("--timeout", type=float, default=600, help="seconds to reach N idle")
     args = ap.parse_args()
     n = args.instances
@@ -75,7 +76,9 @@ def main() -> int:
             with zipfile.ZipFile(buf, "w") as zf:
                 zf.writestr("handler.py", HANDLER)
                 zf.writestr("dayfly.toml", f"max_instances = {n}\nmin_warm = {n}\n"
-                                           "idle_timeout = 3600\n")
+                                           "idle_timeout = 3600\n" + (
+                                               f'runtime = "{args.runtime}"\n' if args.runtime
+                                               else ""))
             t0 = time.monotonic()
             out = http("POST", f"{url}/dayfly/v1/functions/idle/deploy", buf.getvalue())
             assert b'"function"' in out.splitlines()[-1], out[-500:]
@@ -97,6 +100,7 @@ def main() -> int:
                     if k == "MemAvailable"}
             rows = [
                 ("isolation tier", args.isolation),
+                ("runtime", args.runtime or "dayfly's own"),
                 ("idle instances reached", f"{len(idle)} of {n} in {elapsed:.1f} s"),
                 ("PSS per instance, mean", f"{statistics.mean(pss) / 1024:.2f} MiB" if pss else "-"),
                 ("PSS per instance, p50 / max", f"{statistics.median(pss) / 1024:.2f} / "
