@@ -22,8 +22,8 @@ from pathlib import Path
 import botocore.exceptions
 import httpx
 import pytest
-from conftest import ALLOW_WEAK
-from e2e_helpers import ROLE, unique_name
+from conftest import ALLOW_WEAK, children_of
+from e2e_helpers import ROLE, unique_name, wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "http"))
 from webapp_helpers import vendored  # the FastAPI tests' vendoring, reused
@@ -257,6 +257,22 @@ def create(lam, name: str, files: dict, tier: str, runtime: str = "provided.al20
                                Code={"ZipFile": bundle(files)}, **kw)
 
 
+def bootstraps(server, name: str) -> list[int]:
+    """The live bootstrap processes of function `name` under this server (host-visible tiers)."""
+    out = []
+    for pid in children_of(server.proc.pid):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv0 = f.read().split(b"\0")[0]
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        if argv0.endswith(b"/bootstrap") and f"AWS_LAMBDA_FUNCTION_NAME={name}".encode() in env:
+            out.append(pid)
+    return out
+
+
 def call(lam, name: str, event: dict) -> tuple[dict, object, str]:
     """Invoke; (response, decoded payload, the log tail)."""
     r = lam.invoke(FunctionName=name, Payload=json.dumps(event), LogType="Tail",
@@ -329,7 +345,7 @@ def test_shell_runtime_speaks_the_runtime_api(server, lam, tier):
 
 
 @pytest.mark.parametrize("tier", TIERS)
-def test_compiled_runtime_with_limits(lam, c_bootstrap, tier):
+def test_compiled_runtime_with_limits(server, lam, c_bootstrap, tier):
     """A compiled bootstrap: its own kind of handler name, logs from both streams, the deadline
     header, and the function's timeout and memory limit enforced on it as on a native one."""
     name = unique_name(f"c-{tier}")
@@ -350,6 +366,8 @@ def test_compiled_runtime_with_limits(lam, c_bootstrap, tier):
     assert "c runtime: invocation" in logs  # what it wrote before it was killed is kept
     r, out, _ = call(lam, name, {"n": 2})
     assert "FunctionError" not in r and out["event"] == {"n": 2}
+    if tier != "gvisor":  # (gVisor's processes are its own kernel's) the timed-out one is gone
+        assert wait_for(lambda: len(bootstraps(server, name)) == 1), bootstraps(server, name)
 
     r, out, logs = call(lam, name, {"alloc_mb": 1024})  # 1 GiB under a 128 MB limit
     assert r["FunctionError"] == "Unhandled", out
