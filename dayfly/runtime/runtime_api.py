@@ -55,6 +55,7 @@ class Conn:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = b""
+        self.read_body = False  # whether the current request's body was read
 
     def _fill(self) -> None:
         data = self.sock.recv(65536)
@@ -83,18 +84,20 @@ class Conn:
 
     def body(self, headers: dict[str, str], limit: int) -> bytes | None:
         """The request body (None when it is larger than `limit`: the connection must close)."""
-        if headers.get("expect", "").lower() == "100-continue":
-            self.send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            return self._chunked(limit)
+        self.read_body = True
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
         try:
-            n = int(headers.get("content-length", "0"))
+            n = 0 if chunked else int(headers.get("content-length", "0"))
         except ValueError:
             raise BadRequest(400, "InvalidRequest", "bad Content-Length") from None
         if n < 0:
             raise BadRequest(400, "InvalidRequest", "bad Content-Length")
         if n > limit:
-            return None
+            return None  # before any 100 Continue: the client need not send it
+        if headers.get("expect", "").lower() == "100-continue":
+            self.send_raw(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if chunked:
+            return self._chunked(limit)
         while len(self.buf) < n:
             self._fill()
         out, self.buf = self.buf[:n], self.buf[n:]
@@ -311,6 +314,7 @@ class RuntimeApi:
             while True:
                 try:
                     method, path, headers = conn.head()
+                    conn.read_body = False
                     status, body, extra = self._route(conn, method, path, headers)
                 except (EOFError, OSError):
                     return
@@ -318,7 +322,12 @@ class RuntimeApi:
                     with contextlib.suppress(OSError):
                         conn.reply(exc.status, _doc(exc.kind, str(exc)), close=True)
                     return
-                close = status == 413 or headers.get("connection", "").lower() == "close"
+                # a body left unread (a refused request's, or one too large) ends the connection:
+                # its bytes must not be taken for the next request
+                unread = not conn.read_body and ("transfer-encoding" in headers or
+                                                  headers.get("content-length", "0") != "0")
+                close = (status == 413 or unread
+                         or headers.get("connection", "").lower() == "close")
                 try:
                     conn.reply(status, body, extra, close=close)
                 except OSError:
