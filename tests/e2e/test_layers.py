@@ -10,6 +10,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import botocore.exceptions
 import httpx
@@ -18,7 +20,17 @@ from conftest import ALLOW_WEAK, make_zip
 from e2e_helpers import ROLE, unique_name
 from test_deps import wheel
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "contract"))
+from test_change_push import APPLIED_WITHIN_S, make_node  # noqa: F401  (two PostgreSQL nodes)
+
 SERVER_ARGS = ALLOW_WEAK
+
+
+@pytest.fixture
+async def cluster_nodes(make_node):  # noqa: F811  (the fixture imported above)
+    return await make_node(), await make_node()
+
+
 HANDLER = """
 import os, sys
 import common, only_base
@@ -199,3 +211,20 @@ def test_cli(server, lam, tmp_path):
     subprocess.run([*cli, "rm", name, "1"], check=True, env={**os.environ, **env},
                    capture_output=True)
     assert lam.list_layer_versions(LayerName=name)["LayerVersions"] == []
+
+
+async def test_layers_reach_the_other_node(cluster_nodes):
+    """Cluster mode: a layer version published through node A is in B's memory within 1 s (its
+    change notice), a function on B can use it, and a deletion through A reaches B."""
+    a, b = cluster_nodes
+    t0 = time.monotonic()
+    layer = await a.functions.layers.publish("shared", make_zip({"python/x.py": "X = 1\n"}),
+                                             {"Description": "d"})
+    took = await b.until(lambda: 1 in b.functions.layers.versions.get("shared", {}))
+    assert took < APPLIED_WITHIN_S and time.monotonic() - t0 < 5
+    assert b.functions.layers.get("shared", 1).code_hex == layer.code_hex
+    assert b.functions.layers.resolve(["shared:1"], "python3.11")[0]["hex"] == layer.code_hex
+    await a.functions.layers.delete("shared", 1)
+    await b.until(lambda: "shared" not in b.functions.layers.versions)
+    again = await b.functions.layers.publish("shared", make_zip({"python/x.py": "X = 2\n"}), {})
+    assert again.version == 2  # the number counts on in the database, whichever node publishes

@@ -5,10 +5,24 @@ them go back to min_warm."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import httpx
 import pytest
 from conftest import make_zip
 from e2e_helpers import ROLE, unique_name, wait_for
+
+from dayfly.control.provisioned import Provisioning
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "contract"))
+from test_change_push import APPLIED_WITHIN_S, code, make_node, warm  # noqa: F401  (two PostgreSQL nodes)
+
+
+@pytest.fixture
+async def cluster_nodes(make_node):  # noqa: F811  (the fixture imported above)
+    return await make_node(), await make_node()
+
 
 HANDLER = "import os\ndef handler(event, context):\n    return os.getpid()\n"
 
@@ -83,3 +97,23 @@ def test_refusals(lam, fn):
                                                ProvisionedConcurrentExecutions=65)
     with pytest.raises(lam.exceptions.ProvisionedConcurrencyConfigNotFoundException):
         lam.delete_provisioned_concurrency_config(FunctionName=fn, Qualifier="1")
+
+
+async def test_configs_reach_the_other_node(cluster_nodes):
+    """Cluster mode: a config put through node A is in B's memory within 1 s and B's pool of
+    that version keeps that many instances; a deletion through A lets them go on B."""
+    a, b = cluster_nodes
+    await a.functions.create({"FunctionName": "fn", "Handler": "app.handler",
+                              "Code": code("v1")})
+    await a.functions.publish("fn", {})
+    await b.until(lambda: 1 in b.registry.functions.get("fn", None).versions
+                  if "fn" in b.registry.functions else False)
+    await Provisioning(a.functions).put("fn", "1", {"ProvisionedConcurrentExecutions": 2})
+    took = await b.until(lambda: b.registry.get("fn").provisioned.get("1", (0,))[0] == 2
+                         and len(warm(b, "fn")) == 2)
+    assert took < APPLIED_WITHIN_S + 1  # the notice, then two stub instances started
+    assert b.scheduler.current[("fn", "1")].spec.min_warm == 2
+    assert Provisioning(b.functions).get("fn", "1")["Status"] == "READY"
+    await Provisioning(a.functions).delete("fn", "1")
+    await b.until(lambda: "1" not in b.registry.get("fn").provisioned)
+    assert b.registry.spec("fn", "1").min_warm == 0
