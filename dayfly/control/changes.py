@@ -16,6 +16,7 @@ Topics (one per kind of mirrored row; the key names the row):
   notification    "source/bucket", or "source" for all of a source's buckets
   event_source_mapping  mapping UUID
   schedule        schedule id
+  layer           layer name (its versions; control/layers.py)
 """
 
 from __future__ import annotations
