@@ -127,24 +127,31 @@ def find(runtime: str) -> Interpreter:
 
 class Langs:
     """The interpreters staged on this node, one per runtime, each staged on first use, with
-    the runtime-level boto3 (staged once, compiled once per interpreter)."""
+    the runtime-level boto3 (staged with the first zygote, compiled once per interpreter)."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = Path(data_dir)
-        self.sdk = sdk.stage(self.data_dir)
+        self.sdk = sdk.where(self.data_dir)
         self._staged: dict[str, Lang] = {}
-        self.get(host_runtime())  # the host's own at once: a node that cannot stage it fails now
+        self._ready: set[str] = set()  # runtimes whose zygotes found the boto3 copy made
+        self._stage(host_runtime())  # the host's own at once: a node that cannot fails now
 
     def get(self, runtime: str) -> Lang:
-        staged = self._staged.get(runtime)
-        if staged is None:
-            interp = find(runtime)
-            dirname = "lang" if runtime == host_runtime() else f"lang-{runtime}"
-            lang = stage(self.data_dir / dirname, interp.executable)
-            sdk.compile_for(self.sdk, interp.executable)
-            staged = self._staged[runtime] = Lang(
-                python=lang.python, layers=[*lang.layers, (str(self.sdk), sdk.SDK)],
-                masks=lang.masks, env=lang.env, sdk=sdk.SDK)
+        """The staged interpreter for `runtime` (blocking: call off the event loop)."""
+        staged = self._staged.get(runtime) or self._stage(runtime)
+        if runtime not in self._ready:
+            sdk.stage(self.data_dir)
+            sdk.compile_soon(self.sdk, find(runtime).executable)
+            self._ready.add(runtime)
+        return staged
+
+    def _stage(self, runtime: str) -> Lang:
+        interp = find(runtime)
+        dirname = "lang" if runtime == host_runtime() else f"lang-{runtime}"
+        lang = stage(self.data_dir / dirname, interp.executable)
+        staged = self._staged[runtime] = Lang(
+            python=lang.python, layers=[*lang.layers, (str(self.sdk), sdk.SDK)],
+            masks=lang.masks, env=lang.env, sdk=sdk.SDK)
         return staged
 
 

@@ -69,7 +69,7 @@ class ZygoteBackend(Backend):
 
     def __init__(self, data_dir: Path) -> None:
         self.runtime_root = prepare_runtime(Path(data_dir) / "runtime")
-        self.sdk = sdk.stage(Path(data_dir))  # the runtime-level boto3 (sandbox/sdk.py)
+        self.sdk = sdk.where(Path(data_dir))  # the runtime-level boto3 (sandbox/sdk.py)
         self.data_dir = Path(data_dir)
         self.zygotes: dict[str, ZygoteClient] = {}
         self._starting: dict[str, asyncio.Future] = {}
@@ -81,7 +81,8 @@ class ZygoteBackend(Backend):
     async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
         """A zygote (not started yet) for this spec; jailed tiers add their sandbox set-up."""
         python = lang.find(spec.runtime).executable  # the interpreter the runtime names
-        await asyncio.to_thread(sdk.compile_for, self.sdk, python)
+        await asyncio.to_thread(sdk.stage, self.data_dir)
+        sdk.compile_soon(self.sdk, python)
         return ZygoteClient(key, self.runtime_root, python=python)
 
     async def zygote_started(self, spec: FunctionSpec, key: str, zygote: ZygoteClient) -> None:

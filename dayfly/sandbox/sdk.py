@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 from ..modes import share_tree
@@ -22,6 +23,7 @@ from ..modes import share_tree
 SDK = "/var/runtime"  # where jailed instances see it (Lambda's own path)
 ROOT_DIST = "boto3"
 _NAME = re.compile(r"[A-Za-z0-9._-]+")
+_staging = threading.Lock()
 
 
 def _closure(root: str) -> list[md.Distribution]:
@@ -47,13 +49,26 @@ def version() -> str:
     return md.version(ROOT_DIST)
 
 
+def where(data_dir: Path) -> Path:
+    """Where `stage` puts the copy."""
+    return Path(data_dir) / "sdk" / f"{ROOT_DIST}-{version()}"
+
+
 def stage(data_dir: Path) -> Path:
-    """`<data>/sdk/boto3-<version>`: made once (replaced whole if absent or incomplete)."""
-    target = Path(data_dir) / "sdk" / f"{ROOT_DIST}-{version()}"
-    if (target / ".complete").is_file():
-        return target
+    """`<data>/sdk/boto3-<version>`, made on first use (by the first zygote that needs it, not
+    at start: a node that runs nothing pays nothing), replaced whole if a crash left it half."""
+    target = where(data_dir)
+    with _staging:  # the tiers' first zygotes may ask at once, from threads
+        if not (target / ".complete").is_file():
+            _make(target)
+    return target
+
+
+def _make(target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(target.parent, 0o755)
+    for left in target.parent.glob(".sdk-*"):  # a crash's half-made copies
+        shutil.rmtree(left, ignore_errors=True)
     work = Path(tempfile.mkdtemp(prefix=".sdk-", dir=target.parent))
     for dist in _closure(ROOT_DIST):
         for rel in dist.files or []:
@@ -71,11 +86,18 @@ def stage(data_dir: Path) -> Path:
                 shutil.copyfile(src, dest)
     (work / ".complete").write_text(version())
     share_tree(work)
-    try:
-        os.replace(work, target)
-    except OSError:  # another start staged it meanwhile
-        shutil.rmtree(work, ignore_errors=True)
-    return target
+    if target.exists():  # without .complete: what a crash left half made
+        aside = target.with_name(f".sdk-old-{os.getpid()}")
+        os.replace(target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+    os.replace(work, target)
+
+
+def compile_soon(target: Path, python: str) -> None:
+    """`compile_for` in a thread of its own: no start waits for it. py_compile writes each
+    .pyc atomically, so an instance importing meanwhile reads a whole one or compiles itself."""
+    threading.Thread(target=compile_for, args=(target, python), daemon=True,
+                     name="dayfly-sdk-compile").start()
 
 
 def compile_for(target: Path, python: str) -> None:
