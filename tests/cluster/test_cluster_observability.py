@@ -141,3 +141,13 @@ def test_the_dashboard_shows_the_nodes_and_the_node_of_a_record(cluster, ran_on_
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_a_single_node_shows_itself(server):
+    """No cluster: the same views list the one node (no PostgreSQL or NATS involved)."""
+    nodes = samples(server.url, "dayfly_node_info")
+    assert len(nodes) == 1 and nodes[0][0]["self"] == "true"
+    assert samples(server.url, "dayfly_cluster_nodes") == [({"cluster": ""}, 1.0)]
+    c = httpx.get(f"{server.url}/dayfly/v1/stats", timeout=10).json()["platform"]["cluster"]
+    assert c["name"] is None and [n["self"] for n in c["nodes"]] == [True]
+    assert c["nodes"][0]["address"] == server.url
