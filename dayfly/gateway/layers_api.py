@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -12,10 +14,18 @@ from ..errors import InvalidParameter
 from .common import JSON, json_body
 
 L = "/2018-10-31/layers"
+LAYER_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:lambda:[a-z0-9-]+:\d{12}:layer:([A-Za-z0-9_-]{1,140})$")
 
 
 def _layers(request: Request) -> Layers:
     return request.app.state.platform.functions.layers
+
+
+def _name(request: Request) -> str:
+    """The layer named in the path: a name, or a layer ARN (boto3 accepts both)."""
+    name = request.path_params["name"]
+    m = LAYER_ARN.match(name)
+    return m.group(1) if m else name
 
 
 def _page(request: Request, items: list) -> tuple[list, str | None]:
@@ -38,7 +48,7 @@ def _matching(request: Request, versions: list[LayerVersion]) -> list[LayerVersi
 async def publish(request: Request) -> Response:
     params = await json_body(request)
     content = params.get("Content")
-    layer = await _layers(request).publish(request.path_params["name"], decode_zip(content),
+    layer = await _layers(request).publish(_name(request), decode_zip(content),
                                            params)
     base = str(request.base_url).rstrip("/")
     return JSON(layer.to_lambda(_layers(request).region, base), status_code=201)
@@ -67,7 +77,7 @@ async def list_layers(request: Request) -> Response:
 
 async def list_versions(request: Request) -> Response:
     store = _layers(request)
-    versions = _matching(request, store.of(request.path_params["name"]))
+    versions = _matching(request, store.of(_name(request)))
     page, more = _page(request, [v.summary(store.region) for v in versions])
     body: dict = {"LayerVersions": page}
     if more:
@@ -77,12 +87,12 @@ async def list_versions(request: Request) -> Response:
 
 async def get_version(request: Request) -> Response:
     store = _layers(request)
-    layer = store.get(request.path_params["name"], request.path_params["version"])
+    layer = store.get(_name(request), request.path_params["version"])
     return JSON(layer.to_lambda(store.region, str(request.base_url).rstrip("/")))
 
 
 async def delete_version(request: Request) -> Response:
-    await _layers(request).delete(request.path_params["name"], request.path_params["version"])
+    await _layers(request).delete(_name(request), request.path_params["version"])
     return Response(status_code=204)
 
 

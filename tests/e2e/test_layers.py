@@ -95,6 +95,8 @@ def test_publish_list_get(lam, layers):
     assert [v["Version"] for v in versions] == [2, 1]
     got = lam.get_layer_version(LayerName=layers["base"], VersionNumber=1)
     assert got["Content"]["CodeSha256"] == b1["Content"]["CodeSha256"]
+    by_layer_arn = lam.get_layer_version(LayerName=b1["LayerArn"], VersionNumber=1)
+    assert by_layer_arn["LayerVersionArn"] == b1["LayerVersionArn"]
     assert httpx.get(got["Content"]["Location"]).status_code in (200, 401, 403)
     by_arn = lam.get_layer_version_by_arn(Arn=o2["LayerVersionArn"])
     assert by_arn["Version"] == 2
