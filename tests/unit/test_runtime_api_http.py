@@ -36,7 +36,7 @@ def api() -> Iterator[tuple[RuntimeApi, socket.socket, int]]:
 
 def raw(port: int, data: bytes) -> bytes:
     """Send bytes, read the answer until the relay closes the connection."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(data)
         out = b""
         while chunk := s.recv(65536):
@@ -64,7 +64,7 @@ def test_unreadable_requests_get_a_4xx_and_a_closed_connection(api, request_byte
 
 def test_wrong_paths_methods_and_ids(api):
     relay, _, port = api
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     for method, path, status, kind in [
         ("GET", "/2018-06-01/runtime/nope", 404, "NotFound"),
         ("GET", "/other", 404, "NotFound"),
@@ -81,7 +81,7 @@ def test_wrong_paths_methods_and_ids(api):
 
 def test_an_invocation_through_hostile_fields_and_bodies(api):
     relay, host, port = api
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", NEXT)
     kind, meta, _ = protocol.read(host)
     assert kind == protocol.READY  # the first `next` ends init
@@ -93,7 +93,7 @@ def test_an_invocation_through_hostile_fields_and_bodies(api):
     assert r.getheader("X-Injected") is None
     assert r.getheader("Lambda-Runtime-Client-Context") == '{"custom": {}}'
 
-    other = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    other = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     other.request("GET", NEXT)  # while r1 is unanswered
     r = other.getresponse()
     assert (r.status, json.loads(r.read())["errorType"]) == (403, "InvalidStateTransition")
@@ -135,7 +135,7 @@ def test_an_invocation_through_hostile_fields_and_bodies(api):
 
 def test_expect_100_continue_only_for_a_body_that_fits(api):
     _, host, port = api
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     conn.request("GET", NEXT)
     protocol.read(host)  # READY
     invoke(host, "r1")
@@ -147,10 +147,26 @@ def test_expect_100_continue_only_for_a_body_that_fits(api):
     conn.request("GET", NEXT)
     invoke(host, "r2")
     conn.getresponse().read()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.sendall(head.replace(b"r1", b"r2").replace(b"2000", b"2"))
         assert s.recv(100) == b"HTTP/1.1 100 Continue\r\n\r\n"
         s.sendall(b"{}")
         assert s.recv(100).startswith(b"HTTP/1.1 202 ")
     kind, _, payload = protocol.read(host)
     assert (kind, payload) == (protocol.RESULT, b"{}")
+
+
+def test_a_custom_runtimes_handler_is_its_own():
+    from dayfly.control import manifest
+    from dayfly.control.functions import api_values
+    from dayfly.errors import InvalidParameter
+
+    m = manifest.parse('runtime = "provided.al2023"\nhandler = "bootstrap"\n')
+    assert (m.runtime, m.handler) == ("provided.al2023", "bootstrap")
+    assert api_values({"Runtime": "provided", "Handler": "my.weird-handler"})["handler"]
+    for bad in ('runtime = "provided"\nhandler = "two words"\n',
+                'runtime = "python3.11"\nhandler = "bootstrap"\n'):
+        with pytest.raises(InvalidParameter):
+            manifest.parse(bad)
+    with pytest.raises(InvalidParameter, match="AWS_LAMBDA_RUNTIME_API is reserved"):
+        manifest.parse('[env]\nAWS_LAMBDA_RUNTIME_API = "1.2.3.4:80"\n')
