@@ -31,7 +31,7 @@ import pytest
 from cluster_helpers import Cluster, poll, running_cluster
 from conftest import Server
 from test_leases import holder, ticks
-from test_objects import credentials, s3_of
+from test_objects import configured, credentials, s3_of
 from trigger_helpers import deploy, received, unique
 
 from dayfly.cluster.settings import ClusterError, resolve
@@ -181,6 +181,7 @@ def test_losing_a_node_loses_nothing(cluster3: Cluster, tmp_path: Path):
         for fn in ("work", "onput", "quick"):
             assert poll(lambda i=i, fn=fn: httpx.get(
                 f"{cluster3.node(i).url}{LAMBDA}/{fn}").status_code == 200, 5)
+        assert poll(lambda i=i: configured(cluster3.node(i), bucket), 5)
 
     load = Load(cluster3.up(), creds, bucket)
     sender = threading.Thread(target=load.events_and_puts, daemon=True)

@@ -147,16 +147,22 @@ def echoed(cluster: Cluster, via: int, bucket: str) -> list[dict]:
             == bucket]
 
 
+def configured(server: Server, bucket: str) -> bool:
+    """Whether `server` holds a notification configuration of the built-in `bucket`."""
+    got = httpx.get(f"{server.url}/dayfly/v1/bucket-triggers", params={"bucket": bucket})
+    return any(t["source"] == "local" for t in got.json()["triggers"])
+
+
 def test_a_bucket_notification_fires_once_per_put_however_many_nodes(cluster3, s3s, echo):
     a, b, c = s3s
     a.create_bucket(Bucket="shared-events")
     notify(b, "shared-events", lambda_config("echo", ["s3:ObjectCreated:*"],
                                              config_id="all"))
+    # every node follows the configuration made through node 1 within a second
+    assert poll(lambda: all(configured(s, "shared-events") for s in cluster3.up()), 2)
     keys = []
     for n, s3 in enumerate((a, b, c, a, b, c)):
         key = f"k{n}"
-        # every node reads the configuration: one made through node 1 a moment ago applies
-        # on node 0 as soon as the change notice arrived
         s3.put_object(Bucket="shared-events", Key=key, Body=key.encode())
         keys.append(key)
 
