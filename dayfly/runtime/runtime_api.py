@@ -305,7 +305,12 @@ class RuntimeApi:
 
     def _accept(self, listener: socket.socket) -> None:
         while True:
-            conn, _ = listener.accept()
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                if listener.fileno() < 0:  # closed: nothing more to serve
+                    return
+                raise
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each reply is whole
             threading.Thread(target=self._serve, args=(Conn(conn),), daemon=True).start()
 

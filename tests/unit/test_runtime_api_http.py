@@ -77,6 +77,7 @@ def test_wrong_paths_methods_and_ids(api):
         r = conn.getresponse()
         assert (r.status, json.loads(r.read())["errorType"]) == (status, kind), (method, path)
     assert relay.current is None  # nothing was taken for an invocation
+    conn.close()
 
 
 def test_an_invocation_through_hostile_fields_and_bodies(api):
@@ -131,6 +132,8 @@ def test_an_invocation_through_hostile_fields_and_bodies(api):
     assert kind == protocol.ERROR and set(meta) >= {"ns", "rss"}
     assert json.loads(payload) == {"errorMessage": "plain text", "errorType": "Custom.Kind",
                                    "stackTrace": [], "requestId": "r2"}
+    conn.close()
+    other.close()
 
 
 def test_expect_100_continue_only_for_a_body_that_fits(api):
@@ -154,6 +157,7 @@ def test_expect_100_continue_only_for_a_body_that_fits(api):
         assert s.recv(100).startswith(b"HTTP/1.1 202 ")
     kind, _, payload = protocol.read(host)
     assert (kind, payload) == (protocol.RESULT, b"{}")
+    conn.close()
 
 
 def test_a_custom_runtimes_handler_is_its_own():
