@@ -33,7 +33,7 @@ from cluster_helpers import Cluster, poll, running_cluster
 from conftest import Server
 from test_leases import holder, ticks
 from test_objects import configured, credentials, s3_of
-from trigger_helpers import deploy, received, unique
+from trigger_helpers import create_mapping, deploy, received, records, scratch_db, unique
 
 from dayfly.cluster.settings import ClusterError, resolve
 
@@ -146,8 +146,23 @@ def notified(path: Path) -> set[str]:
             for r in inv["event"].get("Records", [])}
 
 
+@pytest.fixture
+def table(tmp_path):
+    with scratch_db("sqlite", tmp_path) as db:
+        yield db
+
+
+def rows(path: Path) -> set[int]:
+    return {int(r["dynamodb"]["Keys"]["id"]["N"]) for r in records(path)}
+
+
+def insert(table, ids: range) -> None:
+    for i in ids:
+        table.sql("INSERT INTO t (id, v) VALUES (?, ?)", i, f"row {i}")
+
+
 @pytest.mark.timeout(400)
-def test_losing_a_node_loses_nothing(cluster3: Cluster, tmp_path: Path):
+def test_losing_a_node_loses_nothing(cluster3: Cluster, tmp_path: Path, table):
     first = cluster3.node(0)
     work_out, done = tmp_path / "work.jsonl", tmp_path / "done.jsonl"
     puts_out = tmp_path / "puts.jsonl"
@@ -168,11 +183,18 @@ def test_losing_a_node_loses_nothing(cluster3: Cluster, tmp_path: Path):
                    json={"FunctionName": tick, "ScheduleExpression": "rate(1 second)"})
     assert r.status_code == 201, r.text
     schedule = r.json()["Id"]
-    # the node that dies is the one running the schedule
-    assert poll(lambda: len(ticks(tick_out)) >= 2 and holder(cluster3) is not None, 30), (
-        ticks(tick_out))
+    # a table stream (SQLite) into a recorder
+    rows_fn, rows_out = unique("rows"), tmp_path / "rows.jsonl"
+    deploy(first, rows_fn, rows_out)
+    table.create("t", "id integer PRIMARY KEY, v text")
+    mapping = create_mapping(first.lambda_client(), rows_fn, table.url("t"), BatchSize=5)
+    lease = f"mapping:{mapping['UUID']}"
+    # the node that dies runs the schedule (and the table stream, if one node took both)
+    assert poll(lambda: len(ticks(tick_out)) >= 2 and holder(cluster3) is not None
+                and holder(cluster3, lease) is not None, 30), ticks(tick_out)
     victim = holder(cluster3)
     assert victim is not None
+    print(f"schedules on node{victim}, table stream on node{holder(cluster3, lease)}")
     victim_id = cluster3.node_id(victim)
     survivors = [i for i in range(3) if i != victim]
     ids = sorted(cluster3.node_id(i) for i in range(3))
@@ -192,6 +214,9 @@ def test_losing_a_node_loses_nothing(cluster3: Cluster, tmp_path: Path):
         Bucket=bucket, Key="multi", UploadId=upload, PartNumber=n, Body=body)["ETag"]}
         for n, client, body in ((1, v3, part1), (2, s3_rest, part2))]
 
+    insert(table, range(1, 21))
+    assert poll(lambda: rows(rows_out) == set(range(1, 21)), 30), sorted(rows(rows_out))
+
     load = Load(cluster3.up(), creds, bucket)
     sender = threading.Thread(target=load.events_and_puts, daemon=True)
     syncers = [threading.Thread(target=load.sync_invokes,
@@ -205,6 +230,7 @@ def test_losing_a_node_loses_nothing(cluster3: Cluster, tmp_path: Path):
         assert poll(lambda: busy(cluster3.node(victim), "work"), 30), "no event ran there"
         cluster3.kill(victim)
         killed_wall, killed = time.time(), time.monotonic()
+        insert(table, range(21, 41))
         rest = sorted(cluster3.node_id(i) for i in survivors)
 
         # membership: gone from every survivor's list within 5 s
@@ -218,6 +244,10 @@ def test_losing_a_node_loses_nothing(cluster3: Cluster, tmp_path: Path):
                     RESUME_WITHIN_S - (time.monotonic() - killed)), (killed_wall,
                                                                       ticks(tick_out))
         assert holder(cluster3) in survivors
+        # the table stream goes on (on a survivor) within 10 s: the rows written after the kill
+        assert poll(lambda: 21 in rows(rows_out),
+                    RESUME_WITHIN_S - (time.monotonic() - killed)), sorted(rows(rows_out))
+        assert holder(cluster3, lease) in survivors
         sender.join(180)
         assert not sender.is_alive(), "the event/PUT thread did not finish"
     finally:
@@ -257,6 +287,7 @@ def test_losing_a_node_loses_nothing(cluster3: Cluster, tmp_path: Path):
         return seen[-1] >= last and seen == [seen[0] + k for k in range(len(seen))]
     assert poll(contiguous, 45), sorted(set(ticks(tick_out)))
     assert len(ticks(tick_out)) == len(set(ticks(tick_out))), "a tick fired twice"
+    assert poll(lambda: rows(rows_out) == set(range(1, 41)), 30), sorted(rows(rows_out))
 
     # restarted, the node rejoins and serves invokes itself
     back = cluster3.restart(victim)
