@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -425,3 +426,22 @@ def test_missing_bootstrap_is_a_clear_deploy_error(lam):
         create(lam, unique_name("nobootstrap"), {"main.sh": "echo hi\n"}, "process")
     assert "Runtime.InvalidEntrypoint" in str(err.value)
     assert "Couldn't find valid bootstrap(s)" in str(err.value)
+
+
+def test_dayfly_deploy_of_a_folder_with_a_bootstrap(server, lam, tmp_path):
+    """`dayfly deploy` of a folder: dayfly.toml names the runtime and the runtime's own
+    handler, the zip the CLI makes keeps the bootstrap executable."""
+    name = unique_name("cli-shell")
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "bootstrap").write_text(SHELL_BOOTSTRAP)
+    (folder / "bootstrap").chmod(0o755)
+    (folder / "dayfly.toml").write_text(
+        'runtime = "provided.al2023"\nhandler = "bootstrap"\nisolation = "linux"\n')
+    done = subprocess.run([sys.executable, "-m", "dayfly.cli.main", "deploy", str(folder)],
+                          env={**os.environ, "DAYFLY_ENDPOINT": server.url},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    r, out, _ = call(lam, name, {"from": "cli"})
+    assert "FunctionError" not in r and out["event"] == {"from": "cli"}
+    assert lam.get_function(FunctionName=name)["Configuration"]["Handler"] == "bootstrap"
