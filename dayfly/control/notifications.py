@@ -27,7 +27,7 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS bucket_notifications (
     PRIMARY KEY (source, bucket)) WITHOUT ROWID"""
 EVENTS = ("s3:ObjectCreated:*", "s3:ObjectCreated:Put", "s3:ObjectCreated:Post",
           "s3:ObjectCreated:Copy", "s3:ObjectCreated:CompleteMultipartUpload",
-          "s3:ObjectRemoved:*", "s3:ObjectRemoved:Delete")
+          "s3:ObjectRemoved:*", "s3:ObjectRemoved:Delete", "s3:ObjectRemoved:DeleteMarkerCreated")
 SHORTHANDS = {"created": ("s3:ObjectCreated:*",), "removed": ("s3:ObjectRemoved:*",),
               "all": ("s3:ObjectCreated:*", "s3:ObjectRemoved:*")}
 MAX_RULES = 100  # per bucket

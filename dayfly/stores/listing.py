@@ -48,7 +48,7 @@ def scan(c: sqlite3.Connection, bucket: str, *, prefix: str = "", delimiter: str
     while pos is not None:
         op = ">=" if inclusive else ">"
         rows = c.execute(f"SELECT * FROM s3_objects WHERE bucket = ? AND key {op} ? "
-                         "ORDER BY key", (bucket, pos))
+                         "AND marker = 0 ORDER BY key", (bucket, pos))
         jumped = False
         for row in rows:
             key: str = row["key"]
@@ -79,3 +79,84 @@ def scan(c: sqlite3.Connection, bucket: str, *, prefix: str = "", delimiter: str
         if not jumped:
             return out
     return out
+
+
+@dataclass(slots=True)
+class VersionListing:
+    """One page of ListObjectVersions: (row, is latest) in key order, newest first per key."""
+
+    rows: list[tuple[Any, bool]] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+    truncated: bool = False
+    next_key: str | None = None
+    next_version: str | None = None
+
+
+_VERSIONS = ("SELECT *, 1 AS latest FROM s3_objects WHERE bucket = ? AND key {op} ? UNION ALL "
+             "SELECT *, 0 AS latest FROM s3_versions WHERE bucket = ? AND key {op} ? "
+             "ORDER BY key, latest DESC, seq DESC")
+
+
+def scan_versions(c: sqlite3.Connection, bucket: str, *, prefix: str = "", delimiter: str = "",
+                  key_marker: str = "", version_marker: str = "",
+                  max_keys: int = 1000) -> VersionListing:
+    """A page of at most `max_keys` versions and common prefixes after the markers (a key's
+    versions after `version_marker`, then the keys after `key_marker`)."""
+    out = VersionListing()
+    pos, inclusive = key_marker, not key_marker
+    skip_to = None  # the versions of key_marker up to this one were listed already
+    if key_marker and version_marker:
+        inclusive, skip_to = True, version_marker
+    after = key_marker if key_marker else None  # common prefixes at or before it were listed
+    if pos < prefix:
+        pos, inclusive, skip_to = prefix, True, None
+    cols = "bucket, key, blob, size, etag, md5, modified, headers, checksum, version, marker, seq"
+    sql = _VERSIONS.replace("*", cols)
+    while True:
+        op = ">=" if inclusive else ">"
+        rows = c.execute(sql.format(op=op), (bucket, pos, bucket, pos))
+        jumped = False
+        for row in rows:
+            key: str = row["key"]
+            if skip_to is not None:
+                if key == key_marker:
+                    if row["version"] == skip_to:
+                        skip_to = None
+                    continue
+                skip_to = None  # the marker's version is gone: go on with the next key
+            if key == key_marker and not version_marker:
+                continue
+            if not key.startswith(prefix):
+                rows.close()
+                return out
+            cp = None
+            if delimiter:
+                i = key.find(delimiter, len(prefix))
+                if i >= 0:
+                    cp = key[: i + len(delimiter)]
+            if cp is not None and after is not None and cp <= after:
+                nxt = successor(cp)
+                if nxt is None:
+                    rows.close()
+                    return out
+                pos, inclusive, jumped = nxt, True, True
+                break
+            if len(out.rows) + len(out.prefixes) >= max_keys:
+                out.truncated = True
+                rows.close()
+                return out
+            if cp is None:
+                out.rows.append((row, bool(row["latest"])))
+                out.next_key, out.next_version = key, row["version"]
+                continue
+            out.prefixes.append(cp)
+            out.next_key, out.next_version = cp, None
+            nxt = successor(cp)
+            if nxt is None:
+                rows.close()
+                return out
+            pos, inclusive, jumped = nxt, True, True
+            break
+        rows.close()
+        if not jumped:
+            return out

@@ -147,7 +147,8 @@ class Multipart:
     async def complete(self, bucket: str, key: str, upload_id: str,
                        chosen: list[tuple[int, str, dict[str, str]]],
                        origin: Origin | None = None,
-                       expected: dict[str, str] | None = None) -> ObjectInfo:
+                       expected: dict[str, str] | None = None, *,
+                       if_match: str | None = None, if_none_match: bool = False) -> ObjectInfo:
         """Join the chosen (number, etag, checksums) parts into the object; S3's ETag rule.
         `expected` is the whole object's checksum as the client computed it, if it sent one."""
         def load(c: sqlite3.Connection) -> tuple[Upload, dict[int, Part]]:
@@ -184,7 +185,8 @@ class Multipart:
             leftovers.extend(r[0] for r in c.execute(
                 "DELETE FROM s3_parts WHERE upload = ? RETURNING blob", (upload_id,)))
         try:
-            await self.store.commit(info, finish)
+            await self.store.commit(info, finish, if_match=if_match,
+                                    if_none_match=if_none_match)
         except BaseException:
             await self.store.remove_blobs([blob.id])
             raise

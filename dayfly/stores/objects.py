@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
 import sqlite3
 import time
-from collections.abc import AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -25,18 +27,25 @@ import orjson
 
 from .blobs import Blob, BlobStore
 from .db import Database
-from .listing import Listing, scan
+from .listing import Listing, VersionListing, scan, scan_versions
 from .s3errors import S3Error
 
 MAX_PUT = 5 * 1024**3  # S3's single PUT (and part) limit
 MAX_KEY = 1024  # bytes of UTF-8
 
+# s3_objects holds each key's current version (an object or a delete marker), s3_versions the
+# older ones of versioned buckets; `seq` orders a key's versions (newest highest)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS s3_buckets (name TEXT PRIMARY KEY, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS s3_objects (
     bucket TEXT NOT NULL, key TEXT NOT NULL, blob TEXT NOT NULL, size INTEGER NOT NULL,
     etag TEXT NOT NULL, md5 TEXT NOT NULL, modified REAL NOT NULL, headers TEXT NOT NULL,
     checksum TEXT, PRIMARY KEY (bucket, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS s3_versions (
+    bucket TEXT NOT NULL, key TEXT NOT NULL, blob TEXT NOT NULL, size INTEGER NOT NULL,
+    etag TEXT NOT NULL, md5 TEXT NOT NULL, modified REAL NOT NULL, headers TEXT NOT NULL,
+    checksum TEXT, version TEXT NOT NULL, marker INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (bucket, key, version)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS s3_uploads (
     id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, headers TEXT NOT NULL,
     checksum TEXT, created REAL NOT NULL);
@@ -47,8 +56,15 @@ CREATE TABLE IF NOT EXISTS s3_parts (
     PRIMARY KEY (upload, number)) WITHOUT ROWID
 """
 
-_OBJECT_UPDATE = ", ".join(f"{c} = excluded.{c}" for c in (
-    "blob", "size", "etag", "md5", "modified", "headers", "checksum"))
+# columns added after the tables first shipped (an older data dir gets them at start)
+_ADDED = (("s3_buckets", "versioning", "TEXT NOT NULL DEFAULT ''"),
+          ("s3_buckets", "location", "TEXT NOT NULL DEFAULT ''"),
+          ("s3_objects", "version", "TEXT NOT NULL DEFAULT 'null'"),
+          ("s3_objects", "marker", "INTEGER NOT NULL DEFAULT 0"),
+          ("s3_objects", "seq", "INTEGER NOT NULL DEFAULT 0"))
+COLUMNS = "bucket, key, blob, size, etag, md5, modified, headers, checksum, version, marker, seq"
+_VALUES = "(" + ", ".join("?" * 12) + ")"
+_VERSION_RE = re.compile(r"^[0-9a-f]{32}$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 _XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -95,12 +111,45 @@ class ObjectInfo:
     modified: float
     headers: dict[str, str] = field(default_factory=dict)  # content-type, x-amz-meta-*, ...
     checksum: dict[str, str] | None = None  # algorithm, value (base64), type
+    version: str = "null"  # the version id; "null" in unversioned (or suspended) buckets
+    marker: bool = False  # a delete marker (no content)
+    seq: int = 0  # orders a key's versions
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> ObjectInfo:
         return cls(row["bucket"], row["key"], row["blob"], row["size"], row["etag"], row["md5"],
                    row["modified"], orjson.loads(row["headers"]),
-                   orjson.loads(row["checksum"]) if row["checksum"] else None)
+                   orjson.loads(row["checksum"]) if row["checksum"] else None,
+                   row["version"], bool(row["marker"]), row["seq"])
+
+    def values(self) -> tuple[Any, ...]:
+        """The row's values in COLUMNS order."""
+        return (self.bucket, self.key, self.blob, self.size, self.etag, self.md5, self.modified,
+                orjson.dumps(self.headers).decode(),
+                orjson.dumps(self.checksum).decode() if self.checksum else None,
+                self.version, int(self.marker), self.seq)
+
+
+@dataclass(frozen=True, slots=True)
+class Deleted:
+    """What one delete did: the version removed, or the delete marker it created."""
+
+    key: str
+    version: str = "null"  # the version removed, or the new marker's
+    marker: bool = False  # the removed version was a marker, or a marker was created
+    created: bool = False  # a delete marker was created (no version id given)
+    removed: bool = True  # something existed (events are sent only then)
+
+
+def check_version_id(version: str) -> None:
+    if version != "null" and not _VERSION_RE.match(version):
+        raise S3Error("InvalidArgument", "Invalid version id specified",
+                      ArgumentName="versionId", ArgumentValue=version[:64])
+
+
+def no_version(key: str, version: str) -> S3Error:
+    return S3Error("NoSuchVersion", "The specified version does not exist.", Key=key,
+                   VersionId=version)
 
 
 class _Sequencer:
@@ -114,6 +163,17 @@ class _Sequencer:
         return f"{self.last:018X}"
 
 
+class _Counter:
+    """Increasing integers from the clock (nanoseconds), for ordering a key's versions."""
+
+    def __init__(self) -> None:
+        self.last = 0
+
+    def next(self) -> int:
+        self.last = max(self.last + 1, time.time_ns())
+        return self.last
+
+
 class ObjectStore:
     """Buckets and objects of one node; `on_event` hears every change (see module docstring)."""
 
@@ -123,6 +183,7 @@ class ObjectStore:
         self.blobs = BlobStore(data_dir / "objects")
         self.on_event: Callable[[dict], Awaitable[None]] | None = None
         self._seq = _Sequencer()
+        self._versions = _Counter()
         self.db.call(self._init)
         from .multipart import Multipart  # one store, two halves: multipart needs _commit
 
@@ -136,19 +197,32 @@ class ObjectStore:
     def _init(self, c: sqlite3.Connection) -> None:
         for stmt in SCHEMA.split(";"):
             c.execute(stmt)
+        for table, column, decl in _ADDED:
+            have = {d[0] for d in c.execute(f"SELECT * FROM {table} LIMIT 0").description}
+            if column not in have:
+                c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         referenced = {r[0] for r in c.execute("SELECT blob FROM s3_objects UNION ALL "
+                                              "SELECT blob FROM s3_versions UNION ALL "
                                               "SELECT blob FROM s3_parts")}
         self.blobs.sweep(referenced)
 
+    def new_version(self, versioning: str) -> tuple[str, int]:
+        """(version id, seq) of a new version in a bucket of that versioning state."""
+        seq = self._versions.next()
+        if versioning != "Enabled":
+            return "null", seq
+        return f"{seq:016x}{secrets.token_hex(8)}", seq
+
     # buckets
 
-    async def create_bucket(self, name: str) -> None:
+    async def create_bucket(self, name: str, location: str = "") -> None:
         check_bucket_name(name)
 
         def create(c: sqlite3.Connection) -> None:
             # one statement: two nodes creating the same bucket at once cannot both succeed
-            if not c.execute("INSERT INTO s3_buckets(name, created) VALUES (?, ?) "
-                             "ON CONFLICT(name) DO NOTHING", (name, time.time())).rowcount:
+            if not c.execute("INSERT INTO s3_buckets(name, created, location) VALUES (?, ?, ?) "
+                             "ON CONFLICT(name) DO NOTHING",
+                             (name, time.time(), location)).rowcount:
                 raise S3Error("BucketAlreadyOwnedByYou", "Your previous request to create the "
                               "named bucket succeeded and you already own it.", BucketName=name)
         await self.db.run(create)
@@ -156,7 +230,9 @@ class ObjectStore:
     async def delete_bucket(self, name: str) -> None:
         def delete(c: sqlite3.Connection) -> list[str]:
             _bucket(c, name)
-            if c.execute("SELECT 1 FROM s3_objects WHERE bucket = ? LIMIT 1", (name,)).fetchone():
+            if (c.execute("SELECT 1 FROM s3_objects WHERE bucket = ? LIMIT 1", (name,)).fetchone()
+                    or c.execute("SELECT 1 FROM s3_versions WHERE bucket = ? LIMIT 1",
+                                 (name,)).fetchone()):
                 raise S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty",
                               BucketName=name)
             uploads = [r[0] for r in c.execute("SELECT id FROM s3_uploads WHERE bucket = ?",
@@ -175,26 +251,52 @@ class ObjectStore:
         """The bucket's creation time; NoSuchBucket if there is none."""
         return await self.db.run(lambda c: _bucket(c, name))
 
-    async def list_buckets(self) -> list[tuple[str, float]]:
-        return await self.db.run(lambda c: [(r[0], r[1]) for r in c.execute(
-            "SELECT name, created FROM s3_buckets ORDER BY name")])
+    async def list_buckets(self, after: str = "", limit: int | None = None,
+                           prefix: str = "") -> list[tuple[str, float]]:
+        """Buckets named after `after` (and starting with `prefix`), at most `limit`."""
+        sql = "SELECT name, created FROM s3_buckets WHERE name > ? ORDER BY name"
+        rows = await self.db.run(lambda c: [(r[0], r[1]) for r in c.execute(
+            sql + (f" LIMIT {int(limit)}" if limit is not None and not prefix else ""),
+            (after,))])
+        rows = [r for r in rows if r[0].startswith(prefix)]
+        return rows if limit is None else rows[:limit]
+
+    async def bucket_settings(self, name: str) -> tuple[str, str]:
+        """(versioning state: '', 'Enabled' or 'Suspended'; LocationConstraint)."""
+        def get(c: sqlite3.Connection) -> tuple[str, str]:
+            row = c.execute("SELECT versioning, location FROM s3_buckets WHERE name = ?",
+                            (name,)).fetchone()
+            if row is None:
+                raise _no_bucket(name)
+            return row[0], row[1]
+        return await self.db.run(get)
+
+    async def set_versioning(self, name: str, state: str) -> None:
+        """'Enabled' or 'Suspended' (a versioned bucket never becomes unversioned again)."""
+        def put(c: sqlite3.Connection) -> None:
+            if not c.execute("UPDATE s3_buckets SET versioning = ? WHERE name = ?",
+                             (state, name)).rowcount:
+                raise _no_bucket(name)
+        await self.db.run(put)
 
     # objects
 
     async def put_object(self, bucket: str, key: str, body: AsyncIterable[bytes], *,
                          headers: dict[str, str], algorithms: Iterable[str] = (),
                          verify: Callable[[Blob], dict[str, str] | None] | None = None,
-                         origin: Origin | None = None) -> ObjectInfo:
+                         origin: Origin | None = None, if_match: str | None = None,
+                         if_none_match: bool = False) -> ObjectInfo:
         """Store a body; `verify(blob)` may refuse it (raise) or name its checksum to keep."""
         check_key(key)
         await self.head_bucket(bucket)
         blob = await self.blobs.write(body, limit=MAX_PUT, algorithms=algorithms)
         return await self.put_blob(bucket, key, blob, headers=headers, verify=verify,
-                                   origin=origin)
+                                   origin=origin, if_match=if_match, if_none_match=if_none_match)
 
     async def put_blob(self, bucket: str, key: str, blob: Blob, *, headers: dict[str, str],
                        verify: Callable[[Blob], dict[str, str] | None] | None = None,
-                       origin: Origin | None = None) -> ObjectInfo:
+                       origin: Origin | None = None, if_match: str | None = None,
+                       if_none_match: bool = False) -> ObjectInfo:
         """Make a written blob the object `bucket/key`, as PutObject does (commit, then the
         event); the blob is removed if that fails."""
         try:
@@ -202,7 +304,7 @@ class ObjectStore:
             md5 = blob.md5.hex()
             info = ObjectInfo(bucket, key, blob.id, blob.size, md5, md5, time.time(), headers,
                               checksum)
-            await self.commit(info)
+            await self.commit(info, if_match=if_match, if_none_match=if_none_match)
         except BaseException:
             await self.remove_blobs([blob.id])
             raise
@@ -210,32 +312,85 @@ class ObjectStore:
         return info
 
     async def commit(self, info: ObjectInfo, extra: Callable[[sqlite3.Connection], Any]
-                     | None = None) -> None:
-        """Write the row for `info` (and run `extra` in the same transaction); drop the old blob."""
-        def write(c: sqlite3.Connection) -> str | None:
-            _bucket(c, info.bucket)
-            old = c.execute("SELECT blob FROM s3_objects WHERE bucket = ? AND key = ?",
-                            (info.bucket, info.key)).fetchone()
-            c.execute("INSERT INTO s3_objects VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                      f"ON CONFLICT(bucket, key) DO UPDATE SET {_OBJECT_UPDATE}",
-                      (info.bucket, info.key, info.blob, info.size, info.etag, info.md5,
-                       info.modified, orjson.dumps(info.headers).decode(),
-                       orjson.dumps(info.checksum).decode() if info.checksum else None))
+                     | None = None, *, if_match: str | None = None,
+                     if_none_match: bool = False) -> None:
+        """Make `info` the key's current version (and run `extra` in the same transaction):
+        the version it replaces is kept (versioned bucket) or its blob removed. `info.version`
+        and `info.seq` are set here. `if_match` (an ETag) and `if_none_match` (no object)
+        are checked by the statements that replace the row, so two writers cannot both pass."""
+        def write(c: sqlite3.Connection) -> list[str]:
+            versioning = _versioning(c, info.bucket)
+            info.version, info.seq = self.new_version(versioning)
+            gone = self._supersede(c, info, versioning, if_match, if_none_match)
             if extra is not None:
                 extra(c)
-            return old[0] if old else None
-        old = await self.db.run(write)
-        if old is not None and old != info.blob:
-            await self.remove_blobs([old])
+            return gone
+        gone = await self.db.run(write)
+        await self.remove_blobs([b for b in gone if b != info.blob])
 
-    async def get_object(self, bucket: str, key: str) -> ObjectInfo:
+    def _supersede(self, c: sqlite3.Connection, info: ObjectInfo, versioning: str,
+                   if_match: str | None, if_none_match: bool) -> list[str]:
+        """Replace the key's current row by `info`'s; the blobs no version refers to any more."""
+        gone: list[str] = []
+        for _ in range(5):  # another node may insert the key between the delete and the insert
+            cond, args = "", [info.bucket, info.key]
+            if if_match is not None:
+                cond, args = " AND marker = 0 AND etag = ?", [*args, if_match]
+            elif if_none_match:
+                cond = " AND marker = 1"  # only a delete marker may be replaced
+            row = c.execute(f"DELETE FROM s3_objects WHERE bucket = ? AND key = ?{cond} "
+                            f"RETURNING {COLUMNS}", args).fetchone()
+            if row is None and if_match is not None:
+                if c.execute("SELECT 1 FROM s3_objects WHERE bucket = ? AND key = ? AND "
+                             "marker = 0", (info.bucket, info.key)).fetchone():
+                    raise precondition_failed("If-Match")
+                raise S3Error("NoSuchKey", "The specified key does not exist.", Key=info.key)
+            if row is not None:
+                old = ObjectInfo.of(row)
+                if versioning == "Enabled" or (versioning and old.version != "null"):
+                    c.execute(f"INSERT INTO s3_versions ({COLUMNS}) VALUES {_VALUES}",
+                              old.values())
+                elif not old.marker:
+                    gone.append(old.blob)
+            if versioning == "Suspended":  # the new null version replaces the old one
+                gone += [r[0] for r in c.execute(
+                    "DELETE FROM s3_versions WHERE bucket = ? AND key = ? AND version = 'null' "
+                    "RETURNING blob, marker", (info.bucket, info.key)) if not r[1]]
+            if c.execute(f"INSERT INTO s3_objects ({COLUMNS}) VALUES {_VALUES} "
+                         "ON CONFLICT(bucket, key) DO NOTHING", info.values()).rowcount:
+                return gone
+            if if_match is not None or if_none_match:
+                raise precondition_failed("If-Match" if if_match else "If-None-Match")
+        raise S3Error("InternalError", "The key kept changing; please try again.")
+
+    async def get_object(self, bucket: str, key: str, version: str | None = None) -> ObjectInfo:
+        """The current version (NoSuchKey if it is a delete marker, with the marker's headers)
+        or the version named (NoSuchVersion; MethodNotAllowed for a delete marker)."""
         def get(c: sqlite3.Connection) -> ObjectInfo:
-            row = c.execute("SELECT * FROM s3_objects WHERE bucket = ? AND key = ?",
-                            (bucket, key)).fetchone()
+            if version is None:
+                row = c.execute("SELECT * FROM s3_objects WHERE bucket = ? AND key = ?",
+                                (bucket, key)).fetchone()
+            else:
+                check_version_id(version)
+                row = (c.execute("SELECT * FROM s3_objects WHERE bucket = ? AND key = ? AND "
+                                 "version = ?", (bucket, key, version)).fetchone()
+                       or c.execute("SELECT * FROM s3_versions WHERE bucket = ? AND key = ? AND "
+                                    "version = ?", (bucket, key, version)).fetchone())
             if row is None:
                 _bucket(c, bucket)
+                if version is not None:
+                    raise no_version(key, version)
                 raise S3Error("NoSuchKey", "The specified key does not exist.", Key=key)
-            return ObjectInfo.of(row)
+            info = ObjectInfo.of(row)
+            if info.marker:
+                if version is None:
+                    exc = S3Error("NoSuchKey", "The specified key does not exist.", Key=key)
+                else:
+                    exc = S3Error("MethodNotAllowed", "The specified method is not allowed "
+                                  "against this resource.", Method="GET", ResourceType="DeleteMarker")
+                exc.headers.update(marker_headers(info))
+                raise exc
+            return info
         return await self.db.run(get)
 
     async def copy_object(self, src: ObjectInfo, bucket: str, key: str,
@@ -260,23 +415,48 @@ class ObjectStore:
         await self.emit("ObjectCreated:Copy", info, origin)
         return info
 
-    async def delete_objects(self, bucket: str, keys: list[str],
-                             origin: Origin | None = None) -> None:
-        """Delete keys (missing ones are not an error, as in S3); one event per removed object."""
-        def delete(c: sqlite3.Connection) -> list[tuple[str, str]]:
+    async def delete_objects(self, bucket: str, keys: Sequence[str | tuple[str, str | None]],
+                             origin: Origin | None = None) -> list[Deleted]:
+        """Delete keys, or (key, version id) pairs (missing ones are not an error, as in S3):
+        in a versioned bucket a key without a version gets a delete marker. One event per
+        change."""
+        targets = list(dict.fromkeys(k if isinstance(k, tuple) else (k, None) for k in keys))
+
+        def delete(c: sqlite3.Connection) -> tuple[list[Deleted], list[str]]:
+            versioning = _versioning(c, bucket)
+            done, gone = [], []
+            for key, version in targets:
+                if version is not None:
+                    d, blob = _delete_version(c, bucket, key, version)
+                    done.append(d)
+                    gone += [blob] if blob else []
+                elif not versioning:
+                    row = c.execute("DELETE FROM s3_objects WHERE bucket = ? AND key = ? "
+                                    "RETURNING blob", (bucket, key)).fetchone()
+                    done.append(Deleted(key, removed=row is not None))
+                    gone += [row[0]] if row is not None else []
+                else:
+                    v, seq = self.new_version(versioning)
+                    info = ObjectInfo(bucket, key, "", 0, "", "", time.time(), {}, None, v,
+                                      True, seq)
+                    gone += self._supersede(c, info, versioning, None, False)
+                    done.append(Deleted(key, v, marker=True, created=True))
+            return done, gone
+        done, gone = await self.db.run(delete)
+        await self.remove_blobs(gone)
+        for d in done:
+            if d.removed:
+                name = "ObjectRemoved:DeleteMarkerCreated" if d.created else "ObjectRemoved:Delete"
+                await self.emit(name, ObjectInfo(bucket, d.key, "", 0, "", "", 0,
+                                                 version=d.version, marker=d.marker), origin)
+        return done
+
+    async def list_versions(self, bucket: str, **kw: Any) -> VersionListing:
+        """A page of versions and common prefixes (see listing.scan_versions)."""
+        def run(c: sqlite3.Connection) -> VersionListing:
             _bucket(c, bucket)
-            gone = []
-            for key in dict.fromkeys(keys):
-                row = c.execute("DELETE FROM s3_objects WHERE bucket = ? AND key = ? "
-                                "RETURNING blob", (bucket, key)).fetchone()
-                if row is not None:
-                    gone.append((key, row[0]))
-            return gone
-        gone = await self.db.run(delete)
-        await self.remove_blobs([b for _, b in gone])
-        for key, _ in gone:
-            await self.emit("ObjectRemoved:Delete", ObjectInfo(bucket, key, "", 0, "", "", 0),
-                            origin)
+            return scan_versions(c, bucket, **kw)
+        return await self.db.run(run)
 
     async def list_objects(self, bucket: str, **kw: Any) -> Listing:
         """A page of keys and common prefixes (see listing.scan for the arguments)."""
@@ -301,6 +481,8 @@ class ObjectStore:
         obj: dict[str, Any] = {"key": quote_plus(info.key, safe="/")}
         if name.startswith("ObjectCreated"):
             obj.update(size=info.size, eTag=info.etag)
+        if info.version != "null":
+            obj["versionId"] = info.version
         obj["sequencer"] = self._seq.next()
         now = datetime.now(UTC)
         principal = {"principalId": origin.principal or "dayfly"}
@@ -318,8 +500,53 @@ class ObjectStore:
         }
 
 
+def precondition_failed(condition: str) -> S3Error:
+    return S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did "
+                   "not hold", Condition=condition)
+
+
+def marker_headers(info: ObjectInfo) -> dict[str, str]:
+    return {"x-amz-delete-marker": "true", "x-amz-version-id": info.version,
+            "last-modified": formatdate(info.modified, usegmt=True)}
+
+
+def _no_bucket(name: str) -> S3Error:
+    return S3Error("NoSuchBucket", "The specified bucket does not exist", BucketName=name)
+
+
 def _bucket(c: sqlite3.Connection, name: str) -> float:
     row = c.execute("SELECT created FROM s3_buckets WHERE name = ?", (name,)).fetchone()
     if row is None:
-        raise S3Error("NoSuchBucket", "The specified bucket does not exist", BucketName=name)
+        raise _no_bucket(name)
     return row[0]
+
+
+def _versioning(c: sqlite3.Connection, name: str) -> str:
+    row = c.execute("SELECT versioning FROM s3_buckets WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        raise _no_bucket(name)
+    return row[0]
+
+
+def _delete_version(c: sqlite3.Connection, bucket: str, key: str,
+                    version: str) -> tuple[Deleted, str | None]:
+    """Remove one version; if it was the current one, the newest older version becomes
+    current. (What was done, the blob to remove.)"""
+    check_version_id(version)
+    row = c.execute(f"DELETE FROM s3_objects WHERE bucket = ? AND key = ? AND version = ? "
+                    f"RETURNING {COLUMNS}", (bucket, key, version)).fetchone()
+    if row is not None:
+        prev = c.execute(f"SELECT {COLUMNS} FROM s3_versions WHERE bucket = ? AND key = ? "
+                         "ORDER BY seq DESC LIMIT 1", (bucket, key)).fetchone()
+        if prev is not None:
+            c.execute("DELETE FROM s3_versions WHERE bucket = ? AND key = ? AND version = ?",
+                      (bucket, key, prev["version"]))
+            c.execute(f"INSERT INTO s3_objects ({COLUMNS}) VALUES {_VALUES}",
+                      ObjectInfo.of(prev).values())
+    else:
+        row = c.execute(f"DELETE FROM s3_versions WHERE bucket = ? AND key = ? AND version = ? "
+                        f"RETURNING {COLUMNS}", (bucket, key, version)).fetchone()
+    if row is None:
+        return Deleted(key, version, removed=False), None
+    info = ObjectInfo.of(row)
+    return Deleted(key, version, marker=info.marker), None if info.marker else info.blob

@@ -14,6 +14,7 @@ STATUS = {
     "InvalidRange": 416, "InvalidRequest": 400, "InvalidURI": 400, "KeyTooLongError": 400,
     "MalformedXML": 400, "MetadataTooLarge": 400, "MethodNotAllowed": 405,
     "MissingContentLength": 411, "NoSuchBucket": 404, "NoSuchKey": 404, "NoSuchUpload": 404,
+    "NoSuchVersion": 404,
     "NotImplemented": 501, "NotModified": 304, "PreconditionFailed": 412,
     "RequestTimeTooSkewed": 403, "SignatureDoesNotMatch": 403, "XAmzContentSHA256Mismatch": 400,
 }
@@ -27,3 +28,4 @@ class S3Error(DayflyError):
         self.code = code
         self.status = STATUS[code]
         self.extra = extra
+        self.headers: dict[str, str] = {}  # response headers (x-amz-delete-marker, ...)

@@ -11,7 +11,7 @@ from urllib.parse import unquote
 from starlette.requests import Request
 
 from ...control.function_keys import Scope
-from ...stores.objects import ObjectInfo, ObjectStore, Origin
+from ...stores.objects import ObjectInfo, ObjectStore, Origin, check_version_id
 from ...stores.s3errors import S3Error
 from .sigv4 import Auth
 
@@ -93,6 +93,7 @@ def object_headers(info: ObjectInfo, checksum: bool) -> dict[str, str]:
     headers = {"etag": quoted(info.etag), "last-modified": http_date(info.modified),
                "accept-ranges": "bytes", "content-type": "binary/octet-stream"}
     headers.update(info.headers)
+    headers.update(version_headers(info))
     if checksum and info.checksum:
         headers[f"x-amz-checksum-{info.checksum['algorithm']}"] = info.checksum["value"]
         headers["x-amz-checksum-type"] = info.checksum["type"]
@@ -114,17 +115,26 @@ def checksum_elements(checksum: dict[str, str] | None) -> list[tuple[str, str]]:
             ("ChecksumType", checksum["type"])]
 
 
-def copy_source(ctx: Ctx) -> tuple[str, str]:
-    """(bucket, key) from x-amz-copy-source: `[/]bucket/key[?versionId=...]`, URL-encoded."""
+def copy_source(ctx: Ctx) -> tuple[str, str, str | None]:
+    """(bucket, key, version id or None) from x-amz-copy-source: `[/]bucket/key[?versionId=]`,
+    URL-encoded."""
     raw = ctx.headers.get("x-amz-copy-source", "")
-    path, _, version = raw.partition("?")
+    path, _, query = raw.partition("?")
     bucket, _, key = unquote(path, errors="strict").lstrip("/").partition("/")
     if not bucket or not key:
         raise S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: "
                       "sourcebucket/sourcekey", ArgumentName="x-amz-copy-source")
-    if version and version not in ("versionId=null", "versionId="):
+    if query and not query.startswith("versionId="):
         raise S3Error("InvalidArgument", "Invalid version id specified")
-    return bucket, key
+    version = unquote(query[10:]) or None
+    if version is not None:
+        check_version_id(version)
+    return bucket, key, version
+
+
+def version_headers(info: ObjectInfo) -> dict[str, str]:
+    """x-amz-version-id for a version of a versioned bucket (none for 'null' versions)."""
+    return {"x-amz-version-id": info.version} if info.version != "null" else {}
 
 
 def byte_range(spec: str | None, size: int) -> tuple[int, int] | None:

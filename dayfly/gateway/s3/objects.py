@@ -7,7 +7,7 @@ from email.utils import parsedate_to_datetime
 from starlette.responses import Response, StreamingResponse
 
 from ...stores.blobs import Blob
-from ...stores.objects import ObjectInfo, check_key
+from ...stores.objects import ObjectInfo, check_key, check_version_id
 from ...stores.s3errors import S3Error
 from .context import (
     Ctx,
@@ -17,6 +17,7 @@ from .context import (
     object_headers,
     quoted,
     stored_headers,
+    version_headers,
 )
 from .payload import Payload
 from .xml import el, iso, parse, text, wrap, xml_response
@@ -43,10 +44,27 @@ async def put_object(ctx: Ctx) -> Response:
     def verify(blob: Blob) -> dict[str, str] | None:
         sums.update(payload.verify(blob))
         return _kept(sums)
+    if_match, if_none_match = write_conditions(ctx)
     info = await ctx.store.put_object(ctx.bucket, ctx.key, payload.chunks(), headers=headers,
                                       algorithms=payload.algorithms, verify=verify,
-                                      origin=ctx.origin())
-    return Response(headers={"etag": quoted(info.etag), **checksum_headers(sums)})
+                                      origin=ctx.origin(), if_match=if_match,
+                                      if_none_match=if_none_match)
+    return Response(headers={"etag": quoted(info.etag), **checksum_headers(sums),
+                             **version_headers(info)})
+
+
+def write_conditions(ctx: Ctx) -> tuple[str | None, bool]:
+    """(If-Match's ETag, If-None-Match: *) of a PutObject or CompleteMultipartUpload."""
+    match, none_match = ctx.headers.get("if-match"), ctx.headers.get("if-none-match")
+    if match is not None and none_match is not None:
+        raise S3Error("NotImplemented", "If-Match and If-None-Match together are not "
+                      "implemented")
+    if none_match is not None and none_match.strip() != "*":
+        raise S3Error("NotImplemented", "If-None-Match on a write is implemented only as "
+                      "If-None-Match: *")
+    if match is not None:
+        match = match.strip().removeprefix("W/").strip('"')
+    return match, none_match is not None
 
 
 def _since(value: str | None) -> float | None:
@@ -87,8 +105,9 @@ def check_conditions(info: ObjectInfo, get, prefix: str = "") -> None:
 async def get_object(ctx: Ctx, head: bool = False) -> Response:
     if "partNumber" in ctx.query:
         raise S3Error("NotImplemented", "GetObject by partNumber is not implemented")
+    version = ctx.query.get("versionId")
     for _ in range(3):  # the object may be replaced between the lookup and the open
-        info = await ctx.store.get_object(ctx.bucket, ctx.key)
+        info = await ctx.store.get_object(ctx.bucket, ctx.key, version)
         check_conditions(info, ctx.headers.get)
         rng = byte_range(ctx.headers.get("range"), info.size)
         start, end = rng if rng else (0, info.size - 1)
@@ -115,8 +134,14 @@ async def head_object(ctx: Ctx) -> Response:
 
 
 async def delete_object(ctx: Ctx) -> Response:
-    await ctx.store.delete_objects(ctx.bucket, [ctx.key], ctx.origin())
-    return Response(status_code=204)
+    [done] = await ctx.store.delete_objects(ctx.bucket, [(ctx.key, ctx.query.get("versionId"))],
+                                            ctx.origin())
+    headers = {}
+    if done.version != "null" or "versionId" in ctx.query:
+        headers["x-amz-version-id"] = done.version
+    if done.marker:
+        headers["x-amz-delete-marker"] = "true"
+    return Response(status_code=204, headers=headers)
 
 
 async def delete_objects(ctx: Ctx) -> Response:
@@ -130,39 +155,51 @@ async def delete_objects(ctx: Ctx) -> Response:
     if not 1 <= len(objects) <= 1000:
         raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not "
                       "validate against our published schema (1 to 1000 Object elements)")
-    keys, errors = [], []
+    keys: list[tuple[str, str | None]] = []
+    errors = []
     for node in objects:
         key = text(node, "Key")
+        version = node.find("VersionId")
+        vid = (version.text or "").strip() if version is not None else None
         try:
             check_key(key)
-            if text(node, "VersionId", "null") not in ("null", ""):
-                raise S3Error("InvalidArgument", "Invalid version id specified")
+            if vid is not None:
+                check_version_id(vid)
         except S3Error as exc:
-            errors.append(wrap("Error", el("Key", key), el("Code", exc.code),
-                               el("Message", exc.message)))
+            errors.append(wrap("Error", el("Key", key), el("VersionId", vid),
+                               el("Code", exc.code), el("Message", exc.message)))
             continue
-        keys.append(key)
-    await ctx.store.delete_objects(ctx.bucket, keys, ctx.origin())
-    deleted = [] if quiet else [wrap("Deleted", el("Key", k)) for k in dict.fromkeys(keys)]
+        keys.append((key, vid))
+    done = await ctx.store.delete_objects(ctx.bucket, keys, ctx.origin())
+    deleted = [] if quiet else [
+        wrap("Deleted", el("Key", d.key),
+             el("VersionId", d.version if not d.created else None),
+             el("DeleteMarker", True if d.marker else None),
+             el("DeleteMarkerVersionId", d.version if d.created else None))
+        for d in done]
     return xml_response("DeleteResult", *deleted, *errors)
 
 
 async def copy_object(ctx: Ctx) -> Response:
-    src_bucket, src_key = copy_source(ctx)
-    src = await ctx.store.get_object(src_bucket, src_key)
+    src_bucket, src_key, src_version = copy_source(ctx)
+    src = await ctx.store.get_object(src_bucket, src_key, src_version)
     check_conditions(src, ctx.headers.get, "x-amz-copy-source-")
     directive = ctx.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.",
                       ArgumentName="x-amz-metadata-directive")
-    if (src_bucket, src_key) == (ctx.bucket, ctx.key) and directive == "COPY":
+    if ((src_bucket, src_key) == (ctx.bucket, ctx.key) and directive == "COPY"
+            and src_version is None):  # copying an older version over the key restores it
         raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to "
                       "copy an object to itself without changing the object's metadata, storage "
                       "class, website redirect location or encryption attributes.")
     headers = stored_headers(ctx.request) if directive == "REPLACE" else None
     info = await ctx.store.copy_object(src, ctx.bucket, ctx.key, headers, ctx.origin())
     sums = {info.checksum["algorithm"]: info.checksum["value"]} if info.checksum else {}
+    reply = version_headers(info)
+    if src.version != "null" or src_version is not None:
+        reply["x-amz-copy-source-version-id"] = src.version
     return xml_response("CopyObjectResult", el("LastModified", iso(info.modified)),
                         el("ETag", quoted(info.etag)),
                         *(el(f"Checksum{a.upper()}", v) for a, v in sums.items()),
-                        el("ChecksumType", "FULL_OBJECT" if sums else None))
+                        el("ChecksumType", "FULL_OBJECT" if sums else None), headers=reply)

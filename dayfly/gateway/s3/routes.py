@@ -17,9 +17,9 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ...control.function_keys import Scope as KeyScope
 from ...control.keys import KeyStore
-from ...stores.objects import ObjectStore
+from ...stores.objects import ObjectStore, check_version_id
 from ...stores.s3errors import S3Error
-from . import access, buckets, encryption, notifications, objects, uploads
+from . import access, buckets, encryption, notifications, objects, uploads, versions
 from .context import Ctx
 from .sigv4 import parse_query, verify
 from .xml import error_response
@@ -39,6 +39,9 @@ OPERATIONS: dict[tuple[str, str, str], Handler] = {
     ("GET", "b", "notification"): notifications.get_notification,
     ("PUT", "b", "notification"): notifications.put_notification,
     ("GET", "b", "uploads"): uploads.list_uploads,
+    ("GET", "b", "versioning"): versions.get_versioning,
+    ("PUT", "b", "versioning"): versions.put_versioning,
+    ("GET", "b", "versions"): versions.list_versions,
     ("POST", "b", "delete"): objects.delete_objects,
     ("PUT", "o", ""): objects.put_object,
     ("GET", "o", ""): objects.get_object,
@@ -50,13 +53,14 @@ OPERATIONS: dict[tuple[str, str, str], Handler] = {
     ("DELETE", "o", "uploadId"): uploads.abort_upload,
     ("GET", "o", "uploadId"): uploads.list_parts,
 }
-SUBRESOURCES = ("uploads", "uploadId", "delete", "location", "notification")
+SUBRESOURCES = ("uploads", "uploadId", "delete", "location", "notification", "versioning",
+                "versions")
 # parameters of the operations above; any other one names something not implemented
 PARAMETERS = frozenset({
     *SUBRESOURCES, "list-type", "prefix", "delimiter", "max-keys", "continuation-token",
     "start-after", "encoding-type", "fetch-owner", "marker", "partNumber", "max-parts",
     "part-number-marker", "max-uploads", "key-marker", "upload-id-marker", "versionId", "x-id",
-    "max-buckets", "bucket-region", "optional-object-attributes",
+    "max-buckets", "bucket-region", "optional-object-attributes", "version-id-marker",
     "response-content-type", "response-content-language", "response-expires",
     "response-cache-control", "response-content-disposition", "response-content-encoding"})
 
@@ -132,9 +136,8 @@ class S3App:
         if unknown:
             raise S3Error("NotImplemented", "A header or query you provided implies "
                           f"functionality that is not implemented: ?{unknown[0][:60]}")
-        if query.get("versionId", "null") != "null":  # buckets are unversioned
-            raise S3Error("InvalidArgument", "Invalid version id specified",
-                          ArgumentName="versionId")
+        if "versionId" in query:
+            check_version_id(query["versionId"])
         bucket, key = _split(scope.get("raw_path") or scope["path"].encode())
         level = "o" if key else "b" if bucket else ""
         sub = next((s for s in SUBRESOURCES if s in query), "")

@@ -10,8 +10,15 @@ from ...stores import checksums
 from ...stores.blobs import Blob
 from ...stores.multipart import MAX_PARTS
 from ...stores.s3errors import S3Error
-from .context import Ctx, checksum_headers, copy_source, quoted, stored_headers
-from .objects import check_conditions
+from .context import (
+    Ctx,
+    checksum_headers,
+    copy_source,
+    quoted,
+    stored_headers,
+    version_headers,
+)
+from .objects import check_conditions, write_conditions
 from .payload import Payload, checksum_algorithm
 from .xml import el, iso, parse, text, wrap, xml_response
 
@@ -86,8 +93,8 @@ async def upload_part(ctx: Ctx) -> Response:
 
 
 async def _copy_part(ctx: Ctx, upload_id: str, number: int) -> Response:
-    src_bucket, src_key = copy_source(ctx)
-    src = await ctx.store.get_object(src_bucket, src_key)
+    src_bucket, src_key, src_version = copy_source(ctx)
+    src = await ctx.store.get_object(src_bucket, src_key, src_version)
     check_conditions(src, ctx.headers.get, "x-amz-copy-source-")
     spec = ctx.headers.get("x-amz-copy-source-range")
     rng = (0, src.size - 1)
@@ -116,15 +123,17 @@ async def complete_upload(ctx: Ctx) -> Response:
         sums = {checksum_algorithm(c.tag[8:]): (c.text or "").strip() for c in node
                 if c.tag.startswith("Checksum") and c.tag != "ChecksumType"}
         chosen.append((int(raw), text(node, "ETag"), sums))
+    if_match, if_none_match = write_conditions(ctx)
     info = await ctx.store.multipart.complete(ctx.bucket, ctx.key, ctx.query["uploadId"], chosen,
-                                              ctx.origin(), expected=payload.object_checksums)
+                                              ctx.origin(), expected=payload.object_checksums,
+                                              if_match=if_match, if_none_match=if_none_match)
     c = info.checksum
     host = ctx.headers.get("host", "localhost")
     return xml_response(
         "CompleteMultipartUploadResult", el("Location", f"http://{host}/{ctx.bucket}/{ctx.key}"),
         el("Bucket", ctx.bucket), el("Key", ctx.key), el("ETag", quoted(info.etag)),
         el(f"Checksum{c['algorithm'].upper()}", c["value"]) if c else "",
-        el("ChecksumType", c["type"]) if c else "")
+        el("ChecksumType", c["type"]) if c else "", headers=version_headers(info))
 
 
 async def abort_upload(ctx: Ctx) -> Response:

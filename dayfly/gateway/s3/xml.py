@@ -49,8 +49,9 @@ def error_response(exc: S3Error, resource: str, request_id: str) -> Response:
             f"{el('Resource', resource)}{el('RequestId', request_id)}"
             f"{el('HostId', request_id)}</Error>")
     if exc.status == 304:
-        return Response(status_code=304)
-    return Response(body.encode(), status_code=exc.status, media_type="application/xml")
+        return Response(status_code=304, headers=exc.headers)
+    return Response(body.encode(), status_code=exc.status, media_type="application/xml",
+                    headers=exc.headers)
 
 
 def _malformed(why: str = "") -> S3Error:
