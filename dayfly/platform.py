@@ -8,6 +8,7 @@ import os
 
 from .cluster.wiring import Cluster, database, key_material, scheduler_advert
 from .config import Settings
+from .control.bucket_access import AccessStore
 from .control.bundles import BundleStore
 from .control.changes import follow
 from .control.collector import Collector
@@ -117,6 +118,7 @@ class Platform:
         self.objects = ObjectStore(self.db, settings.data_dir, settings.region)
         self.cluster.share_objects(self.objects)  # object data shared by every node (cluster)
         self.keys = KeyStore(self.db)
+        self.access = AccessStore(self.db)  # S3 bucket owners, ACLs, policies, CORS rules
         self.keys.derived = self.registry.function_keys.secret
         self.tokens = TokenStore(self.db)  # API tokens (gateway/auth.py)
         self.ingest_sources = IngestSources(self.db)
@@ -167,7 +169,8 @@ class Platform:
         self._warn_refused()
         self.dispatcher.start()
         # take what other nodes change from now on (PostgreSQL notices; nothing on SQLite)
-        await follow(self.db, (self.functions, self.registry.secrets, self.keys, self.tokens,
+        await follow(self.db, (self.functions, self.registry.secrets, self.keys, self.access,
+                               self.tokens,
                                self.ingest_sources, self.event_configs,
                                self.bucket_triggers.notifications, self.triggers))
         await self.cluster.start()

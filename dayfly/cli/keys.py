@@ -21,6 +21,9 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--description", "-d", default="", help="A note to recognise the key by.")
+@click.option("--user", "-u", default="dayfly", show_default=True,
+              help="The user the key belongs to: it acts on that user's buckets (and what "
+                   "others' ACLs and policies grant the user).")
 @click.option("--env", "as_env", is_flag=True,
               help='Print AWS_* variables for the shell: eval "$(dayfly keys create --env)".')
 @click.option("--profile", metavar="NAME",
@@ -28,8 +31,8 @@ def keys() -> None:
                    "CLI's files (~/.aws/credentials and ~/.aws/config).")
 @json_option
 @with_client
-def keys_create(client: Client, description: str, as_env: bool, profile: str | None,
-                as_json: bool) -> None:
+def keys_create(client: Client, description: str, user: str, as_env: bool,
+                profile: str | None, as_json: bool) -> None:
     """Create an access key; its secret is shown this once (or goes straight to --env or
     --profile, ready for the aws CLI and boto3)."""
     if as_env and profile:
@@ -38,7 +41,8 @@ def keys_create(client: Client, description: str, as_env: bool, profile: str | N
         raise click.BadParameter("letters, digits, '.', '-' or '_'", param_hint="--profile")
     key = client.json("POST", "/dayfly/v1/keys",
                       json={"description": description or (f"aws profile {profile}"
-                                                           if profile else "")})
+                                                           if profile else ""),
+                            "user": user})
     if as_json:
         print_json(key)
         return
@@ -67,9 +71,10 @@ def keys_ls(client: Client, as_json: bool) -> None:
     if not data.get("keys"):
         note("no access keys; create one with [bold]dayfly keys create[/]")
         return
-    t = table("ID", "CREATED", "~DESCRIPTION")
+    t = table("ID", "USER", "CREATED", "~DESCRIPTION")
     for k in data["keys"]:
-        t.add_row(k["id"], ago(k.get("created")), escape(k.get("description") or ""))
+        t.add_row(k["id"], escape(k.get("user", "")), ago(k.get("created")),
+                  escape(k.get("description") or ""))
     console().print(t)
 
 

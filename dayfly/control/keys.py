@@ -1,4 +1,6 @@
-"""Access keys for the S3 endpoint: id and secret (kept, since SigV4 verification needs it).
+"""Access keys for the S3 endpoint: id and secret (kept, since SigV4 verification needs it),
+and the user each belongs to (its `owner`: buckets are owned by users, not keys; keys made
+before users existed, and functions' keys, belong to the default user `dayfly`).
 
 On first start, when there is no key at all, one is created and written to
 `<data_dir>/credentials` (mode 0600, the aws CLI's `[default]` format). Functions' scoped keys
@@ -8,6 +10,7 @@ are not stored here: `derived` resolves them (control/function_keys.py).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sqlite3
 import string
@@ -21,8 +24,11 @@ from ..stores.db import Database, lock
 from .changes import OnChange, announced
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS access_keys (
-    id TEXT PRIMARY KEY, secret TEXT NOT NULL, description TEXT NOT NULL, created REAL NOT NULL
+    id TEXT PRIMARY KEY, secret TEXT NOT NULL, description TEXT NOT NULL, created REAL NOT NULL,
+    owner TEXT NOT NULL DEFAULT 'dayfly'
 )"""
+DEFAULT_USER = "dayfly"  # the operator: owns the first key, older keys and buckets, functions
+USER_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _ID_CHARS = string.ascii_uppercase + string.digits
 MAX_DESCRIPTION = 256
 TOPIC = "access_key"  # change notices (control/changes.py): key = key id
@@ -57,27 +63,39 @@ class KeyStore:
             return self.derived(key_id)
         return key["secret"] if key else None
 
+    def owner(self, key_id: str) -> str | None:
+        """The user a key belongs to (functions' keys: the default user); None: no such key."""
+        key = self._keys.get(key_id)
+        if key is not None:
+            return key["owner"]
+        return DEFAULT_USER if self.derived is not None and self.derived(key_id) else None
+
     def list(self) -> list[dict[str, Any]]:
         """Every key without its secret, oldest first."""
-        return [{"id": k["id"], "description": k["description"], "created": k["created"]}
+        return [{"id": k["id"], "description": k["description"], "created": k["created"],
+                 "user": k["owner"]}
                 for k in sorted(self._keys.values(), key=lambda k: k["created"])]
 
-    def _new(self, description: str) -> dict[str, Any]:
+    def _new(self, description: str, user: str = DEFAULT_USER) -> dict[str, Any]:
         if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
             raise InvalidParameter(f"a description is a string of at most {MAX_DESCRIPTION} "
                                    "characters")
+        if not isinstance(user, str) or not USER_RE.fullmatch(user):
+            raise InvalidParameter("a user name is 1-64 characters: lower-case letters, digits, "
+                                   "'_', '.', '-' (first a letter or digit)")
         return {"id": "DF" + "".join(secrets.choice(_ID_CHARS) for _ in range(18)),
                 "secret": secrets.token_urlsafe(30), "description": description,
-                "created": time.time()}
+                "created": time.time(), "owner": user}
 
     @staticmethod
     def _insert(c: sqlite3.Connection, key: dict[str, Any]) -> None:
-        c.execute("INSERT INTO access_keys(id, secret, description, created) VALUES "
-                  "(?, ?, ?, ?)", (key["id"], key["secret"], key["description"], key["created"]))
+        c.execute("INSERT INTO access_keys(id, secret, description, created, owner) VALUES "
+                  "(?, ?, ?, ?, ?)", (key["id"], key["secret"], key["description"],
+                                      key["created"], key["owner"]))
 
-    async def create(self, description: str = "") -> dict[str, Any]:
-        """A new key; the only time its secret is handed out."""
-        key = self._new(description)
+    async def create(self, description: str = "", user: str = DEFAULT_USER) -> dict[str, Any]:
+        """A new key of `user`; the only time its secret is handed out."""
+        key = self._new(description, user)
         await self.db.run(announced(self.db, TOPIC, key["id"], lambda c: self._insert(c, key)))
         self._keys[key["id"]] = key
         return dict(key)

@@ -1,4 +1,5 @@
-"""S3 access keys under /dayfly/v1/keys: create (the secret is shown once), list, delete."""
+"""S3 access keys under /dayfly/v1/keys: create (the secret is shown once; `user` names the user
+it belongs to), list, delete."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ..control.keys import DEFAULT_USER
 from .common import JSON, json_body
 
 
@@ -15,7 +17,8 @@ def _keys(request: Request):
 
 async def create_key(request: Request) -> Response:
     body = await json_body(request, limit=64 * 1024)
-    key = await _keys(request).create(body.get("description", ""))
+    key = await _keys(request).create(body.get("description", ""),
+                                      body.get("user", DEFAULT_USER))
     # the region S3 clients sign for, so `dayfly keys create --env/--profile` can say it
     return JSON({**key, "region": request.app.state.platform.settings.region}, status_code=201)
 

@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..errors import ClientGone, DayflyError, TooManyRequests
 from ..types import InvokeRequest
 from . import routes_events as ev
-from .classify import Family, route
+from .classify import Family, Form, route
 from .jwt_auth import JwtError, Verifier, authorizer
 from .origin import host_name
 from .routes_table import Entry, Match, Table, url_id
@@ -117,8 +117,10 @@ class HttpFront:
         """The route or URL of the request, the path its event carries, and its domain."""
         if self.function_s3 is not None and tuple(scope.get("server") or ()) == self.function_s3:
             return None
-        if route(scope, self.function_s3).family is Family.S3:
-            return None  # signed for S3: the S3 endpoint's, whatever its path
+        r = route(scope, self.function_s3)
+        if r.family is Family.S3 and r.form is not Form.NONE:
+            return None  # signed for S3: the S3 endpoint's, whatever its path (unsigned S3
+            # requests to a path a route serves are the route's: decision 10)
         path: str = scope.get("path", "/")
         host = ""
         for k, v in scope["headers"]:

@@ -131,6 +131,7 @@ ADDED_COLUMNS = [
     ("invocations", "result", "TEXT"),
     ("invocations", "node", "TEXT NOT NULL DEFAULT ''"),
     ("secrets", "sealed", "BLOB"),
+    ("access_keys", "owner", "TEXT NOT NULL DEFAULT 'dayfly'"),  # the user a key belongs to
 ]
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 from ..errors import DayflyError
 
 STATUS = {
+    "AccessForbidden": 403, "BucketAlreadyExists": 409, "MalformedPolicy": 400,  # (access)
+    "NoSuchBucketPolicy": 404, "NoSuchCORSConfiguration": 404, "MalformedPOSTRequest": 400,
+    "NoSuchPublicAccessBlockConfiguration": 404, "InvalidPolicyDocument": 400,
     "AccessDenied": 403, "AuthorizationHeaderMalformed": 400,
     "AuthorizationQueryParametersError": 400, "BadDigest": 400, "BucketAlreadyOwnedByYou": 409,
     "BucketNotEmpty": 409, "EntityTooLarge": 400, "EntityTooSmall": 400, "IncompleteBody": 400,

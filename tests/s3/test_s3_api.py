@@ -232,7 +232,9 @@ def test_unknown_operation_is_not_implemented(s3, bucket):
         s3.get_bucket_tagging(Bucket=bucket)
     assert (error_code(exc.value), status(exc.value)) == ("NotImplemented", 501)
     with pytest.raises(ClientError) as exc:
-        s3.put_object_acl(Bucket=bucket, Key="k", ACL="private")
+        s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration={
+            "Rules": [{"ID": "r", "Status": "Enabled", "Filter": {"Prefix": ""},
+                       "Expiration": {"Days": 1}}]})
     assert (error_code(exc.value), status(exc.value)) == ("NotImplemented", 501)
 
 

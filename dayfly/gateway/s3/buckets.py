@@ -24,7 +24,11 @@ async def list_buckets(ctx: Ctx) -> Response:
     buckets = await ctx.store.list_buckets()
     if ctx.scope is not None:  # a function's key sees the buckets it declared, no others
         buckets = [b for b in buckets if b[0] in ctx.scope.buckets]
-    return xml_response("ListAllMyBucketsResult", OWNER, wrap("Buckets", *(
+    owner = OWNER
+    if ctx.access is not None and ctx.principal is not None:  # a user's own buckets only
+        buckets = [b for b in buckets if ctx.access.get(b[0]).owner == ctx.principal]
+        owner = wrap("Owner", el("ID", ctx.principal), el("DisplayName", ctx.principal))
+    return xml_response("ListAllMyBucketsResult", owner, wrap("Buckets", *(
         wrap("Bucket", el("Name", name), el("CreationDate", iso(created)),
              el("BucketRegion", ctx.store.region))
         for name, created in buckets)))

@@ -33,6 +33,10 @@ class Ctx:
     request_id: str
     scope: Scope | None = None  # a function's key: what it may touch (None: everything)
     triggers: Any = None  # the node's BucketTriggers (notification settings)
+    principal: str | None = None  # the user who signed (None: anonymous); access.py
+    access: Any = None  # the node's AccessStore (owners, ACLs, policies, CORS rules)
+    access_keys: Any = None  # the KeyStore, and function keys' scopes by key id: for
+    key_scopes: Any = None  # POST Object, which authenticates its form itself (post.py)
 
     @property
     def headers(self):

@@ -15,18 +15,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from ...control.bucket_access import AccessStore
 from ...control.function_keys import Scope as KeyScope
 from ...control.keys import KeyStore
 from ...stores.objects import ObjectStore, check_version_id
 from ...stores.s3errors import S3Error
 from . import access, buckets, encryption, notifications, objects, uploads, versions
 from .context import Ctx
+from .cors import preflight, response_headers
+from .settings import ACCESS_OPERATIONS, ACCESS_SUBRESOURCES
 from .sigv4 import parse_query, verify
 from .xml import error_response
 
 log = logging.getLogger("dayfly.s3")
 
 Handler = Callable[[Ctx], Awaitable[Response]]
+SUBRESOURCES: tuple[str, ...]
 
 # (method, level, subresource) -> handler; level: "" service, "b" bucket, "o" object
 OPERATIONS: dict[tuple[str, str, str], Handler] = {
@@ -52,9 +56,13 @@ OPERATIONS: dict[tuple[str, str, str], Handler] = {
     ("POST", "o", "uploadId"): uploads.complete_upload,
     ("DELETE", "o", "uploadId"): uploads.abort_upload,
     ("GET", "o", "uploadId"): uploads.list_parts,
+    # who may do what, CORS, POST Object; ListBuckets, Create/DeleteBucket with owners (these
+    # replace the three above: settings.py wraps them)
+    **ACCESS_OPERATIONS,
 }
 SUBRESOURCES = ("uploads", "uploadId", "delete", "location", "notification", "versioning",
                 "versions")
+SUBRESOURCES += ACCESS_SUBRESOURCES
 # parameters of the operations above; any other one names something not implemented
 PARAMETERS = frozenset({
     *SUBRESOURCES, "list-type", "prefix", "delimiter", "max-keys", "continuation-token",
@@ -100,11 +108,12 @@ class S3App:
 
     def __init__(self, store: ObjectStore, keys: KeyStore,
                  scopes: Callable[[str], KeyScope | None] | None = None,
-                 triggers: object = None) -> None:
+                 triggers: object = None, access_store: AccessStore | None = None) -> None:
         self.store = store
         self.keys = keys
         self.scopes = scopes  # key id → a function key's scope (None: an operator's key)
         self.triggers = triggers
+        self.access = access_store if access_store is not None else AccessStore(store.db)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = secrets.token_hex(8).upper()
@@ -120,15 +129,31 @@ class S3App:
                                       request_id)
         response.headers["x-amz-request-id"] = request_id
         response.headers["x-amz-id-2"] = request_id
+        response.headers.update(self._cors(scope))
         if not body.done and _has_body(scope):
             # answered before the body was read (an error, or a refused Expect: 100-continue):
             # the unread rest would be parsed as the next request, so this connection ends here
             response.headers["connection"] = "close"
         await response(scope, body, send)
 
+    def _cors(self, scope: Scope) -> dict[str, str]:
+        """The bucket's CORS headers for this response (none without Origin or a rule)."""
+        if scope["method"] == "OPTIONS":
+            return {}  # a preflight's are its answer's own
+        origin = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"origin"), None)
+        if origin is None:
+            return {}
+        bucket = (scope.get("raw_path") or scope["path"].encode()).lstrip(b"/").partition(b"/")[0]
+        rules = self.access.get(bucket.decode("latin-1")).cors
+        return response_headers(rules, origin, scope["method"])
+
     async def _handle(self, request: Request, request_id: str) -> Response:
         scope = request.scope
         pairs = parse_query(scope["query_string"])
+        if scope["method"] == "OPTIONS":  # a browser's preflight: no credential, the CORS rules
+            bucket = _split(scope.get("raw_path") or scope["path"].encode())[0]
+            if bucket:
+                return preflight(self.access.get(bucket).cors, request.headers)
         auth = verify(scope, pairs, self.keys.secret)
         encryption.check(request.headers.items(), pairs)  # refused, never pretended
         query = dict(pairs)
@@ -150,8 +175,39 @@ class S3App:
                           "resource.", Method=scope["method"][:16],
                           ResourceType="OBJECT" if key else "BUCKET" if bucket else "SERVICE")
         scope["dayfly.s3_operation"] = handler.__name__  # a metrics label (metrics/s3.py)
-        grant = self.scopes(auth.key_id) if self.scopes is not None else None
+        grant = self.scopes(auth.key_id) if self.scopes is not None and auth.key_id else None
         if grant is not None:
             access.check(grant, (scope["method"], level, sub), bucket, request.headers)
-        return await handler(Ctx(request, auth, self.store, bucket, key, query, request_id,
-                                 grant, self.triggers))
+        principal = self.keys.owner(auth.key_id) if auth.key_id else None
+        ctx = Ctx(request, auth, self.store, bucket, key, query, request_id, grant,
+                  self.triggers, principal, self.access, self.keys, self.scopes)
+        return await self._authorized(handler, ctx)
+
+    async def _authorized(self, handler: Handler, ctx: Ctx) -> Response:
+        """Run `handler` if the caller may (access.authorize), with the object ACL it sets."""
+        name = handler.__name__
+        if name in access.OWN_CHECKS:  # ListBuckets, CreateBucket, POST Object: their own
+            return await handler(ctx)
+        known = self.access
+        access.authorize(known.get(ctx.bucket), known.object_acl(ctx.bucket, ctx.key),
+                         ctx.principal, name, ctx.bucket, ctx.key)
+        source = ctx.headers.get("x-amz-copy-source")
+        if source is not None and name in ("put_object", "upload_part"):
+            src_bucket, src_key = access.copy_source_of(source)
+            access.authorize(known.get(src_bucket), known.object_acl(src_bucket, src_key),
+                             ctx.principal, "get_object", src_bucket, src_key)
+        if name in ("put_object", "create_upload"):
+            access.check_acl_headers(ctx.headers)
+            acl = access.canned(ctx.headers.get("x-amz-acl"))
+            if name == "create_upload" and acl != "private":
+                raise S3Error("NotImplemented", "x-amz-acl on a multipart upload is not "
+                              "implemented: set it with PutObjectAcl once it is complete")
+            access.check_public_acl(known.get(ctx.bucket), acl)
+        response = await handler(ctx)
+        if response.status_code < 300 and ctx.key and "versionId" not in ctx.query:
+            if name == "put_object":  # a new object (a copy too): the ACL of this request
+                await known.set_object_acl(ctx.bucket, ctx.key,
+                                              access.canned(ctx.headers.get("x-amz-acl")))
+            elif name in ("complete_upload", "delete_object"):
+                await known.set_object_acl(ctx.bucket, ctx.key, "private")
+        return response

@@ -24,6 +24,16 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 MAX_SKEW = 15 * 60
 MAX_EXPIRES = 7 * 24 * 3600
 
+PRESIGNED = frozenset({"X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature", "X-Amz-Date",
+                       "X-Amz-Expires", "X-Amz-SignedHeaders"})
+
+
+def v2_refused() -> S3Error:
+    """S3's answer to Signature Version 2 where only version 4 is accepted (newer regions)."""
+    return S3Error("InvalidRequest", "The authorization mechanism you have provided is not "
+                   "supported. Please use AWS4-HMAC-SHA256.")
+
+
 Query = list[tuple[str, str]]
 Scope = Mapping[str, Any]
 
@@ -99,12 +109,26 @@ def verify(scope: Scope, query: Query, secret_of: Callable[[str], str | None],
     auth = _header_values(headers, "authorization")
     if auth:
         return _verify_header(scope, query, auth, secret_of, now)
+    names = {k for k, _ in query}
+    if "AWSAccessKeyId" in names and "Signature" in names and "X-Amz-Credential" not in names:
+        raise v2_refused()
+    if not names & PRESIGNED:
+        return anonymous(scope)
     return _verify_presigned(scope, query, secret_of, now)
+
+
+def anonymous(scope: Scope) -> Auth:
+    """A request that carries no credential: nobody's (key id ""); what it may do is the
+    bucket's ACL and policy's say (access.py)."""
+    payload = _header_values(scope["headers"], "x-amz-content-sha256") or UNSIGNED
+    return Auth("", b"", "", "", "", payload, False)
 
 
 def _verify_header(scope: Scope, query: Query, auth: str,
                    secret_of: Callable[[str], str | None], now: float) -> Auth:
     alg, _, rest = auth.partition(" ")
+    if alg == "AWS":
+        raise v2_refused()
     if alg != ALGORITHM:
         raise S3Error("InvalidArgument", f"Unsupported Authorization Type {alg[:40]}")
     fields = dict(p.strip().partition("=")[::2] for p in rest.split(","))
