@@ -80,6 +80,8 @@ class Conn:
             if not sep or not name or name != name.strip():
                 raise BadRequest(400, "InvalidRequest", "malformed header line")
             headers[name.lower()] = value.strip()
+        if parts[2] == "HTTP/1.0":  # no keep-alive unless asked for
+            headers.setdefault("connection", "close")
         return parts[0], parts[1], headers
 
     def body(self, headers: dict[str, str], limit: int) -> bytes | None:

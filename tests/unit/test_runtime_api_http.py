@@ -174,3 +174,9 @@ def test_a_custom_runtimes_handler_is_its_own():
             manifest.parse(bad)
     with pytest.raises(InvalidParameter, match="AWS_LAMBDA_RUNTIME_API is reserved"):
         manifest.parse('[env]\nAWS_LAMBDA_RUNTIME_API = "1.2.3.4:80"\n')
+
+
+def test_an_http_1_0_request_gets_its_connection_closed(api):
+    _, _, port = api
+    reply = raw(port, b"GET /nope HTTP/1.0\r\n\r\n")  # returns only once the relay closes
+    assert reply.startswith(b"HTTP/1.1 404 ") and b"Connection: close" in reply
