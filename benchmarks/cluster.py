@@ -125,8 +125,9 @@ def warm_up(port: int, name: str, n: int = 20) -> None:
 # -- 1. warm local invoke -------------------------------------------------------------------
 
 def warm_invokes(ports: dict[str, int], seconds: float, rounds: int) -> dict[str, dict]:
-    """{mode: {"p50": [ms per round], "rps": [req/s per round]}}, rounds interleaved."""
-    out: dict[str, dict] = {m: {"p50": [], "rps": []} for m in ports}
+    """{mode: {"p50": [ms per round], "rps": [req/s per round], "requests": n}}, rounds
+    interleaved."""
+    out: dict[str, dict] = {m: {"p50": [], "rps": [], "requests": 0} for m in ports}
     for _ in range(rounds):
         for mode, port in ports.items():
             one = run_wrk(url(port, NOOP), 1, 1, seconds)
@@ -136,7 +137,19 @@ def warm_invokes(ports: dict[str, int], seconds: float, rounds: int) -> dict[str
                     raise RuntimeError(f"{mode}: wrk saw errors: {run}")
             out[mode]["p50"].append(one.p50_ms)
             out[mode]["rps"].append(many.requests_per_sec)
+            out[mode]["requests"] += one.requests + many.requests
     return out
+
+
+def commits(dsn: str) -> int:
+    """Transactions committed in the cluster's database so far (PostgreSQL's statistics:
+    every node's work, background included; they lag by up to a second or so)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute("SELECT pg_stat_force_next_flush(), xact_commit FROM pg_stat_database"
+                           " WHERE datname = current_database()").fetchone()
+    return int(row[1]) if row else 0
 
 
 # -- 2. event to handler --------------------------------------------------------------------
@@ -285,7 +298,10 @@ def main() -> int:
                 deploy(lam, EVENT, EVENT_SOURCE)
                 warm_up(port, NOOP)
                 warm_up(port, EVENT, 3)
+            commits0 = commits(c1.dsn)
             warm = warm_invokes(ports, args.seconds, args.rounds)
+            time.sleep(2)  # the node's last record batch written, statistics flushed
+            warm["cluster"]["commits"] = commits(c1.dsn) - commits0
             events = {mode: event_to_handler(port, args.events) for mode, port in ports.items()}
         n = calibrate(CPU_MS)
         with new_cluster(work / "c2", args.database, args.nats) as c2:
@@ -329,7 +345,11 @@ def report(args, warm, events, cpu, n, before, after, peers, load) -> None:
     print("| --- | ---: | ---: | ---: | --- |")
     for what, c, s, ratio, target in rows:
         print(f"| {what} | {c:,.3f} | {s:,.3f} | {ratio:.2f} | {target} |")
-    print(f"\nper round: warm c=1 p50 cluster {fmt(w_c['p50'])}, single {fmt(w_s['p50'])}; "
+    per_k = 1000 * w_c["commits"] / w_c["requests"]
+    print(f"\nwarm invokes on the cluster node: {w_c['requests']:,} requests, "
+          f"{w_c['commits']:,} PostgreSQL transactions in the same time ({per_k:.2f} per 1,000 "
+          f"invokes: record batches, leases and the benchmark's own reads)")
+    print(f"per round: warm c=1 p50 cluster {fmt(w_c['p50'])}, single {fmt(w_s['p50'])}; "
           f"c=32 req/s cluster {fmt(w_c['rps'])}, single {fmt(w_s['rps'])}")
     for mode, by in events.items():
         q = sorted(by["202"])
