@@ -32,6 +32,11 @@ QUIET_S = 0.2  # retired cgroup slots are emptied after this long without a star
 # Idle instances are frozen (their cgroup's freezer) between invocations, as Lambda freezes an
 # execution environment; DAYFLY_FREEZE_IDLE=0 turns it off (benchmarks/freeze.py compares)
 FREEZE_IDLE = os.environ.get("DAYFLY_FREEZE_IDLE", "1") != "0"
+# how long an instance is idle before it is frozen: by then the reply is written even where it
+# goes out some loop turns after the result (routes and function URLs answer through
+# gateway/streaming.open_stream), and an instance invoked again at once is neither frozen nor
+# thawed in between (benchmarks/http_routes.py)
+FREEZE_GRACE_S = 0.002
 TASK, DEPS, RUNTIME = "/var/task", "/var/deps", "/opt/dayfly"  # /opt: the layers (opt.py)
 ETC = {
     "/etc/passwd": "root:x:0:0::/:/sbin/nologin\nsbx:x:1000:1000::/tmp:/sbin/nologin\n",
@@ -326,7 +331,7 @@ class LinuxBackend(ZygoteBackend):
         lease = inst.backend_state.token  # type: ignore[attr-defined]  # a _State
         slot = _slot(inst)
         if isinstance(lease, Lease) and lease.freezing is not None:
-            lease.freezing.cancel()  # reused before its freeze ran (the same task, no await)
+            lease.freezing.cancel()  # reused before its freeze ran
             lease.freezing = None
         if slot is not None and slot.frozen:
             self.cgroups.thaw(slot)  # type: ignore[union-attr]  # a slot implies the pool
@@ -342,12 +347,12 @@ class LinuxBackend(ZygoteBackend):
         return result
 
     def _freeze_soon(self, inst: Instance) -> None:
-        """Freeze the instance once the reply is on its way: the callback runs after the task
-        that got the result has written the response (no await lies between them), so the
-        freeze is off the response path; the next invoke thaws first."""
+        """Freeze the instance once it has been idle FREEZE_GRACE_S, off the response path;
+        the next invoke thaws first."""
         lease = inst.backend_state.token  # type: ignore[attr-defined]  # a _State
         if self.freeze_idle and isinstance(lease, Lease) and lease.slot is not None:
-            lease.freezing = asyncio.get_running_loop().call_soon(self._freeze_idle, inst)
+            lease.freezing = asyncio.get_running_loop().call_later(FREEZE_GRACE_S,
+                                                                   self._freeze_idle, inst)
 
     def _freeze_idle(self, inst: Instance) -> None:
         lease = inst.backend_state.token  # type: ignore[attr-defined]  # a _State
