@@ -49,23 +49,24 @@ def require_wrk() -> None:
         raise SystemExit("wrk not found: install it with `apt-get install -y wrk`")
 
 
-def wrk_argv(url: str, threads: int, connections: int, seconds: float) -> list[str]:
-    """Return the wrk command line for one run."""
+def wrk_argv(url: str, threads: int, connections: int, seconds: float,
+             script: Path | None = LUA_SCRIPT) -> list[str]:
+    """Return the wrk command line for one run (without SCRIPT: plain GETs)."""
     return [
         "wrk",
         f"-t{threads}",
         f"-c{connections}",
         f"-d{seconds:g}s",
         "--latency",
-        "-s",
-        str(LUA_SCRIPT),
+        *(["-s", str(script)] if script else []),
         url,
     ]
 
 
-def run_wrk(url: str, threads: int, connections: int, seconds: float) -> WrkResult:
+def run_wrk(url: str, threads: int, connections: int, seconds: float,
+            script: Path | None = LUA_SCRIPT) -> WrkResult:
     """Run wrk against URL and return its parsed report."""
-    argv = wrk_argv(url, threads, connections, seconds)
+    argv = wrk_argv(url, threads, connections, seconds, script)
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited with {done.returncode}: {done.stderr or done.stdout}")
