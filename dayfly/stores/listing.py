@@ -110,7 +110,8 @@ def scan_versions(c: sqlite3.Connection, bucket: str, *, prefix: str = "", delim
     after = key_marker if key_marker else None  # common prefixes at or before it were listed
     if pos < prefix:
         pos, inclusive, skip_to = prefix, True, None
-    cols = "bucket, key, blob, size, etag, md5, modified, headers, checksum, version, marker, seq"
+    cols = ("bucket, key, blob, size, etag, md5, modified, headers, checksum, version, marker, "
+            "seq, parts")
     sql = _VERSIONS.replace("*", cols)
     while True:
         op = ">=" if inclusive else ">"

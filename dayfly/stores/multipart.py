@@ -151,9 +151,19 @@ class Multipart:
                        if_match: str | None = None, if_none_match: bool = False) -> ObjectInfo:
         """Join the chosen (number, etag, checksums) parts into the object; S3's ETag rule.
         `expected` is the whole object's checksum as the client computed it, if it sent one."""
-        def load(c: sqlite3.Connection) -> tuple[Upload, dict[int, Part]]:
-            return _upload(c, bucket, key, upload_id), {p.number: p for p in _parts(c, upload_id)}
-        upload, stored = await self.db.run(load)
+        def load(c: sqlite3.Connection) -> tuple[Upload, dict[int, Part]] | ObjectInfo:
+            try:
+                return _upload(c, bucket, key, upload_id), {p.number: p for p in
+                                                             _parts(c, upload_id)}
+            except S3Error:
+                done = _completed(c, bucket, key, upload_id)
+                if done is None:
+                    raise
+                return done
+        loaded = await self.db.run(load)
+        if isinstance(loaded, ObjectInfo):  # completed before: S3 answers as it did then
+            return loaded
+        upload, stored = loaded
         parts = _check_parts(chosen, stored)
         alg, kind = (upload.checksum or {}).get("algorithm"), (upload.checksum or {}).get("type")
         if alg and kind == "COMPOSITE" and any(alg not in p.checksums for p in parts):
@@ -177,7 +187,9 @@ class Multipart:
                               "calculated checksum.")
         etag = hashlib.md5(b"".join(bytes.fromhex(p.etag) for p in parts)).hexdigest()
         info = ObjectInfo(bucket, key, blob.id, blob.size, f"{etag}-{len(parts)}",
-                          blob.md5.hex(), time.time(), upload.headers, checksum)
+                          blob.md5.hex(), time.time(), upload.headers, checksum,
+                          parts={"upload": upload_id, "sizes": [p.size for p in parts],
+                                 "checksums": [p.checksums for p in parts]})
         leftovers: list[str] = []
 
         def finish(c: sqlite3.Connection) -> None:
@@ -221,6 +233,18 @@ class Multipart:
                                          (bucket, prefix)) if r["key"].startswith(prefix)]
             return rows[:limit], len(rows) > limit
         return await self.db.run(run)
+
+
+def _completed(c: sqlite3.Connection, bucket: str, key: str, upload_id: str) -> ObjectInfo | None:
+    """The version of `key` that upload `upload_id` completed into, if it is still there."""
+    like = f'%"upload":"{upload_id}"%'
+    for table in ("s3_objects", "s3_versions"):
+        for row in c.execute(f"SELECT * FROM {table} WHERE bucket = ? AND key = ? AND "
+                             "parts LIKE ?", (bucket, key, like)):
+            info = ObjectInfo.of(row)
+            if info.parts and info.parts.get("upload") == upload_id:
+                return info
+    return None
 
 
 def _check_parts(chosen: list[tuple[int, str, dict[str, str]]],

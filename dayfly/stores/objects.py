@@ -61,9 +61,12 @@ _ADDED = (("s3_buckets", "versioning", "TEXT NOT NULL DEFAULT ''"),
           ("s3_buckets", "location", "TEXT NOT NULL DEFAULT ''"),
           ("s3_objects", "version", "TEXT NOT NULL DEFAULT 'null'"),
           ("s3_objects", "marker", "INTEGER NOT NULL DEFAULT 0"),
-          ("s3_objects", "seq", "INTEGER NOT NULL DEFAULT 0"))
-COLUMNS = "bucket, key, blob, size, etag, md5, modified, headers, checksum, version, marker, seq"
-_VALUES = "(" + ", ".join("?" * 12) + ")"
+          ("s3_objects", "seq", "INTEGER NOT NULL DEFAULT 0"),
+          ("s3_objects", "parts", "TEXT"),
+          ("s3_versions", "parts", "TEXT"))
+COLUMNS = ("bucket, key, blob, size, etag, md5, modified, headers, checksum, version, marker, "
+           "seq, parts")
+_VALUES = "(" + ", ".join("?" * 13) + ")"
 _VERSION_RE = re.compile(r"^[0-9a-f]{32}$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_RE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
@@ -114,20 +117,33 @@ class ObjectInfo:
     version: str = "null"  # the version id; "null" in unversioned (or suspended) buckets
     marker: bool = False  # a delete marker (no content)
     seq: int = 0  # orders a key's versions
+    # a multipart object's parts: {"upload": id, "sizes": [...], "checksums": [{alg: b64}]}
+    parts: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> ObjectInfo:
         return cls(row["bucket"], row["key"], row["blob"], row["size"], row["etag"], row["md5"],
                    row["modified"], orjson.loads(row["headers"]),
                    orjson.loads(row["checksum"]) if row["checksum"] else None,
-                   row["version"], bool(row["marker"]), row["seq"])
+                   row["version"], bool(row["marker"]), row["seq"],
+                   orjson.loads(row["parts"]) if row["parts"] else None)
+
+    def part_range(self, number: int) -> tuple[int, int]:
+        """(first, last) byte of part `number` (a single-part object has part 1 only)."""
+        sizes = self.parts["sizes"] if self.parts else [self.size]
+        if not 1 <= number <= len(sizes):
+            raise S3Error("InvalidPartNumber", "The requested partnumber is not satisfiable",
+                          PartNumberRequested=str(number), ActualPartCount=str(len(sizes)))
+        start = sum(sizes[:number - 1])
+        return start, start + sizes[number - 1] - 1
 
     def values(self) -> tuple[Any, ...]:
         """The row's values in COLUMNS order."""
         return (self.bucket, self.key, self.blob, self.size, self.etag, self.md5, self.modified,
                 orjson.dumps(self.headers).decode(),
                 orjson.dumps(self.checksum).decode() if self.checksum else None,
-                self.version, int(self.marker), self.seq)
+                self.version, int(self.marker), self.seq,
+                orjson.dumps(self.parts).decode() if self.parts else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,15 +267,11 @@ class ObjectStore:
         """The bucket's creation time; NoSuchBucket if there is none."""
         return await self.db.run(lambda c: _bucket(c, name))
 
-    async def list_buckets(self, after: str = "", limit: int | None = None,
-                           prefix: str = "") -> list[tuple[str, float]]:
-        """Buckets named after `after` (and starting with `prefix`), at most `limit`."""
-        sql = "SELECT name, created FROM s3_buckets WHERE name > ? ORDER BY name"
+    async def list_buckets(self, after: str = "", prefix: str = "") -> list[tuple[str, float]]:
+        """(name, created) of the buckets named after `after` and starting with `prefix`."""
         rows = await self.db.run(lambda c: [(r[0], r[1]) for r in c.execute(
-            sql + (f" LIMIT {int(limit)}" if limit is not None and not prefix else ""),
-            (after,))])
-        rows = [r for r in rows if r[0].startswith(prefix)]
-        return rows if limit is None else rows[:limit]
+            "SELECT name, created FROM s3_buckets WHERE name > ? ORDER BY name", (after,))])
+        return [r for r in rows if r[0].startswith(prefix)]
 
     async def bucket_settings(self, name: str) -> tuple[str, str]:
         """(versioning state: '', 'Enabled' or 'Suspended'; LocationConstraint)."""

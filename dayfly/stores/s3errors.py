@@ -17,7 +17,7 @@ STATUS = {
     "InvalidRange": 416, "InvalidRequest": 400, "InvalidURI": 400, "KeyTooLongError": 400,
     "MalformedXML": 400, "MetadataTooLarge": 400, "MethodNotAllowed": 405,
     "MissingContentLength": 411, "NoSuchBucket": 404, "NoSuchKey": 404, "NoSuchUpload": 404,
-    "NoSuchVersion": 404,
+    "NoSuchVersion": 404, "InvalidLocationConstraint": 400, "InvalidPartNumber": 416,
     "NotImplemented": 501, "NotModified": 304, "PreconditionFailed": 412,
     "RequestTimeTooSkewed": 403, "SignatureDoesNotMatch": 403, "XAmzContentSHA256Mismatch": 400,
 }

@@ -182,7 +182,7 @@ def test_list_versions_pages_prefix_delimiter(s3, vbucket):
     out = s3.list_object_versions(Bucket=vbucket, Prefix="b/", KeyMarker="b/1",
                                   VersionIdMarker=expected[3][1])
     assert [(v["Key"], v["VersionId"]) for v in out["Versions"]] == expected[4:9]
-    out = s3.list_object_versions(Bucket=vbucket, Delimiter="/", MaxKeys=4)  # a ×3, b/
+    out = s3.list_object_versions(Bucket=vbucket, Delimiter="/", MaxKeys=4)  # a (3 versions), b/
     assert out["IsTruncated"] and out["NextKeyMarker"] == "b/"
     out = s3.list_object_versions(Bucket=vbucket, Delimiter="/", KeyMarker="b/")
     assert {v["Key"] for v in out["Versions"]} == {"c"} and "CommonPrefixes" not in out

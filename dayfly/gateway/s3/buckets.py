@@ -21,25 +21,43 @@ OWNER = wrap("Owner", el("ID", "dayfly"), el("DisplayName", "dayfly"))
 
 
 async def list_buckets(ctx: Ctx) -> Response:
-    buckets = await ctx.store.list_buckets()
+    """ListBuckets, in pages of `max-buckets` (continuation-token, prefix) when asked."""
+    limit = ctx.int_param("max-buckets", 10_000, 1, 10_000)
+    token, prefix = ctx.query.get("continuation-token", ""), ctx.query.get("prefix", "")
+    after = ""
+    if token:
+        try:
+            after = base64.urlsafe_b64decode(token.encode()).decode()
+        except (binascii.Error, ValueError):
+            raise S3Error("InvalidArgument", "The continuation token provided is incorrect",
+                          ArgumentName="continuation-token") from None
+    buckets = await ctx.store.list_buckets(after, prefix=prefix)
     if ctx.scope is not None:  # a function's key sees the buckets it declared, no others
         buckets = [b for b in buckets if b[0] in ctx.scope.buckets]
     owner = OWNER
     if ctx.access is not None and ctx.principal is not None:  # a user's own buckets only
         buckets = [b for b in buckets if ctx.access.get(b[0]).owner == ctx.principal]
         owner = wrap("Owner", el("ID", ctx.principal), el("DisplayName", ctx.principal))
+    more = len(buckets) > limit
+    buckets = buckets[:limit]
+    nxt = base64.urlsafe_b64encode(buckets[-1][0].encode()).decode() if more else None
     return xml_response("ListAllMyBucketsResult", owner, wrap("Buckets", *(
         wrap("Bucket", el("Name", name), el("CreationDate", iso(created)),
              el("BucketRegion", ctx.store.region))
-        for name, created in buckets)))
+        for name, created in buckets)), el("ContinuationToken", nxt),
+        el("Prefix", prefix if "prefix" in ctx.query else None))
 
 
 async def create_bucket(ctx: Ctx) -> Response:
     body = await Payload(ctx.request, ctx.auth, limit=64 * 1024).read(64 * 1024)
+    location = ""
     if body.strip():
         config = parse(body, "CreateBucketConfiguration")
-        text(config, "LocationConstraint", "")
-    await ctx.store.create_bucket(ctx.bucket)
+        location = text(config, "LocationConstraint", "").strip()
+        if len(location) > 64 or not all(c.isalnum() or c == "-" for c in location):
+            raise S3Error("InvalidLocationConstraint", "The specified location-constraint is "
+                          "not valid", LocationConstraint=location[:64])
+    await ctx.store.create_bucket(ctx.bucket, location)
     return Response(headers={"location": f"/{ctx.bucket}"})
 
 
@@ -56,8 +74,9 @@ async def head_bucket(ctx: Ctx) -> Response:
 
 
 async def get_location(ctx: Ctx) -> Response:
-    await ctx.store.head_bucket(ctx.bucket)
-    region = ctx.store.region
+    """The LocationConstraint the bucket was created with (else the node's region)."""
+    _, location = await ctx.store.bucket_settings(ctx.bucket)
+    region = location or ctx.store.region
     return xml_response("LocationConstraint", "" if region == "us-east-1" else region)
 
 
@@ -98,16 +117,22 @@ async def list_objects(ctx: Ctx) -> Response:
     enc = (lambda s: quote(s, safe="/")) if encoding else (lambda s: s)
     prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
     max_keys = ctx.int_param("max-keys", 1000, 0, 1000)
-    if v2 and "continuation-token" in q:
+    if v2 and q.get("continuation-token"):  # an empty token starts at the beginning
         start, inclusive = _untoken(q["continuation-token"])
     else:
         start, inclusive = q.get("start-after" if v2 else "marker", ""), False
         if not start:
             inclusive = True
-    page: Listing = await ctx.store.list_objects(ctx.bucket, prefix=prefix, delimiter=delimiter,
-                                                 start=start, inclusive=inclusive,
-                                                 max_keys=max_keys)
-    head = [el("Name", ctx.bucket), el("Prefix", enc(prefix)),
+    if max_keys == 0:  # S3: nothing, and not truncated
+        await ctx.store.head_bucket(ctx.bucket)
+        page = Listing()
+    else:
+        page = await ctx.store.list_objects(ctx.bucket, prefix=prefix, delimiter=delimiter,
+                                            start=start, inclusive=inclusive,
+                                            max_keys=max_keys)
+    # v1's Prefix is echoed as sent, even with encoding-type=url (as S3; botocore decodes it
+    # only in v2's answer)
+    head = [el("Name", ctx.bucket), el("Prefix", enc(prefix) if v2 else prefix),
             el("Delimiter", enc(delimiter) if delimiter else None), el("MaxKeys", max_keys),
             el("EncodingType", encoding)]
     if v2:

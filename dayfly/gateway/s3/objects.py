@@ -14,6 +14,7 @@ from .context import (
     byte_range,
     checksum_headers,
     copy_source,
+    http_date,
     object_headers,
     quoted,
     stored_headers,
@@ -93,23 +94,36 @@ def check_conditions(info: ObjectInfo, get, prefix: str = "") -> None:
         raise S3Error("PreconditionFailed", "At least one of the pre-conditions you specified "
                       "did not hold", Condition=f"{prefix}If-Unmodified-Since")
     code = "PreconditionFailed" if prefix else "NotModified"
-    if none_match is not None and _matches(info.etag, none_match):
-        raise S3Error(code, "Not Modified" if not prefix else "At least one of the "
-                      "pre-conditions you specified did not hold")
     since = _since(get(f"{prefix}if-modified-since"))
-    if none_match is None and since is not None and modified <= since:
-        raise S3Error(code, "Not Modified" if not prefix else "At least one of the "
+    if (none_match is not None and _matches(info.etag, none_match)) or (
+            none_match is None and since is not None and modified <= since):
+        exc = S3Error(code, "Not Modified" if not prefix else "At least one of the "
                       "pre-conditions you specified did not hold")
+        if not prefix:  # a 304 names what the client has (RFC 9110 15.4.5)
+            exc.headers.update({"etag": quoted(info.etag),
+                                "last-modified": http_date(info.modified),
+                                **version_headers(info)})
+        raise exc
 
 
 async def get_object(ctx: Ctx, head: bool = False) -> Response:
+    part = None
     if "partNumber" in ctx.query:
-        raise S3Error("NotImplemented", "GetObject by partNumber is not implemented")
+        raw = ctx.query["partNumber"]
+        if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+            raise S3Error("InvalidArgument", "Part number must be an integer between 1 and "
+                          "10000, inclusive", ArgumentName="partNumber", ArgumentValue=raw[:20])
+        if "range" in ctx.headers:
+            raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber "
+                          "query parameter")
+        part = int(raw)
     version = ctx.query.get("versionId")
     for _ in range(3):  # the object may be replaced between the lookup and the open
         info = await ctx.store.get_object(ctx.bucket, ctx.key, version)
         check_conditions(info, ctx.headers.get)
         rng = byte_range(ctx.headers.get("range"), info.size)
+        if part is not None:
+            rng = info.part_range(part) if info.parts or part > 1 else None
         start, end = rng if rng else (0, info.size - 1)
         headers = object_headers(info, checksum=rng is None and ctx.headers.get(
             "x-amz-checksum-mode", "").upper() == "ENABLED")
@@ -118,6 +132,8 @@ async def get_object(ctx: Ctx, head: bool = False) -> Response:
         headers["content-length"] = str(end - start + 1)
         if rng:
             headers["content-range"] = f"bytes {start}-{end}/{info.size}"
+        if part is not None and info.parts:
+            headers["x-amz-mp-parts-count"] = str(len(info.parts["sizes"]))
         status = 206 if rng else 200
         if head:
             return Response(status_code=status, headers=headers)

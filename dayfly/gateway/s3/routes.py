@@ -20,7 +20,7 @@ from ...control.function_keys import Scope as KeyScope
 from ...control.keys import KeyStore
 from ...stores.objects import ObjectStore, check_version_id
 from ...stores.s3errors import S3Error
-from . import access, buckets, encryption, notifications, objects, uploads, versions
+from . import access, attributes, buckets, encryption, notifications, objects, uploads, versions
 from .context import Ctx
 from .cors import preflight, response_headers
 from .settings import ACCESS_OPERATIONS, ACCESS_SUBRESOURCES
@@ -46,6 +46,7 @@ OPERATIONS: dict[tuple[str, str, str], Handler] = {
     ("GET", "b", "versioning"): versions.get_versioning,
     ("PUT", "b", "versioning"): versions.put_versioning,
     ("GET", "b", "versions"): versions.list_versions,
+    ("GET", "o", "attributes"): attributes.get_attributes,
     ("POST", "b", "delete"): objects.delete_objects,
     ("PUT", "o", ""): objects.put_object,
     ("GET", "o", ""): objects.get_object,
@@ -61,7 +62,7 @@ OPERATIONS: dict[tuple[str, str, str], Handler] = {
     **ACCESS_OPERATIONS,
 }
 SUBRESOURCES = ("uploads", "uploadId", "delete", "location", "notification", "versioning",
-                "versions")
+                "versions", "attributes")
 SUBRESOURCES += ACCESS_SUBRESOURCES
 # parameters of the operations above; any other one names something not implemented
 PARAMETERS = frozenset({

@@ -13,6 +13,7 @@ import time
 from calendar import timegm
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -87,9 +88,19 @@ def _epoch(stamp: str) -> float:
                       "header") from None
 
 
+def _from_date(value: str) -> str:
+    """An HTTP Date header's time in SigV4's form (a request may be dated by it instead of
+    x-amz-date); "" if there is none or it does not parse."""
+    try:
+        return time.strftime("%Y%m%dT%H%M%SZ", parsedate_to_datetime(value).utctimetuple())
+    except (TypeError, ValueError, IndexError):
+        return ""
+
+
 def _header_values(headers: list[tuple[bytes, bytes]], name: str) -> str:
     raw = name.encode()
-    return ",".join(" ".join(v.decode("latin-1").split()) for k, v in headers if k == raw)
+    # bytes.split: ASCII whitespace only (a UTF-8 value's bytes may look like Latin-1 spaces)
+    return ",".join(b" ".join(v.split()).decode("latin-1") for k, v in headers if k == raw)
 
 
 def _credential(value: str) -> tuple[str, str, str, str]:
@@ -139,7 +150,7 @@ def _verify_header(scope: Scope, query: Query, auth: str,
         raise S3Error("AuthorizationHeaderMalformed", "The authorization header is malformed; "
                       "it needs Credential, SignedHeaders and Signature") from None
     headers = scope["headers"]
-    stamp = _header_values(headers, "x-amz-date")
+    stamp = _header_values(headers, "x-amz-date") or _from_date(_header_values(headers, "date"))
     payload = _header_values(headers, "x-amz-content-sha256")
     if not payload:
         raise S3Error("InvalidRequest", "Missing required header for this request: "
@@ -207,7 +218,9 @@ def _check(scope: Scope, query: Query, credential: str, signed: str, signature: 
         payload,
     ])
     to_sign = "\n".join([ALGORITHM, stamp, cred_scope,
-                         hashlib.sha256(canonical.encode()).hexdigest()])
+                         # header values are the bytes that arrived (latin-1 is their 1:1
+                         # decoding; UTF-8 x-amz-meta-* values are signed as sent)
+                         hashlib.sha256(canonical.encode("latin-1")).hexdigest()])
     key = signing_key(secret, date, region)
     if not hmac.compare_digest(sign(key, to_sign), signature):
         raise S3Error("SignatureDoesNotMatch", "The request signature we calculated does not "
