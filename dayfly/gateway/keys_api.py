@@ -20,6 +20,7 @@ async def create_key(request: Request) -> Response:
     key = await _keys(request).create(body.get("description", ""),
                                       body.get("user", DEFAULT_USER))
     # the region S3 clients sign for, so `dayfly keys create --env/--profile` can say it
+    key["user"] = key.pop("owner")
     return JSON({**key, "region": request.app.state.platform.settings.region}, status_code=201)
 
 

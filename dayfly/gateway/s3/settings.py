@@ -169,6 +169,8 @@ async def put_public_access_block(ctx: Ctx) -> Response:
             raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not "
                           f"validate against our published schema ({child.tag[:40]})")
         block[child.tag] = value == "true"
+    if not block:
+        raise S3Error("InvalidRequest", "Must specify at least one configuration.")
     await ctx.access.update(ctx.bucket, block={f: block.get(f, False) for f in BLOCK_FIELDS})
     return Response()
 
