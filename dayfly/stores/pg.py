@@ -275,8 +275,11 @@ class PostgresDatabase(Database):
         have = {tuple(r) for r in conn.execute(
             "SELECT table_name, column_name FROM information_schema.columns "
             "WHERE table_schema = current_schema()")}
+        tables = {table for table, _ in have}
         for table, column, decl in ADDED_COLUMNS:
-            if (table, column) not in have:  # ALTER TABLE locks the table, even for nothing
+            # a table a store creates later (with every column) is not altered here; and
+            # ALTER TABLE locks the table, even for nothing
+            if table in tables and (table, column) not in have:
                 conn.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {decl}")
 
     def _connect(self) -> psycopg.Connection[Any]:
