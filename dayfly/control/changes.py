@@ -17,6 +17,8 @@ Topics (one per kind of mirrored row; the key names the row):
   event_source_mapping  mapping UUID
   schedule        schedule id
   layer           layer name (its versions; control/layers.py)
+  bucket_access   S3 bucket name: owner, ACL, policy, CORS rules, public access block
+  object_acl      "bucket/key" (a non-private object ACL), or "bucket/" for all of a bucket's
 """
 
 from __future__ import annotations

@@ -17,9 +17,11 @@ answered with a 403 that says what to configure:
    preflight. Invokes and ingest webhooks are exempt (curl -d, webhooks of other services);
    checks 1 and 2 cover them.
 
-Requests signed for S3 are exempt from all three: SigV4 covers the Host header (a signature
-made for the node's name fails under any other), a foreign page cannot sign, and a presigned
-URL handed to a page on another origin is meant to be used from there. So are requests with
+The S3 family is exempt from all three: SigV4 covers the Host header (a signature made for
+the node's name fails under any other), a foreign page cannot sign, and a presigned URL handed
+to a page on another origin is meant to be used from there; an unsigned S3 request carries no
+authority (the S3 endpoint reads no cookie or token) and gets only what a bucket grants
+everyone, and the bucket's CORS rules decide what a page may read. So are requests with
 a cluster node's credential (another node forwarding an invoke, to whatever name its advertise
 URL has): no page can make one without the cluster key, and auth.py checks it right after.
 """

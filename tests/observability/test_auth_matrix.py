@@ -62,7 +62,8 @@ API = {"none": "401", "token": "ok", "token-forged": "401", "sigv4-token": "ok",
        "presigned-token": "401", "presigned-forged": "401", "ingest-token": "401"}
 EXPECTED = {name: API for name in FAMILIES}
 EXPECTED["s3"] = {**API, "token": "404", "sigv4-token": "404", "sigv4-s3": "ok",
-                  "presigned-s3": "ok"}
+                  "presigned-s3": "ok",
+                  "none": "s3"}  # unsigned /bucket/key: S3's AccessDenied (issue 17, decision 3)
 EXPECTED["ingest"] = {**API, "token": "401", "sigv4-token": "401", "ingest-token": "ok"}
 
 
