@@ -25,8 +25,8 @@ from ..errors import InvalidParameter, ResourceConflict
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "ANY")
 DEFAULT_KEY = "$default"
-RESERVED = frozenset({"2014-11-13", "2015-03-31", "2017-10-31", "2019-09-30", "2021-10-31",
-                      "dayfly", "ui", "url", "metrics", "healthz", "openapi.json",
+RESERVED = frozenset({"2014-11-13", "2015-03-31", "2017-10-31", "2018-10-31", "2019-09-30",
+                      "2021-10-31", "dayfly", "ui", "url", "metrics", "healthz", "openapi.json",
                       "favicon.ico"})
 AUTHS = ("none", "token", "jwt")
 PAYLOAD_VERSIONS = ("1.0", "2.0")

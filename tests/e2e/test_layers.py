@@ -200,18 +200,20 @@ def test_cli(server, lam, tmp_path):
     (folder / "python").mkdir(parents=True)
     (folder / "python" / "clilayer.py").write_text("OK = 1\n")
     name = unique_name("cli")
-    env = {"DAYFLY_ENDPOINT": server.url}
-    cli = [sys.executable, "-m", "dayfly.cli.main", "layers"]
-    out = subprocess.run([*cli, "publish", name, str(folder), "--runtime", "python3.11"],
-                         capture_output=True, text=True, env={**os.environ, **env}, check=True)
-    assert f'layers = ["{name}:1"]' in out.stdout + out.stderr
-    listed = subprocess.run([*cli, "ls", "--json"], capture_output=True, text=True,
-                            env={**os.environ, **env}, check=True)
-    assert name in [x["LayerName"] for x in json.loads(listed.stdout)["Layers"]]
+
+    def dayfly(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "dayfly.cli.main", "layers", *args],
+                             capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "DAYFLY_ENDPOINT": server.url})
+        assert out.returncode == 0, out.stderr
+        return out.stdout + out.stderr
+
+    assert f'layers = ["{name}:1"]' in dayfly("publish", name, str(folder), "--runtime",
+                                              "python3.11")
+    assert name in [x["LayerName"] for x in json.loads(dayfly("ls", "--json"))["Layers"]]
     got = lam.get_layer_version(LayerName=name, VersionNumber=1)
     assert got["CompatibleRuntimes"] == ["python3.11"]
-    subprocess.run([*cli, "rm", name, "1"], check=True, env={**os.environ, **env},
-                   capture_output=True)
+    dayfly("rm", name, "1")
     assert lam.list_layer_versions(LayerName=name)["LayerVersions"] == []
 
 
