@@ -166,22 +166,33 @@ class BlobStore:
                     algorithms: Iterable[str] = ()) -> Blob:
         """Stream `chunks` into a new blob; more than `limit` bytes raises EntityTooLarge."""
         w = _Writer(self, algorithms)
+        # the previous buffer is hashed and written in a worker thread while the next one is
+        # received (both release the GIL): a large body streams at the slower of the two, not
+        # their sum
+        writing: asyncio.Future[None] | None = None
         try:
-            buf, pending = bytearray(), 0
+            buf, total = bytearray(), 0
             async for chunk in chunks:
-                pending += len(chunk)
-                if w.size + pending > limit:
+                total += len(chunk)
+                if total > limit:
                     raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum "
                                   "allowed size", MaxSizeAllowed=str(limit))
                 buf += chunk
                 if len(buf) >= FLUSH:
-                    await asyncio.to_thread(w.write, bytes(buf))
-                    buf.clear()
-                    pending = 0
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(asyncio.to_thread(w.write, buf))
+                    buf = bytearray()
+            if writing is not None:
+                await writing
+                writing = None
             if buf:
-                await asyncio.to_thread(w.write, bytes(buf))
+                await asyncio.to_thread(w.write, buf)
             return await asyncio.to_thread(w.finish)
         except BaseException:
+            if writing is not None:  # let the worker finish with the file before it goes
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(writing)
             w.discard()
             raise
 
