@@ -159,7 +159,7 @@ def test_a_bucket_notification_fires_once_per_put_however_many_nodes(cluster3, s
     notify(b, "shared-events", lambda_config("echo", ["s3:ObjectCreated:*"],
                                              config_id="all"))
     # every node follows the configuration made through node 1 within a second
-    assert poll(lambda: all(configured(s, "shared-events") for s in cluster3.up()), 2)
+    assert poll(lambda: all(configured(s, "shared-events") for s in cluster3.up()), 5)
     keys = []
     for n, s3 in enumerate((a, b, c, a, b, c)):
         key = f"k{n}"
