@@ -148,7 +148,8 @@ class Multipart:
                        chosen: list[tuple[int, str, dict[str, str]]],
                        origin: Origin | None = None,
                        expected: dict[str, str] | None = None, *,
-                       if_match: str | None = None, if_none_match: bool = False) -> ObjectInfo:
+                       if_match: str | None = None, if_none_match: bool = False,
+                       size: int | None = None) -> ObjectInfo:
         """Join the chosen (number, etag, checksums) parts into the object; S3's ETag rule.
         `expected` is the whole object's checksum as the client computed it, if it sent one."""
         def load(c: sqlite3.Connection) -> tuple[Upload, dict[int, Part]] | ObjectInfo:
@@ -180,6 +181,10 @@ class Multipart:
             checksum = {"algorithm": alg, "value": value, "type": kind}
         elif alg and kind == "FULL_OBJECT":
             checksum = {"algorithm": alg, "value": checksums.b64(blob.digests[alg]), "type": kind}
+        if size is not None and size != blob.size:
+            await self.store.remove_blobs([blob.id])
+            raise S3Error("InvalidRequest", f"The provided 'x-amz-mp-object-size' header value "
+                          f"{size} does not match what was computed: {blob.size}")
         for a, value in (expected or {}).items():
             if checksum is None or a != alg or value != checksum["value"]:
                 await self.store.remove_blobs([blob.id])

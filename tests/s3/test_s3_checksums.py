@@ -164,3 +164,28 @@ def test_encryption_refused_not_ignored(s3, bucket, kw):
     with pytest.raises(ClientError) as exc:
         s3.head_object(Bucket=bucket, Key="secret")
     assert status(exc.value) == 404
+
+
+@pytest.mark.parametrize("kw", [{"Tagging": "a=b"}, {"StorageClass": "GLACIER"},
+                                {"ObjectLockMode": "GOVERNANCE"},
+                                {"WebsiteRedirectLocation": "/elsewhere"}])
+def test_unimplemented_headers_refused(s3, bucket, kw):
+    with pytest.raises(ClientError) as exc:
+        s3.put_object(Bucket=bucket, Key="asked", Body=b"x", **kw)
+    assert (error_code(exc.value), status(exc.value)) == ("NotImplemented", 501)
+    with pytest.raises(ClientError) as exc:
+        s3.create_multipart_upload(Bucket=bucket, Key="asked", **kw)
+    assert error_code(exc.value) == "NotImplemented"
+
+
+def test_mp_object_size_checked(s3, bucket):
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="sized")["UploadId"]
+    etag = s3.upload_part(Bucket=bucket, Key="sized", UploadId=uid, PartNumber=1,
+                          Body=b"12345")["ETag"]
+    parts = {"Parts": [{"PartNumber": 1, "ETag": etag}]}
+    with pytest.raises(ClientError) as exc:
+        s3.complete_multipart_upload(Bucket=bucket, Key="sized", UploadId=uid,
+                                     MultipartUpload=parts, MpuObjectSize=6)
+    assert error_code(exc.value) == "InvalidRequest"
+    s3.complete_multipart_upload(Bucket=bucket, Key="sized", UploadId=uid,
+                                 MultipartUpload=parts, MpuObjectSize=5)

@@ -35,7 +35,27 @@ def _kept(sums: dict[str, str]) -> dict[str, str] | None:
     return None
 
 
+UNIMPLEMENTED_HEADERS = ("x-amz-tagging", "x-amz-object-lock-mode",
+                         "x-amz-object-lock-retain-until-date", "x-amz-object-lock-legal-hold",
+                         "x-amz-website-redirect-location", "x-amz-tagging-directive",
+                         "x-amz-write-offset-bytes")
+
+
+def refuse_unimplemented(ctx: Ctx) -> None:
+    """Headers that ask for what dayfly does not do are refused, never ignored."""
+    for name in UNIMPLEMENTED_HEADERS:
+        if name in ctx.headers and not (name == "x-amz-tagging-directive"
+                                        and ctx.headers[name].upper() == "COPY"):
+            raise S3Error("NotImplemented", "A header you provided implies functionality that "
+                          f"is not implemented: {name}")
+    storage = ctx.headers.get("x-amz-storage-class", "STANDARD")
+    if storage != "STANDARD":
+        raise S3Error("NotImplemented", f"Storage class {storage[:40]!r} is not implemented: "
+                      "every object is STANDARD")
+
+
 async def put_object(ctx: Ctx) -> Response:
+    refuse_unimplemented(ctx)
     if "x-amz-copy-source" in ctx.headers:
         return await copy_object(ctx)
     payload = Payload(ctx.request, ctx.auth)

@@ -18,7 +18,7 @@ from .context import (
     stored_headers,
     version_headers,
 )
-from .objects import check_conditions, write_conditions
+from .objects import check_conditions, refuse_unimplemented, write_conditions
 from .payload import Payload, checksum_algorithm
 from .xml import el, iso, parse, text, wrap, xml_response
 
@@ -53,6 +53,7 @@ def _config_headers(config: dict[str, str] | None) -> dict[str, str]:
 
 
 async def create_upload(ctx: Ctx) -> Response:
+    refuse_unimplemented(ctx)
     config = _checksum_config(ctx)
     upload_id = await ctx.store.multipart.create(ctx.bucket, ctx.key, stored_headers(ctx.request),
                                                  config)
@@ -124,9 +125,14 @@ async def complete_upload(ctx: Ctx) -> Response:
                 if c.tag.startswith("Checksum") and c.tag != "ChecksumType"}
         chosen.append((int(raw), text(node, "ETag"), sums))
     if_match, if_none_match = write_conditions(ctx)
+    size = ctx.headers.get("x-amz-mp-object-size")
+    if size is not None and not size.isdigit():
+        raise S3Error("InvalidArgument", "x-amz-mp-object-size must be a non-negative integer",
+                      ArgumentName="x-amz-mp-object-size")
     info = await ctx.store.multipart.complete(ctx.bucket, ctx.key, ctx.query["uploadId"], chosen,
                                               ctx.origin(), expected=payload.object_checksums,
-                                              if_match=if_match, if_none_match=if_none_match)
+                                              if_match=if_match, if_none_match=if_none_match,
+                                              size=None if size is None else int(size))
     c = info.checksum
     host = ctx.headers.get("host", "localhost")
     return xml_response(
