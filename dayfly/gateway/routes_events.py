@@ -174,9 +174,19 @@ def error(status: int = 502, message: str = "Internal Server Error",
     return Mapped(status, [(b"content-type", b"application/json"), *(extra or [])], body)
 
 
+# the response's framing and its connection are the node's: a function's Content-Length or
+# Transfer-Encoding beside the node's own framing makes a response that a client or a proxy in
+# front reads to another end than the node wrote (API Gateway drops or remaps them too)
+NODE_HEADERS = frozenset({"content-length", "transfer-encoding", "connection", "keep-alive",
+                          "upgrade", "te", "trailer", "proxy-connection", "http2-settings"})
+
+
 def _h(name: Any, value: Any) -> tuple[bytes, bytes] | None:
-    """A response header, or None if it cannot be one (no CR/LF may reach the wire)."""
+    """A response header, or None if it cannot be one (no CR/LF may reach the wire, and the
+    framing and connection headers are the node's)."""
     n = str(name)
+    if n.lower() in NODE_HEADERS:
+        return None
     if isinstance(value, bool):
         v = "true" if value else "false"
     elif isinstance(value, str):
