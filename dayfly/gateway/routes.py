@@ -304,12 +304,19 @@ class HttpFront:
         """A function URL's AWS_IAM: SigV4 for service `lambda`, signed with a dayfly key."""
         header = _header(scope, b"authorization") or ""
         try:
-            key_id = sigv4_lambda(scope, header, body, self.platform.keys.secret)
+            key_id = sigv4_lambda(scope, header, body, self._caller_secret)
         except PermissionError as exc:
             return ev.error(403, str(exc))
         return {"iam": {"accessKey": key_id, "accountId": ev.ACCOUNT_ID, "callerId": key_id,
                         "principalOrgId": None, "userArn": f"arn:aws:iam::{ev.ACCOUNT_ID}:user/"
                         f"{key_id}", "userId": key_id, "cognitoIdentity": None}}
+
+    def _caller_secret(self, key_id: str) -> str | None:
+        """The secret of a user's access key. A function's own S3 key (control/function_keys.py,
+        in its environment, so in its code's hands) is for its buckets, not for calling URLs."""
+        if self.registry.function_keys.function_of(key_id) is not None:
+            return None
+        return self.platform.keys.secret(key_id)
 
 
 def sigv4_lambda(scope: Scope, header: str, body: bytes, secret_of: Any,
