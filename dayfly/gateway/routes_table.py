@@ -37,6 +37,10 @@ MAX_BODY = 6 * 1024 * 1024  # Lambda's synchronous payload limit
 _LITERAL_RE = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@-]+$")
 _PARAM_RE = re.compile(r"^\{([A-Za-z0-9_]{1,64})(\+?)\}$")
 _STAGE_VAR_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+# CORS settings are written out as header values: methods and header names are HTTP tokens, an
+# origin is one printable word (no CR/LF, space or comma, which would make it two)
+_TOKEN_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_ORIGIN_RE = re.compile(r"^[\x21-\x2b\x2d-\x7e]+$")
 _CORS_KEYS = {"allow_origins", "allow_methods", "allow_headers", "expose_headers",
               "max_age", "allow_credentials"}
 
@@ -129,6 +133,12 @@ def validate_cors(v: Any, where: str = "dayfly.toml: [http] cors") -> dict[str, 
         if (not isinstance(items, list) or len(items) > 100
                 or not all(isinstance(i, str) and 0 < len(i) <= 253 for i in items)):
             raise InvalidParameter(f"{where}.{k} must be a list of strings")
+        form = _ORIGIN_RE if k == "allow_origins" else _TOKEN_RE
+        bad = next((i for i in items if not form.match(i)), None)
+        if bad is not None:
+            raise InvalidParameter(f"{where}.{k}: {bad[:80]!r} is not "
+                                   f"{'an origin' if form is _ORIGIN_RE else 'an HTTP token'}"
+                                   " (it is sent as a header value)")
         out[k] = ([i.rstrip("/").lower() for i in items] if k == "allow_origins"
                   else [i.upper() for i in items] if k == "allow_methods"
                   else [i.lower() for i in items])

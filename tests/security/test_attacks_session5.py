@@ -367,3 +367,21 @@ def test_new_api_routes_need_a_token(node):
         r = httpx.request(method, f"{url}{sep}{presigned}&X-Amz-Signature=00")
         assert r.status_code in (400, 401, 403), (path, r.text[:200])  # S3's error or 401
         assert r.status_code == 401 or r.text.startswith("<?xml"), (path, r.text[:200])
+
+
+@pytest.mark.parametrize("cors", [
+    {"ExposeHeaders": ["x-a\r\nset-cookie: planted=1"]},
+    {"AllowHeaders": ["x-a\nx-b"]},
+    {"AllowMethods": ["GET\r\nX-Injected: 1"]},
+    {"AllowOrigins": ["https://a.example\r\nx-injected: 1"]},
+    {"AllowOrigins": ["https://a.example, https://b.example"]},
+    {"AllowHeaders": ["x-\u00e9"]},
+])
+def test_cors_settings_that_are_no_header_values_are_a_400(node, cors):
+    """CORS settings go out as response headers: one with CR/LF or a character no header takes
+    is refused when it is set (it broke every answer to a request with an Origin after)."""
+    r = httpx.post(f"{node.url}/2021-10-31/functions/catchall/url", headers=node.bearer,
+                   json={"AuthType": "NONE", "Cors": cors})
+    assert r.status_code == 400, (cors, r.status_code, r.text[:200])
+    assert httpx.get(f"{node.url}/2021-10-31/functions/catchall/url",
+                     headers=node.bearer).status_code == 404
