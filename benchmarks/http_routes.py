@@ -19,7 +19,9 @@
                                            [--seconds 5] [--rounds 3] [--samples 200]
 
 One `dayfly up` serves everything (each function names its tier in dayfly.toml); wrk, the
-servers and this script share the machine's cores; the load average is printed.
+servers and this script share the machine's cores; the load average is printed. Needs the test
+extras (`pip install -e '.[test]'`): FastAPI is vendored into the bundle by tests/http's
+webapp_helpers, and uvicorn runs from this same environment, so both serve the same files.
 """
 
 from __future__ import annotations
