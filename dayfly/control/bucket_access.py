@@ -11,8 +11,10 @@ owner sent; gateway/s3/access.py and cors.py read them.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import unquote_plus
 
 import orjson
 
@@ -122,6 +124,21 @@ class AccessStore:
             "policy = excluded.policy, cors = excluded.cors, block = excluded.block",
             (bucket, *values))))
         self._buckets[bucket] = new
+
+    def following(self, on_event: Callable[[dict], Awaitable[None]]
+                  ) -> Callable[[dict], Awaitable[None]]:
+        """The object store's event hook: every object created or removed, however (S3, a POST
+        form, a function's `context.buckets`), starts private, as S3 resets an overwritten
+        object's ACL; PutObject's `x-amz-acl` is applied after (gateway/s3/routes.py). Then
+        `on_event` (the bucket triggers) hears the event."""
+        async def hook(record: dict) -> None:
+            s3 = record.get("s3", {})
+            bucket = s3.get("bucket", {}).get("name", "")
+            key = unquote_plus(s3.get("object", {}).get("key", ""))
+            if (bucket, key) in self._objects:
+                await self.set_object_acl(bucket, key, "private")
+            await on_event(record)
+        return hook
 
     async def set_object_acl(self, bucket: str, key: str, acl: str) -> None:
         """An object's canned ACL ("private" keeps no row: every object's default)."""

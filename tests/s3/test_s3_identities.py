@@ -201,6 +201,18 @@ def test_public_read_acls(server, alice):
     alice.delete_object(Bucket="acl-bucket", Key="public.txt")
     alice.put_object(Bucket="acl-bucket", Key="public.txt", Body=b"v3")
     refused_xml(anonymous(server, "GET", "/acl-bucket/public.txt"))
+    # so does DeleteObjects, and a completed multipart upload is private
+    alice.put_object(Bucket="acl-bucket", Key="batch", Body=b"1", ACL="public-read")
+    alice.delete_objects(Bucket="acl-bucket", Delete={"Objects": [{"Key": "batch"}]})
+    alice.put_object(Bucket="acl-bucket", Key="batch", Body=b"2")
+    refused_xml(anonymous(server, "GET", "/acl-bucket/batch"))
+    alice.put_object_acl(Bucket="acl-bucket", Key="batch", ACL="public-read")
+    up = alice.create_multipart_upload(Bucket="acl-bucket", Key="batch")["UploadId"]
+    etag = alice.upload_part(Bucket="acl-bucket", Key="batch", UploadId=up, PartNumber=1,
+                             Body=b"3")["ETag"]
+    alice.complete_multipart_upload(Bucket="acl-bucket", Key="batch", UploadId=up,
+                                    MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": etag}]})
+    refused_xml(anonymous(server, "GET", "/acl-bucket/batch"))
     with pytest.raises(ClientError) as exc:
         alice.put_object(Bucket="acl-bucket", Key="rw", Body=b"x", ACL="public-read-write")
     assert error_code(exc.value) == "NotImplemented"
