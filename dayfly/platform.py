@@ -125,7 +125,7 @@ class Platform:
         self.bucket_triggers = BucketTriggers(NotificationStore(self.db), self.queue,
                                               self.registry, self.registry.function_keys,
                                               self.inflight)
-        self.objects.on_event = self.bucket_triggers.on_event
+        self.objects.on_event = self.access.following(self.bucket_triggers.on_event)
         # bucket bindings: instances reach their declared buckets over their own channel
         bindings = BindingService(self.objects, self.registry.function_keys)
         for sandbox in self.sandboxes.values():

@@ -190,8 +190,12 @@ class S3App:
         if name in access.OWN_CHECKS:  # ListBuckets, CreateBucket, POST Object: their own
             return await handler(ctx)
         known = self.access
-        access.authorize(known.get(ctx.bucket), known.object_acl(ctx.bucket, ctx.key),
-                         ctx.principal, name, ctx.bucket, ctx.key)
+        try:
+            access.authorize(known.get(ctx.bucket), known.object_acl(ctx.bucket, ctx.key),
+                             ctx.principal, name, ctx.bucket, ctx.key)
+        except S3Error:
+            await self.store.head_bucket(ctx.bucket)  # no such bucket: S3 says so, to anyone
+            raise
         source = ctx.headers.get("x-amz-copy-source")
         if source is not None and name in ("put_object", "upload_part"):
             src_bucket, src_key = access.copy_source_of(source)
@@ -205,10 +209,9 @@ class S3App:
                               "implemented: set it with PutObjectAcl once it is complete")
             access.check_public_acl(known.get(ctx.bucket), acl)
         response = await handler(ctx)
-        if response.status_code < 300 and ctx.key and "versionId" not in ctx.query:
-            if name == "put_object":  # a new object (a copy too): the ACL of this request
-                await known.set_object_acl(ctx.bucket, ctx.key,
-                                              access.canned(ctx.headers.get("x-amz-acl")))
-            elif name in ("complete_upload", "delete_object"):
-                await known.set_object_acl(ctx.bucket, ctx.key, "private")
+        if name == "put_object" and response.status_code < 300:
+            # a new object (a copy too) is private (AccessStore.following, on its event); then
+            # it gets this request's ACL
+            await known.set_object_acl(ctx.bucket, ctx.key,
+                                       access.canned(ctx.headers.get("x-amz-acl")))
         return response
