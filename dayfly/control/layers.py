@@ -232,7 +232,7 @@ class Layers:
 
 
 def check_name(name: Any) -> None:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise InvalidParameter(f"1 validation error detected: Value '{name}' at 'layerName' "
                                "failed to satisfy constraint: Member must satisfy regular "
                                "expression pattern: [a-zA-Z0-9-_]+")
