@@ -134,7 +134,7 @@ def validate_cors(v: Any, where: str = "dayfly.toml: [http] cors") -> dict[str, 
                 or not all(isinstance(i, str) and 0 < len(i) <= 253 for i in items)):
             raise InvalidParameter(f"{where}.{k} must be a list of strings")
         form = _ORIGIN_RE if k == "allow_origins" else _TOKEN_RE
-        bad = next((i for i in items if not form.match(i)), None)
+        bad = next((i for i in items if not form.fullmatch(i)), None)  # `$` passes a "\n"
         if bad is not None:
             raise InvalidParameter(f"{where}.{k}: {bad[:80]!r} is not "
                                    f"{'an origin' if form is _ORIGIN_RE else 'an HTTP token'}"
