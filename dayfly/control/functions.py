@@ -279,7 +279,7 @@ class Functions:
 
     async def create(self, params: dict[str, Any], progress: Progress = None) -> FunctionConfig:
         name = params.get("FunctionName")
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise InvalidParameter("FunctionName must be 1-64 letters, digits, '-' or '_'")
         zip_bytes = decode_zip(params.get("Code"))
         explicit = api_values(params)
@@ -362,7 +362,7 @@ class Functions:
 
     async def create_alias(self, name: str, params: dict[str, Any]) -> AliasConfig:
         alias_name = params.get("Name")
-        if not isinstance(alias_name, str) or not ALIAS_RE.match(alias_name) or alias_name == LATEST:
+        if not isinstance(alias_name, str) or not ALIAS_RE.fullmatch(alias_name) or alias_name == LATEST:
             raise InvalidParameter("Alias Name must be 1-128 letters, digits, '-' or '_' and not "
                                    "only digits")
         async with self._locks[name]:
