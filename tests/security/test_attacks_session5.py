@@ -283,7 +283,7 @@ def test_an_s3_signature_on_the_new_apis_stays_s3s(node):
 # -- hostile input to the layers and URL APIs ---------------------------------------------------
 
 @pytest.mark.parametrize("name", ["a%00b", "..%2F..%2Fetc", "a%2Fb", "%C3%A9t%C3%A9", "a" * 200,
-                                  "a%0D%0Ax-injected:1"])
+                                  "a%0D%0Ax-injected:1", "trailing%0A"])
 def test_hostile_layer_names(node, name):
     body = {"Content": {"ZipFile": base64.b64encode(make_zip({"python/x.py": "X=1\n"})).decode()}}
     r = httpx.post(f"{node.url}/2018-10-31/layers/{name}/versions", json=body,
@@ -376,6 +376,8 @@ def test_new_api_routes_need_a_token(node):
     {"AllowOrigins": ["https://a.example\r\nx-injected: 1"]},
     {"AllowOrigins": ["https://a.example, https://b.example"]},
     {"AllowHeaders": ["x-\u00e9"]},
+    {"ExposeHeaders": ["x-a\n"]},
+    {"AllowOrigins": ["https://a.example\n"]},
 ])
 def test_cors_settings_that_are_no_header_values_are_a_400(node, cors):
     """CORS settings go out as response headers: one with CR/LF or a character no header takes
@@ -385,3 +387,18 @@ def test_cors_settings_that_are_no_header_values_are_a_400(node, cors):
     assert r.status_code == 400, (cors, r.status_code, r.text[:200])
     assert httpx.get(f"{node.url}/2021-10-31/functions/catchall/url",
                      headers=node.bearer).status_code == 404
+
+
+@pytest.mark.parametrize("field,value", [("FunctionName", "trailing\n"),
+                                         ("FunctionName", "nul\u0000"),
+                                         ("FunctionName", "caf\u00e9")])
+def test_hostile_function_names(node, field, value):
+    """`^...$` with re.match lets a trailing newline through: names are matched whole."""
+    code = base64.b64encode(make_zip({"handler.py": ECHO})).decode()
+    body = {"FunctionName": "fine", "Runtime": "python3.11", "Role": ROLE,
+            "Handler": "handler.handler", "Code": {"ZipFile": code}, field: value}
+    r = httpx.post(f"{node.url}/2015-03-31/functions", json=body, headers=node.bearer)
+    assert r.status_code == 400, (value, r.status_code, r.text[:200])
+    r = httpx.post(f"{node.url}/2015-03-31/functions/catchall/aliases", headers=node.bearer,
+                   json={"Name": "live\n", "FunctionVersion": "$LATEST"})
+    assert r.status_code == 400, r.text[:200]
