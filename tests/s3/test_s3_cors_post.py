@@ -18,7 +18,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from botocore.exceptions import ClientError
-from s3_helpers import EMPTY_SHA256, credentials, error_code, s3_client, sign, status, xml_error
+from s3_helpers import (
+    EMPTY_SHA256,
+    aws_cli,
+    credentials,
+    error_code,
+    s3_client,
+    sign,
+    status,
+    xml_error,
+)
 
 CHROMIUM = "/usr/bin/chromium"  # as tests/observability/test_dashboard_browser.py
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -332,3 +341,19 @@ def test_unsigned_requests_reach_s3_not_the_json_api(server, photos):
     assert r.status_code == 403 and xml_error(r)["Code"] == "AccessDenied"
     signed = sign("GET", f"{server.url}/{photos}", *credentials(server.data_dir), EMPTY_SHA256)
     assert httpx.get(f"{server.url}/{photos}", headers=signed.headers).status_code == 200
+
+
+def test_the_aws_cli_sets_and_removes_cors(server, s3, tmp_path_factory):
+    aws = aws_cli(server, tmp_path_factory.mktemp("awscfg-cors"), check=True)
+    aws("s3", "mb", "s3://cli-cors")
+    aws("s3api", "put-bucket-cors", "--bucket", "cli-cors", "--cors-configuration", json.dumps(
+        {"CORSRules": [{"AllowedOrigins": ["http://app.test"], "AllowedMethods": ["GET"]}]}))
+    got = json.loads(aws("s3api", "get-bucket-cors", "--bucket", "cli-cors").stdout)
+    assert got["CORSRules"][0]["AllowedOrigins"] == ["http://app.test"]
+    assert preflight(server, "/cli-cors/k", "http://app.test", "GET").status_code == 200
+    bad = aws("s3api", "put-bucket-cors", "--bucket", "cli-cors", "--cors-configuration",
+              json.dumps({"CORSRules": [{"AllowedOrigins": ["*"], "AllowedMethods": ["GET"],
+                                         "AllowedHeaders": ["a*b*"]}]}), check=False)
+    assert bad.returncode != 0 and "InvalidRequest" in bad.stderr
+    aws("s3api", "delete-bucket-cors", "--bucket", "cli-cors")
+    assert preflight(server, "/cli-cors/k", "http://app.test", "GET").status_code == 403

@@ -197,6 +197,21 @@ def test_public_read_acls(server, alice):
     refused_xml(anonymous(server, "GET", "/acl-bucket/private.txt"))
     assert any(g["Permission"] == "READ" for g in alice.get_bucket_acl(
         Bucket="acl-bucket")["Grants"])
+    # an ACL document that says what a canned ACL says is taken; any other grant is refused
+    owner = alice.get_bucket_acl(Bucket="acl-bucket")["Owner"]
+    full = {"Grantee": {"Type": "CanonicalUser", "ID": owner["ID"]}, "Permission": "FULL_CONTROL"}
+    alice.put_bucket_acl(Bucket="acl-bucket", AccessControlPolicy={"Owner": owner,
+                                                                    "Grants": [full]})
+    refused_xml(anonymous(server, "GET", "/acl-bucket?list-type=2"))
+    with pytest.raises(ClientError) as exc:
+        alice.put_bucket_acl(Bucket="acl-bucket", AccessControlPolicy={"Owner": owner, "Grants": [
+            full, {"Grantee": {"Type": "CanonicalUser", "ID": "bob"}, "Permission": "WRITE"}]})
+    assert error_code(exc.value) == "NotImplemented"
+    with pytest.raises(ClientError) as exc:  # FULL_CONTROL for bob would be dropped: refused
+        alice.put_bucket_acl(Bucket="acl-bucket", AccessControlPolicy={"Owner": owner, "Grants": [
+            full, {"Grantee": {"Type": "CanonicalUser", "ID": "bob"},
+                   "Permission": "FULL_CONTROL"}]})
+    assert error_code(exc.value) == "NotImplemented"
     # deleting the object drops its ACL: a new object of that key is private
     alice.delete_object(Bucket="acl-bucket", Key="public.txt")
     alice.put_object(Bucket="acl-bucket", Key="public.txt", Body=b"v3")

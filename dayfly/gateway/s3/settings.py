@@ -50,14 +50,16 @@ async def _requested_acl(ctx: Ctx) -> str:
         raise S3Error("MalformedXML",
                       "PutBucketAcl needs x-amz-acl or an AccessControlPolicy document")
     root = parse(body, "AccessControlPolicy")
+    owner = ctx.access.get(ctx.bucket).owner
     groups = set()
     for g in root.iter("Grant"):
         grantee = g.find("Grantee")
         permission = (g.findtext("Permission") or "").strip()
         uri = (grantee.findtext("URI") or "").strip() if grantee is not None else ""
+        person = (grantee.findtext("ID") or "").strip() if grantee is not None else ""
         if uri and permission == "READ":
             groups.add(uri)
-        elif uri or permission != "FULL_CONTROL":
+        elif uri or permission != "FULL_CONTROL" or person != owner:
             raise S3Error("NotImplemented", "Only grants a canned ACL makes are implemented "
                           "(the owner's FULL_CONTROL, READ for AllUsers or AuthenticatedUsers)")
     if groups == {access.ALL_USERS}:
