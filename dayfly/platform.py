@@ -120,6 +120,7 @@ class Platform:
         self.keys = KeyStore(self.db)
         self.access = AccessStore(self.db)  # S3 bucket owners, ACLs, policies, CORS rules
         self.keys.derived = self.registry.function_keys.secret
+        self.objects.sse_key = self.registry.function_keys.derive(b"sse-s3")
         self.tokens = TokenStore(self.db)  # API tokens (gateway/auth.py)
         self.ingest_sources = IngestSources(self.db)
         self.bucket_triggers = BucketTriggers(NotificationStore(self.db), self.queue,

@@ -99,6 +99,11 @@ class FunctionKeys:
             return None
         return Scope(owner[0], owner[1], dict(b.rsplit(":", 1) for b in buckets))
 
+    def derive(self, label: bytes) -> bytes:
+        """A key for another purpose (SSE-S3's), derived from the same master: every node of a
+        cluster derives the same one."""
+        return hmac.digest(self._master, b"derive:" + label, "sha256")
+
     def secret(self, key_id: str) -> str | None:
         """The secret, if `key_id` is a live function key (the KeyStore's fallback)."""
         return self._secret(key_id) if self.scope(key_id) is not None else None

@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import InvalidParameter
+from ..stores import sse
 from ..stores.objects import Origin
 from .common import JSON, json_body
 
@@ -66,7 +67,10 @@ async def list_objects(request: Request) -> Response:
 async def get_object(request: Request) -> Response:
     store = _store(request)
     info = await store.get_object(request.path_params["bucket"], request.path_params["key"])
+    key = sse.object_key(info.headers, store.sse_key or b"", None)  # SSE-C: refused
     body = await store.blobs.open(info.blob)
+    if key is not None:
+        body = sse.decrypting(body, key, sse.nonce_of(info.headers), 0)
     name = info.key.rsplit("/", 1)[-1] or "object"
     return StreamingResponse(body, media_type=info.headers.get("content-type",
                                                                "application/octet-stream"),

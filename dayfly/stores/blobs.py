@@ -16,7 +16,7 @@ import hashlib
 import os
 import stat
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -26,6 +26,7 @@ from .s3errors import S3Error
 
 FLUSH = 1024 * 1024  # bytes buffered before one write (hash + write happen off the event loop)
 SLICE = 16 * 1024 * 1024  # bytes copied from a file descriptor per worker-thread call
+Transform = Callable[[bytes | bytearray | memoryview], bytes]  # plaintext → what is stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +42,10 @@ class Blob:
 class _Writer:
     """One blob being written: hashes and appends in a worker thread, renames on `finish`."""
 
-    def __init__(self, store: BlobStore, algorithms: Iterable[str]) -> None:
+    def __init__(self, store: BlobStore, algorithms: Iterable[str],
+                 encrypt: Transform | None = None) -> None:
         self.store = store
+        self.encrypt = encrypt  # what is hashed is the plaintext; the file gets this
         self.id = uuid.uuid4().hex
         self.tmp = store.tmp / self.id
         self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -50,11 +53,11 @@ class _Writer:
         self.digests = {a: checksums.new(a) for a in algorithms}
         self.size = 0
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, data: bytes | bytearray | memoryview) -> None:
         self.md5.update(data)
         for d in self.digests.values():
             d.update(data)
-        view = memoryview(data)
+        view = memoryview(self.encrypt(data) if self.encrypt is not None else data)
         while view:
             view = view[os.write(self.fd, view):]
         self.size += len(data)
@@ -163,9 +166,11 @@ class BlobStore:
             raise
 
     async def write(self, chunks: AsyncIterable[bytes], *, limit: int,
-                    algorithms: Iterable[str] = ()) -> Blob:
-        """Stream `chunks` into a new blob; more than `limit` bytes raises EntityTooLarge."""
-        w = _Writer(self, algorithms)
+                    algorithms: Iterable[str] = (),
+                    encrypt: Transform | None = None) -> Blob:
+        """Stream `chunks` into a new blob; more than `limit` bytes raises EntityTooLarge.
+        `encrypt` (sse.py) turns the hashed plaintext into what is stored."""
+        w = _Writer(self, algorithms, encrypt)
         # the previous buffer is hashed and written in a worker thread while the next one is
         # received (both release the GIL): a large body streams at the slower of the two, not
         # their sum

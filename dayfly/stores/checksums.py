@@ -15,7 +15,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 
 class Digest(Protocol):
-    def update(self, data: bytes | memoryview, /) -> None: ...
+    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
     def digest(self) -> bytes: ...
 
 
@@ -33,7 +33,7 @@ class _Crc32:
     def __init__(self) -> None:
         self.value = 0
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         self.value = zlib.crc32(data, self.value)
 
     def digest(self) -> bytes:
@@ -45,12 +45,12 @@ class _TableCrc:
 
     bits = 32
     table: list[int] = []
-    crt: Callable[[bytes | memoryview, int], int] | None = None
+    crt: Callable[[bytes | bytearray | memoryview, int], int] | None = None
 
     def __init__(self) -> None:
         self.value = 0
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: bytes | bytearray | memoryview) -> None:
         if self.crt is not None:
             self.value = self.crt(data, self.value)
             return

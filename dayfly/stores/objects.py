@@ -25,7 +25,7 @@ from urllib.parse import quote_plus
 
 import orjson
 
-from .blobs import Blob, BlobStore
+from .blobs import Blob, BlobStore, Transform
 from .db import Database
 from .listing import Listing, VersionListing, scan, scan_versions
 from .s3errors import S3Error
@@ -198,6 +198,7 @@ class ObjectStore:
         self.region = region
         self.blobs = BlobStore(data_dir / "objects")
         self.on_event: Callable[[dict], Awaitable[None]] | None = None
+        self.sse_key: bytes | None = None  # SSE-S3's key (sse.node_key), set by the platform
         self._seq = _Sequencer()
         self._versions = _Counter()
         self.db.call(self._init)
@@ -297,11 +298,14 @@ class ObjectStore:
                          headers: dict[str, str], algorithms: Iterable[str] = (),
                          verify: Callable[[Blob], dict[str, str] | None] | None = None,
                          origin: Origin | None = None, if_match: str | None = None,
-                         if_none_match: bool = False) -> ObjectInfo:
-        """Store a body; `verify(blob)` may refuse it (raise) or name its checksum to keep."""
+                         if_none_match: bool = False,
+                         encrypt: Transform | None = None) -> ObjectInfo:
+        """Store a body; `verify(blob)` may refuse it (raise) or name its checksum to keep;
+        `encrypt` (sse.py) is applied to what is stored, after hashing."""
         check_key(key)
         await self.head_bucket(bucket)
-        blob = await self.blobs.write(body, limit=MAX_PUT, algorithms=algorithms)
+        blob = await self.blobs.write(body, limit=MAX_PUT, algorithms=algorithms,
+                                      encrypt=encrypt)
         return await self.put_blob(bucket, key, blob, headers=headers, verify=verify,
                                    origin=origin, if_match=if_match, if_none_match=if_none_match)
 
@@ -314,7 +318,10 @@ class ObjectStore:
         try:
             checksum = verify(blob) if verify is not None else None
             md5 = blob.md5.hex()
-            info = ObjectInfo(bucket, key, blob.id, blob.size, md5, md5, time.time(), headers,
+            # an SSE-C object's ETag is not its MD5 (which would tell of content only the
+            # key's holder may read), as in S3
+            etag = secrets.token_hex(16) if "x-dayfly-sse-check" in headers else md5
+            info = ObjectInfo(bucket, key, blob.id, blob.size, etag, md5, time.time(), headers,
                               checksum)
             await self.commit(info, if_match=if_match, if_none_match=if_none_match)
         except BaseException:

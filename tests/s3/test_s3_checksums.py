@@ -153,11 +153,11 @@ def test_aws_cli_checksum(server, s3, bucket, tmp_path):
 
 
 @pytest.mark.parametrize("kw", [
-    {"ServerSideEncryption": "AES256"},
-    {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": os.urandom(32)},
-    {"ServerSideEncryption": "aws:kms"},
+    {"ServerSideEncryption": "aws:kms"}, {"ServerSideEncryption": "aws:kms:dsse"},
+    {"ServerSideEncryption": "AES256", "ChecksumAlgorithm": "SHA256", "Tagging": "a=b"},
 ])
 def test_encryption_refused_not_ignored(s3, bucket, kw):
+    """(SSE-S3 and SSE-C themselves are in test_s3_encryption.py)"""
     with pytest.raises(ClientError) as exc:
         s3.put_object(Bucket=bucket, Key="secret", Body=b"x", **kw)
     assert (error_code(exc.value), status(exc.value)) == ("NotImplemented", 501)

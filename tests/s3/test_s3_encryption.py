@@ -1,9 +1,12 @@
-"""Server-side encryption is refused with S3's errors, never answered as done: SSE-C, SSE-KMS
-and SSE-S3 from boto3, the aws CLI and presigned URLs, on every operation that takes them.
-Each refused write must also have stored nothing."""
+"""Server-side encryption: SSE-S3 and SSE-C on PutObject, GetObject, HeadObject (ranges
+included) from boto3, the aws CLI and presigned URLs, with the content encrypted at rest; what
+is not implemented (SSE-KMS, DSSE-KMS, encryption on multipart uploads and on copies of
+unencrypted objects, SSE-C copy sources) is refused with S3's errors, never answered as done,
+and each refused write has stored nothing."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import httpx
@@ -51,9 +54,8 @@ def absent(s3, bucket: str, key: str) -> None:
     refused(lambda: s3.head_object(Bucket=bucket, Key=key), "NoSuchKey", 404)
 
 
-@pytest.mark.parametrize("sse", [SSE_C, KMS, {"ServerSideEncryption": "aws:kms:dsse"},
-                                 {"ServerSideEncryption": "AES256"}],
-                         ids=["sse-c", "sse-kms", "dsse-kms", "sse-s3"])
+@pytest.mark.parametrize("sse", [KMS, {"ServerSideEncryption": "aws:kms:dsse"}],
+                         ids=["sse-kms", "dsse-kms"])
 def test_put_asking_for_encryption_is_not_implemented_and_stores_nothing(s3, bucket, sse):
     exc = refused(lambda: s3.put_object(Bucket=bucket, Key="secret.txt", Body=b"plain", **sse))
     assert "not implemented" in exc.response["Error"]["Message"]
@@ -97,10 +99,62 @@ def test_multipart_with_encryption_is_refused_at_create_and_at_each_part(s3, buc
     s3.abort_multipart_upload(Bucket=bucket, Key="mp", UploadId=upload)
 
 
-def test_reads_with_a_customer_key_are_refused(s3, bucket):
+def test_reads_with_a_customer_key_of_a_plain_object_are_refused(s3, bucket):
     s3.put_object(Bucket=bucket, Key="plain", Body=b"stored as sent")
-    refused(lambda: s3.get_object(Bucket=bucket, Key="plain", **SSE_C))
-    refused(lambda: s3.head_object(Bucket=bucket, Key="plain", **SSE_C))
+    refused(lambda: s3.get_object(Bucket=bucket, Key="plain", **SSE_C), "InvalidRequest", 400)
+    refused(lambda: s3.head_object(Bucket=bucket, Key="plain", **SSE_C), "InvalidRequest", 400)
+
+
+def stored_files(server) -> bytes:
+    """Every byte under the node's object directory (blob files)."""
+    return b"".join(p.read_bytes() for p in (server.data_dir / "objects").rglob("*")
+                    if p.is_file())
+
+
+def test_sse_s3_encrypts_at_rest(server, s3, bucket):
+    plain = b"SSE-S3 plaintext marker " + os.urandom(100_000)
+    put = s3.put_object(Bucket=bucket, Key="s3", Body=plain, ServerSideEncryption="AES256")
+    assert put["ServerSideEncryption"] == "AES256"
+    assert plain[:24] not in stored_files(server)  # ciphertext on disk
+    got = s3.get_object(Bucket=bucket, Key="s3")  # no key needed: the node's
+    assert got["Body"].read() == plain and got["ServerSideEncryption"] == "AES256"
+    assert s3.head_object(Bucket=bucket, Key="s3")["ServerSideEncryption"] == "AES256"
+    for start, end in ((0, 0), (5, 40), (17, 99_999), (100_000, 100_023)):
+        part = s3.get_object(Bucket=bucket, Key="s3", Range=f"bytes={start}-{end}")
+        assert part["Body"].read() == plain[start:end + 1], (start, end)
+    # a copy keeps its source's encryption; a copy asking to encrypt a plain object: refused
+    copy = s3.copy_object(Bucket=bucket, Key="s3-copy", CopySource={"Bucket": bucket,
+                                                                    "Key": "s3"})
+    assert copy["ServerSideEncryption"] == "AES256"
+    assert s3.get_object(Bucket=bucket, Key="s3-copy")["Body"].read() == plain
+    refused(lambda: s3.upload_part_copy(
+        Bucket=bucket, Key="mp", PartNumber=1, CopySource={"Bucket": bucket, "Key": "s3"},
+        UploadId=s3.create_multipart_upload(Bucket=bucket, Key="mp")["UploadId"]))
+
+
+def test_sse_c_needs_the_key_and_never_stores_it(server, s3, bucket):
+    plain = b"SSE-C plaintext marker " + os.urandom(50_000)
+    put = s3.put_object(Bucket=bucket, Key="c", Body=plain, **SSE_C)
+    assert put["SSECustomerAlgorithm"] == "AES256" and put["SSECustomerKeyMD5"]
+    on_disk = stored_files(server)
+    assert plain[:23] not in on_disk and CUSTOMER_KEY not in on_disk
+    assert CUSTOMER_KEY not in (server.data_dir / "dayfly.db").read_bytes()
+    got = s3.get_object(Bucket=bucket, Key="c", **SSE_C)
+    assert got["Body"].read() == plain and got["SSECustomerKeyMD5"] == put["SSECustomerKeyMD5"]
+    part = s3.get_object(Bucket=bucket, Key="c", Range="bytes=30-60", **SSE_C)
+    assert part["Body"].read() == plain[30:61]
+    assert s3.head_object(Bucket=bucket, Key="c", **SSE_C)["ContentLength"] == len(plain)
+    refused(lambda: s3.get_object(Bucket=bucket, Key="c"), "InvalidRequest", 400)
+    refused(lambda: s3.head_object(Bucket=bucket, Key="c"), "InvalidRequest", 400)
+    other = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": os.urandom(32)}
+    refused(lambda: s3.get_object(Bucket=bucket, Key="c", **other), "AccessDenied", 403)
+    # its ETag is not the MD5 of the content (which only the key's holder may learn)
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="c")["Contents"][0]["ETag"]
+    assert listed.strip('"') != hashlib.md5(plain).hexdigest()
+    # copies of SSE-C objects need the source's key, which is not implemented
+    refused(lambda: s3.copy_object(Bucket=bucket, Key="c2", CopySource={"Bucket": bucket,
+                                                                        "Key": "c"}),
+            "InvalidRequest", 400)
 
 
 def test_presigned_urls_asking_for_encryption_are_refused(server, s3, bucket):
@@ -113,13 +167,18 @@ def test_presigned_urls_asking_for_encryption_are_refused(server, s3, bucket):
     assert r.status_code == 501 and xml_error(r)["Code"] == "NotImplemented", r.text
     # other clients put them in the signed query string itself, in any case
     key_id, secret = credentials(server.data_dir)
-    for name, value in (("X-Amz-Server-Side-Encryption", "AES256"),
-                        ("x-amz-server-side-encryption-customer-algorithm", "AES256")):
-        request = AWSRequest("PUT", f"{server.url}/{bucket}/pre?{name}={value}")
-        S3SigV4QueryAuth(Credentials(key_id, secret), "s3", REGION, 300).add_auth(request)
-        r = httpx.put(request.url, content=b"plain")
-        assert r.status_code == 501 and xml_error(r)["Code"] == "NotImplemented", (name, r.text)
+    request = AWSRequest("PUT", f"{server.url}/{bucket}/pre?"
+                         "x-amz-server-side-encryption-customer-algorithm=AES256")
+    S3SigV4QueryAuth(Credentials(key_id, secret), "s3", REGION, 300).add_auth(request)
+    r = httpx.put(request.url, content=b"plain")  # SSE-C without its key
+    assert r.status_code == 400 and xml_error(r)["Code"] == "InvalidRequest", r.text
     absent(s3, bucket, "pre")
+    # SSE-S3 named in the query is done, as in S3
+    request = AWSRequest("PUT", f"{server.url}/{bucket}/pre?X-Amz-Server-Side-Encryption=AES256")
+    S3SigV4QueryAuth(Credentials(key_id, secret), "s3", REGION, 300).add_auth(request)
+    r = httpx.put(request.url, content=b"plain")
+    assert r.status_code == 200 and r.headers["x-amz-server-side-encryption"] == "AES256"
+    assert s3.head_object(Bucket=bucket, Key="pre")["ServerSideEncryption"] == "AES256"
 
 
 @pytest.fixture(scope="module")
@@ -127,17 +186,21 @@ def aws(server, tmp_path_factory):
     return aws_cli(server, tmp_path_factory.mktemp("awscfg"), check=False)
 
 
-def test_aws_cli_sse_options_fail_and_store_nothing(aws, s3, bucket, tmp_path):
+def test_aws_cli_sse_options(aws, s3, bucket, tmp_path):
     src = tmp_path / "f.txt"
-    src.write_text("not encrypted by dayfly\n")
+    src.write_text("encrypted by dayfly\n")
     key = CUSTOMER_KEY.hex()[:32]  # the CLI takes the key's 32 bytes as text
-    for options in (["--sse", "AES256"], ["--sse", "aws:kms", "--sse-kms-key-id", "alias/x"],
-                    ["--sse-c", "AES256", "--sse-c-key", key]):
-        out = aws("s3", "cp", str(src), f"s3://{bucket}/f.txt", *options)
-        assert out.returncode != 0, (options, out.stdout)
-        assert "NotImplemented" in out.stderr, (options, out.stderr)
-    absent(s3, bucket, "f.txt")
-    assert aws("s3", "cp", str(src), f"s3://{bucket}/f.txt").returncode == 0
-    out = aws("s3", "cp", f"s3://{bucket}/f.txt", str(tmp_path / "back.txt"),
+    out = aws("s3", "cp", str(src), f"s3://{bucket}/kms.txt", "--sse", "aws:kms",
+              "--sse-kms-key-id", "alias/x")
+    assert out.returncode != 0 and "NotImplemented" in out.stderr, out.stderr
+    absent(s3, bucket, "kms.txt")
+    assert aws("s3", "cp", str(src), f"s3://{bucket}/s3.txt", "--sse", "AES256").returncode == 0
+    assert s3.head_object(Bucket=bucket, Key="s3.txt")["ServerSideEncryption"] == "AES256"
+    out = aws("s3", "cp", str(src), f"s3://{bucket}/c.txt", "--sse-c", "AES256",
+              "--sse-c-key", key)
+    assert out.returncode == 0, out.stderr
+    out = aws("s3", "cp", f"s3://{bucket}/c.txt", str(tmp_path / "back.txt"),
               "--sse-c", "AES256", "--sse-c-key", key)
-    assert out.returncode != 0 and not (tmp_path / "back.txt").exists(), out.stderr
+    assert out.returncode == 0 and (tmp_path / "back.txt").read_text() == src.read_text()
+    out = aws("s3", "cp", f"s3://{bucket}/c.txt", str(tmp_path / "nokey.txt"))
+    assert out.returncode != 0 and not (tmp_path / "nokey.txt").exists(), out.stderr

@@ -6,7 +6,7 @@ from starlette.responses import Response
 
 from ...stores.s3errors import S3Error
 from .context import Ctx, http_date, version_headers
-from .objects import check_conditions
+from .objects import check_conditions, data_key
 from .xml import el, wrap, xml_response
 
 ATTRIBUTES = ("ETag", "Checksum", "ObjectParts", "StorageClass", "ObjectSize")
@@ -34,6 +34,7 @@ async def get_attributes(ctx: Ctx) -> Response:
             raise S3Error("InvalidArgument", "Invalid attribute name specified.",
                           ArgumentName="x-amz-object-attributes", ArgumentValue=a[:64])
     info = await ctx.store.get_object(ctx.bucket, ctx.key, ctx.query.get("versionId"))
+    data_key(ctx, info)  # SSE-C: the object's key must be given
     check_conditions(info, ctx.headers.get)
     out = []
     if "ETag" in asked:

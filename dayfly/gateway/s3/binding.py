@@ -21,6 +21,7 @@ import threading
 from typing import Any
 
 from ...control.function_keys import FunctionKeys
+from ...stores import sse
 from ...stores.blobs import Blob
 from ...stores.objects import MAX_PUT, ObjectInfo, ObjectStore, Origin, check_bucket_name, check_key
 from ...stores.s3errors import S3Error
@@ -36,7 +37,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 def _describe(info: ObjectInfo) -> dict[str, Any]:
     out = {"size": info.size, "etag": info.etag, "modified": info.modified,
-           "headers": info.headers}
+           "headers": {k: v for k, v in info.headers.items() if not k.startswith(sse.PRIVATE)}}
     if info.checksum:
         out["checksum"] = info.checksum
     return out
@@ -83,6 +84,10 @@ class BindingService:
         self._grant(fn, bucket, "read")
         for _ in range(3):  # the object may be replaced between the lookup and the open
             info = await self.store.get_object(bucket, key)
+            if sse.encrypted(info.headers):  # the file holds ciphertext
+                raise S3Error("NotImplemented", "An object stored with server-side encryption "
+                              "is not handed to functions as a file: read it through the S3 "
+                              "endpoint (AWS_ENDPOINT_URL_S3).")
             try:  # a local copy (a cluster node may fetch it first)
                 path = await self.store.blobs.local(info.blob)
                 fd = await asyncio.to_thread(os.open, path, os.O_RDONLY | os.O_CLOEXEC)

@@ -96,7 +96,7 @@ def object_headers(info: ObjectInfo, checksum: bool) -> dict[str, str]:
     """Response headers describing an object (GetObject, HeadObject)."""
     headers = {"etag": quoted(info.etag), "last-modified": http_date(info.modified),
                "accept-ranges": "bytes", "content-type": "binary/octet-stream"}
-    headers.update(info.headers)
+    headers.update((k, v) for k, v in info.headers.items() if not k.startswith("x-dayfly-"))
     headers.update(version_headers(info))
     if checksum and info.checksum:
         headers[f"x-amz-checksum-{info.checksum['algorithm']}"] = info.checksum["value"]

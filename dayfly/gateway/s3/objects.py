@@ -6,9 +6,11 @@ from email.utils import parsedate_to_datetime
 
 from starlette.responses import Response, StreamingResponse
 
+from ...stores import sse
 from ...stores.blobs import Blob
 from ...stores.objects import ObjectInfo, check_key, check_version_id
 from ...stores.s3errors import S3Error
+from . import encryption
 from .context import (
     Ctx,
     byte_range,
@@ -60,6 +62,16 @@ async def put_object(ctx: Ctx) -> Response:
         return await copy_object(ctx)
     payload = Payload(ctx.request, ctx.auth)
     headers = stored_headers(ctx.request)
+    encrypt, answer = None, {}
+    asked = encryption.requested(ctx.headers.items(), ctx.query.items())
+    if asked is not None:  # SSE-S3 (the node's key) or SSE-C (the customer's)
+        if ctx.store.sse_key is None:
+            raise S3Error("NotImplemented", "Server-side encryption is not set up on this node")
+        nonce = sse.new_nonce()
+        kept = asked.headers(nonce, ctx.store.sse_key)
+        headers.update(kept)
+        encrypt = sse.encryptor(asked.key or ctx.store.sse_key, nonce)
+        answer = {k: v for k, v in kept.items() if not k.startswith(sse.PRIVATE)}
     sums: dict[str, str] = {}
 
     def verify(blob: Blob) -> dict[str, str] | None:
@@ -69,9 +81,9 @@ async def put_object(ctx: Ctx) -> Response:
     info = await ctx.store.put_object(ctx.bucket, ctx.key, payload.chunks(), headers=headers,
                                       algorithms=payload.algorithms, verify=verify,
                                       origin=ctx.origin(), if_match=if_match,
-                                      if_none_match=if_none_match)
+                                      if_none_match=if_none_match, encrypt=encrypt)
     return Response(headers={"etag": quoted(info.etag), **checksum_headers(sums),
-                             **version_headers(info)})
+                             **version_headers(info), **answer})
 
 
 def write_conditions(ctx: Ctx) -> tuple[str | None, bool]:
@@ -140,6 +152,7 @@ async def get_object(ctx: Ctx, head: bool = False) -> Response:
     version = ctx.query.get("versionId")
     for _ in range(3):  # the object may be replaced between the lookup and the open
         info = await ctx.store.get_object(ctx.bucket, ctx.key, version)
+        key = data_key(ctx, info)
         check_conditions(info, ctx.headers.get)
         rng = byte_range(ctx.headers.get("range"), info.size)
         if part is not None:
@@ -161,8 +174,19 @@ async def get_object(ctx: Ctx, head: bool = False) -> Response:
             body = await ctx.store.blobs.open(info.blob, start, end)
         except FileNotFoundError:
             continue
+        if key is not None:
+            body = sse.decrypting(body, key, sse.nonce_of(info.headers), start)
         return StreamingResponse(body, status_code=status, headers=headers)
     raise S3Error("NoSuchKey", "The specified key does not exist.", Key=ctx.key)
+
+
+def data_key(ctx: Ctx, info: ObjectInfo) -> bytes | None:
+    """The key that decrypts `info`'s content (None: stored as sent), checking the SSE-C key
+    the request gives (stores/sse.py)."""
+    if not sse.encrypted(info.headers):
+        encryption.requested(ctx.headers.items(), ctx.query.items())  # a malformed key: 400
+    return sse.object_key(info.headers, ctx.store.sse_key or b"",
+                          encryption.requested(ctx.headers.items(), ctx.query.items()))
 
 
 async def head_object(ctx: Ctx) -> Response:
@@ -219,6 +243,11 @@ async def delete_objects(ctx: Ctx) -> Response:
 async def copy_object(ctx: Ctx) -> Response:
     src_bucket, src_key, src_version = copy_source(ctx)
     src = await ctx.store.get_object(src_bucket, src_key, src_version)
+    source_key = sse.object_key(src.headers, ctx.store.sse_key or b"", None)  # SSE-C: refused
+    wanted = encryption.requested(ctx.headers.items(), ctx.query.items())
+    if wanted is not None and source_key is None:
+        raise S3Error("NotImplemented", "Encrypting a copy of an unencrypted object is not "
+                      "implemented (a copy keeps its source's encryption)")
     check_conditions(src, ctx.headers.get, "x-amz-copy-source-")
     directive = ctx.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
@@ -230,9 +259,14 @@ async def copy_object(ctx: Ctx) -> Response:
                       "copy an object to itself without changing the object's metadata, storage "
                       "class, website redirect location or encryption attributes.")
     headers = stored_headers(ctx.request) if directive == "REPLACE" else None
+    if headers is not None:  # the content stays as it is stored, and so its encryption
+        headers.update((k, v) for k, v in src.headers.items()
+                       if k.startswith((sse.PRIVATE, sse.SSE)))
     info = await ctx.store.copy_object(src, ctx.bucket, ctx.key, headers, ctx.origin())
     sums = {info.checksum["algorithm"]: info.checksum["value"]} if info.checksum else {}
     reply = version_headers(info)
+    if source_key is not None:
+        reply[sse.SSE] = "AES256"
     if src.version != "null" or src_version is not None:
         reply["x-amz-copy-source-version-id"] = src.version
     return xml_response("CopyObjectResult", el("LastModified", iso(info.modified)),

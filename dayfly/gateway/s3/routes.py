@@ -156,9 +156,9 @@ class S3App:
             if bucket:
                 return preflight(self.access.get(bucket).cors, request.headers)
         auth = verify(scope, pairs, self.keys.secret)
-        encryption.check(request.headers.items(), pairs)  # refused, never pretended
         query = dict(pairs)
-        unknown = [k for k in query if k not in PARAMETERS and not k.startswith("X-Amz-")]
+        unknown = [k for k in query if k not in PARAMETERS and not k.startswith("X-Amz-")
+                   and not encryption.named(k)]  # (encryption.check's to answer)
         if unknown:
             raise S3Error("NotImplemented", "A header or query you provided implies "
                           f"functionality that is not implemented: ?{unknown[0][:60]}")
@@ -176,6 +176,8 @@ class S3App:
                           "resource.", Method=scope["method"][:16],
                           ResourceType="OBJECT" if key else "BUCKET" if bucket else "SERVICE")
         scope["dayfly.s3_operation"] = handler.__name__  # a metrics label (metrics/s3.py)
+        encryption.check(request.headers.items(), pairs, handler.__name__,  # refused, never
+                         "x-amz-copy-source" in request.headers)  # pretended
         grant = self.scopes(auth.key_id) if self.scopes is not None and auth.key_id else None
         if grant is not None:
             access.check(grant, (scope["method"], level, sub), bucket, request.headers)

@@ -6,7 +6,7 @@ import re
 
 from starlette.responses import Response
 
-from ...stores import checksums
+from ...stores import checksums, sse
 from ...stores.blobs import Blob
 from ...stores.multipart import MAX_PARTS
 from ...stores.s3errors import S3Error
@@ -96,6 +96,9 @@ async def upload_part(ctx: Ctx) -> Response:
 async def _copy_part(ctx: Ctx, upload_id: str, number: int) -> Response:
     src_bucket, src_key, src_version = copy_source(ctx)
     src = await ctx.store.get_object(src_bucket, src_key, src_version)
+    if sse.encrypted(src.headers):
+        raise S3Error("NotImplemented", "UploadPartCopy from an encrypted object is not "
+                      "implemented")
     check_conditions(src, ctx.headers.get, "x-amz-copy-source-")
     spec = ctx.headers.get("x-amz-copy-source-range")
     rng = (0, src.size - 1)
