@@ -272,6 +272,22 @@ def test_bucket_policies(server, alice, bob):
     denied(lambda: bob.delete_object(Bucket="shared-bucket", Key="team/doc.txt"))
     denied(lambda: bob.get_object(Bucket="shared-bucket", Key="team/secret.txt"))  # Deny wins
     denied(lambda: bob.put_object(Bucket="shared-bucket", Key="team/secret2", Body=b"x"))
+    # DeleteObjects: an Allow of bucket/* lets bob delete many at once, but never past a Deny
+    alice.put_bucket_policy(Bucket="shared-bucket", Policy=policy(
+        {"Effect": "Allow", "Principal": {"AWS": "bob"}, "Action": "s3:DeleteObject",
+         "Resource": "arn:aws:s3:::shared-bucket/*"},
+        {"Effect": "Deny", "Principal": {"AWS": "bob"}, "Action": "s3:DeleteObject",
+         "Resource": "arn:aws:s3:::shared-bucket/team/secret*"}))
+    denied(lambda: bob.delete_objects(Bucket="shared-bucket",
+                                      Delete={"Objects": [{"Key": "team/secret.txt"}]}))
+    bob.delete_object(Bucket="shared-bucket", Key="team/by-bob.txt")
+    alice.put_bucket_policy(Bucket="shared-bucket", Policy=policy(
+        {"Effect": "Allow", "Principal": {"AWS": "bob"}, "Action": "s3:DeleteObject",
+         "Resource": "arn:aws:s3:::shared-bucket/*"}))
+    alice.put_object(Bucket="shared-bucket", Key="scratch", Body=b"x")
+    bob.delete_objects(Bucket="shared-bucket", Delete={"Objects": [{"Key": "scratch"}]})
+    assert "scratch" not in [o["Key"] for o in alice.list_objects_v2(
+        Bucket="shared-bucket")["Contents"]]
     denied(lambda: bob.get_bucket_policy(Bucket="shared-bucket"))  # the owner's alone
     denied(lambda: bob.delete_bucket_policy(Bucket="shared-bucket"))
     # an explicit Deny applies to the owner too

@@ -128,21 +128,25 @@ def check_acl_headers(headers: Headers) -> None:
 class Statement:
     """One validated policy statement; patterns are compiled globs (`*`, `?`)."""
 
-    __slots__ = ("actions", "allow", "principals", "public", "resources")
+    __slots__ = ("actions", "allow", "objects", "principals", "public", "resources")
 
     def __init__(self, allow: bool, principals: frozenset[str] | None, actions: list[re.Pattern],
-                 resources: list[re.Pattern]) -> None:
+                 resources: list[str]) -> None:
         self.allow = allow
         self.principals = principals  # None: everyone, anonymous included ("*")
         self.actions = actions
-        self.resources = resources
+        self.resources = [_glob(r) for r in resources]
+        self.objects = any("/" in r for r in resources)  # names some of the bucket's objects
         self.public = principals is None
 
-    def matches(self, principal: str | None, action: str, resource: str) -> bool:
+    def matches(self, principal: str | None, action: str, resource: str | None) -> bool:
+        """Whether the statement applies; resource None: some object of the bucket, unknown
+        which (DeleteObjects): a statement naming any object applies."""
         return ((self.principals is None or (principal is not None
                                              and principal in self.principals))
                 and any(p.fullmatch(action) for p in self.actions)
-                and any(p.fullmatch(resource) for p in self.resources))
+                and (self.objects if resource is None
+                     else any(p.fullmatch(resource) for p in self.resources)))
 
 
 def _glob(pattern: str, flags: int = 0) -> re.Pattern:
@@ -225,8 +229,7 @@ def parse_policy(text: str, bucket: str) -> tuple[Statement, ...]:
                 raise _malformed(f"Policy has invalid resource: {r[:120]} (this bucket's are "
                                  f"arn:aws:s3:::{bucket} and arn:aws:s3:::{bucket}/KEY)")
         out.append(Statement(st["Effect"] == "Allow", _principals(st["Principal"]),
-                             [_glob(a, re.IGNORECASE) for a in actions],
-                             [_glob(r) for r in resources]))
+                             [_glob(a, re.IGNORECASE) for a in actions], resources))
     return tuple(out)
 
 
@@ -247,11 +250,15 @@ def authorize(access: BucketAccess, object_acl: str, principal: str | None,
         raise access_denied()
     allowed = owner
     if access.policy:
-        resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if key else "")
+        # DeleteObjects names its keys in its body: a Deny naming any object refuses it whole,
+        # an Allow must name every object (`bucket/*`)
+        many = operation == "delete_objects"
+        resource = f"arn:aws:s3:::{bucket}" + (f"/{key}" if key else "/*" if many else "")
         restrict = access.blocks("RestrictPublicBuckets")
         for st in parse_policy(access.policy, bucket):
-            if not st.matches(principal, action, resource) or (st.public and restrict
-                                                              and st.allow):
+            target = None if many and not st.allow else resource
+            if not st.matches(principal, action, target) or (st.public and restrict
+                                                            and st.allow):
                 continue
             if not st.allow:
                 raise access_denied()
