@@ -3,7 +3,10 @@
 `Authorization: DAYFLY-NODE node=ID,ts=MS,nonce=HEX,body=SHA256,mac=HEX`, where `mac` is
 HMAC-SHA256, under a key derived from the cluster key for this use only
 (`ClusterSettings.derive("node-to-node")`), of the method, the path with its query, the
-timestamp, the nonce, the sending node and the body's SHA-256. gateway/auth.py accepts it on the
+timestamp, the nonce, the sending node, the receiving node and the body's SHA-256. The
+receiver is not sent: a node checks the MAC with its own id, so a credential made for one node
+is no good on another (each node remembers only what it saw itself: without this, one seen
+on the wire replayed once on every other node within its window). gateway/auth.py accepts it on the
 invoke route only (403 anywhere else, whatever the token policy), within WINDOW_S of the
 receiver's clock, once (a MAC seen within the window is a replay); the body is checked against
 its hash once read (`inbound`, as SigV4's x-amz-content-sha256 is), and only a RequestResponse
@@ -43,15 +46,18 @@ class NodeKey:
         self._seen: set[str] = set()
         self._expiry: deque[tuple[float, str]] = deque()
 
-    def _mac(self, method: str, target: str, ts: str, nonce: str, node: str, body: str) -> str:
-        msg = "\n".join((method, target, ts, nonce, node, body)).encode()
+    def _mac(self, method: str, target: str, ts: str, nonce: str, node: str, to: str,
+             body: str) -> str:
+        msg = "\n".join((method, target, ts, nonce, node, quote(to, safe=""), body)).encode()
         return hmac.new(self._key, msg, "sha256").hexdigest()
 
-    def sign(self, method: str, target: str, body: bytes, now: float | None = None) -> str:
-        """The Authorization value for a request to `target` (path?query) with this body."""
+    def sign(self, method: str, target: str, body: bytes, to: str,
+             now: float | None = None) -> str:
+        """The Authorization value for a request to `target` (path?query) with this body, for
+        node `to` alone."""
         ts = str(int((time.time() if now is None else now) * 1000))
         nonce, digest, node = os.urandom(12).hex(), _digest(body), quote(self.node, safe="")
-        mac = self._mac(method, target, ts, nonce, node, digest)
+        mac = self._mac(method, target, ts, nonce, node, to, digest)
         return f"{SCHEME} node={node},ts={ts},nonce={nonce},body={digest},mac={mac}"
 
     def verify(self, credential: str, method: str, target: str,
@@ -66,7 +72,8 @@ class NodeKey:
         if not ts.isdigit() or abs(now - int(ts) / 1000) > self.window_s:
             return None
         mac = fields["mac"]
-        want = self._mac(method, target, ts, fields["nonce"], fields["node"], fields["body"])
+        want = self._mac(method, target, ts, fields["nonce"], fields["node"], self.node,
+                         fields["body"])
         if not hmac.compare_digest(mac, want):
             return None
         # remembered (128 bits of it) until the credential is out of its window anyway; the

@@ -189,7 +189,7 @@ class Forwarder(LocalOnly):
         target = invoke_target(name, qualifier)
         out = [(k, v) for k in _RELAYED if (v := headers.get(k))]
         out += [("content-type", "application/json"), (FORWARDED, self.node),
-                ("authorization", self.key.sign("POST", target, body))]
+                ("authorization", self.key.sign("POST", target, body, peer.id))]
         # the peer may queue it: its whole wait, the run, and a margin for the relay
         timeout = self.queue_timeout_s + spec.limits.timeout_s + 5.0
         self.sending[peer.id] = self.sending.get(peer.id, 0) + 1

@@ -192,7 +192,7 @@ def test_the_node_credential_is_for_the_invoke_route_only(cluster, gate):
 
     def send(method: str, path: str, body: bytes = b"{}", sign_body: bytes | None = None,
              **headers: str) -> httpx.Response:
-        auth = node_key.sign(method, path, body if sign_body is None else sign_body)
+        auth = node_key.sign(method, path, body if sign_body is None else sign_body, A)
         return httpx.request(method, f"{a.url}{path}", content=body, timeout=30,
                              headers={"authorization": auth, FORWARDED: B, **headers})
 
@@ -201,7 +201,7 @@ def test_the_node_credential_is_for_the_invoke_route_only(cluster, gate):
     assert record(a, ok.headers["x-amzn-requestid"])["node"] == A  # run where it landed
     assert send("POST", target, b'{"x": 1}', sign_body=b"{}").status_code == 403  # other body
     assert send("POST", target, **{"x-amz-invocation-type": "Event"}).status_code == 403
-    forged = NodeKey(bytes(32), B).sign("POST", target, b"{}")
+    forged = NodeKey(bytes(32), B).sign("POST", target, b"{}", A)
     assert httpx.post(f"{a.url}{target}", content=b"{}",
                       headers={"authorization": forged}).status_code == 403
     # a valid MAC for each of these requests, refused: deploy, S3, the API
@@ -221,10 +221,13 @@ def test_a_replayed_node_credential_is_refused(cluster, gate):
     node_key = NodeKey(ClusterSettings(database="", nats="", key=key).derive("node-to-node"),
                        B)
     target = invoke_target("gate", None)
-    headers = {"authorization": node_key.sign("POST", target, b"{}")}
+    headers = {"authorization": node_key.sign("POST", target, b"{}", A)}
     assert httpx.post(f"{a.url}{target}", content=b"{}", headers=headers).status_code == 200
     again = httpx.post(f"{a.url}{target}", content=b"{}", headers=headers)
     assert again.status_code == 403 and again.json()["__type"] == "AccessDeniedException"
-    late = {"authorization": node_key.sign("POST", target, b"{}", now=time.time() - 120)}
+    late = {"authorization": node_key.sign("POST", target, b"{}", A, now=time.time() - 120)}
     assert httpx.post(f"{a.url}{target}", content=b"{}", headers=late).status_code == 403
+    # one made for another node (seen on its way there) is no good here
+    elsewhere = {"authorization": node_key.sign("POST", target, b"{}", "node-c")}
+    assert httpx.post(f"{a.url}{target}", content=b"{}", headers=elsewhere).status_code == 403
 

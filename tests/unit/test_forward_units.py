@@ -101,17 +101,17 @@ TARGET = invoke_target("f", None)
 
 def test_a_signed_request_verifies_once():
     key = NodeKey(KEY, "node-a")
-    cred = key.sign("POST", TARGET, b"{}").partition(" ")[2]
+    cred = key.sign("POST", TARGET, b"{}", "node-b").partition(" ")[2]
     other = NodeKey(KEY, "node-b")
     assert other.verify(cred, "POST", TARGET) == "node-a"
     assert other.verify(cred, "POST", TARGET) is None  # a replay within the window
 
 
 @pytest.mark.parametrize("change", ["key", "method", "target", "mac", "node", "body", "ts",
-                                    "missing"])
+                                    "missing", "receiver"])
 def test_a_forged_or_altered_credential_fails(change):
     key = NodeKey(KEY, "node-a")
-    cred = key.sign("POST", TARGET, b"{}").partition(" ")[2]
+    cred = key.sign("POST", TARGET, b"{}", "x").partition(" ")[2]
     fields = parse(cred)
     assert fields is not None
     method, target, verifier = "POST", TARGET, NodeKey(KEY, "x")
@@ -127,13 +127,15 @@ def test_a_forged_or_altered_credential_fails(change):
         fields["ts"] = str(int(fields["ts"]) + 1)
     elif change == "missing":
         del fields["nonce"]
+    elif change == "receiver":  # made for node x, shown to node y: never good there
+        verifier = NodeKey(KEY, "y")
     forged = ",".join(f"{k}={v}" for k, v in fields.items())
     assert verifier.verify(forged, method, target) is None
 
 
 def test_a_credential_out_of_its_window_fails():
     key = NodeKey(KEY, "node-a", window_s=30)
-    old = key.sign("POST", TARGET, b"{}", now=1000.0).partition(" ")[2]
+    old = key.sign("POST", TARGET, b"{}", "node-a", now=1000.0).partition(" ")[2]
     assert key.verify(old, "POST", TARGET, now=1031.0) is None
     assert key.verify(old, "POST", TARGET, now=969.0) is None  # from the future
     assert key.verify(old, "POST", TARGET, now=1029.0) == "node-a"
@@ -141,18 +143,18 @@ def test_a_credential_out_of_its_window_fails():
 
 def test_the_replay_memory_forgets_only_after_the_window():
     key = NodeKey(KEY, "a", window_s=30)
-    creds = [key.sign("POST", TARGET, b"{}", now=1000.0 + i).partition(" ")[2] for i in range(3)]
+    creds = [key.sign("POST", TARGET, b"{}", "a", now=1000.0 + i).partition(" ")[2] for i in range(3)]
     for i, c in enumerate(creds):
         assert key.verify(c, "POST", TARGET, now=1000.0 + i) == "a"
     assert len(key._seen) == 3
     assert key.verify(creds[0], "POST", TARGET, now=1029.0) is None  # still remembered
-    key.verify(key.sign("POST", TARGET, b"{}", now=1070.0).partition(" ")[2], "POST", TARGET,
+    key.verify(key.sign("POST", TARGET, b"{}", "a", now=1070.0).partition(" ")[2], "POST", TARGET,
                now=1070.0)
     assert len(key._seen) == 1  # the old ones (out of the window anyway) are forgotten
 
 
 def test_the_body_must_be_the_signed_one():
-    auth = NodeKey(KEY, "a").sign("POST", TARGET, b'{"x": 1}')
+    auth = NodeKey(KEY, "a").sign("POST", TARGET, b'{"x": 1}', "b")
     assert body_matches(auth, b'{"x": 1}') and not body_matches(auth, b'{"x": 2}')
     assert inbound({"authorization": auth}, b'{"x": 1}', "RequestResponse")
     with pytest.raises(Forbidden):
