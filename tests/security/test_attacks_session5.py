@@ -402,3 +402,55 @@ def test_hostile_function_names(node, field, value):
     r = httpx.post(f"{node.url}/2015-03-31/functions/catchall/aliases", headers=node.bearer,
                    json={"Name": "live\n", "FunctionVersion": "$LATEST"})
     assert r.status_code == 400, r.text[:200]
+
+
+@pytest.fixture(scope="module")
+def plain_node(tmp_path_factory):
+    """A node with a token and no routes (a `$default` route takes unsigned S3 requests)."""
+    srv = start_server(tmp_path_factory.mktemp("attacks5-s3") / "data")
+    try:
+        token = httpx.post(f"{srv.url}/dayfly/v1/tokens", json={}).json()["token"]
+        creds = configparser.ConfigParser()
+        creds.read(srv.data_dir / "credentials")
+        yield Node(srv, token, (creds["default"]["aws_access_key_id"],
+                                creds["default"]["aws_secret_access_key"]))
+    finally:
+        stop_server(srv)
+
+
+def test_anonymous_s3_gets_only_what_is_public(plain_node):
+    """An unsigned request (no credential at all) is S3's anonymous caller: a public-read
+    object is readable and nothing else is: not its ACL, the bucket's listing, policy, CORS
+    rules or ACL, no write, delete or POST Object, no private object beside it."""
+    import boto3
+
+    node = plain_node
+
+    s3 = boto3.client("s3", endpoint_url=node.url, region_name="us-east-1",
+                      aws_access_key_id=node.key[0], aws_secret_access_key=node.key[1])
+    s3.create_bucket(Bucket="anon-probe")
+    s3.put_bucket_cors(Bucket="anon-probe", CORSConfiguration={"CORSRules": [
+        {"AllowedOrigins": ["*"], "AllowedMethods": ["GET", "PUT", "POST", "DELETE"],
+         "AllowedHeaders": ["*"]}]})
+    s3.put_object(Bucket="anon-probe", Key="open.txt", Body=b"open", ACL="public-read")
+    s3.put_object(Bucket="anon-probe", Key="closed.txt", Body=b"a private thing")
+    base = f"{node.url}/anon-probe"
+    assert httpx.get(f"{base}/open.txt").content == b"open"
+    denied = [httpx.get(f"{base}/closed.txt"), httpx.get(f"{base}/open.txt?acl"),
+              httpx.get(base), httpx.get(f"{base}?list-type=2"), httpx.get(f"{base}?policy"),
+              httpx.get(f"{base}?cors"), httpx.get(f"{base}?acl"),
+              httpx.put(f"{base}/open.txt", content=b"defaced"),
+              httpx.put(f"{base}/new.txt", content=b"planted"),
+              httpx.delete(f"{base}/open.txt"),
+              httpx.put(f"{base}/open.txt?acl", headers={"x-amz-acl": "public-read-write"}),
+              httpx.put(f"{base}?acl", headers={"x-amz-acl": "public-read-write"}),
+              httpx.delete(f"{base}?cors"),
+              httpx.post(base, files={"key": (None, "posted.txt"), "file": ("f", b"x")}),
+              httpx.get(f"{node.url}/anon-probe/closed.txt", headers={"origin": "https://x"})]
+    for r in denied:
+        assert r.status_code in (400, 401, 403, 405), (r.request.method, r.request.url,
+                                                       r.status_code, r.text[:200])
+        assert b"a private thing" not in r.content, r.text[:200]
+    assert s3.get_object(Bucket="anon-probe", Key="open.txt")["Body"].read() == b"open"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="anon-probe").get("Contents", [])]
+    assert keys == ["closed.txt", "open.txt"]
