@@ -55,6 +55,15 @@ def tier_report() -> list[dict]:
     return report
 
 
+def interpreter_report() -> list[dict[str, str | bool]]:
+    """The Python interpreters functions can run on here, oldest first (for `dayfly doctor`)."""
+    from .sandbox import lang
+    return [{"runtime": i.runtime, "version": i.version, "path": i.executable,
+             "default": i.runtime == lang.host_runtime()}
+            for i in sorted(lang.interpreters().values(),
+                            key=lambda i: tuple(int(x) for x in i.version.split(".")))]
+
+
 def available_backends() -> dict[str, type[ZygoteBackend]]:
     """Isolation tiers that work on this machine, strongest last."""
     tiers: dict[str, type[ZygoteBackend]] = {}

@@ -13,14 +13,10 @@ from .output import console, json_option, print_json, table
 @json_option
 def doctor(as_json: bool) -> None:
     """Check this machine (no running dayfly needed): isolation tiers and what they need."""
-    from ..platform import tier_report
-    from ..sandbox import lang
+    from ..platform import interpreter_report, tier_report
 
     report = tier_report()
-    found: list[dict[str, str | bool]] = [{"runtime": i.runtime, "version": i.version, "path": i.executable,
-              "default": i.runtime == lang.host_runtime()}
-             for i in sorted(lang.interpreters().values(),
-                             key=lambda i: tuple(int(x) for x in i.version.split(".")))]
+    found = interpreter_report()
     if as_json:
         print_json({"tiers": report, "interpreters": found})
         return
