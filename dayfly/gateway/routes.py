@@ -415,10 +415,9 @@ async def _read(receive: Receive, limit: int) -> bytes | ev.Mapped | None:
 def _origin_ok(cors: dict[str, Any], origin: str) -> str | None:
     """The Access-Control-Allow-Origin value for `origin`, or None if it is not allowed."""
     allowed = cors.get("allow_origins") or []
-    o = origin.rstrip("/").lower()
-    if "*" in allowed and not cors.get("allow_credentials"):
+    if "*" in allowed:  # never the caller's origin reflected: with credentials, browsers refuse
         return "*"
-    return origin if o in allowed or "*" in allowed else None
+    return origin if origin.rstrip("/").lower() in allowed else None
 
 
 def _cors_headers(cors: dict[str, Any], origin: str) -> list[tuple[bytes, bytes]]:

@@ -149,6 +149,9 @@ def validate_cors(v: Any, where: str = "dayfly.toml: [http] cors") -> dict[str, 
     cred = v.get("allow_credentials", False)
     if not isinstance(cred, bool):
         raise InvalidParameter(f"{where}.allow_credentials must be true or false")
+    if cred and "*" in out["allow_origins"]:  # as API Gateway: it would let every site read
+        raise InvalidParameter(f"{where}: allow_credentials cannot be used with the origin '*' "
+                               "(every site could read credentialed answers): name the origins")
     out["allow_credentials"] = cred
     return out
 

@@ -378,6 +378,8 @@ def test_new_api_routes_need_a_token(node):
     {"AllowHeaders": ["x-\u00e9"]},
     {"ExposeHeaders": ["x-a\n"]},
     {"AllowOrigins": ["https://a.example\n"]},
+    {"AllowOrigins": ["*"], "AllowCredentials": True},
+    {"AllowOrigins": ["https://a.example", "*"], "AllowCredentials": True},
 ])
 def test_cors_settings_that_are_no_header_values_are_a_400(node, cors):
     """CORS settings go out as response headers: one with CR/LF or a character no header takes
