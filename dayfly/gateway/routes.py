@@ -248,7 +248,10 @@ class HttpFront:
         client = scope.get("client") or ("", 0)
         query = scope.get("query_string", b"").decode("latin-1")
         raw_path = path if e.kind == "url" else scope.get("path", path)
-        req = ev.Request(scope["method"], raw_path, query, scope["headers"], body, client[0],
+        headers = scope["headers"]
+        if e.auth == "token":  # an API token can deploy: checked here, never the function's
+            headers = [(k, v) for k, v in headers if k != b"authorization"]
+        req = ev.Request(scope["method"], raw_path, query, headers, body, client[0],
                          f"HTTP/{scope.get('http_version', '1.1')}", request_id, domain)
         if e.kind == "url":
             uid = url_id(e.function, e.qualifier)

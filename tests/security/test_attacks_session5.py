@@ -99,6 +99,7 @@ def node(tmp_path_factory):
         _create(lam, "streamhead", STREAM_HEAD, '[http]\nroutes = ["GET /streamed"]\n')
         _create(lam, "keyholder", KEYS, 'buckets = ["keyholder-bucket:read"]\n')
         _create(lam, "iam", ECHO)
+        _create(lam, "tokened", ECHO, '[http]\nauth = "token"\nroutes = ["GET /tokened"]\n')
         lam.create_function_url_config(FunctionName="iam", AuthType="AWS_IAM")
         yield n
     finally:
@@ -456,3 +457,13 @@ def test_anonymous_s3_gets_only_what_is_public(plain_node):
     assert s3.get_object(Bucket="anon-probe", Key="open.txt")["Body"].read() == b"open"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="anon-probe").get("Contents", [])]
     assert keys == ["closed.txt", "open.txt"]
+
+
+def test_a_token_route_never_hands_the_token_to_its_function(node):
+    """`auth = "token"` takes a dayfly API token, which can deploy and read everything: the
+    node checks it and the function (untrusted code) never sees it in its event."""
+    r = httpx.get(f"{node.url}/tokened?x=1", headers={**node.bearer, "x-other": "kept"})
+    assert r.status_code == 200, r.text[:200]
+    event = r.json()
+    assert node.token not in r.text, event["headers"]
+    assert "authorization" not in event["headers"] and event["headers"]["x-other"] == "kept"
