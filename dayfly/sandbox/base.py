@@ -2,7 +2,8 @@
 
 A backend starts instances of a `FunctionSpec`, sends them invocations and stops them.
 Function errors (exceptions, bad output) come back as `InvokeResult`s; a failed init
-raises `InitFailed`; an instance that dies mid-invocation raises `InstanceDied`.
+raises `InitFailed`; an instance that dies mid-invocation raises `InstanceDied`, or
+`NotDelivered` when it was gone before it read the invocation.
 Backends need not enforce deadlines or serialise calls: `safe.SafeSandbox` does that
 for all of them.
 """
@@ -10,6 +11,7 @@ for all of them.
 from __future__ import annotations
 
 import abc
+import asyncio
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -33,6 +35,14 @@ class InstanceDied(Exception):
         self.reason = reason
         self.error_type = error_type
         self.max_rss_kb = max_rss_kb  # the process's peak resident memory, if its reaper knew
+
+
+class NotDelivered(InstanceDied):
+    """The instance had ended before it read the invocation: the function never started, so
+    running the invocation on another instance is safe."""
+
+    def __init__(self, reason: str = "Runtime exited before it read the invocation") -> None:
+        super().__init__(reason)
 
 
 @dataclass(slots=True)
@@ -74,6 +84,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def invoke(self, inst: Instance, req: InvokeRequest) -> InvokeResult:
         """Run one invocation to its end; raise InstanceDied if the instance went away."""
+
+    def ended(self, inst: Instance) -> asyncio.Future | None:
+        """A future done once the instance has ended, however (its channel's end); None if
+        this backend cannot tell."""
+        return None
 
     @abc.abstractmethod
     async def kill(self, inst: Instance) -> None:

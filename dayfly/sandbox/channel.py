@@ -5,6 +5,10 @@ that frame: on a stream socket the kernel hands fds over with the recvmsg that r
 byte sent with them. Received fds wait in `fds` for the frame that claims them (`take_fd`); any
 left once every whole frame received so far is handled are closed, so an instance cannot pile
 fds up in the host. Writes go straight to the socket and are queued only when it is full.
+
+At the end `short` tells whether the last frame sent never reached the instance in full: it was
+not all written, or the instance ended with it unread (the kernel then answers our read with
+ECONNRESET instead of an end of file). The instance cannot have acted on that frame.
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ class InstanceChannel:
         self.on_chunk: Callable[[bytes, bytes], None] | None = None  # a streamed invocation's
         self.paused = False  # reading stops while a streamed answer's reader is behind
         self.closed = self.loop.create_future()
+        self.sent = 0  # frames handed to `send`
+        self.short = False  # the last frame sent was not read in full by the instance (above)
         self.loop.add_reader(sock.fileno(), self._readable)
 
     # -- reading --------------------------------------------------------------------------------
@@ -60,6 +66,8 @@ class InstanceChannel:
                                                         socket.MSG_CMSG_CLOEXEC)
         except (BlockingIOError, InterruptedError):
             return
+        except ConnectionResetError:  # it ended with bytes we sent unread
+            n, ancillary, self.short = 0, [], True
         except OSError:
             n, ancillary = 0, []
         for level, kind, cdata in ancillary:
@@ -135,7 +143,9 @@ class InstanceChannel:
         """Send a frame, with `fds` attached (they are the channel's now: closed once sent, or
         when the channel closes first)."""
         owned = list(fds)
+        self.sent += 1
         if self.closed.done():
+            self.short = True
             _close(owned)
             return
         if self.out:
@@ -144,6 +154,7 @@ class InstanceChannel:
         try:
             sent = self._write(memoryview(frame), owned)
         except OSError:  # the instance is gone: the reader sees EOF and says so
+            self.short = True
             _close(owned)
             return
         if sent < len(frame):
@@ -186,6 +197,7 @@ class InstanceChannel:
             self.loop.remove_writer(self.sock.fileno())
         self.sock.close()
         self._drop_fds()
+        self.short = self.short or bool(self.out)
         for _, fds in self.out:
             _close(fds)
         self.out.clear()

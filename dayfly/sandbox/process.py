@@ -13,7 +13,7 @@ from ..background import spawn
 from ..runtime import protocol
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
 from . import lang, opt, sdk
-from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats
+from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats, NotDelivered
 from .bindings import Binding, ObjectService
 from .channel import InstanceChannel
 from .runtime_api import provided
@@ -220,9 +220,12 @@ class ZygoteBackend(Backend):
         waiter = chan.expect()
         state.binding.begin()
         chan.send(protocol.encode(protocol.INVOKE, head, req.payload))
+        sent = chan.sent
         try:
             kind, meta, payload = await waiter
         except EOFError:
+            if chan.short and chan.sent == sent:  # it never read this INVOKE in full
+                raise NotDelivered() from None
             raise await self._death(inst) from None
         finally:
             state.binding.end()
@@ -248,6 +251,9 @@ class ZygoteBackend(Backend):
         except TimeoutError:
             return InstanceDied("Runtime exited without providing a reason")
         return self.explain_death(inst, info)
+
+    def ended(self, inst: Instance) -> asyncio.Future:
+        return inst.backend_state.chan.closed  # type: ignore[attr-defined]  # a _State
 
     def take_logs(self, inst: Instance) -> list[str]:
         return inst.backend_state.chan.take_logs()  # type: ignore[attr-defined]  # a _State

@@ -5,7 +5,9 @@
 1. Deadlines. An invoke still running at its deadline kills the instance and returns
    Lambda's `Task timed out after N seconds` function error.
 2. Dead stays dead. After a crash, timeout, kill or stop, `Handle.alive` is False and
-   the instance is never handed an invocation again.
+   the instance is never handed an invocation again. One that ends while idle (killed
+   from outside, or its process exited) is seen at its channel's end: marked dead at
+   once and its holder told (`Handle.on_death`: its pool drops it).
 3. Crashes are results. An instance that dies mid-invocation yields a
    `Runtime.ExitError` function error for that invocation only. A timed-out or dead
    instance's result carries the most memory it used, read before it is stopped.
@@ -13,6 +15,8 @@
    raises; stop never waits for an invocation, it kills.
 5. Stop is idempotent and never raises; invoke after stop returns an error result.
 6. Failed starts clean up: the backend kills whatever it created before raising.
+7. An invocation the instance never read (it had ended first) raises `NotDelivered` when
+   the caller asks (`retry=True`), so it may run elsewhere; otherwise it is the crash of 3.
 """
 
 from __future__ import annotations
@@ -24,23 +28,26 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from ..background import spawn
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
-from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats
+from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats, NotDelivered
 
-__all__ = ["Handle", "InitFailed", "SafeSandbox"]
+__all__ = ["Handle", "InitFailed", "NotDelivered", "SafeSandbox"]
 
 
 class Handle:
     """One instance behind the guarantees; what the scheduler holds."""
 
-    __slots__ = ("alive", "busy", "inst", "invocations", "last_used")
+    __slots__ = ("alive", "busy", "ended", "inst", "invocations", "last_used", "on_death")
 
-    def __init__(self, inst: Instance) -> None:
+    def __init__(self, inst: Instance, ended: asyncio.Future | None = None) -> None:
         self.inst = inst
         self.alive = True
         self.busy = False
         self.invocations = 0
         self.last_used = time.monotonic()
+        self.ended = ended  # done once the instance has ended (the backend's; None: unknown)
+        self.on_death: Callable[[Handle], None] | None = None  # told when it ends while idle
 
     @property
     def id(self) -> str:
@@ -70,17 +77,39 @@ class SafeSandbox:
         try:
             if self.prepare is not None:
                 await self.prepare(spec)
-            h = Handle(await self.backend.start(spec, instance_id))
+            inst = await self.backend.start(spec, instance_id)
         except Exception as exc:  # a cancelled start (shutdown) is not a failure
             self.starts["init_error" if isinstance(exc, InitFailed) else "error"] += 1
             raise
         self.starts["ok"] += 1
+        h = Handle(inst, self.backend.ended(inst))
+        if h.ended is not None:
+            h.ended.add_done_callback(lambda _: self._ended(h))
         return h
 
-    async def invoke(self, h: Handle, req: InvokeRequest, timeout_s: float) -> InvokeResult:
+    def _ended(self, h: Handle) -> None:
+        """The instance ended: if idle, it is dead from now on (guarantee 2) and its holder hears
+        of it; mid-invocation, invoke hears of it itself."""
+        if not h.alive or h.busy:
+            return
+        h.alive = False
+        spawn(self._reap(h.inst))
+        if h.on_death is not None:
+            h.on_death(h)
+
+    async def _reap(self, inst: Instance) -> None:
+        with contextlib.suppress(Exception):  # what it held goes back (its pid, its resources)
+            await self.backend.kill(inst)
+
+    async def invoke(self, h: Handle, req: InvokeRequest, timeout_s: float, *,
+                     retry: bool = False) -> InvokeResult:
+        """Run one invocation; `retry`: raise NotDelivered when the instance had ended before it
+        read the invocation (guarantee 7)."""
         if h.busy:
             raise RuntimeError(f"instance {h.id} is already running an invocation")
         if not h.alive:
+            if retry:
+                raise NotDelivered("instance was stopped")
             return InvokeResult(_error_body("Runtime.ExitError", "instance was stopped",
                                             req.request_id), "Unhandled", instance_id=h.id)
         h.busy = True
@@ -90,8 +119,8 @@ class SafeSandbox:
             # wrap the invocation in a task of its own (the warm path's biggest overhead)
             async with asyncio.timeout(timeout_s):
                 result = await self.backend.invoke(h.inst, req)
-            if result.retire:
-                await self.stop(h)
+            if result.retire or (h.ended is not None and h.ended.done()):
+                await self.stop(h)  # it asked to go, or ended after its answer
             return result
         except TimeoutError:
             logs = self.backend.take_logs(h.inst)
@@ -104,6 +133,9 @@ class SafeSandbox:
                                 "Unhandled", logs=logs, duration_ms=timeout_s * 1000,
                                 max_rss_kb=peak, instance_id=h.id)
         except InstanceDied as exc:
+            if retry and isinstance(exc, NotDelivered):
+                await self.stop(h)
+                raise
             logs = self.backend.take_logs(h.inst)
             # what counted against its limit (the cgroup's peak) if known, else its peak RSS
             peak = self.backend.peak_kb(h.inst) or exc.max_rss_kb

@@ -176,12 +176,20 @@ class Pool:
             self._maybe_start()
             return
         self.starting -= 1
+        h.on_death = self._dead
         if not warm_only and self._hand_over(h, cold=True):
             return
         if self.draining:
             await self.sandbox.stop(h)
         else:
             self.idle.append(h)
+
+    def _dead(self, h: Handle) -> None:
+        """An idle instance ended (killed from outside, or it exited): no request is handed it,
+        and a waiting one may start another in its place. A busy one leaves at `release`."""
+        if h in self.idle:
+            self.idle.remove(h)
+            self._maybe_start()
 
     def ensure_warm(self) -> None:
         """Start instances (in the background) until `min_warm` exist."""

@@ -13,7 +13,7 @@ import orjson
 
 from ..background import spawn
 from ..errors import ClientGone, InvalidParameter, TooManyRequests
-from ..sandbox.safe import InitFailed, SafeSandbox
+from ..sandbox.safe import Handle, InitFailed, NotDelivered, SafeSandbox
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
 from .hooks import Observer
 from .pool import Pool, new_instance_id
@@ -94,7 +94,7 @@ class Scheduler:
             obs.before_invoke(spec, req)
         start = time.time()
         try:
-            h, cold = await pool.acquire(gone)
+            result, h, cold = await self._dispatch(pool, req, gone)
         except InitFailed as exc:
             result = _init_failure(exc, req)
         except TooManyRequests:
@@ -106,12 +106,6 @@ class Scheduler:
                 obs.after_abandon(spec, req)
             raise
         else:
-            timeout = spec.limits.timeout_s
-            req.deadline_ms = int((time.time() + timeout) * 1000)
-            try:
-                result = await pool.sandbox.invoke(h, req, timeout)
-            finally:
-                pool.release(h)
             if cold:
                 result.cold = True
                 result.fork_ms = h.inst.fork_ms
@@ -121,6 +115,21 @@ class Scheduler:
         for obs in self.observers:
             obs.after_invoke(spec, req, result, start, end)
         return result
+
+    async def _dispatch(self, pool: Pool, req: InvokeRequest,
+                        gone: Callable[[], Awaitable[object]] | None
+                        ) -> tuple[InvokeResult, Handle, bool]:
+        """Run `req` on a warm or new instance, and say which and whether it was cold. An
+        instance that had ended before it read `req` never started the function: `req` goes
+        once more, to another instance."""
+        h, cold = await pool.acquire(gone)
+        try:
+            return await _run(pool, h, req, retry=True), h, cold
+        except NotDelivered:
+            log.info("instance %s of %s had ended before it read %s: sent to another",
+                     h.id, pool.spec.name, req.request_id)
+        h, cold = await pool.acquire(gone)
+        return await _run(pool, h, req), h, cold
 
     async def check(self, spec: FunctionSpec) -> None:
         """Load the handler once in a throwaway instance; raise InitFailed if it is broken."""
@@ -179,6 +188,16 @@ class Scheduler:
         await asyncio.gather(*(p.close() for p in pools), return_exceptions=True)
         await asyncio.gather(*(sb.close() for sb in self.sandboxes.values()),
                              return_exceptions=True)
+
+
+async def _run(pool: Pool, h: Handle, req: InvokeRequest, retry: bool = False) -> InvokeResult:
+    """One invocation on an acquired instance, which goes back to the pool after."""
+    timeout = pool.spec.limits.timeout_s
+    req.deadline_ms = int((time.time() + timeout) * 1000)
+    try:
+        return await pool.sandbox.invoke(h, req, timeout, retry=retry)
+    finally:
+        pool.release(h)
 
 
 def _init_failure(exc: InitFailed, req: InvokeRequest) -> InvokeResult:

@@ -30,6 +30,7 @@ class StubBackend(Backend):
         self.starts = 0
         self.killed: list[str] = []
         self.live: dict[str, Instance] = {}
+        self.ends: dict[str, asyncio.Future] = {}  # instance id -> done when it has ended
         self._pids = itertools.count(1000)
 
     @classmethod
@@ -44,7 +45,17 @@ class StubBackend(Backend):
                               "errorMessage": f"no stub handler {spec.handler}", "stackTrace": []})
         inst = Instance(id=instance_id, spec=spec, pid=next(self._pids))
         self.live[instance_id] = inst
+        self.ends[instance_id] = asyncio.get_running_loop().create_future()
         return inst
+
+    def ended(self, inst: Instance) -> asyncio.Future:
+        return self.ends[inst.id]
+
+    def end(self, instance_id: str) -> None:
+        """The instance ends by itself, as one killed from outside (kill -9, the OOM killer)."""
+        self.live.pop(instance_id, None)
+        if not self.ends[instance_id].done():
+            self.ends[instance_id].set_result(None)
 
     async def invoke(self, inst: Instance, req: InvokeRequest) -> InvokeResult:
         if inst.id not in self.live:
@@ -63,6 +74,7 @@ class StubBackend(Backend):
     async def kill(self, inst: Instance) -> None:
         if self.live.pop(inst.id, None) is not None:
             self.killed.append(inst.id)
+        self.end(inst.id)
 
     def stats(self, inst: Instance) -> InstanceStats:
         return InstanceStats()
