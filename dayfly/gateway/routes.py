@@ -10,7 +10,9 @@ or a function URL owns is served here, in this order, and never goes further:
 3. auth: `none`; `token` (a dayfly API token as `Authorization: Bearer`, nothing else);
    `jwt` (`jwt_auth.py`); a URL's AWS_IAM (SigV4 for service `lambda` with a dayfly access
    key, checked once the body is read): 401/403, the function never runs;
-4. the route's rate limit (a token bucket on this node: 429 + Retry-After);
+4. the route's rate limit (a token bucket on each node holding its share of the rate by live
+   node count, `Share.rate`, which follows membership through `scheduler.reshare`: 429 +
+   Retry-After);
 5. the body, at most the route's `max_body` (413), read in full before anything runs;
 6. the event (2.0, 1.0 or the function URL's), one invocation, the response mapped back
    (`routes_events.py`) or, when the function streams (a generator, a web app), written out
@@ -226,9 +228,10 @@ class HttpFront:
         if isinstance(auth_ctx, ev.Mapped):
             return auth_ctx
         if e.rate is not None:
+            rps, burst = self.platform.scheduler.share.rate(e.rate["rps"], e.rate["burst"])
             bucket = self.buckets.get((e.function, e.key))
-            if bucket is None or (bucket.rps, bucket.burst) != (e.rate["rps"], e.rate["burst"]):
-                bucket = self.buckets[(e.function, e.key)] = Bucket(e.rate["rps"], e.rate["burst"])
+            if bucket is None or (bucket.rps, bucket.burst) != (rps, burst):
+                bucket = self.buckets[(e.function, e.key)] = Bucket(rps, burst)
             wait = bucket.take()
             if wait:
                 return ev.error(429, "Too Many Requests",
