@@ -341,6 +341,11 @@ class PostgresDatabase(Database):
         `callback(None)` after the LISTEN connection was re-established."""
         self._callbacks.setdefault(topic, []).append(callback)
 
+    @property
+    def listen_name(self) -> str:
+        """The application_name of this node's LISTEN connection (at most 63 bytes)."""
+        return f"dayfly-listen {self.node_id}"[:63]
+
     async def start_listening(self) -> None:
         """Open the LISTEN connection (returns once it listens) and deliver in a task."""
         if self._listener is None:
@@ -361,8 +366,10 @@ class PostgresDatabase(Database):
         first = True
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(self.dsn,
-                                                                 autocommit=True) as aconn:
+                # named, so pg_stat_activity shows which node listens on it
+                async with await psycopg.AsyncConnection.connect(
+                        self.dsn, autocommit=True,
+                        application_name=self.listen_name) as aconn:
                     await aconn.execute(f"LISTEN {CHANNEL}")
                     pause = RECONNECT_S[0]
                     if first:
