@@ -48,6 +48,7 @@ class FunctionSpec:
     buckets: tuple[str, ...] = ()  # declared bucket access, "name:mode" (credentials in env)
     s3_endpoint: str = ""  # "host:port" of this node's S3 endpoint, reachable iff buckets
     kind: str = "function"  # or "asgi", "wsgi": the handler names a web app (runtime/web.py)
+    concurrency: int = 1  # invocations one instance serves at once (scheduler/pool.py)
     layers: tuple[str, ...] = ()  # layer contents' host folders, in order (merged at /opt)
 
     @property

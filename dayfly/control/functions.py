@@ -307,6 +307,7 @@ class Functions:
                                             "idle_timeout", "isolation", "network", "files",
                                             "secrets", "tmp_size", "pids", "max_output",
                                             "buckets", "public", "http", "urls", "kind",
+                                            "concurrency",
                                             "layers")}
             with self.collector.claim() as claim:
                 cfg = await self._prepare(name, zip_bytes, base, {}, progress, claim)

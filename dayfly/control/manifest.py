@@ -51,6 +51,7 @@ class Manifest:
     public: bool | None = None  # invocable without an API token
     http: dict[str, Any] | None = None  # [http]: routes, auth, cors, limits (gateway/routes_table)
     kind: str | None = None  # "asgi"/"wsgi": the handler ("app:app") is a web app (runtime/web.py)
+    concurrency: int | None = None  # invocations one instance serves at once (asgi, async def)
 
     def given(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)
@@ -205,6 +206,14 @@ def parse(text: str) -> Manifest:
             raise InvalidParameter(f"dayfly.toml: 'kind' must be one of {', '.join(KINDS)}, "
                                    f"got {data['kind']!r}")
         m.kind = data["kind"]
+    if "concurrency" in data:
+        m.concurrency = _int("concurrency", data["concurrency"], 1, 1000)
+        if m.concurrency > 1 and m.kind == "wsgi":
+            raise InvalidParameter("dayfly.toml: 'concurrency' above 1 needs kind = \"asgi\" or "
+                                   "an async def handler (a WSGI app serves one request at a time)")
+        if m.concurrency > 1 and m.buckets:
+            raise InvalidParameter("dayfly.toml: 'concurrency' above 1 cannot be combined with "
+                                   "'buckets' (bucket bindings serve one invocation at a time)")
     if "public" in data:
         if not isinstance(data["public"], bool):
             raise InvalidParameter(f"dayfly.toml: 'public' must be true or false, got {data['public']!r}")

@@ -56,6 +56,7 @@ class FunctionConfig:
     http: dict[str, Any] = field(default_factory=dict)  # [http]: routes (gateway/routes_table.py)
     urls: dict[str, Any] = field(default_factory=dict)  # function URL configs by qualifier ("")
     kind: str = "function"  # or "asgi", "wsgi": the handler is a web app (runtime/web.py)
+    concurrency: int = 1  # invocations one instance serves at once (asgi, async def handlers)
     version: str = LATEST
     revision_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     last_modified: float = field(default_factory=time.time)
@@ -108,7 +109,8 @@ class FunctionConfig:
                        "Files": list(self.files), "Secrets": list(self.secrets),
                        "Pids": self.pids, "MaxOutput": self.max_output,
                        "Buckets": list(self.buckets), "Public": self.public,
-                       "Routes": [r["key"] for r in self.http.get("routes", [])], "Kind": self.kind},
+                       "Routes": [r["key"] for r in self.http.get("routes", [])], "Kind": self.kind,
+                       "Concurrency": self.concurrency},
         }
         if self.env:
             out["Environment"] = {"Variables": dict(self.env)}

@@ -176,7 +176,7 @@ class Registry:
             idle_timeout_s=cfg.idle_timeout,
             isolation=self.isolation(cfg), network=tuple(cfg.network), files=tuple(cfg.files),
             buckets=tuple(cfg.buckets), s3_endpoint=self.endpoint if cfg.buckets else "",
-            kind=cfg.kind, layers=self._layers(cfg))
+            kind=cfg.kind, concurrency=cfg.concurrency, layers=self._layers(cfg))
 
     def candidate_spec(self, cfg: FunctionConfig) -> FunctionSpec:
         """A spec for a configuration not stored yet (deploy checks)."""
@@ -188,7 +188,7 @@ class Registry:
             env=self._env(cfg), isolation=self.isolation(cfg), network=tuple(cfg.network),
             files=tuple(cfg.files), buckets=tuple(cfg.buckets),
             s3_endpoint=self.endpoint if cfg.buckets else "", kind=cfg.kind,
-            layers=self._layers(cfg))
+            concurrency=cfg.concurrency, layers=self._layers(cfg))
 
     def _layers(self, cfg: FunctionConfig) -> tuple[str, ...]:
         return tuple(str(self.data_dir / "code" / layer["hex"]) for layer in cfg.layers)

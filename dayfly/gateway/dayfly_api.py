@@ -134,7 +134,7 @@ async def list_instances(request: Request) -> Response:
                         "isolation_weak": pool.sandbox.backend.weak,
                         "invocations": h.invocations, "idle_s": round(time.monotonic() - h.last_used, 3),
                         "pss_kb": stats.pss_kb, "rss_kb": stats.rss_kb,
-                        "draining": pool.draining})
+                        "draining": pool.draining, "running": int(h.busy)})
         if pool.starting:
             out.extend({"id": None, "pid": None, "state": "starting",
                         "version": pool.spec.version} for _ in range(pool.starting))

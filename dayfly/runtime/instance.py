@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import gc
 import importlib
 import importlib.util
@@ -27,6 +29,23 @@ from .context import LambdaContext
 from .web import ASGIApp, WSGIApp
 
 _STREAMS = frozenset({types.GeneratorType, types.AsyncGeneratorType})  # a handler that streams
+
+
+class _Call:
+    """One invocation in flight in an instance with `concurrency` above 1: its frames carry
+    `q` (its request id) so the host can tell them apart, and its log budget is its own."""
+
+    __slots__ = ("budget", "rid", "tag")
+
+    def __init__(self, rid: str, limit: int) -> None:
+        self.rid = rid
+        self.tag = {"q": rid}
+        self.budget = LogBudget(limit)
+
+
+# the invocation the running code serves (tasks and to_thread calls inherit it); None when
+# the instance serves one at a time, or for code outside any invocation (its logs go untagged)
+_CALL: contextvars.ContextVar[_Call | None] = contextvars.ContextVar("dayfly_call", default=None)
 
 
 class Channel:
@@ -69,16 +88,18 @@ class LogWriter(io.TextIOBase):
         return True
 
     def write(self, s: str) -> int:
-        if not s or self.budget.left <= 0:
+        call = _CALL.get()
+        budget = self.budget if call is None else call.budget
+        if not s or budget.left <= 0:
             return len(s)
         data = s.encode("utf-8", "replace")
-        if len(data) > self.budget.left:
-            data = data[: self.budget.left] + (
-                f"\n[dayfly: log output truncated at {self.budget.limit} bytes]\n".encode())
-            self.budget.left = 0
+        if len(data) > budget.left:
+            data = data[: budget.left] + (
+                f"\n[dayfly: log output truncated at {budget.limit} bytes]\n".encode())
+            budget.left = 0
         else:
-            self.budget.left -= len(data)
-        self.channel.send(protocol.LOG, None, data)
+            budget.left -= len(data)
+        self.channel.send(protocol.LOG, None if call is None else call.tag, data)
         return len(s)
 
 
@@ -90,7 +111,9 @@ class _LambdaFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         msg = super().format(record)
-        return f"[{record.levelname}]\t{stamp}.{int(record.msecs):03d}Z\t{self.request_id}\t{msg}"
+        call = _CALL.get()
+        rid = self.request_id if call is None else call.rid
+        return f"[{record.levelname}]\t{stamp}.{int(record.msecs):03d}Z\t{rid}\t{msg}"
 
 
 def _error(exc: BaseException, skip: int = 1) -> dict:
@@ -146,6 +169,10 @@ def _children_left() -> bool:
             return False
         if pid == 0:
             return True
+
+
+def _forget(calls: dict, rid: str, _: object) -> None:
+    calls.pop(rid, None)
 
 
 class HandlerNotFound(Exception):
@@ -212,6 +239,7 @@ class Instance:
         self.buckets = Buckets(self.channel) if spec.get("buckets") else None  # bindings
         self.kind = spec.get("kind") or "function"  # or "asgi", "wsgi": a web app (runtime/web.py)
         self.web: ASGIApp | WSGIApp | None = None
+        self.concurrency = int(spec.get("concurrency") or 1)  # invocations served at once
 
     def init(self, t_start_ns: int) -> None:
         """Wire stdout/logging, import the handler and say READY (or INIT_ERROR and exit).
@@ -234,6 +262,10 @@ class Instance:
         except BaseException as exc:
             self._die_at_init(_init_error(self.spec["handler"], exc))
         self.is_async = inspect.iscoroutinefunction(self.handler)
+        if self.concurrency > 1 and self.kind != "asgi" and not self.is_async:
+            self._die_at_init({"errorType": "Runtime.ConcurrencyUnsupported", "stackTrace": [],
+                               "errorMessage": f"concurrency = {self.concurrency} needs kind = "
+                                               "\"asgi\" or an async def handler"})
         if self.kind == "wsgi":
             self.web = WSGIApp(self.handler)
         elif self.kind == "asgi":
@@ -262,6 +294,8 @@ class Instance:
         os._exit(1)
 
     def serve(self) -> None:
+        if self.concurrency > 1:
+            self._serve_shared()
         while True:
             try:
                 kind, meta, payload = protocol.read(self.sock)
@@ -312,30 +346,38 @@ class Instance:
                             {"errorMessage": f"Unable to marshal response: {exc}",
                              "errorType": "Runtime.MarshalError", "requestId": rid,
                              "stackTrace": []}).encode()
-        except streaming.TooLarge as exc:
-            kind, body = protocol.ERROR, json.dumps(
-                {"errorMessage": str(exc), "errorType": "Function.ResponseSizeTooLarge",
-                 "requestId": rid, "stackTrace": []}).encode()
-        except MemoryError:
-            fatal, kind = True, protocol.ERROR
-            body = json.dumps({"errorMessage": f"out of memory (limit {self.memory_mb} MiB)",
-                               "errorType": "Runtime.OutOfMemory", "requestId": rid,
-                               "stackTrace": []}).encode()
-        except (SystemExit, KeyboardInterrupt) as exc:
-            fatal, kind = True, protocol.ERROR
-            body = json.dumps({"errorMessage": f"Runtime exited: {type(exc).__name__}({exc})",
-                               "errorType": "Runtime.ExitError", "requestId": rid,
-                               "stackTrace": []}).encode()
         except BaseException as exc:
             kind = protocol.ERROR
-            err = _error(exc)
-            err["requestId"] = rid
-            print(f"[ERROR] {err['errorType']}: {exc}\nTraceback (most recent call last):\n"
-                  f"{''.join(err['stackTrace'])}", file=sys.stderr, end="")
-            body = json.dumps(err).encode()
+            fatal, body = self._failed(exc, rid)
         if self.buckets is not None:
             self.buckets._end()  # before the reply: no answer may follow it on the channel
-        duration_ns = time.perf_counter_ns() - t0
+        self._reply(kind, body, time.perf_counter_ns() - t0, fatal, rid, None)
+
+    def _failed(self, exc: BaseException, rid: str) -> tuple[bool, bytes]:
+        """An invocation's exception as its ERROR payload; whether the instance must exit."""
+        if isinstance(exc, streaming.TooLarge):
+            return False, json.dumps(
+                {"errorMessage": str(exc), "errorType": "Function.ResponseSizeTooLarge",
+                 "requestId": rid, "stackTrace": []}).encode()
+        if isinstance(exc, MemoryError):
+            return True, json.dumps({"errorMessage": f"out of memory (limit {self.memory_mb} MiB)",
+                                     "errorType": "Runtime.OutOfMemory", "requestId": rid,
+                                     "stackTrace": []}).encode()
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            return True, json.dumps(
+                {"errorMessage": f"Runtime exited: {type(exc).__name__}({exc})",
+                 "errorType": "Runtime.ExitError", "requestId": rid,
+                 "stackTrace": []}).encode()
+        err = _error(exc)
+        err["requestId"] = rid
+        print(f"[ERROR] {err['errorType']}: {exc}\nTraceback (most recent call last):\n"
+              f"{''.join(err['stackTrace'])}", file=sys.stderr, end="")
+        return False, json.dumps(err).encode()
+
+    def _reply(self, kind: int, body: bytes, duration_ns: int, fatal: bool, rid: str,
+               tag: dict | None) -> None:
+        """Send an invocation's RESULT or ERROR (`tag`: its `q`, in a shared instance); exit
+        after it when the instance must not serve again."""
         if kind == protocol.RESULT and len(body) > self.max_output:
             kind, body = protocol.ERROR, json.dumps(
                 {"errorMessage": f"Response payload size ({len(body)} bytes) exceeded maximum "
@@ -346,13 +388,17 @@ class Instance:
             self.channel.send(protocol.LOG, None, (
                 f"dayfly: process limit reached ({self.nproc} processes and threads); "
                 "new ones were refused\n").encode())
-        if _children_left():  # work nobody waits for, holding pids: retire, never reuse
+        # work nobody waits for, holding pids: retire, never reuse (in a shared instance
+        # another invocation's children may still be at work: only reaped)
+        if _children_left() and tag is None:
             fatal = True
             self.channel.send(protocol.LOG, None, (
                 b"dayfly: the handler left child processes running; this instance is retired "
                 b"and they are killed (the next invocation gets a fresh instance)\n"))
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         meta = {"ns": duration_ns, "rss": rss}
+        if tag is not None:
+            meta.update(tag)
         if fatal:
             meta["exit"] = 1
         self.channel.send(kind, meta, body)
@@ -361,12 +407,109 @@ class Instance:
                 os.killpg(0, signal.SIGKILL)  # (as a pid namespace's init it survives this)
             os._exit(1)
 
-
-    def _answer(self, meta: dict) -> streaming.Answer:
+    def _answer(self, meta: dict, tag: dict | None = None) -> streaming.Answer:
         """Sent as it is made when the caller streams (`st`), else kept for the RESULT."""
         if meta.get("st"):
-            return streaming.Answer(self.channel.send, streaming.STREAM_LIMIT)
+            send = self.channel.send
+            if tag is not None:  # a shared instance's CHUNKs say whose they are
+                def send(kind: int, meta: dict | None = None, payload: bytes = b"") -> None:
+                    self.channel.send(kind, {**(meta or {}), **tag}, payload)
+            return streaming.Answer(send, streaming.STREAM_LIMIT)
         return streaming.Answer(None, self.max_output)
+
+    # -- several invocations at once (concurrency > 1) ---------------------------------------
+
+    def _serve_shared(self) -> None:
+        """Serve up to `concurrency` invocations at once, each a task on the event loop (the
+        host never sends more, scheduler/pool.py); each reply goes out when it is ready, tagged
+        with its `q`. CANCEL stops one (its deadline passed). Never returns."""
+        loop = self.loop or asyncio.new_event_loop()
+        self.loop = loop
+        asyncio.set_event_loop(loop)
+        calls: dict[str, asyncio.Task] = {}
+        buf = bytearray()
+        fd = self.sock.fileno()
+        size = protocol.PREFIX.size
+
+        def readable() -> None:
+            try:
+                data = self.sock.recv(256 * 1024)  # readable: returns what is there
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                data = b""
+            if not data:  # the host hung up: retired
+                loop.remove_reader(fd)
+                loop.stop()
+                return
+            buf.extend(data)
+            while len(buf) >= size:
+                kind, mlen, plen = protocol.PREFIX.unpack_from(buf)
+                end = size + mlen + plen
+                if len(buf) < end:
+                    return
+                meta = json.loads(buf[size : size + mlen]) if mlen else {}
+                payload = bytes(buf[size + mlen : end])
+                del buf[:end]
+                if kind == protocol.INVOKE:
+                    rid = meta["id"]
+                    calls[rid] = loop.create_task(self._invoke_shared(meta, payload))
+                    calls[rid].add_done_callback(functools.partial(_forget, calls, rid))
+                elif kind == protocol.CANCEL:
+                    running = calls.get(meta.get("q", ""))
+                    if running is not None:
+                        running.cancel()
+
+        loop.add_reader(fd, readable)
+        loop.run_forever()
+        if isinstance(self.web, ASGIApp):
+            self.web.shutdown()
+        os._exit(0)
+
+    async def _invoke_shared(self, meta: dict, payload: bytes) -> None:
+        """One invocation of a shared instance: `invoke`, on the loop, its logs its own."""
+        rid = meta["id"]
+        call = _Call(rid, self.max_output)
+        _CALL.set(call)  # this task's context: its prints and log records are tagged `q`
+        if meta.get("trace"):  # the process's environment: the latest invocation's
+            os.environ["_X_AMZN_TRACE_ID"] = meta["trace"]
+        cc = meta.get("cc")
+        ctx = LambdaContext(self.env, rid, meta["deadline"], meta["arn"],
+                            json.loads(cc) if cc else None, meta.get("trace"),
+                            meta.get("idem") or rid, None)
+        t0 = time.perf_counter_ns()
+        fatal = False
+        kind = protocol.RESULT
+        try:
+            event = json.loads(payload) if payload else {}
+            answer = self._answer(meta, call.tag)
+            if self.web is not None:
+                await self.web.serve_async(event, ctx, answer)  # type: ignore[union-attr]
+                body = answer.finish()
+            else:
+                out = await self.handler(event, ctx)
+                if type(out) is types.AsyncGeneratorType:
+                    await streaming.drain_async(out, answer)
+                    body = answer.finish()
+                elif type(out) is types.GeneratorType:
+                    streaming.drain(out, answer)
+                    body = answer.finish()
+                else:
+                    try:
+                        body = json.dumps(out).encode()
+                    except (TypeError, ValueError) as exc:
+                        kind, body = protocol.ERROR, json.dumps(
+                            {"errorMessage": f"Unable to marshal response: {exc}",
+                             "errorType": "Runtime.MarshalError", "requestId": rid,
+                             "stackTrace": []}).encode()
+        except asyncio.CancelledError:  # its deadline passed; the host answered already
+            kind, body = protocol.ERROR, json.dumps(
+                {"errorMessage": "cancelled at its deadline", "errorType": "Sandbox.Timedout",
+                 "requestId": rid, "stackTrace": []}).encode()
+        except BaseException as exc:
+            kind = protocol.ERROR
+            fatal, body = self._failed(exc, rid)
+        self._reply(kind, body, time.perf_counter_ns() - t0, fatal, rid, call.tag)
 
     def _stream(self, gen, meta: dict) -> bytes:
         """What a generator handler yields, streamed or kept; the RESULT payload."""

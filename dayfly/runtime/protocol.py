@@ -15,6 +15,7 @@ PREFIX = struct.Struct(">BII")
 
 # host -> instance
 INVOKE = ord("I")
+CANCEL = ord("Q")  # {q}: stop that invocation (a shared instance's timeout); answered with its E
 # instance -> host
 READY = ord("Y")
 INIT_ERROR = ord("X")

@@ -159,6 +159,10 @@ class ASGIApp:
     def serve(self, event: object, ctx: object, answer: Answer) -> None:
         self.loop.run_until_complete(self._serve(Request(event), event, ctx, answer))
 
+    async def serve_async(self, event: object, ctx: object, answer: Answer) -> None:
+        """`serve` on the running loop: one of a shared instance's requests (concurrency > 1)."""
+        await self._serve(Request(event), event, ctx, answer)
+
     async def _serve(self, req: Request, event: object, ctx: object, answer: Answer) -> None:
         scheme, host, port = req.server()
         scope = {

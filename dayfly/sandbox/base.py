@@ -103,6 +103,14 @@ class Backend(abc.ABC):
     def stats(self, inst: Instance) -> InstanceStats:
         """Resource use of one instance."""
 
+    def cancel(self, inst: Instance, request_id: str, why: str
+               ) -> tuple[list[str], asyncio.Future]:
+        """Stop one invocation of an instance that serves several at once (its deadline
+        passed): its logs so far, and a future done once the instance has stopped it. `why`
+        fails the instance's other invocations if it dies meanwhile. Default: never done (the
+        instance is killed when the grace ends)."""
+        return [], asyncio.get_running_loop().create_future()
+
     def take_logs(self, inst: Instance) -> list[str]:
         """Log output of an invocation that ended without a reply (timeout, crash)."""
         return []

@@ -21,6 +21,8 @@ import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 
+import orjson
+
 from ..runtime import protocol
 
 _PREFIX = protocol.PREFIX
@@ -213,3 +215,77 @@ def _close(fds: list[int]) -> None:
     for fd in fds:
         os.close(fd)
     fds.clear()
+
+
+class SharedChannel(InstanceChannel):
+    """The channel of an instance that serves several invocations at once (concurrency > 1):
+    RESULT, ERROR, LOG and CHUNK frames carry their invocation's id (`q`) and go to its waiter,
+    logs and stream; READY and INIT_ERROR (no `q`) are `expect`'s as before. A LOG without `q`
+    (code outside any invocation) goes to `logs`, which the next invocation to end takes."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__(sock)
+        self.calls: dict[str, asyncio.Future] = {}  # invocation id -> its reply
+        self.call_logs: dict[str, list[str]] = {}
+        self.call_chunks: dict[str, Callable[[bytes, bytes], None]] = {}
+        self.cancelled: dict[str, tuple[asyncio.Future, str]] = {}  # -> (its E came, why)
+
+    def _frames(self, data: memoryview) -> None:
+        buf = self.buf
+        buf += data
+        while len(buf) >= _PLEN:
+            kind, mlen, plen = _PREFIX.unpack_from(buf)
+            end = _PLEN + mlen + plen
+            if len(buf) < end:
+                return
+            meta = bytes(buf[_PLEN : _PLEN + mlen])
+            payload = bytes(buf[_PLEN + mlen : end])
+            del buf[:end]
+            q = orjson.loads(meta).get("q") if mlen and kind != protocol.READY else None
+            if q is None:
+                if kind == protocol.LOG:
+                    self.logs.append(payload.decode("utf-8", "replace"))
+                elif self.waiter is not None and not self.waiter.done():
+                    self.waiter.set_result((kind, meta, payload))
+                else:
+                    self.early.append((kind, meta, payload))
+            elif kind == protocol.LOG:
+                logs = self.call_logs.get(q)
+                if logs is not None:  # else a cancelled invocation's: its answer is gone
+                    logs.append(payload.decode("utf-8", "replace"))
+            elif kind == protocol.CHUNK:
+                on_chunk = self.call_chunks.get(q)
+                if on_chunk is not None:
+                    on_chunk(meta, payload)
+            else:  # RESULT or ERROR
+                fut = self.calls.pop(q, None)
+                if fut is not None and not fut.done():
+                    fut.set_result((kind, meta, payload))
+                elif q in self.cancelled:
+                    done, _ = self.cancelled.pop(q)
+                    if not done.done():
+                        done.set_result(None)
+
+    def cancel(self, q: str, why: str) -> asyncio.Future:
+        """Ask the instance to stop invocation `q`; the future is done once it has. `why`
+        explains the failure of the others if the instance dies meanwhile."""
+        done = self.loop.create_future()
+        self.cancelled[q] = (done, why)
+        self.send(protocol.encode(protocol.CANCEL, {"q": q}))
+        return done
+
+    def why_lost(self) -> str | None:
+        """Why the instance was killed under the invocations it served, if a cancel said so."""
+        return next((why for _, why in self.cancelled.values()), None)
+
+    def _lost(self) -> None:
+        if self.closed.done():
+            return
+        super()._lost()
+        calls, self.calls = self.calls, {}
+        for fut in calls.values():
+            if not fut.done():
+                fut.set_exception(EOFError())
+        for done, _ in self.cancelled.values():
+            if not done.done():
+                done.set_result(None)

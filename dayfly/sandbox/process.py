@@ -15,7 +15,7 @@ from ..types import FunctionSpec, InvokeRequest, InvokeResult
 from . import lang, opt, sdk
 from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats, NotDelivered
 from .bindings import Binding, ObjectService
-from .channel import InstanceChannel
+from .channel import InstanceChannel, SharedChannel
 from .runtime_api import provided
 from .zygote import ZygoteClient, exit_reason, prepare_runtime
 
@@ -157,6 +157,8 @@ class ZygoteBackend(Backend):
             extra["buckets"] = True  # the instance offers context.buckets
         if provided(spec.runtime):
             extra["bootstrap"] = 1  # it runs the bundle's bootstrap behind the Runtime API
+        if spec.concurrency > 1:
+            extra["concurrency"] = spec.concurrency  # it serves that many invocations at once
         t0 = time.monotonic_ns()
         try:
             pid, sock = await zygote.fork(instance_id, {**self.fork_spec(spec, instance_id),
@@ -172,7 +174,7 @@ class ZygoteBackend(Backend):
             zygote.forget(pid)
             self.unreserve(token)
             raise
-        chan = InstanceChannel(sock)
+        chan = InstanceChannel(sock) if spec.concurrency == 1 else SharedChannel(sock)
         binding = Binding(chan, spec, objects, self.no_bindings or (
             "this function declares no `buckets`" if not spec.buckets
             else "this node offers no bucket bindings"))
@@ -213,6 +215,8 @@ class ZygoteBackend(Backend):
             head["trace"] = req.trace_id
         if req.idempotency_key:
             head["idem"] = req.idempotency_key
+        if isinstance(chan, SharedChannel):
+            return await self._invoke_shared(inst, chan, req, head)
         stream = req.stream
         if stream is not None:  # pieces of the answer go there as they come
             head["st"] = 1
@@ -242,6 +246,45 @@ class ZygoteBackend(Backend):
             instance_id=inst.id,
             retire="exit" in meta,
         )
+
+    async def _invoke_shared(self, inst: Instance, chan: SharedChannel, req: InvokeRequest,
+                             head: dict) -> InvokeResult:
+        """`invoke` on an instance serving several at once: the reply is the one tagged with
+        this request's id (no bucket bindings: refused with concurrency > 1 at deploy)."""
+        rid = req.request_id
+        if chan.closed.done():
+            raise InstanceDied(chan.why_lost() or "Runtime exited without providing a reason")
+        waiter = chan.calls[rid] = chan.loop.create_future()
+        chan.call_logs[rid] = []
+        stream = req.stream
+        if stream is not None:
+            head["st"] = 1
+            chan.call_chunks[rid], stream.flow = stream.put, chan
+        chan.send(protocol.encode(protocol.INVOKE, head, req.payload))
+        try:
+            kind, meta, payload = await waiter
+        except EOFError:
+            why = chan.why_lost()
+            raise (InstanceDied(why) if why else await self._death(inst)) from None
+        finally:
+            chan.calls.pop(rid, None)
+            if stream is not None:
+                chan.call_chunks.pop(rid, None)
+                stream.flow = None
+                chan.resume()
+        meta = json.loads(meta)
+        return InvokeResult(
+            payload=payload, error_type=None if kind == protocol.RESULT else "Unhandled",
+            logs=chan.take_logs() + chan.call_logs.pop(rid, []), duration_ms=meta["ns"] / 1e6,
+            max_rss_kb=meta["rss"], instance_id=inst.id, retire="exit" in meta)
+
+    def cancel(self, inst: Instance, request_id: str, why: str) -> tuple[list[str], asyncio.Future]:
+        """A shared instance's invocation timed out: tell the instance to stop it; its logs so
+        far, and a future done once it has stopped (or the instance died)."""
+        chan = inst.backend_state.chan  # type: ignore[attr-defined]  # a _State
+        if not isinstance(chan, SharedChannel):
+            return super().cancel(inst, request_id, why)
+        return chan.call_logs.pop(request_id, []), chan.cancel(request_id, why)
 
     async def _death(self, inst: Instance) -> InstanceDied:
         # backend_state is this backend's _State (typed `object` on Instance)

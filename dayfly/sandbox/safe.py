@@ -12,7 +12,10 @@
    `Runtime.ExitError` function error for that invocation only. A timed-out or dead
    instance's result carries the most memory it used, read before it is stopped.
 4. One invocation at a time. A second concurrent invoke on one handle is a bug and
-   raises; stop never waits for an invocation, it kills.
+   raises; stop never waits for an invocation, it kills. An instance of a spec with
+   `concurrency` N > 1 takes up to N (the pool keeps count); a timeout, or the caller gone,
+   cancels that invocation alone in it, and only an instance that has not stopped it within
+   CANCEL_GRACE_S is killed, failing the others with that reason.
 5. Stop is idempotent and never raises; invoke after stop returns an error result.
 6. Failed starts clean up: the backend kills whatever it created before raising.
 7. An invocation the instance never read (it had ended first) raises `NotDelivered` when
@@ -32,6 +35,8 @@ from ..background import spawn
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
 from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats, NotDelivered
 
+CANCEL_GRACE_S = 1.0  # a shared instance's cancelled invocation must stop within this
+
 __all__ = ["Handle", "InitFailed", "NotDelivered", "SafeSandbox"]
 
 
@@ -43,7 +48,7 @@ class Handle:
     def __init__(self, inst: Instance, ended: asyncio.Future | None = None) -> None:
         self.inst = inst
         self.alive = True
-        self.busy = False
+        self.busy = 0  # invocations running on it (up to its spec's concurrency)
         self.invocations = 0
         self.last_used = time.monotonic()
         self.ended = ended  # done once the instance has ended (the backend's; None: unknown)
@@ -105,14 +110,14 @@ class SafeSandbox:
                      retry: bool = False) -> InvokeResult:
         """Run one invocation; `retry`: raise NotDelivered when the instance had ended before it
         read the invocation (guarantee 7)."""
-        if h.busy:
+        if h.busy and h.inst.spec.concurrency == 1:
             raise RuntimeError(f"instance {h.id} is already running an invocation")
         if not h.alive:
             if retry:
                 raise NotDelivered("instance was stopped")
             return InvokeResult(_error_body("Runtime.ExitError", "instance was stopped",
                                             req.request_id), "Unhandled", instance_id=h.id)
-        h.busy = True
+        h.busy += 1
         t0 = time.perf_counter()
         try:
             # asyncio.timeout cancels this task at the deadline; unlike wait_for it does not
@@ -123,6 +128,8 @@ class SafeSandbox:
                 await self.stop(h)  # it asked to go, or ended after its answer
             return result
         except TimeoutError:
+            if h.inst.spec.concurrency > 1:
+                return self._cancel(h, req, timeout_s)
             logs = self.backend.take_logs(h.inst)
             peak = self.backend.peak_kb(h.inst)  # before the kill: its cgroup is then recycled
             await self.stop(h)
@@ -148,12 +155,42 @@ class SafeSandbox:
                                 duration_ms=(time.perf_counter() - t0) * 1000, instance_id=h.id)
         except asyncio.CancelledError:
             # the caller went away mid-invocation: the instance's state is unknown
+            if h.inst.spec.concurrency > 1:
+                self._cancel(h, req, None)  # a shared one is only told to stop that one
+                raise
             await asyncio.shield(self.stop(h))
             raise
         finally:
-            h.busy = False
+            h.busy -= 1
             h.invocations += 1
             h.last_used = time.monotonic()
+
+    def _cancel(self, h: Handle, req: InvokeRequest, timeout_s: float | None) -> InvokeResult:
+        """One invocation of a shared instance ran past its deadline (or lost its caller): the
+        instance is told to cancel it and killed if it has not within CANCEL_GRACE_S (a handler
+        blocking the event loop), so the others keep running on it otherwise."""
+        rid = req.request_id
+        if timeout_s is None:
+            why = f"invocation {rid}'s caller went away"
+        else:
+            why = f"invocation {rid} timed out after {timeout_s:.2f} seconds"
+        why = (f"Instance retired: {why} and it did not stop within {CANCEL_GRACE_S:.0f} s, so "
+               "the invocations running beside it on this instance (concurrency "
+               f"{h.inst.spec.concurrency}) were stopped too")
+        logs, stopped = self.backend.cancel(h.inst, rid, why)
+        spawn(self._kill_unless(h, stopped))
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        msg = f"{stamp}Z {rid} Task timed out after {timeout_s or 0:.2f} seconds"
+        logs.append(msg + "\n")
+        return InvokeResult(_error_body("Sandbox.Timedout", msg, rid), "Unhandled", logs=logs,
+                            duration_ms=(timeout_s or 0) * 1000,
+                            max_rss_kb=self.backend.peak_kb(h.inst), instance_id=h.id)
+
+    async def _kill_unless(self, h: Handle, stopped: asyncio.Future) -> None:
+        try:
+            await asyncio.wait_for(asyncio.shield(stopped), CANCEL_GRACE_S)
+        except TimeoutError:
+            await self.stop(h)
 
     async def stop(self, h: Handle) -> None:
         if not h.alive:

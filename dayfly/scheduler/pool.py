@@ -35,6 +35,10 @@ class Pool:
     the oldest waiter, not to whoever asked for the start. If a start fails to init,
     every request waiting at that moment gets the same error (the code is broken for
     all of them) instead of each launching its own doomed start.
+
+    With `spec.concurrency` N > 1 an instance serves up to N invocations at once: `load`
+    counts them per busy instance, a request goes to a busy instance with room before an idle
+    one, and an instance starts only when every one is at N (a start then serves N waiters).
     """
 
     def __init__(self, spec: FunctionSpec, sandbox: SafeSandbox, *, max_queue: int = 256,
@@ -49,6 +53,7 @@ class Pool:
         self.max_parallel_starts = max_parallel_starts or max(2, os.cpu_count() or 2)
         self.idle: list[Handle] = []
         self.busy: set[Handle] = set()
+        self.load: dict[Handle, int] = {}  # concurrency > 1: invocations on each busy instance
         self.starting = 0
         self.waiters: deque[asyncio.Future] = deque()
         self.draining = False
@@ -63,7 +68,8 @@ class Pool:
     def has_room(self) -> bool:
         """Whether a request arriving now is served without waiting for another to finish: an
         idle instance, or room under the limit to start one."""
-        return bool(self.idle) or self.size < self.max_instances
+        return (bool(self.idle) or self.size < self.max_instances
+                or any(n < self.spec.concurrency for n in self.load.values()))
 
     def resize(self, max_instances: int) -> None:
         """A new limit (this node's share changed): idle instances over it stop now, busy ones
@@ -79,10 +85,17 @@ class Pool:
         `gone()` returns when the caller hangs up: a queued request then leaves the queue (so
         no instance serves a caller that is no longer there) and ClientGone is raised."""
         self.last_used = time.monotonic()
+        if self.load:  # concurrency > 1: a busy instance with room first
+            for h, n in self.load.items():
+                if n < self.spec.concurrency and h.alive:
+                    self.load[h] = n + 1
+                    return h, False
         while self.idle:
             h = self.idle.pop()
             if h.alive:
                 self.busy.add(h)
+                if self.spec.concurrency > 1:
+                    self.load[h] = 1
                 return h, False
         if self.max_instances <= 0:
             raise TooManyRequests(f"Rate Exceeded: {self.spec.name} has reserved concurrency 0 "
@@ -120,6 +133,13 @@ class Pool:
 
     def release(self, h: Handle) -> None:
         """Give the handle back after an invocation: to a waiter, to the idle list, or stop it."""
+        if self.spec.concurrency > 1:
+            n = self.load.pop(h, 1) - 1
+            if n > 0 and h.alive:  # still at work: the freed place goes to a waiter
+                self.load[h] = n
+                self.pressure.note_served()
+                self._hand_over(h, cold=False)
+                return
         self.busy.discard(h)
         self.pressure.note_served()
         if not h.alive:
@@ -136,16 +156,23 @@ class Pool:
             self.idle.append(h)
 
     def _hand_over(self, h: Handle, cold: bool) -> bool:
+        """To the oldest waiters: one, or with concurrency > 1 as many as `h` has room for."""
+        handed = False
         while self.waiters:
             fut = self.waiters.popleft()
             if not fut.done():
                 self.busy.add(h)
                 fut.set_result((h, cold))
-                return True
-        return False
+                if self.spec.concurrency == 1:
+                    return True
+                handed, cold = True, False  # the start is the first one's
+                n = self.load[h] = self.load.get(h, 0) + 1
+                if n >= self.spec.concurrency:
+                    break
+        return handed
 
     def _maybe_start(self) -> None:
-        while (not self.draining and self.starting < len(self.waiters)
+        while (not self.draining and self.starting * self.spec.concurrency < len(self.waiters)
                and self.size < self.max_instances
                and self.starting < self.max_parallel_starts):
             self.starting += 1

@@ -342,7 +342,9 @@ class LinuxBackend(ZygoteBackend):
                 slot.pids_base = refused
                 result.logs.append(f"dayfly: process limit reached ({inst.spec.limits.pids} "
                                    "processes and threads); new ones were refused\n")
-            if not result.retire:
+            # not while others run on it (concurrency > 1): the last to end freezes it
+            if not result.retire and not getattr(inst.backend_state.chan,  # type: ignore[attr-defined]
+                                                 "calls", None):
                 self._freeze_soon(inst)
         return result
 
