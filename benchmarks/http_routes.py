@@ -17,6 +17,11 @@
 
     cd benchmarks && python http_routes.py [--tier linux] [--stream-tiers process,linux]
                                            [--seconds 5] [--rounds 3] [--samples 200]
+                                           [--concurrency 32]
+
+`--concurrency N` deploys the FastAPI app with `concurrency = N` (one instance serves up to N
+requests at once on its event loop, as uvicorn's one worker does); the default, 1, is Lambda's
+one request per instance.
 
 One `dayfly up` serves everything (each function names its tier in dayfly.toml); wrk, the
 servers and this script share the machine's cores; the load average is printed. Needs the test
@@ -202,6 +207,8 @@ def main() -> int:
                         help="rounds of the route/invoke pair, each run --route-seconds")
     parser.add_argument("--route-seconds", type=float, default=2)
     parser.add_argument("--samples", type=int, default=200, help="streamed responses per case")
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="the FastAPI app's `concurrency` (requests per instance at once)")
     args = parser.parse_args()
     require_wrk()
     stream_tiers = [t for t in args.stream_tiers.split(",") if t]
@@ -230,7 +237,8 @@ def main() -> int:
             for t in {args.tier, *stream_tiers}:
                 deploy(port, f"web-{t}", {"app.py": FASTAPI_APP, **vendor, "dayfly.toml":
                                           f'handler = "app:app"\nkind = "asgi"\n'
-                                          f'isolation = "{t}"\nmemory = {ONE_VCPU_MB}\n'})
+                                          f'isolation = "{t}"\nmemory = {ONE_VCPU_MB}\n'
+                                          f'concurrency = {args.concurrency}\n'})
                 function_url(port, f"web-{t}")
             for t in stream_tiers:
                 deploy(port, f"gen-{t}", {"handler.py": GENERATOR, "dayfly.toml":
@@ -288,7 +296,8 @@ def report(args: argparse.Namespace, started: str, loads: list[float], instances
         f"command: `{' '.join(['python', *sys.argv])}` (route/invoke: {args.route_rounds} "
         f"pairs of {args.route_seconds:g} s wrk runs; FastAPI: {args.rounds} interleaved rounds "
         f"of {args.seconds:g} s wrk runs; c=1 is wrk -t1 -c1, c=32 is wrk -t2 -c32; the app has "
-        f"memory = {ONE_VCPU_MB} (1 vCPU) and {instances} warm instances at c=32)",
+        f"memory = {ONE_VCPU_MB} (1 vCPU), concurrency = {args.concurrency} and {instances} "
+        "warm instances at c=32)",
         "",
         "| measurement | dayfly | floor / peer | overhead or ratio | target | status |",
         "|---|---|---|---|---|---|",

@@ -241,10 +241,14 @@ class SharedChannel(InstanceChannel):
             meta = bytes(buf[_PLEN : _PLEN + mlen])
             payload = bytes(buf[_PLEN + mlen : end])
             del buf[:end]
-            q = orjson.loads(meta).get("q") if mlen and kind != protocol.READY else None
+            q = _q(meta) if mlen and kind != protocol.READY else None
             if q is None:
                 if kind == protocol.LOG:
                     self.logs.append(payload.decode("utf-8", "replace"))
+                elif kind == protocol.BUCKET and self.on_bucket is not None:
+                    self.on_bucket(meta)  # answered: no bindings with concurrency > 1
+                elif kind not in (protocol.READY, protocol.INIT_ERROR):
+                    continue  # an answer that names no invocation: nobody's (dropped)
                 elif self.waiter is not None and not self.waiter.done():
                     self.waiter.set_result((kind, meta, payload))
                 else:
@@ -289,3 +293,12 @@ class SharedChannel(InstanceChannel):
         for done, _ in self.cancelled.values():
             if not done.done():
                 done.set_result(None)
+
+
+def _q(meta: bytes) -> str | None:
+    """The invocation a shared instance's frame names (its meta's `q`), if it names one."""
+    try:
+        q = orjson.loads(meta).get("q")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return q if isinstance(q, str) else None

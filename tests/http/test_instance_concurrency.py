@@ -262,3 +262,48 @@ def test_concurrency_is_refused_where_it_cannot_work(server, toml, code, says):
                                                       "app.py": code})
     assert status == 400 or '"error"' in text, (status, text)
     assert says in text, text
+
+
+def test_a_shared_channel_routes_answers_by_request_id_and_drops_the_unnamed():
+    """The host end over a socket pair: answers out of order, each to its invocation, with its
+    logs; frames that name no invocation (or name it wrongly) reach nobody and are not kept."""
+    import asyncio
+    import socket
+
+    from dayfly.runtime import protocol as p
+    from dayfly.sandbox.channel import SharedChannel
+
+    def raw(kind: int, meta: bytes, payload: bytes = b"") -> bytes:
+        return p.PREFIX.pack(kind, len(meta), len(payload)) + meta + payload
+
+    async def main() -> None:
+        ours, theirs = socket.socketpair()
+        chan = SharedChannel(ours)
+        calls = {q: chan.loop.create_future() for q in ("r1", "r2")}
+        for q, fut in calls.items():
+            chan.calls[q], chan.call_logs[q] = fut, []
+        done = {"ns": 1, "rss": 1}
+        theirs.sendall(b"".join([
+            p.encode(p.LOG, {"q": "r2"}, b"two\n"),
+            p.encode(p.RESULT, {**done, "q": "r2"}, b"2"),
+            p.encode(p.RESULT, done, b"nobody's"), raw(p.ERROR, b"[1]", b"x"),
+            raw(p.RESULT, b'{"q": ["r1"]}', b"x"), raw(p.LOG, b"{bad", b"x"),
+            p.encode(p.LOG, None, b"outside\n"), p.encode(p.LOG, {"q": "r1"}, b"one\n"),
+            p.encode(p.ERROR, {**done, "q": "r1"}, b"1")]))
+        second = await calls["r2"]
+        first = await calls["r1"]
+        assert (second[0], second[2]) == (p.RESULT, b"2")
+        assert (first[0], first[2]) == (p.ERROR, b"1")
+        assert chan.call_logs == {"r1": ["one\n"], "r2": ["two\n"]}
+        assert chan.logs == ["x", "outside\n"] and not chan.early
+        chan.calls["r3"] = chan.loop.create_future()
+        theirs.close()  # the instance is gone: what is waiting hears it
+        try:
+            await chan.calls["r3"]
+        except EOFError:
+            pass
+        else:
+            raise AssertionError("no EOFError")
+        chan.close()
+
+    asyncio.run(main())
