@@ -433,7 +433,7 @@ class Instance:
 
         def readable() -> None:
             try:
-                data = self.sock.recv(256 * 1024)  # readable: returns what is there
+                data = self.sock.recv(256 * 1024, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
