@@ -17,7 +17,7 @@ from conftest import ALLOW_WEAK, make_zip
 from webapp_helpers import FASTAPI, deploy, event, gate_dir, vendored
 
 SERVER_ARGS = ALLOW_WEAK
-TIERS = ("process", "linux")
+TIERS = ("process", "linux", "gvisor")
 
 APP = '''
 import asyncio, os, time
