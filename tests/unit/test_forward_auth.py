@@ -41,8 +41,8 @@ def client(p: SimpleNamespace) -> httpx.AsyncClient:
 
 
 def signed(target: str = INVOKE, body: bytes = b"{}", method: str = "POST",
-           now: float | None = None, key: bytes = KEY) -> dict[str, str]:
-    return {"authorization": NodeKey(key, "sender").sign(method, target, body, now=now),
+           now: float | None = None, key: bytes = KEY, to: str = "receiver") -> dict[str, str]:
+    return {"authorization": NodeKey(key, "sender").sign(method, target, body, to, now=now),
             FORWARDED: "sender"}
 
 
