@@ -278,7 +278,7 @@ REQS = "somepkg==1.0\n"
 
 def _spec(name: str, code_hex: str, deps: str | None) -> SimpleNamespace:
     return SimpleNamespace(name=name, code_dir=f"/nowhere/code/{code_hex}",
-                           deps_dir=f"/nowhere/deps/{deps}" if deps else None)
+                           deps_dir=f"/nowhere/deps/{deps}" if deps else None, layers=())
 
 
 async def test_a_bundle_deployed_on_one_node_is_fetched_once_by_another(code_nodes) -> None:
