@@ -61,6 +61,10 @@ def echo(cluster3):
     """A function that prints each event it gets (process tier: no jail needed here)."""
     deploy_files(cluster3.node(0), "echo", {"handler.py": ECHO,
                                             "dayfly.toml": 'isolation = "process"\n'})
+    # the other nodes learn of it by the change push (within a second, not at once): a
+    # notification naming it is validated against the node's own registry
+    assert poll(lambda: all(httpx.get(f"{s.url}/2015-03-31/functions/echo").status_code == 200
+                            for s in cluster3.up()), 10)
     return "echo"
 
 
