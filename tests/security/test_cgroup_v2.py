@@ -29,8 +29,10 @@ pytestmark = [pytest.mark.slow,
 # and costs minutes under an emulated CPU), and idle instances: cgroup.freeze, cpu.max
 SELECT = ("linux and (contract or spare or memory or cgroup or fork_bomb or pids or kill "
           "or frozen or zombies or cpu_quota)")
+# a test in the guest gets 600 s, not pyproject's 120: its CPU is emulated, and the host runs
+# the rest of the suite beside it (the delegated battery took over 120 s in a loaded run)
 PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs", "--color=no",
-          "-W", "error::pytest.PytestUnraisableExceptionWarning"]
+          "-o", "timeout=600", "-W", "error::pytest.PytestUnraisableExceptionWarning"]
 
 
 _RUN: concurrent.futures.Future | None = None
