@@ -15,6 +15,7 @@ been held elsewhere since.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import hashlib
@@ -45,7 +46,7 @@ class Lease:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
-class Leases:
+class Leases(abc.ABC):
     """The seam; backends implement `_grant` (try a lease) and `_give_back`."""
 
     # the longest a lease stays unheld after its holder died: work that is late by no more
@@ -55,7 +56,7 @@ class Leases:
     def __init__(self) -> None:
         self.leases: dict[str, Lease] = {}
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 (a backend with nothing to start keeps it)
         """Begin acquiring (the leases registered before this, too)."""
 
     async def hold(self, name: str, start: Callback, stop: Callback) -> None:
@@ -91,11 +92,13 @@ class Leases:
 
     # -- for backends ------------------------------------------------------------------------
 
+    @abc.abstractmethod
     async def _grant(self, lease: Lease) -> bool:
-        raise NotImplementedError
+        """Try to take the lease for this node; True if it is now held here."""
 
+    @abc.abstractmethod
     async def _give_back(self, lease: Lease) -> None:
-        raise NotImplementedError
+        """Let another node have the lease."""
 
     async def _acquire(self, lease: Lease) -> None:
         async with lease.lock:
