@@ -5,8 +5,9 @@
 A `dayfly up` of its own; the function `import json, os` / `return {}`; each sample is a scale
 to zero (DELETE of its instances) then one timed POST on a kept-alive connection, back to
 back, after 5 untimed ones. Prints p50 / p90 / p99 / max and the instance's own fork and init
-split (from the invocation records). Quicker than `run.py` for comparing two versions: run
-them alternately, several times, on a quiet machine.
+split (from the invocation records), and the floor they are held to (issue 18): fork and exec
+of `python3 -S -I -c pass`, one before each sample, so both see the same machine. Quicker than
+`run.py` for comparing two versions: run them alternately, several times, on a quiet machine.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from harness.dayfly import (
     lambda_client,
     scale_to_zero,
 )
+from harness.floor import describe, spawn_python_ms
 from harness.procs import connection, free_port, request, running
 
 
@@ -49,10 +51,12 @@ def main() -> int:
                 f"{tmp}/data", "--isolation", args.isolation]
         with running(argv, port, "/healthz", Path(tmp) / "server.log", env=env, cwd=Path(tmp)):
             deploy(lambda_client(port), "cold", COLD_SOURCE)
-            samples = []
+            samples, floor = [], []
             with connection(port) as conn:
                 for i in range(n + 5):
                     scale_to_zero(conn, "cold")
+                    if i >= 5:
+                        floor.append(spawn_python_ms())
                     t0 = time.perf_counter()
                     invoke(conn, "cold")
                     if i >= 5:
@@ -65,7 +69,7 @@ def main() -> int:
           f"{statistics.median(s):.2f} p90 {s[int(0.9 * n)]:.2f} p99 {s[int(0.99 * n)]:.2f} "
           f"max {s[-1]:.2f} ms; fork p50 {statistics.median(r['fork_ms'] for r in records):.2f} "
           f"init p50 {statistics.median(r['init_ms'] for r in records):.2f} ms; "
-          f"load average {os.getloadavg()[0]:.2f}")
+          f"{describe(floor, samples)}; load average {os.getloadavg()[0]:.2f}")
     return 0
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 
+from harness.floor import spawn_python_ms
 from harness.measure import LOOPBACK, MISSING, REPO_DIR, Row, Settings, measure_load, shown_argv
 from harness.procs import (
     check_invoke,
@@ -114,13 +115,17 @@ def invoke(conn: http.client.HTTPConnection, name: str) -> None:
     expect(request(conn, "POST", invoke_path(name), b"{}"), 200, f"invoking {name}")
 
 
-def time_cold_starts(port: int, name: str, count: int) -> list[float]:
-    """Scale NAME to zero, then time one invocation; COUNT times, in milliseconds."""
+def time_cold_starts(port: int, name: str, count: int,
+                     floor: list[float] | None = None) -> list[float]:
+    """Scale NAME to zero, then time one invocation; COUNT times, in milliseconds. With FLOOR,
+    one fork+exec of `python3 -S -I -c pass` is timed into it before each sample."""
     samples: list[float] = []
     seen_ids: set[str] = set()
     with connection(port, timeout=60) as conn:
         for _ in range(count):
             scale_to_zero(conn, name)
+            if floor is not None:
+                floor.append(spawn_python_ms())
             start = time.perf_counter()
             invoke(conn, name)
             samples.append((time.perf_counter() - start) * 1000)
@@ -201,7 +206,9 @@ def bench_dayfly(row: Row, settings: Settings, isolation: str | None = None,
             row.setup += f"; isolation tier: {isolation_tiers(port, NOOP_FUNCTION)}"
             measure_load(row, invoke_url, settings)
             row.tree_pss = tree_pss_mib(proc.pid)
-            row.cold_ms = time_cold_starts(port, COLD_FUNCTION, settings.cold_starts)
+            row.floor_ms = []
+            row.cold_ms = time_cold_starts(port, COLD_FUNCTION, settings.cold_starts,
+                                           row.floor_ms)
             if isolation == "gvisor":  # instances are threads of runsc's sentry, not host pids
                 row.instance_note = "n/a (inside the gVisor sentry: see the tree)"
             else:

@@ -40,6 +40,7 @@ class Row:
     latency: WrkResult | None = None
     throughput: WrkResult | None = None
     cold_ms: list[float] | None = None
+    floor_ms: list[float] | None = None  # fork+exec of `python3 -S -I -c pass`, beside cold_ms
     cold_note: str = "n/a"
     instance_note: str = "n/a"
     instance_pss: tuple[float, int] | None = None  # mean MiB, instances

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 from harness.measure import MISSING, Row, p50_p99
 
 COLUMNS = [
@@ -21,6 +23,9 @@ LEGEND = [
     "Errors count wrk's `Non-2xx or 3xx responses`, its socket errors (connect, read, write, "
     "timeout) and responses with `X-Amz-Function-Error` (Lambda function errors, sent with "
     f"200) over both measured runs; a server with any is flagged {WARNING}.",
+    "Cold start / floor: the floor is one fork and exec of `python3 -S -I -c pass` (the "
+    "instances' interpreter, posix_spawn, until it exits), timed before each cold sample; the "
+    "ratios are the cold p50 and p99 over the floor's p50 (issue 18: at most 1.3x and 3x).",
     "PSS per warm instance: mean `Pss:` of `/proc/PID/smaps_rollup` over the idle instances "
     "listed after driving the function at concurrency 8 (dayfly only).",
     "PSS of whole server tree: sum over the server process and all its descendants, read "
@@ -61,7 +66,11 @@ def fmt_cold(row: Row) -> str:
     if not row.cold_ms:
         return row.cold_note
     p50, p99 = p50_p99(row.cold_ms)
-    return f"{fmt_ms(p50)} / {fmt_ms(p99)} (n={len(row.cold_ms)})"
+    out = f"{fmt_ms(p50)} / {fmt_ms(p99)} (n={len(row.cold_ms)})"
+    if row.floor_ms:
+        floor = statistics.median(row.floor_ms)
+        out += f"; floor {fmt_ms(floor)}: {p50 / floor:.2f}x / {p99 / floor:.2f}x"
+    return out
 
 
 def flagged(row: Row) -> bool:
