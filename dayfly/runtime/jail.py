@@ -19,6 +19,7 @@ import signal
 import socket
 import struct
 import sys
+from collections.abc import Sequence
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWCGROUP = 0x02000000
@@ -321,24 +322,69 @@ def install_seccomp() -> None:
 SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
 
 
-def _loopback_up_and_listen(listen_port: int | None) -> socket.socket | None:
-    """In a fresh network namespace: bring loopback up and, if asked, listen on
-    127.0.0.1:`listen_port` (the egress relay's door)."""
+def _loopback_up() -> None:
+    """In a fresh network namespace: bring loopback up."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         ifreq = struct.pack("16sH14x", b"lo", 0)
         flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, ifreq))[1]
         fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
-    if listen_port is None:
-        return None
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", listen_port))
-    listener.listen(128)
-    return listener
 
 
-def new_netns(listen_port: int | None = None) -> tuple[int, socket.socket | None]:
-    """Create an empty network namespace with loopback up; return an fd for it and, if asked,
-    a socket listening on 127.0.0.1:`listen_port` inside it (the egress relay's door).
+RTM_NEWADDR, NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 20, 1, 4, 0x200, 0x400
+IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS, IFA_F_NODAD, RT_SCOPE_HOST = 1, 2, 8, 0x02, 254
+NLMSG_ERROR = 2
+
+
+def _add_address(address: str) -> None:
+    """Add `address` (a host address: /32, /128) to this namespace's `lo` (rtnetlink
+    RTM_NEWADDR), for a declared destination that is not on loopback already. IPv6 skips
+    duplicate address detection, so the address is usable at once."""
+    v6 = ":" in address
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    raw = socket.inet_pton(family, address)
+
+    def attr(kind: int, data: bytes) -> bytes:
+        size = 4 + len(data)
+        return struct.pack("HH", size, kind) + data + bytes(-size % 4)
+
+    body = struct.pack("BBBBI", family, 128 if v6 else 32, 0, RT_SCOPE_HOST,
+                       socket.if_nametoindex("lo"))
+    body += attr(IFA_LOCAL, raw) + attr(IFA_ADDRESS, raw)
+    if v6:
+        body += attr(IFA_FLAGS, struct.pack("I", IFA_F_NODAD))
+    flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL
+    msg = struct.pack("IHHII", 16 + len(body), RTM_NEWADDR, flags, 1, 0) + body
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE) as nl:
+        nl.sendall(msg)
+        reply = nl.recv(4096)
+    _, kind, _, _, _ = struct.unpack_from("IHHII", reply)
+    err = -struct.unpack_from("i", reply, 16)[0] if kind == NLMSG_ERROR else 0
+    if err:
+        raise OSError(err, f"add {address} to lo: {os.strerror(err)}")
+
+
+def _doors(listen: Sequence[tuple[str, int]]) -> list[socket.socket]:
+    """Listening sockets at these addresses (the egress relay's doors), in this namespace."""
+    doors: list[socket.socket] = []
+    try:
+        for address, port in listen:
+            door = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET,
+                                 socket.SOCK_STREAM)
+            doors.append(door)
+            door.bind((address, port))
+            door.listen(128)
+    except OSError:
+        for door in doors:
+            door.close()
+        raise
+    return doors
+
+
+def new_netns(listen: Sequence[tuple[str, int]] = (),
+              addresses: Sequence[str] = ()) -> tuple[int, list[socket.socket]]:
+    """Create an empty network namespace with loopback up (and `addresses` added to it);
+    return an fd for it and sockets listening inside it at each of `listen` (the egress
+    relay's doors: its HTTP proxy, and one per declared destination).
 
     Must run on a dedicated thread: unshare(CLONE_NEWNET) moves only the calling thread,
     and this function moves it back before returning.
@@ -347,13 +393,16 @@ def new_netns(listen_port: int | None = None) -> tuple[int, socket.socket | None
     try:
         unshare(CLONE_NEWNET)
         try:
-            listener = _loopback_up_and_listen(listen_port)
+            _loopback_up()
+            for address in addresses:
+                _add_address(address)
+            doors = _doors(listen)
             fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         finally:
             setns(home, CLONE_NEWNET)
     finally:
         os.close(home)
-    return fd, listener
+    return fd, doors
 
 
 def namespaces_work() -> bool:
@@ -401,7 +450,7 @@ def enter_zygote_sandbox(cfg: dict) -> int:
         _write_id_maps("self", f"0 {uid} 1\n", f"0 {gid} 1\n")
         # Z1 (rootless): its own empty network namespace
         unshare(CLONE_NEWNET)
-        _loopback_up_and_listen(None)
+        _loopback_up()
     elif cfg.get("netns_fd") is not None:
         # Z1: the function's network namespace (empty; loopback only), prepared by the host
         setns(cfg["netns_fd"], CLONE_NEWNET)
@@ -458,8 +507,8 @@ def enter_zygote_sandbox(cfg: dict) -> int:
 
 def enter_netns(fd: int) -> None:
     """Zygote side of step I1a: move this (single-threaded) zygote into a namespace made ahead
-    by `new_netns` (empty, loopback up, the relay's listening socket inside when the function
-    has egress) for the child it is about to clone. The zygote goes home (`return_to_netns`)
+    by `new_netns` (empty, loopback up, the relay's doors inside when the function has
+    egress) for the child it is about to clone. The zygote goes home (`return_to_netns`)
     right after the clone; the namespace then belongs to the child and to the host's relay."""
     setns(fd, CLONE_NEWNET)
 

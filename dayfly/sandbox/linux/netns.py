@@ -32,7 +32,7 @@ class NetnsPool:
         self._filling: asyncio.Future | None = None
 
     def _make(self) -> Netns:
-        fd, _ = jail.new_netns(None)
+        fd, _ = jail.new_netns()
         return Netns(fd)
 
     async def take(self) -> Netns:
