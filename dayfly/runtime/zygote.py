@@ -27,7 +27,7 @@ from . import prefork, protocol
 
 RUNTIME = "/opt/dayfly"  # where jailed zygotes see this package
 # what of its jail's configuration the zygote that serves needs (numbers: nothing of the host)
-_AFTER_EXEC = ("relay_port", "thaw_dir_fd")
+_AFTER_EXEC = ("relay_port", "egress", "lo_addrs", "thaw_dir_fd")
 NETNS_AHEAD = 2  # jailed zygotes keep this many instance network namespaces ready
 NETNS_QUIET_S = 0.05  # ... made after this long without a request
 _PRELOAD = ("asyncio", "json", "logging", "traceback", "inspect", "importlib.util", "resource",
@@ -59,8 +59,8 @@ class Zygote:
         self.config = config
         self.home_net = -1  # jailed: the zygote's own network namespace (instances get theirs)
         # instances' network namespaces, made while the zygote has nothing else to do:
-        # (namespace fd, the relay's listening socket inside or None)
-        self.nets: list[tuple[int, socket.socket | None]] = []
+        # (namespace fd, the relay's listening sockets inside: its doors)
+        self.nets: list[tuple[int, list[socket.socket]]] = []
         self.nets_failing = False
 
     def warm(self) -> None:
@@ -93,11 +93,12 @@ class Zygote:
         gc.freeze()
         self.baseline_vm = _vm_size()
 
-    def _send(self, frame: bytes, door: socket.socket | None = None) -> None:
-        """One frame to the host; `door` (an instance's relay socket) travels with it."""
+    def _send(self, frame: bytes, doors: list[socket.socket] | None = None) -> None:
+        """One frame to the host; `doors` (an instance's relay sockets) travel with it."""
+        doors = doors or []
         try:
-            if door is not None:
-                socket.send_fds(self.chan, [frame], [door.fileno()])
+            if doors:
+                socket.send_fds(self.chan, [frame], [door.fileno() for door in doors])
             elif self.connect_dir:
                 self.chan.sendall(frame)
             else:
@@ -105,7 +106,7 @@ class Zygote:
         except OSError:  # the host is gone: nobody to serve
             self._shutdown()
         finally:
-            if door is not None:
+            for door in doors:
                 door.close()  # the host holds it now
 
     def run(self) -> None:
@@ -130,13 +131,22 @@ class Zygote:
     def _make_netns(self) -> None:
         """One instance network namespace ahead of demand (a third of a millisecond of kernel
         CPU, perf: `setup_net`, that would otherwise delay the clone that needs it)."""
-        from . import jail
 
         try:
-            self.nets.append(jail.new_netns(self.jail.get("relay_port")))
+            self.nets.append(self._new_netns())
         except OSError as exc:  # e.g. a namespace limit: made on demand, and reported then
             self.nets_failing = True
             os.write(2, f"dayfly zygote: cannot prepare a network namespace: {exc}\n".encode())
+
+    def _new_netns(self) -> tuple[int, list[socket.socket]]:
+        """An instance's network namespace with the relay's doors in it: its HTTP proxy, and
+        one at each declared destination's address (`lo_addrs` added to its lo first)."""
+        from . import jail
+
+        listen = [(a, int(p)) for a, p in self.jail.get("egress", ())]
+        if self.jail.get("relay_port"):
+            listen.insert(0, ("127.0.0.1", int(self.jail["relay_port"])))
+        return jail.new_netns(listen, self.jail.get("lo_addrs", ()))
 
     def _on_signal(self) -> None:
         try:
@@ -225,13 +235,13 @@ class Zygote:
                 os.close(state)
 
     def _fork(self, spec: dict, fd: int, cgroup_fds: list[int]) -> None:
-        door = None
+        doors: list[socket.socket] = []
         if not self.jail:
             pid = os.fork()
             if pid == 0:
                 self._child(spec, fd)
         else:
-            pid, door = self._fork_jailed(spec, fd, cgroup_fds)
+            pid, doors = self._fork_jailed(spec, fd, cgroup_fds)
         if fd >= 0:
             os.close(fd)
         for cfd in cgroup_fds:
@@ -240,15 +250,15 @@ class Zygote:
             self.children.add(pid)
             if "slot" in spec:
                 self.slots[pid] = spec["slot"]
-            self._send(protocol.encode(protocol.FORKED, {"id": spec["id"], "pid": pid}), door)
+            self._send(protocol.encode(protocol.FORKED, {"id": spec["id"], "pid": pid}), doors)
 
     def _prepare_spare(self, meta: dict, cgroup_fds: list[int]) -> None:
         """A child cloned, mapped, in its cgroup and confined ahead of demand: claiming it later
         costs one message instead of a clone and the kernel's cgroup move (whose latency has a
         long tail on cgroup v1)."""
         ctl, ctl_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid, door = self._fork_jailed(meta, -1, cgroup_fds,
-                                      then=lambda: self._spare(meta, ctl_child.detach()))
+        pid, doors = self._fork_jailed(meta, -1, cgroup_fds,
+                                       then=lambda: self._spare(meta, ctl_child.detach()))
         ctl_child.close()
         for cfd in cgroup_fds:
             os.close(cfd)
@@ -257,7 +267,7 @@ class Zygote:
             if "slot" in meta:
                 self.slots[pid] = meta["slot"]
             self.spares[pid] = ctl
-            self._send(protocol.encode(protocol.FORKED, {"id": meta["id"], "pid": pid}), door)
+            self._send(protocol.encode(protocol.FORKED, {"id": meta["id"], "pid": pid}), doors)
         else:
             ctl.close()
 
@@ -305,18 +315,18 @@ class Zygote:
                 ctl.close()
 
     def _fork_jailed(self, spec: dict, fd: int, cgroup_fds: list[int],
-                     then=None) -> tuple[int, socket.socket | None]:
+                     then=None) -> tuple[int, list[socket.socket]]:
         """Clone into a network namespace of its own (I1a) and new user, pid, mount, IPC and
         UTS namespaces; map ids and join the cgroup while still privileged, before letting the
-        child go on (I1). Returns the pid and the relay's socket in the child's namespace."""
+        child go on (I1). Returns the pid and the relay's sockets in the child's namespace."""
         from . import jail
 
         go_r, go_w = os.pipe()
-        net, door = -1, None
+        net = -1
+        doors: list[socket.socket] = []
         try:
             self.nets_failing = False
-            net, door = self.nets.pop(0) if self.nets else jail.new_netns(
-                self.jail.get("relay_port"))
+            net, doors = self.nets.pop(0) if self.nets else self._new_netns()
             jail.enter_netns(net)
             pid, born_in = jail.clone_fork(
                 jail.CLONE_NEWUSER | jail.CLONE_NEWPID | jail.CLONE_NEWNS | jail.CLONE_NEWIPC
@@ -327,12 +337,12 @@ class Zygote:
             os.close(go_w)
             if net >= 0:
                 os.close(net)
-            if door is not None:
+            for door in doors:
                 door.close()
             self._send(protocol.encode(protocol.FORKED, {"id": spec["id"], "error": str(exc)}))
-            return -1, None
+            return -1, []
         if pid == 0:
-            if door is not None:  # the host's end, not the instance's: closed, not collected
+            for door in doors:  # the host's end, not the instance's: closed, not collected
                 os.close(door.detach())
             try:
                 os.close(go_w)
@@ -366,11 +376,11 @@ class Zygote:
                                                              "error": f"set-up failed: {exc}"}))
             os.close(go_w)
             self.children.add(pid)  # reaped (and reported) like any other child
-            if door is not None:
+            for door in doors:
                 door.close()
-            return -1, None
+            return -1, []
         os.close(go_w)
-        return pid, door
+        return pid, doors
 
     def _child(self, spec: dict, fd: int) -> None:
         """Become the instance; never return into the zygote's loop."""

@@ -32,6 +32,9 @@ _RUNTIME_FILES = ("__init__.py", "protocol.py", "context.py", "instance.py", "bu
 # (the platform's own is 077); then the runtime from the copy at `root`
 BOOT = (f"import os, sys; os.umask({SANDBOX_UMASK:#o}); sys.path.insert(0, {{root!r}}); "
         "from dayfly.runtime.zygote import main; main()")
+# fds a zygote's frame may carry: an instance's relay doors (its HTTP proxy and one per declared
+# destination: `network` has at most 64 entries)
+MAX_DOORS = 66
 ZYGOTE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}  # all a zygote is given
 
 
@@ -80,9 +83,9 @@ class ZygoteClient:
         self.instances = 0
         self.last_used = time.monotonic()
         self.dead = False
-        # pid -> the relay's listening socket inside that instance's network namespace
-        # (jailed tiers; it arrives with FORKED and is taken by the backend)
-        self.doors: dict[int, socket.socket] = {}
+        # pid -> the relay's listening sockets inside that instance's network namespace
+        # (jailed tiers; they arrive with FORKED and are taken by the backend)
+        self.doors: dict[int, list[socket.socket]] = {}
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -119,7 +122,7 @@ class ZygoteClient:
         assert self.sock is not None
         while True:
             try:
-                msg, fds, _, _ = socket.recv_fds(self.sock, 65536, 1)
+                msg, fds, _, _ = socket.recv_fds(self.sock, 65536, MAX_DOORS)
             except BlockingIOError:
                 return
             except OSError:
@@ -131,13 +134,14 @@ class ZygoteClient:
             self._handle(kind, meta, fds)
 
     def _handle(self, kind: int, meta: dict, fds: list[int] | None = None) -> None:
-        """One frame from the zygote (FORKED may carry the instance's relay socket)."""
+        """One frame from the zygote (FORKED may carry the instance's relay sockets)."""
         fds = fds or []
         if kind == protocol.ZYGOTE_READY and self.ready and not self.ready.done():
             self.ready.set_result(meta["pid"])
         elif kind == protocol.FORKED:
             if fds and "pid" in meta:
-                self.doors[meta["pid"]] = socket.socket(fileno=fds.pop())
+                self.doors[meta["pid"]] = [socket.socket(fileno=fd) for fd in fds]
+                fds = []
             fut = self.forks.pop(meta["id"], None)
             if fut is not None and not fut.done():
                 if "error" in meta:
@@ -152,8 +156,7 @@ class ZygoteClient:
             if pid in self.forgotten:
                 self.forgotten.discard(pid)
                 del self.deaths[pid]
-            door = self.doors.pop(pid, None)  # never taken: nobody serves it
-            if door is not None:
+            for door in self.doors.pop(pid, ()):  # never taken: nobody serves them
                 door.close()
         for fd in fds:  # nothing else carries fds from a zygote
             os.close(fd)
@@ -261,8 +264,9 @@ class ZygoteClient:
                 asyncio.get_running_loop().remove_reader(self.sock.fileno())
             self.sock.close()
             self.sock = None
-        for door in self.doors.values():
-            door.close()
+        for doors in self.doors.values():
+            for door in doors:
+                door.close()
         self.doors.clear()
         self.dead = True
         self._fail_requests()
