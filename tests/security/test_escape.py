@@ -71,6 +71,20 @@ def handler(event, context):
         unix.listen()
         LISTENING = (tcp, unix)
         return "listening"
+    if op == "echo":  # a plain TCP client: a name resolves as any client's would
+        try:
+            s = socket.create_connection((event["host"], event["port"]), timeout=5)
+            s.sendall(b"ping")
+            return s.recv(100).decode() or "EOF"
+        except socket.gaierror:
+            return "GAIERROR"
+        except OSError as e:
+            return errno.errorcode.get(e.errno, str(e))
+    if op == "resolve":
+        try:
+            return sorted({a[4][0] for a in socket.getaddrinfo(event["host"], 80)})
+        except socket.gaierror as e:
+            return f"GAIERROR {e.errno}"
     if op == "connect_unix":
         s = socket.socket(socket.AF_UNIX)
         return _err(lambda: s.connect("\0" + event["name"]))
@@ -313,11 +327,11 @@ async def test_no_route_out(sandbox, inst):
 
 
 class _Echo:
-    """A TCP echo server on host loopback, standing in for a declared external service."""
+    """A TCP echo server on host loopback (or `host`), standing in for a declared service."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.sock.bind((host, 0))
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._run, daemon=True).start()
@@ -350,6 +364,85 @@ async def test_declared_egress_only(sandbox, code):
         await sandbox.stop(h)
         allowed.sock.close()
         denied.sock.close()
+
+
+def _named_loopback() -> tuple[str, str]:
+    """A name this machine resolves (its host name), and its address."""
+    name = socket.gethostname()
+    try:
+        return name, socket.gethostbyname(name)
+    except OSError:
+        pytest.skip(f"this machine's name {name!r} does not resolve here")
+
+
+async def test_declared_egress_is_native(sandbox, code):
+    """A declared host:port takes a plain TCP connect, no proxy settings, at the address or by
+    the name the manifest wrote (issue 16, point 5); the host relays it there. Another port
+    at the same address, another host, a host loopback service not declared: refused. A name
+    resolves only if it was declared."""
+    name, address = _named_loopback()
+    by_addr, by_name, v6, other = _Echo(), _Echo(address), _Echo("::1"), _Echo()
+    spec = mkspec(sandbox, code, network=(f"127.0.0.1:{by_addr.port}", f"{name}:{by_name.port}",
+                                          f"[::1]:{v6.port}"))
+    h = await sandbox.start(spec, "native")
+    try:
+        for host, port in (("127.0.0.1", by_addr.port), (name, by_name.port), ("::1", v6.port)):
+            _, echoed = await attack(sandbox, h, op="echo", host=host, port=port)
+            assert echoed == "ping", (host, port, echoed)
+        _, named = await attack(sandbox, h, op="resolve", host=name)
+        assert named == ["127.1.0.1"]  # the declared name's own address inside
+        for host, port in (("127.0.0.1", other.port), (name, other.port), ("::1", by_addr.port)):
+            _, refused = await attack(sandbox, h, op="echo", host=host, port=port)
+            assert refused == "ECONNREFUSED", (host, port, refused)
+        if _listening(5432):  # a real host loopback service, not declared
+            _, pg = await attack(sandbox, h, op="echo", host="127.0.0.1", port=5432)
+            assert pg == "ECONNREFUSED"
+        _, far = await attack(sandbox, h, op="echo", host="192.0.2.1", port=by_addr.port)
+        assert far in ("ENETUNREACH", "EHOSTUNREACH"), far
+        for undeclared in ("example.com", "dayfly-undeclared.internal"):
+            _, unknown = await attack(sandbox, h, op="resolve", host=undeclared)
+            assert unknown.startswith("GAIERROR"), (undeclared, unknown)
+        _r, env = await attack(sandbox, h, op="env")
+        if sandbox.tier == "gvisor":
+            assert not any("proxy" in k.lower() for k in env)  # native only: no proxy there
+    finally:
+        await sandbox.stop(h)
+        for echo in (by_addr, by_name, v6, other):
+            echo.sock.close()
+
+
+def _outside_address() -> str:
+    """This machine's address on its way out (not loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))  # no packet is sent: it picks the route
+        except OSError:
+            pytest.skip("this machine has no route out to have an address on")
+        return s.getsockname()[0]
+
+
+async def test_declared_address_off_loopback(sandbox, code):
+    """An address that is not loopback is reached as written: the linux tier adds it to the
+    instance namespace's lo; gVisor, whose sandbox has only its loopback, refuses it at start
+    and says to declare a name."""
+    address = _outside_address()
+    echo = _Echo(address)
+    spec = mkspec(sandbox, code, network=(f"{address}:{echo.port}",))
+    try:
+        if sandbox.tier == "gvisor":
+            with pytest.raises(Exception, match="declare it by a name"):
+                await sandbox.start(spec, "outside")
+            return
+        h = await sandbox.start(spec, "outside")
+        try:
+            _, echoed = await attack(sandbox, h, op="echo", host=address, port=echo.port)
+            assert echoed == "ping"
+            _, refused = await attack(sandbox, h, op="echo", host=address, port=echo.port + 1)
+            assert refused == "ECONNREFUSED"
+        finally:
+            await sandbox.stop(h)
+    finally:
+        echo.sock.close()
 
 
 @linux_only

@@ -21,6 +21,7 @@ from ..base import Instance, InstanceDied
 from ..process import ZygoteBackend, instance_env
 from ..runtime_api import shells
 from ..zygote import BOOT, ZYGOTE_ENV, ZygoteClient, exit_reason
+from . import endpoints
 from .cgroups import CgroupPool, Slot, delegated, freezing
 from .egress import EgressRelay, parse_allow
 from .netns import RELAY_PORT, Netns, NetnsPool
@@ -41,8 +42,9 @@ TASK, DEPS, RUNTIME = "/var/task", "/var/deps", "/opt/dayfly"  # /opt: the layer
 ETC = {
     "/etc/passwd": "root:x:0:0::/:/sbin/nologin\nsbx:x:1000:1000::/tmp:/sbin/nologin\n",
     "/etc/group": "root:x:0:\nsbx:x:1000:\n",
-    "/etc/hosts": "127.0.0.1 localhost dayfly\n::1 localhost\n",
-    "/etc/nsswitch.conf": "passwd: files\ngroup: files\nhosts: files dns\n",
+    "/etc/hosts": endpoints.HOSTS,  # and the function's declared names (endpoints.py)
+    # names resolve from /etc/hosts only: a sandbox has no DNS (what it declared is there)
+    "/etc/nsswitch.conf": "passwd: files\ngroup: files\nhosts: files\n",
 }
 # Public, read-only parts of the host every Python needs: shared libraries, CA certificates,
 # time zones. Nothing else of the host is mounted.
@@ -130,9 +132,12 @@ class LinuxBackend(ZygoteBackend):
             layers.append((spec.deps_dir, DEPS))
         binds = [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
         binds += [(p, p) for p in spec.files] + shells(spec.runtime)
+        # each declared destination: a door at its address in every instance's namespace
+        # (added to its lo when not on loopback); declared names in its /etc/hosts
+        eps = endpoints.plan(spec.network, reserved=("127.0.0.1", RELAY_PORT))
         cfg: dict[str, Any] = {
             "root": str(self.roots / key.split("|")[1]), "layers": layers, "binds": binds,
-            "masks": lg.masks, "files": ETC,
+            "masks": lg.masks, "files": {**ETC, "/etc/hosts": endpoints.hosts_file(eps)},
             "symlinks": {"/lib": "usr/lib", "/lib64": "usr/lib64", "/bin": "usr/bin"},
             # Z9: the zygote that serves starts inside, from these neutral paths only
             "exec": {"python": lg.python, "boot": BOOT.format(root=RUNTIME),
@@ -141,9 +146,12 @@ class LinuxBackend(ZygoteBackend):
             # each instance's namespace gets a listening socket for the relay (step I1a);
             # the node's own S3 endpoint is reachable for declared `buckets` (S3 only there)
             cfg["relay_port"] = RELAY_PORT
+            cfg["egress"] = [[e.bind, e.port] for e in eps]
+            cfg["lo_addrs"] = sorted({e.bind for e in eps if not e.on_loopback})
             node = parse_allow([spec.s3_endpoint]) if spec.s3_endpoint else set()
             self.relays[key] = EgressRelay(spec.name, parse_allow(list(spec.network)), node,
-                                           self.function_s3)
+                                           self.function_s3,
+                                           {(e.bind, e.port): e.upstream for e in eps})
         thaw: tuple[int, ...] = ()
         if self.cgroups is not None and self.cgroups.freezer_dir_fd >= 0:  # v1 (cgroups.py)
             cfg["thaw_dir_fd"] = self.cgroups.freezer_dir_fd
@@ -169,13 +177,15 @@ class LinuxBackend(ZygoteBackend):
     async def _lease(self, key: str, zygote: ZygoteClient, pid: int, slot: Slot | None) -> Lease:
         """What an instance holds: its cgroup slot, and the relay serving its namespace."""
         lease = Lease(slot)
-        door = zygote.doors.pop(pid, None)
+        doors = zygote.doors.pop(pid, [])
         relay = self.relays.get(key)
-        if door is not None and relay is not None:
-            await relay.attach(door)
-            lease.door, lease.relay = door, relay
-        elif door is not None:
-            door.close()
+        if doors and relay is not None:
+            lease.doors, lease.relay = doors, relay
+            for door in doors:
+                await relay.attach(door)
+        else:
+            for door in doors:
+                door.close()
         return lease
 
     async def forked(self, spec: FunctionSpec, zygote: ZygoteClient, pid: int,
@@ -443,18 +453,19 @@ def _limits(spec: FunctionSpec) -> tuple[int, int, int]:
 @dataclass(slots=True)
 class Lease:
     """An instance's share of the backend: its cgroup slot (None rootless) and the relay's
-    listening socket in its network namespace, served until the instance is reaped."""
+    listening sockets in its network namespace, served until the instance is reaped."""
 
     slot: Slot | None
-    door: socket.socket | None = None
+    doors: list[socket.socket] | None = None
     relay: EgressRelay | None = None
     live: bool = True  # False once the instance is being killed: never frozen again
     freezing: asyncio.Handle | None = None  # the freeze scheduled after its last reply
 
     def close(self) -> None:
-        if self.door is not None and self.relay is not None:
-            self.relay.detach(self.door)
-        self.door = self.relay = None
+        if self.doors and self.relay is not None:
+            for door in self.doors:
+                self.relay.detach(door)
+        self.doors, self.relay = None, None
 
 
 def _slot(inst: Instance) -> Slot | None:

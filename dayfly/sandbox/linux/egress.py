@@ -1,7 +1,14 @@
 """The egress relay: the only way out of a function's network namespace.
 
-Instances have loopback only; the proxy environment variables point at 127.0.0.1:3128 inside
-their namespace (one per instance), where the host holds the listening socket. The relay reads one HTTP proxy
+Instances have loopback only. At each declared destination's address inside their namespace
+(one per instance; endpoints.py) the host holds a listening socket, a door: what connects
+there is relayed, bytes as they are, to that destination and nowhere else (native egress:
+any TCP client works, no proxy settings; docs/decisions/0012-native-egress.md). In the gVisor
+tier a forwarder inside the sandbox carries such connections to a host Unix socket per
+destination instead, and `accept` takes them from there.
+
+The proxy environment variables point at 127.0.0.1:3128 inside the namespace, another door,
+where the relay reads one HTTP proxy
 request (CONNECT host:port, or an absolute-URI request for plain HTTP), checks the target
 against the function's declared allow-list, and only then connects from the host's side.
 A function that declares `buckets` may also address this node's S3 endpoint (by the name it
@@ -15,7 +22,10 @@ import asyncio
 import contextlib
 import logging
 import socket
+import struct
 from urllib.parse import urlsplit
+
+from ...background import spawn
 
 log = logging.getLogger("dayfly.egress")
 
@@ -31,24 +41,42 @@ def parse_allow(entries: list[str]) -> set[tuple[str, int]]:
 
 
 class EgressRelay:
-    """Serves one function's instances, each through the listening socket in its own network
+    """Serves one function's instances, each through the listening sockets in its own network
     namespace (`attach` when it is made, `detach` once it is reaped); `allow` holds
     (host, port) pairs, `node` the names of this node's S3 endpoint, reached at
-    `function_s3`."""
+    `function_s3`; `native` maps a door's address in the namespace to its destination (a
+    door at another address is the HTTP proxy's)."""
 
     def __init__(self, function: str, allow: set[tuple[str, int]],
                  node: set[tuple[str, int]] | None = None,
-                 function_s3: tuple[str, int] | None = None) -> None:
+                 function_s3: tuple[str, int] | None = None,
+                 native: dict[tuple[str, int], tuple[str, int]] | None = None) -> None:
         self.function = function
         self.allow = allow
         self.node = node or set()
         self.function_s3 = function_s3
+        self.native = native or {}
         self.servers: dict[int, asyncio.base_events.Server] = {}  # id(door) -> its server
         self.refused = 0
+        self.failed = 0  # native connections whose destination could not be reached
+        self.relayed = 0  # native connections carried to their destination
 
     async def attach(self, door: socket.socket) -> None:
         door.setblocking(False)
-        self.servers[id(door)] = await asyncio.start_server(self._serve, sock=door)
+        target = self.native.get(door.getsockname()[:2])
+        if target is None:
+            self.servers[id(door)] = await asyncio.start_server(self._serve, sock=door)
+        else:
+            loop = asyncio.get_running_loop()
+            self.servers[id(door)] = await loop.create_server(
+                lambda: _Inbound(self, target), sock=door)
+
+    async def accept(self, conn: socket.socket, target: tuple[str, int]) -> None:
+        """Relay a connection a gVisor sandbox's forwarder made for `target` (a declared
+        destination: the host socket it came in on is that destination's)."""
+        conn.setblocking(False)
+        await asyncio.get_running_loop().connect_accepted_socket(
+            lambda: _Inbound(self, target), conn)
 
     def detach(self, door: socket.socket) -> None:
         server = self.servers.pop(id(door), None)
@@ -122,6 +150,95 @@ class EgressRelay:
         servers, self.servers = list(self.servers.values()), {}
         for server in servers:
             server.close()
+
+
+class _Half(asyncio.Protocol):
+    """One side of a natively relayed connection: what it receives goes to its peer, with
+    back-pressure (the peer stops reading while this side's buffer is full) and half-closes
+    passed on; the pair closes once both sides have ended."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.peer: _Half | None = None
+        self.ended = False  # EOF received
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None and self.peer.transport is not None
+        self.peer.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.ended = True
+        peer = self.peer
+        if peer is None or peer.transport is None or peer.ended:
+            self.close()
+            return False
+        if peer.transport.can_write_eof():
+            peer.transport.write_eof()
+            return True  # the other direction may still carry data
+        self.close()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.close()
+
+    def pause_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.resume_reading()
+
+    def close(self) -> None:
+        for half in (self, self.peer):
+            if half is not None and half.transport is not None:
+                half.transport.close()
+
+
+class _Inbound(_Half):
+    """A connection from inside a sandbox to a declared destination: it is read only once the
+    destination has answered; if it cannot be reached, it is reset (the client sees
+    ECONNRESET) and the node's log says why."""
+
+    def __init__(self, relay: EgressRelay, target: tuple[str, int]) -> None:
+        super().__init__()
+        self.relay, self.target = relay, target
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        transport.pause_reading()  # type: ignore[attr-defined]
+        spawn(self._connect())
+
+    async def _connect(self) -> None:
+        host, port = self.target
+        out = _Half()
+        try:
+            await asyncio.wait_for(asyncio.get_running_loop().create_connection(
+                lambda: out, host, port), 10)
+        except (OSError, TimeoutError) as exc:
+            self.relay.failed += 1
+            log.warning("dayfly: function '%s' could not reach %s:%s: %s", self.relay.function,
+                        host, port, exc)
+            if self.transport is not None:
+                sock = self.transport.get_extra_info("socket")
+                if sock is not None and sock.family != socket.AF_UNIX:
+                    with contextlib.suppress(OSError):  # a reset, not an orderly end
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                        struct.pack("ii", 1, 0))
+                self.transport.abort()
+            return
+        if self.transport is None:  # the sandbox side went away meanwhile
+            assert out.transport is not None
+            out.transport.close()
+            return
+        self.relay.relayed += 1
+        self.peer, out.peer = out, self
+        self.transport.resume_reading()
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
