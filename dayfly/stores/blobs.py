@@ -11,11 +11,15 @@ with the content in a JetStream object store and these files as its cache.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import os
+import queue
 import stat
+import threading
 import uuid
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +28,13 @@ from typing import BinaryIO
 from . import checksums
 from .s3errors import S3Error
 
-FLUSH = 1024 * 1024  # bytes buffered before one write (hash + write happen off the event loop)
+FLUSH = 1024 * 1024  # bytes gathered before they are handed to the worker threads
+AHEAD = 8  # batches of one large body handed over and not yet hashed and written, at most
+SYNC_EVERY = 16 * 1024 * 1024  # bytes of a large body written between background fdatasyncs
 SLICE = 16 * 1024 * 1024  # bytes copied from a file descriptor per worker-thread call
-Transform = Callable[[bytes | bytearray | memoryview], bytes]  # plaintext → what is stored
+IOV_MAX = 1024  # buffers per writev (Linux's limit)
+Buffer = bytes | bytearray | memoryview
+Transform = Callable[[Buffer], bytes]  # plaintext → what is stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +61,21 @@ class _Writer:
         self.digests = {a: checksums.new(a) for a in algorithms}
         self.size = 0
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.md5.update(data)
-        for d in self.digests.values():
-            d.update(data)
-        view = memoryview(self.encrypt(data) if self.encrypt is not None else data)
-        while view:
-            view = view[os.write(self.fd, view):]
-        self.size += len(data)
+    def write(self, data: Buffer) -> None:
+        self.hash_md5([data])
+        self.append([data])
+
+    def hash_md5(self, batch: list[Buffer]) -> None:
+        for data in batch:
+            self.md5.update(data)
+
+    def append(self, batch: list[Buffer]) -> None:
+        """The digests other than the MD5, then the bytes (encrypted) at the file's end."""
+        for data in batch:
+            for d in self.digests.values():
+                d.update(data)
+            self.size += len(data)
+        _write_all(self.fd, [self.encrypt(d) for d in batch] if self.encrypt else batch)
 
     def copy_fd(self, fd: int, size: int, offset: int = 0) -> None:
         """Append bytes [offset, offset + size) of the regular file `fd` (read into our own
@@ -109,6 +124,111 @@ class _Writer:
             self.fd = -1
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.tmp)
+
+
+def _write_all(fd: int, batch: list[Buffer]) -> None:
+    """writev until every byte of `batch` is written."""
+    views = [memoryview(b) for b in batch if len(b)]
+    i = 0
+    while i < len(views):
+        n = os.writev(fd, views[i:i + IOV_MAX])
+        while n:
+            if n >= len(views[i]):
+                n -= len(views[i])
+                i += 1
+            else:
+                views[i], n = views[i][n:], 0
+
+
+class _Lane:
+    """A worker thread running the jobs given to it one after another; after one fails, the
+    rest fail with the same error without running."""
+
+    def __init__(self, name: str) -> None:
+        self.jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[None], Callable[..., None],
+                                           tuple[object, ...]] | None] = queue.SimpleQueue()
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, fn: Callable[..., None], *args: object) -> concurrent.futures.Future[None]:
+        fut: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.jobs.put((fut, fn, args))
+        return fut
+
+    def _run(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            fut, fn, args = job
+            if self.failed is not None:
+                fut.set_exception(self.failed)
+                continue
+            try:
+                fn(*args)
+                fut.set_result(None)
+            except BaseException as exc:  # handed to whoever waits for the job
+                self.failed = exc
+                fut.set_exception(exc)
+
+    def stop(self, why: BaseException | None = None) -> None:
+        """No more jobs; with `why`, the ones not started yet fail instead of running."""
+        if why is not None and self.failed is None:
+            self.failed = why
+        self.jobs.put(None)
+
+
+class _Pipeline:
+    """A large body's way to its file. The MD5 (the ETag: the slowest step, and sequential) is
+    computed in one thread, the other digests and the writes in a second, each in order, while
+    the event loop receives the next batch (hashlib, zlib and os.writev release the GIL), so a
+    body streams at the speed of its MD5 rather than the sum of the steps. A third thread
+    fdatasyncs what is written every SYNC_EVERY bytes, so the disk writes during the upload and
+    the final fsync has only the tail left. At most AHEAD batches wait for the threads."""
+
+    def __init__(self, w: _Writer, sync: bool) -> None:
+        self.w = w
+        self.md5 = _Lane("dayfly-blob-md5")
+        self.io = _Lane("dayfly-blob-write")
+        self.sync = _Lane("dayfly-blob-sync") if sync else None
+        self.pending: deque[concurrent.futures.Future[None]] = deque()
+        # the two fields below are used by the io lane's thread only (and by `drain` after it)
+        self.unsynced = 0
+        self.synced: concurrent.futures.Future[None] | None = None
+
+    async def feed(self, batch: list[Buffer]) -> None:
+        self.pending.append(self.md5.submit(self.w.hash_md5, batch))
+        self.pending.append(self.io.submit(self._append, batch))
+        while self.pending and self.pending[0].done():
+            self.pending.popleft().result()  # a failed write ends the upload now
+        while len(self.pending) > 2 * AHEAD:
+            await asyncio.wrap_future(self.pending.popleft())
+
+    def _append(self, batch: list[Buffer]) -> None:
+        self.w.append(batch)
+        self.unsynced += sum(len(b) for b in batch)
+        if self.sync is not None and self.unsynced >= SYNC_EVERY and (
+                self.synced is None or self.synced.done()):
+            if self.synced is not None:
+                self.synced.result()  # an fdatasync that failed fails the blob
+            self.synced = self.sync.submit(os.fdatasync, self.w.fd)
+            self.unsynced = 0
+
+    async def drain(self) -> None:
+        """Wait until every batch is hashed and written (and the last background sync)."""
+        while self.pending:
+            await asyncio.wrap_future(self.pending.popleft())
+        if self.synced is not None:
+            await asyncio.wrap_future(self.synced)
+
+    def stop(self, why: BaseException | None = None) -> None:
+        for lane in (self.md5, self.io, self.sync):
+            if lane is not None:
+                lane.stop(why)
+
+    def join(self) -> None:
+        """Blocks until the threads are gone (after `stop`): none uses the file any more."""
+        for lane in (self.md5, self.io, self.sync):
+            if lane is not None:
+                lane.thread.join()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -165,41 +285,54 @@ class BlobStore:
             w.discard()
             raise
 
-    async def write(self, chunks: AsyncIterable[bytes], *, limit: int,
+    async def write(self, chunks: AsyncIterable[Buffer], *, limit: int,
                     algorithms: Iterable[str] = (),
                     encrypt: Transform | None = None) -> Blob:
         """Stream `chunks` into a new blob; more than `limit` bytes raises EntityTooLarge.
-        `encrypt` (sse.py) turns the hashed plaintext into what is stored."""
+        `encrypt` (sse.py) turns the hashed plaintext into what is stored. A body under FLUSH
+        bytes takes one worker-thread hop; a larger one goes through a _Pipeline."""
         w = _Writer(self, algorithms, encrypt)
-        # the previous buffer is hashed and written in a worker thread while the next one is
-        # received (both release the GIL): a large body streams at the slower of the two, not
-        # their sum
-        writing: asyncio.Future[None] | None = None
+        pipe: _Pipeline | None = None
+        finishing: asyncio.Future[Blob] | None = None
         try:
-            buf, total = bytearray(), 0
+            batch: list[Buffer] = []
+            gathered = total = 0
             async for chunk in chunks:
                 total += len(chunk)
                 if total > limit:
                     raise S3Error("EntityTooLarge", "Your proposed upload exceeds the maximum "
                                   "allowed size", MaxSizeAllowed=str(limit))
-                buf += chunk
-                if len(buf) >= FLUSH:
-                    if writing is not None:
-                        await writing
-                    writing = asyncio.ensure_future(asyncio.to_thread(w.write, buf))
-                    buf = bytearray()
-            if writing is not None:
-                await writing
-                writing = None
-            if buf:
-                await asyncio.to_thread(w.write, buf)
-            return await asyncio.to_thread(w.finish)
-        except BaseException:
-            if writing is not None:  # let the worker finish with the file before it goes
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(writing)
-            w.discard()
+                batch.append(chunk)  # no copy: the threads read the received buffers
+                gathered += len(chunk)
+                if gathered >= FLUSH:
+                    if pipe is None:
+                        pipe = _Pipeline(w, self.fsync)
+                    await pipe.feed(batch)
+                    batch, gathered = [], 0
+            if pipe is not None:
+                await pipe.feed(batch)
+                await pipe.drain()
+                pipe.stop()
+                batch = []
+            # from here the thread owns the file: it finishes the blob or discards it
+            finishing = asyncio.ensure_future(asyncio.to_thread(_finish, w, batch))
+            return await asyncio.shield(finishing)
+        except BaseException as exc:
+            if finishing is not None:  # cancelled while the thread finishes: its blob goes
+                finishing.add_done_callback(self._drop)
+                raise
+            # the threads may still be hashing or writing: the file is closed and removed only
+            # once they are gone, in a thread of its own that a cancellation does not stop
+            if pipe is not None:
+                pipe.stop(exc)
+            await asyncio.shield(asyncio.to_thread(_abandon, w, pipe))
             raise
+
+    def _drop(self, job: asyncio.Future[Blob]) -> None:
+        if not job.cancelled() and job.exception() is None:
+            # the local file only (a shared store has not been told of it yet)
+            asyncio.get_running_loop().run_in_executor(None, BlobStore.remove, self,
+                                                       job.result().id)
 
     async def concat(self, ids: list[str], algorithms: Iterable[str] = ()) -> Blob:
         """A new blob holding the given blobs one after the other."""
@@ -255,6 +388,23 @@ class BlobStore:
                         f.unlink()
                         removed += 1
         return removed
+
+
+def _finish(w: _Writer, batch: list[Buffer]) -> Blob:
+    """The last bytes (a small body: all of them), fsync, rename; on failure, discard."""
+    try:
+        w.hash_md5(batch)
+        w.append(batch)
+        return w.finish()
+    except BaseException:
+        w.discard()
+        raise
+
+
+def _abandon(w: _Writer, pipe: _Pipeline | None) -> None:
+    if pipe is not None:
+        pipe.join()
+    w.discard()
 
 
 async def _chunks(f: BinaryIO, start: int, end: int | None) -> AsyncIterator[bytes]:

@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from .blobs import Blob, BlobStore, Transform, _chunks, _Writer
+from .blobs import Blob, BlobStore, Buffer, Transform, _chunks, _Writer
 from .jsobjects import ObjectMissing, Objects
 from .s3errors import S3Error
 
@@ -154,7 +154,7 @@ class JetStreamBlobStore(BlobStore):
     def writer(self, algorithms: Iterable[str] = ()) -> _Writer:
         return _SharedWriter(self, algorithms)
 
-    async def write(self, chunks: AsyncIterable[bytes], *, limit: int,
+    async def write(self, chunks: AsyncIterable[Buffer], *, limit: int,
                     algorithms: Iterable[str] = (),
                     encrypt: Transform | None = None) -> Blob:
         blob = await super().write(chunks, limit=limit, algorithms=algorithms, encrypt=encrypt)

@@ -25,7 +25,7 @@ from urllib.parse import quote_plus
 
 import orjson
 
-from .blobs import Blob, BlobStore, Transform
+from .blobs import Blob, BlobStore, Buffer, Transform
 from .db import Database
 from .listing import Listing, VersionListing, scan, scan_versions
 from .s3errors import S3Error
@@ -294,7 +294,7 @@ class ObjectStore:
 
     # objects
 
-    async def put_object(self, bucket: str, key: str, body: AsyncIterable[bytes], *,
+    async def put_object(self, bucket: str, key: str, body: AsyncIterable[Buffer], *,
                          headers: dict[str, str], algorithms: Iterable[str] = (),
                          verify: Callable[[Blob], dict[str, str] | None] | None = None,
                          origin: Origin | None = None, if_match: str | None = None,

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import os
 import secrets
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,6 +26,7 @@ from conftest import make_zip
 from dayfly.control.bundles import BundleStore
 from dayfly.control.deps import DepsInstaller, deps_key
 from dayfly.control.shared_code import CodeMissing, JetStreamCode, OnDisk
+from dayfly.stores import checksums, sse
 from dayfly.stores.blobs import BlobStore
 from dayfly.stores.jsblobs import JetStreamBlobStore
 from dayfly.stores.jsobjects import CHUNK, WINDOW, Objects
@@ -157,6 +159,94 @@ async def test_streamed_writer_from_a_thread(node: Node, tmp_path: Path) -> None
         return w.finish()
     blob = await asyncio.to_thread(fill)
     assert await read(store, blob.id) == DATA  # type: ignore[attr-defined]
+
+
+LARGE = os.urandom(40 * 1024 * 1024 + 4097)  # past FLUSH and SYNC_EVERY: the pipelined path
+
+
+async def _ragged(data: bytes) -> AsyncIterator[bytes | memoryview]:
+    """Receives of uneven sizes, some as views (what the aws-chunked decoder passes on)."""
+    view, i, n = memoryview(data), 0, 0
+    while i < len(data):
+        size = (1, 300_000, 65_536, 2_000_000, 7)[n % 5]
+        yield view[i:i + size] if n % 2 else bytes(view[i:i + size])
+        i, n = i + size, n + 1
+
+
+def _lanes() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("dayfly-blob-")]
+
+
+def _files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.is_file()]
+
+
+async def test_a_large_body_hashed_encrypted_and_written_in_order(node: Node,
+                                                                   tmp_path: Path) -> None:
+    store = await node(tmp_path / "n1")
+    key, nonce = os.urandom(32), sse.new_nonce()
+    algs = ["crc32", "crc32c", "sha1", "sha256", "crc64nvme"]
+    blob = await store.write(_ragged(LARGE), limit=len(LARGE), algorithms=algs,
+                             encrypt=sse.encryptor(key, nonce))
+    assert (blob.size, blob.md5) == (len(LARGE), hashlib.md5(LARGE).digest())
+    for alg in algs:
+        d = checksums.new(alg)
+        d.update(LARGE)
+        assert blob.digests[alg] == d.digest(), alg
+    stored = await read(store, blob.id)
+    assert stored != LARGE[:len(stored)]
+    plain = b"".join([c async for c in sse.decrypting(_body(stored), key, nonce, 0)])
+    assert plain == LARGE
+    assert not _lanes()
+
+
+async def test_a_body_failing_midway_leaves_no_file_and_no_thread(node: Node,
+                                                                   tmp_path: Path) -> None:
+    store = await node(tmp_path / "n1")
+
+    async def broken() -> AsyncIterator[bytes]:
+        async for chunk in _body(LARGE[:20 * 1024 * 1024], 1 << 20):
+            yield chunk
+        raise ConnectionResetError("the client went away")
+    with pytest.raises(ConnectionResetError):
+        await store.write(broken(), limit=len(LARGE))
+    assert not _files(tmp_path / "n1") and not _lanes()
+
+
+async def test_a_failing_write_ends_the_upload(node: Node, tmp_path: Path) -> None:
+    """An error in the writing thread (here the transform; on a disk: ENOSPC) reaches the
+    caller, and the rest of the body is not written."""
+    store = await node(tmp_path / "n1")
+    calls = 0
+
+    def encrypt(data: bytes | bytearray | memoryview) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 5:
+            raise OSError(28, "No space left on device")
+        return bytes(data)
+    with pytest.raises(OSError, match="No space"):
+        await store.write(_body(LARGE, 1 << 20), limit=len(LARGE), encrypt=encrypt)
+    assert calls == 5 and not _files(tmp_path / "n1") and not _lanes()
+
+
+async def test_a_cancelled_write_leaves_no_file_and_no_thread(node: Node,
+                                                              tmp_path: Path) -> None:
+    store = await node(tmp_path / "n1")
+    halfway, never = asyncio.Event(), asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        async for chunk in _body(LARGE[:10 * 1024 * 1024], 1 << 20):
+            yield chunk
+        halfway.set()
+        await never.wait()
+        yield b"never"
+    task = asyncio.ensure_future(store.write(stalled(), limit=len(LARGE)))
+    await halfway.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not _files(tmp_path / "n1") and not _lanes()
 
 
 # -- two nodes over JetStream --------------------------------------------------------------

@@ -20,7 +20,7 @@ from ...stores.s3errors import S3Error
 from .sigv4 import EMPTY_SHA256, Auth, sign
 
 MAX_LINE = 4096
-PIECE = 256 * 1024
+PIECE = 1024 * 1024  # bytes of a chunk passed on at most at once (a view, not a copy)
 
 
 def _incomplete(why: str) -> S3Error:
@@ -28,11 +28,13 @@ def _incomplete(why: str) -> S3Error:
 
 
 class _Reader:
-    """Lines and counted reads over an ASGI body stream."""
+    """Lines and counted reads over an ASGI body stream. Counted reads are views of the
+    received buffers (no copy); only a line split between two receives is joined."""
 
     def __init__(self, stream: AsyncIterator[bytes]) -> None:
         self.stream = stream
-        self.buf = bytearray()
+        self.data = b""  # the buffer being read, from `pos`
+        self.pos = 0
         self.eof = False
 
     async def _fill(self) -> bool:
@@ -44,31 +46,37 @@ class _Reader:
                 self.eof = True
                 break
             if data:
-                self.buf += data
+                self.data, self.pos = data, 0
                 return True
         return False
 
     async def line(self) -> bytes:
+        head = b""  # a line's start, when it spans receives
         while True:
-            i = self.buf.find(b"\r\n")
-            if i >= 0:
-                out = bytes(self.buf[:i])
-                del self.buf[: i + 2]
+            i = self.data.find(b"\r\n", self.pos)
+            if i >= 0 and not (head.endswith(b"\r") and i > self.pos):
+                out = head + self.data[self.pos:i]
+                self.pos = i + 2
                 return out
-            if len(self.buf) > MAX_LINE:
+            if head.endswith(b"\r") and self.data[self.pos:self.pos + 1] == b"\n":
+                self.pos += 1  # the CRLF was split between two receives
+                return head[:-1]
+            head += self.data[self.pos:]
+            self.pos = len(self.data)
+            if len(head) > MAX_LINE:
                 raise _incomplete("a chunk header or trailer line is too long")
             if not await self._fill():
                 raise _incomplete("the body ended in the middle of a line")
 
-    async def some(self, limit: int) -> bytes:
-        if not self.buf and not await self._fill():
+    async def some(self, limit: int) -> memoryview:
+        if self.pos >= len(self.data) and not await self._fill():
             raise _incomplete("the body ended in the middle of a chunk")
-        out = bytes(self.buf[:limit])
-        del self.buf[:limit]
+        out = memoryview(self.data)[self.pos:self.pos + limit]
+        self.pos += len(out)
         return out
 
     async def at_end(self) -> bool:
-        return not self.buf and not await self._fill()
+        return self.pos >= len(self.data) and not await self._fill()
 
 
 class ChunkedBody:
@@ -107,7 +115,7 @@ class ChunkedBody:
             sig = value.strip().decode("latin-1")
         return n, sig
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
+    async def __aiter__(self) -> AsyncIterator[memoryview]:
         r = self.reader
         while True:
             n, sig = self._header(await r.line())

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from starlette.requests import Request
 
 from ...stores import checksums
-from ...stores.blobs import Blob
+from ...stores.blobs import Blob, Buffer
 from ...stores.objects import MAX_PUT
 from ...stores.s3errors import S3Error
 from .chunked import ChunkedBody
@@ -106,7 +106,7 @@ class Payload:
                 out[checksum_algorithm(name[15:])] = value.strip()
         return out
 
-    def chunks(self) -> AsyncIterator[bytes]:
+    def chunks(self) -> AsyncIterator[Buffer]:
         return self.chunked.__aiter__() if self.chunked is not None else self.request.stream()
 
     def verify(self, blob: Blob) -> dict[str, str]:
