@@ -161,3 +161,80 @@ def scan_versions(c: sqlite3.Connection, bucket: str, *, prefix: str = "", delim
         rows.close()
         if not jumped:
             return out
+
+
+@dataclass(slots=True)
+class UploadListing:
+    """One page of ListMultipartUploads: upload rows (id, key, created) by key, then age."""
+
+    rows: list[Any] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)
+    truncated: bool = False
+    next_key: str | None = None
+    next_upload: str | None = None
+
+
+def scan_uploads(c: sqlite3.Connection, bucket: str, *, prefix: str = "", delimiter: str = "",
+                 key_marker: str = "", upload_marker: str = "",
+                 max_uploads: int = 1000) -> UploadListing:
+    """A page of at most `max_uploads` uploads and common prefixes after the markers: with
+    `upload_marker`, `key_marker`'s uploads begun after that one, then the keys after
+    `key_marker` (S3 ignores `upload_marker` without `key_marker`). A marker upload that is
+    gone (completed or aborted since) lists its key's uploads from the start: repeated rather
+    than skipped."""
+    out = UploadListing()
+    pos, inclusive = key_marker, not key_marker
+    after_upload: tuple[float, str] | None = None  # key_marker's uploads up to it were listed
+    if key_marker and upload_marker:
+        inclusive, after_upload = True, (float("-inf"), "")
+        row = c.execute("SELECT created FROM s3_uploads WHERE id = ? AND bucket = ? AND "
+                        "key = ?", (upload_marker, bucket, key_marker)).fetchone()
+        if row is not None:
+            after_upload = (row["created"], upload_marker)
+    after = key_marker or None  # common prefixes at or before it were listed already
+    if pos < prefix:
+        pos, inclusive, after_upload = prefix, True, None
+    while True:
+        op = ">=" if inclusive else ">"
+        rows = c.execute(f"SELECT id, key, created FROM s3_uploads WHERE bucket = ? AND "
+                         f"key {op} ? ORDER BY key, created, id", (bucket, pos))
+        jumped = False
+        for row in rows:
+            key: str = row["key"]
+            if key == key_marker and (after_upload is None
+                                      or (row["created"], row["id"]) <= after_upload):
+                continue
+            if not key.startswith(prefix):
+                rows.close()
+                return out
+            cp = None
+            if delimiter:
+                i = key.find(delimiter, len(prefix))
+                if i >= 0:
+                    cp = key[: i + len(delimiter)]
+            if cp is not None and after is not None and cp <= after:
+                nxt = successor(cp)
+                if nxt is None:
+                    rows.close()
+                    return out
+                pos, inclusive, jumped = nxt, True, True
+                break
+            if len(out.rows) + len(out.prefixes) >= max_uploads:
+                out.truncated = True
+                rows.close()
+                return out
+            if cp is None:
+                out.rows.append(row)
+                out.next_key, out.next_upload = key, row["id"]
+                continue
+            out.prefixes.append(cp)
+            out.next_key, out.next_upload = cp, None
+            nxt = successor(cp)
+            if nxt is None:
+                rows.close()
+                return out
+            pos, inclusive, jumped = nxt, True, True
+            break
+        rows.close()
+        if not jumped:
+            return out

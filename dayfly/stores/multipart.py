@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from . import checksums
-from .blobs import Blob
+from .blobs import Blob, Buffer
+from .listing import UploadListing, scan_uploads
 from .objects import MAX_PUT, ObjectInfo, Origin, check_key
 from .s3errors import S3Error
 
@@ -102,7 +103,7 @@ class Multipart:
         return await self.db.run(lambda c: _upload(c, bucket, key, upload_id))
 
     async def upload_part(self, bucket: str, key: str, upload_id: str, number: int,
-                          body: AsyncIterable[bytes], *, algorithms: Iterable[str] = (),
+                          body: AsyncIterable[Buffer], *, algorithms: Iterable[str] = (),
                           verify: Callable[[Blob], dict[str, str]] | None = None) -> Part:
         """Store one part; `verify(blob)` may refuse it or name the checksums to keep."""
         await self.get(bucket, key, upload_id)
@@ -227,16 +228,14 @@ class Multipart:
             return upload, parts[:limit], len(parts) > limit
         return await self.db.run(run)
 
-    async def list_uploads(self, bucket: str, prefix: str, limit: int) -> tuple[list[Any], bool]:
-        """In-progress uploads under `prefix` (by key, then age), and whether more follow."""
-        def run(c: sqlite3.Connection) -> tuple[list[Any], bool]:
+    async def list_uploads(self, bucket: str, **kw: Any) -> UploadListing:
+        """In-progress uploads by key, then age (listing.scan_uploads: prefix, delimiter,
+        key_marker, upload_marker, max_uploads)."""
+        def run(c: sqlite3.Connection) -> UploadListing:
             if not c.execute("SELECT 1 FROM s3_buckets WHERE name = ?", (bucket,)).fetchone():
                 raise S3Error("NoSuchBucket", "The specified bucket does not exist",
                               BucketName=bucket)
-            rows = [r for r in c.execute("SELECT id, key, created FROM s3_uploads WHERE "
-                                         "bucket = ? AND key >= ? ORDER BY key, created",
-                                         (bucket, prefix)) if r["key"].startswith(prefix)]
-            return rows[:limit], len(rows) > limit
+            return scan_uploads(c, bucket, **kw)
         return await self.db.run(run)
 
 

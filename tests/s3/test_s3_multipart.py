@@ -5,13 +5,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import os
 import zlib
 
 import httpx
 import pytest
 from botocore.exceptions import ClientError
-from s3_helpers import credentials, error_code, new_bucket, s3_client, sign, status, xml_error
+from s3_helpers import (
+    aws_cli,
+    credentials,
+    error_code,
+    new_bucket,
+    s3_client,
+    sign,
+    status,
+    xml_error,
+)
 
 MiB = 1024 * 1024
 
@@ -175,3 +185,67 @@ def test_malformed_complete_xml(server, s3, bucket, body):
     signed = sign("POST", url, key_id, secret, hashlib.sha256(body).hexdigest())
     r = httpx.post(url, content=body, headers=signed.headers)
     assert r.status_code == 400 and xml_error(r)["Code"] == "MalformedXML"
+
+
+def _uploads(s3, bucket: str) -> list[tuple[str, str]]:
+    """(key, upload id) of uploads begun in this order: two for one key, a folder, the rest."""
+    made = []
+    for key in ("a", "a", "dir/x", "dir/y", "e", "sp ace/\u00e9"):
+        made.append((key, s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]))
+    return made
+
+
+def test_list_uploads_pages_by_key_and_upload_markers(s3, bucket):
+    made = _uploads(s3, bucket)
+    pages = list(s3.get_paginator("list_multipart_uploads").paginate(
+        Bucket=bucket, PaginationConfig={"PageSize": 2}))
+    assert len(pages) == 3 and [p["IsTruncated"] for p in pages] == [True, True, False]
+    assert [(u["Key"], u["UploadId"]) for p in pages for u in p["Uploads"]] == made
+    assert (pages[0]["NextKeyMarker"], pages[0]["NextUploadIdMarker"]) == made[1]
+    # the first upload of "a" named as the marker: its second one comes next
+    page = s3.list_multipart_uploads(Bucket=bucket, KeyMarker="a", UploadIdMarker=made[0][1],
+                                     MaxUploads=2)
+    assert [u["UploadId"] for u in page["Uploads"]] == [made[1][1], made[2][1]]
+    assert page["KeyMarker"] == "a" and page["UploadIdMarker"] == made[0][1]
+    # a key marker alone: the keys after it
+    page = s3.list_multipart_uploads(Bucket=bucket, KeyMarker="a")
+    assert [u["Key"] for u in page["Uploads"]] == ["dir/x", "dir/y", "e", "sp ace/\u00e9"]
+
+
+def test_list_uploads_prefix_delimiter_and_encoding(server, s3, bucket):
+    made = _uploads(s3, bucket)
+    page = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/")
+    assert [u["Key"] for u in page["Uploads"]] == ["a", "a", "e"]
+    assert [p["Prefix"] for p in page["CommonPrefixes"]] == ["dir/", "sp ace/"]
+    assert page["Delimiter"] == "/"
+    # a common prefix counts as one entry of a page, and is not listed again after it
+    first = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/", MaxUploads=3)
+    assert first["IsTruncated"] and first["NextKeyMarker"] == "dir/"
+    rest = s3.list_multipart_uploads(Bucket=bucket, Delimiter="/",
+                                     KeyMarker=first["NextKeyMarker"])
+    assert [u["Key"] for u in rest["Uploads"]] == ["e"]
+    assert [p["Prefix"] for p in rest["CommonPrefixes"]] == ["sp ace/"]
+    page = s3.list_multipart_uploads(Bucket=bucket, Prefix="dir/")
+    assert [(u["Key"], u["UploadId"]) for u in page["Uploads"]] == made[2:4]
+    assert page["Prefix"] == "dir/"
+    # encoding-type=url encodes keys and prefixes (botocore does not decode this answer)
+    creds = credentials(server.data_dir)
+    url = f"{server.url}/{bucket}?uploads&encoding-type=url&prefix=sp%20"
+    r = httpx.get(url, headers=sign("GET", url, *creds, "UNSIGNED-PAYLOAD").headers)
+    assert r.status_code == 200
+    assert "<Key>sp%20ace/%C3%A9</Key>" in r.text and "<Prefix>sp%20</Prefix>" in r.text
+    assert s3.list_multipart_uploads(Bucket=bucket, MaxUploads=0).get("Uploads") is None
+    with pytest.raises(ClientError) as exc:
+        s3.list_multipart_uploads(Bucket=bucket, EncodingType="base64")
+    assert (error_code(exc.value), status(exc.value)) == ("InvalidArgument", 400)
+    with pytest.raises(ClientError) as exc:
+        s3.list_multipart_uploads(Bucket=bucket, MaxUploads=-1)
+    assert (error_code(exc.value), status(exc.value)) == ("InvalidArgument", 400)
+
+
+def test_aws_cli_lists_every_upload_page_by_page(server, s3, bucket, tmp_path):
+    made = _uploads(s3, bucket)
+    aws = aws_cli(server, tmp_path, check=True)
+    out = json.loads(aws("s3api", "list-multipart-uploads", "--bucket", bucket,
+                         "--page-size", "2").stdout)
+    assert [(u["Key"], u["UploadId"]) for u in out["Uploads"]] == made

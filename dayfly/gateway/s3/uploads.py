@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import quote
 
 from starlette.responses import Response
 
 from ...stores import checksums, sse
 from ...stores.blobs import Blob
+from ...stores.listing import UploadListing
 from ...stores.multipart import MAX_PARTS
 from ...stores.s3errors import S3Error
 from .context import (
@@ -171,13 +173,33 @@ async def list_parts(ctx: Ctx) -> Response:
 
 
 async def list_uploads(ctx: Ctx) -> Response:
-    prefix = ctx.query.get("prefix", "")
+    """ListMultipartUploads: by key, then age; prefix, delimiter, key and upload-id markers."""
+    q = ctx.query
+    encoding = q.get("encoding-type")
+    if encoding not in (None, "url"):
+        raise S3Error("InvalidArgument", "Invalid Encoding Method specified in Request",
+                      ArgumentName="encoding-type")
+    enc = (lambda s: quote(s, safe="/")) if encoding else (lambda s: s)
+    prefix, delimiter = q.get("prefix", ""), q.get("delimiter", "")
+    key_marker, upload_marker = q.get("key-marker", ""), q.get("upload-id-marker", "")
     limit = ctx.int_param("max-uploads", 1000, 0, 1000)
-    rows, truncated = await ctx.store.multipart.list_uploads(ctx.bucket, prefix, limit)
-    uploads = [wrap("Upload", el("Key", r["key"]), el("UploadId", r["id"]), INITIATOR, OWNER,
-                    el("StorageClass", "STANDARD"), el("Initiated", iso(r["created"])))
-               for r in rows]
-    return xml_response("ListMultipartUploadsResult", el("Bucket", ctx.bucket),
-                        el("KeyMarker", ""), el("UploadIdMarker", ""),
-                        el("Prefix", prefix), el("MaxUploads", limit),
-                        el("IsTruncated", truncated), *uploads)
+    if limit == 0:  # as ListObjects' max-keys=0: nothing, and not truncated
+        await ctx.store.head_bucket(ctx.bucket)
+        page = UploadListing()
+    else:
+        page = await ctx.store.multipart.list_uploads(
+            ctx.bucket, prefix=prefix, delimiter=delimiter, key_marker=key_marker,
+            upload_marker=upload_marker if key_marker else "", max_uploads=limit)
+    head = [el("Bucket", ctx.bucket), el("KeyMarker", enc(key_marker)),
+            el("UploadIdMarker", upload_marker if key_marker else ""),
+            el("Prefix", enc(prefix)), el("Delimiter", enc(delimiter) if delimiter else None),
+            el("MaxUploads", limit), el("EncodingType", encoding),
+            el("IsTruncated", page.truncated)]
+    if page.truncated and page.next_key is not None:
+        head += [el("NextKeyMarker", enc(page.next_key)),
+                 el("NextUploadIdMarker", page.next_upload or "")]
+    uploads = [wrap("Upload", el("Key", enc(r["key"])), el("UploadId", r["id"]), INITIATOR,
+                    OWNER, el("StorageClass", "STANDARD"), el("Initiated", iso(r["created"])))
+               for r in page.rows]
+    prefixes = [wrap("CommonPrefixes", el("Prefix", enc(p))) for p in page.prefixes]
+    return xml_response("ListMultipartUploadsResult", *head, *uploads, *prefixes)
