@@ -62,6 +62,10 @@ class Zygote:
         # (namespace fd, the relay's listening sockets inside: its doors)
         self.nets: list[tuple[int, list[socket.socket]]] = []
         self.nets_failing = False
+        # gVisor, declared egress: listening sockets at each destination's address, and the
+        # process that carries their connections to the host (forwarder.py)
+        self.forward: list[tuple[socket.socket, str]] = []
+        self.forwarder = 0
 
     def warm(self) -> None:
         """Enter the sandbox (jailed tiers), import what every instance needs, freeze the heap.
@@ -87,6 +91,10 @@ class Zygote:
         for name in _PRELOAD + tuple(self.config.get("preload", ())):
             with contextlib.suppress(Exception):  # a missing module only costs its import later
                 importlib.import_module(name)
+        if self.config.get("forward"):
+            from . import forwarder
+
+            self.forward = forwarder.listen(self.config["forward"])
         prefork.rehearse()  # instances then copy less of this heap (runtime/prefork.py)
         gc.collect()
         self.ballast = prefork.fill_pools()
@@ -116,6 +124,8 @@ class Zygote:
         signal.set_wakeup_fd(self.wake_w)
         self.sel.register(self.chan, selectors.EVENT_READ, self._on_host)
         self.sel.register(self.wake_r, selectors.EVENT_READ, self._on_signal)
+        if self.forward:
+            self._start_forwarder()
         self._send(protocol.encode(protocol.ZYGOTE_READY, {"pid": os.getpid()}))
         while True:
             # namespaces are made ahead once the zygote has been quiet a moment, not right
@@ -148,6 +158,28 @@ class Zygote:
             listen.insert(0, ("127.0.0.1", int(self.jail["relay_port"])))
         return jail.new_netns(listen, self.jail.get("lo_addrs", ()))
 
+    def _start_forwarder(self) -> None:
+        """gVisor: fork the process that carries connections to declared destinations, again
+        whenever it dies (`_kill_strays` kills it too). The listening sockets stay the
+        zygote's, so what connects while it restarts waits in their queues."""
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.set_wakeup_fd(-1)
+                for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+                    _signal.signal(sig, _signal.SIG_DFL)
+                low = 3
+                for fd in sorted(s.fileno() for s, _ in self.forward):
+                    os.closerange(low, fd)
+                    low = fd + 1
+                os.closerange(low, 1 << 16)
+                from . import forwarder
+
+                forwarder.serve(self.forward)
+            finally:
+                os._exit(70)
+        self.forwarder = pid
+
     def _on_signal(self) -> None:
         try:
             sigs = os.read(self.wake_r, 512)
@@ -165,6 +197,9 @@ class Zygote:
                 return
             if pid == 0:
                 return
+            if pid == self.forwarder:
+                self._start_forwarder()
+                continue
             if pid not in self.children:  # gVisor: an orphan the zygote inherited as init
                 continue
             self.children.discard(pid)
@@ -211,6 +246,8 @@ class Zygote:
                 os.close(fd)
 
     def _shutdown(self) -> None:
+        if self.forwarder:
+            _kill_group(self.forwarder)
         for pid in self.children:
             _kill_group(pid)
             self._thaw(pid)

@@ -27,7 +27,7 @@ log = logging.getLogger("dayfly.zygote")
 
 _RUNTIME_FILES = ("__init__.py", "protocol.py", "context.py", "instance.py", "buckets.py",
                   "zygote.py", "jail.py", "prefork.py", "streaming.py", "web.py",
-                  "runtime_api.py")
+                  "runtime_api.py", "forwarder.py")
 # the zygote's first act: a umask under which its jails' directories are enterable by instances
 # (the platform's own is 077); then the runtime from the copy at `root`
 BOOT = (f"import os, sys; os.umask({SANDBOX_UMASK:#o}); sys.path.insert(0, {{root!r}}); "
