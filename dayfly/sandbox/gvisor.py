@@ -20,12 +20,14 @@ import uuid
 from pathlib import Path
 
 from ..background import spawn
-from ..errors import InvalidParameter, SandboxError
+from ..errors import SandboxError
 from ..modes import share_tree
 from ..runtime import protocol
 from ..types import FunctionSpec
 from . import lang, opt
+from .linux import endpoints
 from .linux.backend import ETC, SYSTEM_PATHS
+from .linux.egress import EgressRelay, parse_allow
 from .process import ZygoteBackend, instance_env
 from .runtime_api import shells
 from .zygote import BOOT, ZYGOTE_ENV, ZygoteClient
@@ -50,14 +52,20 @@ def _runsc_base(state: Path, cgroups: bool = True) -> list[str]:
 
 def task_budget(spec: FunctionSpec) -> int:
     """Tasks (processes and threads) the instances of one gVisor sandbox may hold together: they
-    share its kernel and uid, so RLIMIT_NPROC counts them all: one each, plus one `pids`."""
-    return spec.limits.pids + spec.max_instances
+    share its kernel and uid, so RLIMIT_NPROC counts them all: one each, plus one `pids`, plus
+    the forwarder of declared egress."""
+    return spec.limits.pids + spec.max_instances + (1 if spec.network else 0)
 
 
 def host_tasks(spec: FunctionSpec) -> int:
     """The host-side cap of a sandbox: above anything the budget inside allows, so that only a
     gVisor fault (not a fork bomb, refused inside first) could reach it."""
     return HOST_TASKS_BASE + HOST_TASKS_PER_TASK * (task_budget(spec) + 1)
+
+
+def _egress_sock(i: int) -> str:
+    """The host socket (in the sandbox's /run/dayfly) of the i-th declared destination."""
+    return f"egress-{i}.sock"
 
 
 class _Frames(asyncio.Protocol):
@@ -97,8 +105,11 @@ class GvisorZygote(ZygoteClient):
     """A zygote inside a runsc sandbox, reached through connect-back sockets."""
 
     def __init__(self, key: str, runtime_root: Path, bundle: Path, state: Path,
-                 sockets: Path) -> None:
+                 sockets: Path, egress: list[tuple[str, tuple[str, int]]] | None = None,
+                 relay: EgressRelay | None = None) -> None:
         super().__init__(key, runtime_root)
+        # declared egress: (host socket name, destination); the relay serves what comes there
+        self.egress, self.relay = egress or [], relay
         self.bundle = bundle
         self.state = state
         self.sockets = sockets
@@ -121,6 +132,9 @@ class GvisorZygote(ZygoteClient):
 
         self._listen("zygote.sock", on_zygote)
         self._listen("instances.sock", self._on_instance)
+        for name, target in self.egress:
+            assert self.relay is not None
+            self._listen(name, lambda conn, relay=self.relay, t=target: relay.accept(conn, t))
         self.proc = await asyncio.create_subprocess_exec(
             *_runsc_base(self.state), "run", "--bundle", str(self.bundle), self.container,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
@@ -287,12 +301,13 @@ class GvisorBackend(ZygoteBackend):
 
     def zygote_key(self, spec: FunctionSpec) -> str:
         return (f"gvisor|{spec.runtime}|{spec.code_dir}|{spec.deps_dir or ''}|"
-                f"{','.join(spec.files)}|{task_budget(spec)}|{','.join(spec.layers)}")
+                f"{','.join(spec.files)}|{task_budget(spec)}|{','.join(spec.layers)}|"
+                f"{','.join(spec.network)}")
 
     async def new_zygote(self, spec: FunctionSpec, key: str) -> ZygoteClient:
-        if spec.network:
-            raise InvalidParameter("the gvisor tier runs without any network; declare no "
-                                   "`network` or use the linux tier for declared egress")
+        # declared egress: the forwarder in the sandbox listens at each destination's address
+        # on gVisor's loopback and carries connections to a host socket per destination
+        eps = endpoints.plan(spec.network, loopback_only="gvisor")
         work = Path(tempfile.mkdtemp(dir=self.base, prefix="z-"))
         bundle = work / "bundle"
         # Unix socket paths must stay under 108 bytes: keep them short, outside the data dir
@@ -310,17 +325,19 @@ class GvisorBackend(ZygoteBackend):
         binds += lg.layers  # the interpreter at /var/lang, never at its host path
         binds += [(p, p) for p in SYSTEM_PATHS if os.path.exists(p)]
         binds += [(p, p) for p in spec.files] + shells(spec.runtime)
-        await asyncio.to_thread(self._write_bundle, bundle, binds, spec, lg)
-        return GvisorZygote(key, self.runtime_root, bundle, self.state, sockets)
+        await asyncio.to_thread(self._write_bundle, bundle, binds, spec, lg, eps)
+        relay = EgressRelay(spec.name, parse_allow(list(spec.network))) if eps else None
+        return GvisorZygote(key, self.runtime_root, bundle, self.state, sockets,
+                            [(_egress_sock(i), e.upstream) for i, e in enumerate(eps)], relay)
 
     def _write_bundle(self, bundle: Path, binds: list[tuple[str, str]], spec: FunctionSpec,
-                      lg: lang.Lang) -> None:
+                      lg: lang.Lang, eps: list[endpoints.Endpoint]) -> None:
         rootfs = bundle / "rootfs"
         for d in ("proc", "tmp", "dev", "etc", "usr/bin"):
             (rootfs / d).mkdir(parents=True, exist_ok=True)
         for link, target in {"lib": "usr/lib", "lib64": "usr/lib64", "bin": "usr/bin"}.items():
             (rootfs / link).symlink_to(target)
-        for path, text in ETC.items():
+        for path, text in {**ETC, "/etc/hosts": endpoints.hosts_file(eps)}.items():
             (rootfs / path.lstrip("/")).write_text(text)
         mounts = [{"destination": "/proc", "type": "proc", "source": "proc"},
                   {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
@@ -338,7 +355,10 @@ class GvisorBackend(ZygoteBackend):
             mounts.append({"destination": path, "type": "tmpfs", "source": "tmpfs",
                            "options": ["ro", "size=4k"]})
         share_tree(rootfs)  # the sandbox's uid walks these directories and reads /etc
-        config = {"connect": SOCKETS, "runtime_root": RUNTIME}
+        config: dict = {"connect": SOCKETS, "runtime_root": RUNTIME}
+        if eps:
+            config["forward"] = [[e.bind, e.port, f"{SOCKETS}/{_egress_sock(i)}"]
+                                 for i, e in enumerate(eps)]
         boot = BOOT.format(root=RUNTIME)
         spec_json = {
             "ociVersion": "1.0.0",
