@@ -127,6 +127,56 @@ def test_multipart_full_object(s3, bucket, alg):
     assert got["Body"].read() == whole and got[f"Checksum{alg}"] == reference(alg, whole)
 
 
+@pytest.mark.parametrize("kind, alg", [("COMPOSITE", "SHA256"), ("COMPOSITE", "CRC32C"),
+                                       ("FULL_OBJECT", "CRC32")])
+def test_a_part_read_back_carries_its_own_checksum(s3, bucket, kind, alg):
+    """GET/HEAD ?partNumber= and a Range on a part's bounds answer that part's checksum (boto3
+    validates the body against it); any other range answers none."""
+    parts = [os.urandom(5 * MiB), os.urandom(4321)]
+    uid = s3.create_multipart_upload(Bucket=bucket, Key="p", ChecksumAlgorithm=alg,
+                                     ChecksumType=kind)["UploadId"]
+    done = [{"PartNumber": n, "ETag": s3.upload_part(
+        Bucket=bucket, Key="p", UploadId=uid, PartNumber=n, Body=p, ChecksumAlgorithm=alg)[
+        "ETag"], **({f"Checksum{alg}": reference(alg, p)} if kind == "COMPOSITE" else {})}
+        for n, p in enumerate(parts, 1)]
+    extra = {f"Checksum{alg}": reference(alg, b"".join(parts)), "ChecksumType": kind} \
+        if kind == "FULL_OBJECT" else {}
+    s3.complete_multipart_upload(Bucket=bucket, Key="p", UploadId=uid,
+                                 MultipartUpload={"Parts": done}, **extra)
+    for n, p in enumerate(parts, 1):
+        got = s3.get_object(Bucket=bucket, Key="p", PartNumber=n, ChecksumMode="ENABLED")
+        assert got["Body"].read() == p and got[f"Checksum{alg}"] == reference(alg, p)
+        assert got["PartsCount"] == 2
+        head = s3.head_object(Bucket=bucket, Key="p", PartNumber=n, ChecksumMode="ENABLED")
+        assert head[f"Checksum{alg}"] == reference(alg, p)
+    aligned = s3.get_object(Bucket=bucket, Key="p", Range=f"bytes={5 * MiB}-{5 * MiB + 4320}",
+                            ChecksumMode="ENABLED")
+    assert aligned["Body"].read() == parts[1]
+    assert aligned[f"Checksum{alg}"] == reference(alg, parts[1])
+    for rng in (f"bytes=0-{5 * MiB}", "bytes=1-5242879", f"bytes={5 * MiB}-{5 * MiB + 99}"):
+        got = s3.get_object(Bucket=bucket, Key="p", Range=rng, ChecksumMode="ENABLED")
+        assert f"Checksum{alg}" not in got, rng
+        got["Body"].read()
+    # without x-amz-checksum-mode, nothing
+    assert f"Checksum{alg}" not in s3.head_object(Bucket=bucket, Key="p", PartNumber=1)
+
+
+def test_single_part_object_part_one_and_whole_range(s3, bucket, tmp_path, server):
+    data = os.urandom(10_000)
+    s3.put_object(Bucket=bucket, Key="one", Body=data, ChecksumAlgorithm="SHA1")
+    got = s3.get_object(Bucket=bucket, Key="one", PartNumber=1, ChecksumMode="ENABLED")
+    assert got["Body"].read() == data and got["ChecksumSHA1"] == reference("SHA1", data)
+    whole = s3.get_object(Bucket=bucket, Key="one", Range="bytes=0-9999",
+                          ChecksumMode="ENABLED")
+    assert whole["Body"].read() == data and whole["ChecksumSHA1"] == reference("SHA1", data)
+    aws = aws_cli(server, tmp_path, check=True)
+    out = json.loads(aws("s3api", "get-object", "--bucket", bucket, "--key", "one",
+                         "--range", "bytes=0-9999", "--checksum-mode", "ENABLED",
+                         str(tmp_path / "out")).stdout)
+    assert out["ChecksumSHA1"] == reference("SHA1", data)
+    assert (tmp_path / "out").read_bytes() == data
+
+
 def test_upload_fileobj_default_checksums(s3, bucket):
     """boto3's managed transfer (multipart above 8 MiB) with its default checksums."""
     data = os.urandom(20 * MiB)

@@ -158,8 +158,10 @@ async def get_object(ctx: Ctx, head: bool = False) -> Response:
         if part is not None:
             rng = info.part_range(part) if info.parts or part > 1 else None
         start, end = rng if rng else (0, info.size - 1)
-        headers = object_headers(info, checksum=rng is None and ctx.headers.get(
-            "x-amz-checksum-mode", "").upper() == "ENABLED")
+        wanted = ctx.headers.get("x-amz-checksum-mode", "").upper() == "ENABLED"
+        headers = object_headers(info, checksum=rng is None and wanted)
+        if rng and wanted:
+            headers.update(part_checksum(info, start, end))
         if not head:
             headers.update({h: ctx.query[q] for q, h in OVERRIDES.items() if q in ctx.query})
         headers["content-length"] = str(end - start + 1)
@@ -180,6 +182,31 @@ async def get_object(ctx: Ctx, head: bool = False) -> Response:
     raise S3Error("NoSuchKey", "The specified key does not exist.", Key=ctx.key)
 
 
+def part_checksum(info: ObjectInfo, start: int, end: int) -> dict[str, str]:
+    """The checksum of bytes [start, end] when they are exactly one part (`partNumber`, or a
+    range on a part's bounds; a single-part object's one part is all of it), as S3 answers;
+    any other range has none (a whole object's checksum would not match the bytes sent)."""
+    c = info.checksum
+    if not c:
+        return {}
+    if not info.parts:
+        if (start, end) != (0, info.size - 1):
+            return {}
+        return {f"x-amz-checksum-{c['algorithm']}": c["value"], "x-amz-checksum-type": c["type"]}
+    sums = info.parts.get("checksums") or []
+    first = 0
+    for n, size in enumerate(info.parts["sizes"]):
+        if first == start:
+            value = sums[n].get(c["algorithm"]) if n < len(sums) else None
+            if first + size - 1 != end or not value:
+                return {}
+            return {f"x-amz-checksum-{c['algorithm']}": value, "x-amz-checksum-type": c["type"]}
+        if first > start:
+            break
+        first += size
+    return {}
+
+
 def data_key(ctx: Ctx, info: ObjectInfo) -> bytes | None:
     """The key that decrypts `info`'s content (None: stored as sent), checking the SSE-C key
     the request gives (stores/sse.py)."""
@@ -197,7 +224,7 @@ async def delete_object(ctx: Ctx) -> Response:
     [done] = await ctx.store.delete_objects(ctx.bucket, [(ctx.key, ctx.query.get("versionId"))],
                                             ctx.origin())
     headers = {}
-    if done.version != "null" or "versionId" in ctx.query:
+    if done.version != "null" or "versionId" in ctx.query or done.created:
         headers["x-amz-version-id"] = done.version
     if done.marker:
         headers["x-amz-delete-marker"] = "true"
