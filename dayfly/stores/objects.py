@@ -119,6 +119,8 @@ class ObjectInfo:
     seq: int = 0  # orders a key's versions
     # a multipart object's parts: {"upload": id, "sizes": [...], "checksums": [{alg: b64}]}
     parts: dict[str, Any] | None = None
+    # not stored: the bucket's versioning state when this version was written ('' when read)
+    versioning: str = ""
 
     @classmethod
     def of(cls, row: sqlite3.Row) -> ObjectInfo:
@@ -338,7 +340,7 @@ class ObjectStore:
         and `info.seq` are set here. `if_match` (an ETag) and `if_none_match` (no object)
         are checked by the statements that replace the row, so two writers cannot both pass."""
         def write(c: sqlite3.Connection) -> list[str]:
-            versioning = _versioning(c, info.bucket)
+            info.versioning = versioning = _versioning(c, info.bucket)
             info.version, info.seq = self.new_version(versioning)
             gone = self._supersede(c, info, versioning, if_match, if_none_match)
             if extra is not None:

@@ -122,12 +122,47 @@ def test_delete_markers(s3, vbucket):
 def test_suspended_null_versions(s3, vbucket):
     kept = s3.put_object(Bucket=vbucket, Key="s", Body=b"versioned")["VersionId"]
     s3.put_bucket_versioning(Bucket=vbucket, VersioningConfiguration={"Status": "Suspended"})
-    assert s3.put_object(Bucket=vbucket, Key="s", Body=b"n1").get("VersionId") in (None, "null")
+    put = s3.put_object(Bucket=vbucket, Key="s", Body=b"n1")
+    assert put["ResponseMetadata"]["HTTPHeaders"]["x-amz-version-id"] == "null"
     s3.put_object(Bucket=vbucket, Key="s", Body=b"n2")  # replaces the null version
     assert versions(s3, vbucket)[0] == [("s", "null", True), ("s", kept, False)]
     assert s3.get_object(Bucket=vbucket, Key="s", VersionId="null")["Body"].read() == b"n2"
     s3.delete_object(Bucket=vbucket, Key="s")  # a null delete marker replaces the null version
     assert versions(s3, vbucket) == ([("s", kept, False)], [("s", "null", True)])
+
+
+def test_suspended_writes_answer_the_null_version(server, s3, vbucket, tmp_path):
+    """PUT, CopyObject, CompleteMultipartUpload, POST and DELETE in a suspended bucket answer
+    x-amz-version-id: null, each replacing the key's null version."""
+    kept = s3.put_object(Bucket=vbucket, Key="w", Body=b"versioned")["VersionId"]
+    s3.put_bucket_versioning(Bucket=vbucket, VersioningConfiguration={"Status": "Suspended"})
+    assert s3.copy_object(Bucket=vbucket, Key="w", CopySource={
+        "Bucket": vbucket, "Key": "w", "VersionId": kept})["VersionId"] == "null"
+    upload = s3.create_multipart_upload(Bucket=vbucket, Key="w")["UploadId"]
+    etag = s3.upload_part(Bucket=vbucket, Key="w", UploadId=upload, PartNumber=1,
+                          Body=b"multipart")["ETag"]
+    done = s3.complete_multipart_upload(Bucket=vbucket, Key="w", UploadId=upload,
+                                        MultipartUpload={"Parts": [{"PartNumber": 1,
+                                                                    "ETag": etag}]})
+    assert done["VersionId"] == "null"
+    post = s3.generate_presigned_post(vbucket, "w")
+    r = httpx.post(post["url"], data=post["fields"], files={"file": b"posted"})
+    assert r.status_code == 204 and r.headers["x-amz-version-id"] == "null"
+    aws = aws_cli(server, tmp_path, check=True)
+    (tmp_path / "body").write_bytes(b"from the cli")
+    out = json.loads(aws("s3api", "put-object", "--bucket", vbucket, "--key", "w", "--body",
+                         str(tmp_path / "body")).stdout)
+    assert out["VersionId"] == "null"
+    # one null version all along, beside the version kept from before
+    assert versions(s3, vbucket)[0] == [("w", "null", True), ("w", kept, False)]
+    assert s3.get_object(Bucket=vbucket, Key="w")["Body"].read() == b"from the cli"
+    gone = s3.delete_object(Bucket=vbucket, Key="w")
+    assert (gone["VersionId"], gone["DeleteMarker"]) == ("null", True)
+    assert versions(s3, vbucket) == ([("w", kept, False)], [("w", "null", True)])
+    # an unversioned bucket's writes name no version
+    plain = new_bucket(s3, "plain")
+    assert "VersionId" not in s3.put_object(Bucket=plain, Key="k", Body=b"x")
+    assert "VersionId" not in s3.delete_object(Bucket=plain, Key="k")
 
 
 def test_unversioned_bucket_lists_null_versions(s3):

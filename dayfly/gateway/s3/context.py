@@ -137,8 +137,11 @@ def copy_source(ctx: Ctx) -> tuple[str, str, str | None]:
 
 
 def version_headers(info: ObjectInfo) -> dict[str, str]:
-    """x-amz-version-id for a version of a versioned bucket (none for 'null' versions)."""
-    return {"x-amz-version-id": info.version} if info.version != "null" else {}
+    """x-amz-version-id for a version of a versioned bucket, and for a version just written to
+    a suspended one ('null'); none for the 'null' versions of unversioned buckets, or read."""
+    if info.version != "null" or info.versioning:
+        return {"x-amz-version-id": info.version}
+    return {}
 
 
 def byte_range(spec: str | None, size: int) -> tuple[int, int] | None:

@@ -33,7 +33,7 @@ from starlette.responses import Response
 from ...stores.blobs import Blob
 from ...stores.s3errors import S3Error
 from . import access
-from .context import KEPT_HEADERS, Ctx, kept_headers, quoted
+from .context import KEPT_HEADERS, Ctx, kept_headers, quoted, version_headers
 from .form import Form, boundary_of
 from .sigv4 import ALGORITHM, sign, signing_key, v2_refused
 from .xml import el, xml_response
@@ -184,7 +184,7 @@ async def post_object(ctx: Ctx) -> Response:
                                       verify=size_ok, origin=ctx.origin())
     await known.set_object_acl(ctx.bucket, key, acl)
     location = f"/{ctx.bucket}/{quote(key)}"
-    out = {"etag": quoted(info.etag), "location": location}
+    out = {"etag": quoted(info.etag), "location": location, **version_headers(info)}
     redirect = fields.get("success_action_redirect") or fields.get("redirect")
     if redirect:
         query = urlencode({"bucket": ctx.bucket, "key": key, "etag": quoted(info.etag)})
