@@ -166,8 +166,8 @@ class _Half(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        assert self.peer is not None and self.peer.transport is not None
-        self.peer.transport.write(data)
+        if self.peer is not None and self.peer.transport is not None:
+            self.peer.transport.write(data)
 
     def eof_received(self) -> bool:
         self.ended = True
@@ -202,21 +202,38 @@ class _Half(asyncio.Protocol):
 
 class _Inbound(_Half):
     """A connection from inside a sandbox to a declared destination: it is read only once the
-    destination has answered; if it cannot be reached, it is reset (the client sees
-    ECONNRESET) and the node's log says why."""
+    destination has answered (what arrives before, where the loop reads anyway, is held:
+    uvloop starts reading after connection_made); if it cannot be reached, it is reset (the
+    client sees ECONNRESET) and the node's log says why."""
 
     def __init__(self, relay: EgressRelay, target: tuple[str, int]) -> None:
         super().__init__()
         self.relay, self.target = relay, target
+        self.early = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         transport.pause_reading()  # type: ignore[attr-defined]
         spawn(self._connect())
 
+    def data_received(self, data: bytes) -> None:
+        if self.peer is None:
+            self.early += data
+            if self.transport is not None and self.transport.is_reading():
+                self.transport.pause_reading()
+            return
+        super().data_received(data)
+
+    def eof_received(self) -> bool:
+        if self.peer is None:  # before the destination answered: nothing to pass on yet
+            self.ended = True
+            return True
+        return super().eof_received()
+
     async def _connect(self) -> None:
         host, port = self.target
         out = _Half()
+        out.peer = self  # a destination that speaks first is heard from the start
         try:
             await asyncio.wait_for(asyncio.get_running_loop().create_connection(
                 lambda: out, host, port), 10)
@@ -237,8 +254,16 @@ class _Inbound(_Half):
             out.transport.close()
             return
         self.relay.relayed += 1
-        self.peer, out.peer = out, self
-        self.transport.resume_reading()
+        self.peer = out
+        assert out.transport is not None
+        if self.early:
+            out.transport.write(self.early)
+            self.early = b""
+        if self.ended:  # the client half-closed while we connected
+            self.ended = False
+            self.eof_received()
+        else:
+            self.transport.resume_reading()
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
