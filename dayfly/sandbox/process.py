@@ -17,10 +17,12 @@ from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats, No
 from .bindings import Binding, ObjectService
 from .channel import InstanceChannel, SharedChannel
 from .runtime_api import provided
+from .teardown import Teardown
 from .zygote import ZygoteClient, exit_reason, prepare_runtime
 
 INIT_TIMEOUT_S = 10.0
 RETIRE_GRACE_S = 2.0  # an ASGI app's lifespan shutdown, once its instance is retired
+CLOSE_DRAIN_S = 60.0  # closing: paced kills until then, then the zygotes kill what is left
 log = logging.getLogger("dayfly.sandbox")
 
 
@@ -73,6 +75,7 @@ class ZygoteBackend(Backend):
         self.data_dir = Path(data_dir)
         self.zygotes: dict[str, ZygoteClient] = {}
         self._starting: dict[str, asyncio.Future] = {}
+        self.teardown = Teardown()  # retired idle instances are killed through it, paced
 
     def zygote_key(self, spec: FunctionSpec) -> str:
         """Specs with the same key fork from the same zygote."""
@@ -313,14 +316,23 @@ class ZygoteBackend(Backend):
 
     async def retire(self, inst: Instance) -> None:
         """An ASGI app's instance hears the channel close and runs its lifespan shutdown (up to
-        RETIRE_GRACE_S); then, or at once for any other kind, it is killed."""
+        RETIRE_GRACE_S), then is killed; any other kind is killed when the paced teardown
+        gets to it (teardown.py), idle until then."""
         if inst.spec.kind == "asgi":
             state: _State = inst.backend_state  # type: ignore[assignment]
             state.chan.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(state.zygote.death(inst.pid)),
                                        RETIRE_GRACE_S)
+            await self.kill(inst)
+            return
+        self.teardown.submit(lambda: self._kill_paced(inst))
+
+    async def _kill_paced(self, inst: Instance) -> asyncio.Future:
+        """Kill a retired instance; the future is done once it has been reaped."""
+        death = inst.backend_state.zygote.death(inst.pid)  # type: ignore[attr-defined]
         await self.kill(inst)
+        return death
 
     async def _unreserve_when_reaped(self, death: asyncio.Future, token: object) -> None:
         try:
@@ -352,6 +364,10 @@ class ZygoteBackend(Backend):
                 log.info("zygote %s stopped: %s", key, why)
 
     async def close(self) -> None:
+        """The instances retired by now (the scheduler stops them all first) die paced; what is
+        left after CLOSE_DRAIN_S goes with its zygote, which kills its children as it exits."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.teardown.drain(), CLOSE_DRAIN_S)
         zygotes, self.zygotes = list(self.zygotes.values()), {}
         await asyncio.gather(*(z.close() for z in zygotes), return_exceptions=True)
 
