@@ -5,7 +5,8 @@
 Starts `dayfly up`, deploys a standard-library handler with `min_warm = N`, waits until N
 instances are idle, then reads every instance's PSS from /proc/PID/smaps_rollup, checks a
 sample of them still serve, and prints a markdown table. Stops dayfly (and so every
-instance) at the end.
+instance) at the end and times that teardown (benchmarks/harness/teardown.py). A failed run
+keeps its server log (the path is printed); the rest of its temporary folder is removed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -24,6 +26,8 @@ import time
 import urllib.request
 import zipfile
 from pathlib import Path
+
+from harness.teardown import Watch
 
 HANDLER = "import json, os\n\ndef handler(event, context):\n    return {'pid': os.getpid()}\n"
 
@@ -58,69 +62,90 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600, help="seconds to reach N idle")
     args = ap.parse_args()
     n = args.instances
-    with tempfile.TemporaryDirectory(prefix="dayfly-density-") as tmp:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen([sys.executable, "-m", "dayfly.cli.main", "up", "--port", str(port),
-                                 "--data-dir", f"{tmp}/data", "--isolation", args.isolation],
-                                stdout=log, stderr=subprocess.STDOUT)
-        try:
-            for _ in range(300):
-                try:
-                    http("GET", f"{url}/healthz", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.1)
-            buf = io.BytesIO()
-            with zipfile.ZipFile(buf, "w") as zf:
-                zf.writestr("handler.py", HANDLER)
-                zf.writestr("dayfly.toml", f"max_instances = {n}\nmin_warm = {n}\n"
-                                           "idle_timeout = 3600\n" + (
-                                               f'runtime = "{args.runtime}"\n' if args.runtime
-                                               else ""))
-            t0 = time.monotonic()
-            out = http("POST", f"{url}/dayfly/v1/functions/idle/deploy", buf.getvalue())
-            assert b'"function"' in out.splitlines()[-1], out[-500:]
-            idle: list[dict] = []
-            while time.monotonic() - t0 < args.timeout:
-                inst = json.loads(http("GET", f"{url}/dayfly/v1/functions/idle/instances"))
-                idle = [i for i in inst["instances"] if i["state"] == "idle"]
-                if len(idle) >= n:
-                    break
-                time.sleep(1)
-            elapsed = time.monotonic() - t0
-            pss = [pss_kib(i["pid"]) for i in idle]
-            served = 0
-            for _ in range(50):
-                r = json.loads(http("POST", f"{url}/2015-03-31/functions/idle/invocations", b"{}"))
-                served += "pid" in r
-            meminfo = Path("/proc/meminfo").read_text().splitlines()
-            free = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in meminfo)
-                    if k == "MemAvailable"}
-            rows = [
-                ("isolation tier", args.isolation),
-                ("runtime", args.runtime or "dayfly's own"),
-                ("idle instances reached", f"{len(idle)} of {n} in {elapsed:.1f} s"),
-                ("PSS per instance, mean", f"{statistics.mean(pss) / 1024:.2f} MiB" if pss else "-"),
-                ("PSS per instance, p50 / max", f"{statistics.median(pss) / 1024:.2f} / "
-                                                f"{max(pss) / 1024:.2f} MiB" if pss else "-"),
-                ("PSS of all instances", f"{sum(pss) / 1024:.0f} MiB"),
-                ("invocations served afterwards", f"{served} of 50"),
-                ("MemAvailable with all warm", f"{free['MemAvailable'] / 1024 / 1024:.1f} GiB"),
-            ]
-            print(f"| {n} idle instances | value |\n|---|---|")
-            for k, v in rows:
-                print(f"| {k} | {v} |")
-            return 0 if len(idle) >= n and served == 50 else 1
-        finally:
-            proc.send_signal(signal.SIGINT)
+    tmp = tempfile.mkdtemp(prefix="dayfly-density-")
+    status = 1
+    try:
+        status = run(args, n, tmp)
+        return status
+    finally:
+        log = Path(tmp) / "server.log"
+        if status != 0 and log.exists():
+            kept = Path(tempfile.gettempdir()) / f"density-failed-{os.getpid()}.log"
+            shutil.copyfile(log, kept)
+            print(f"the run failed; its server log is kept: {kept}", file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, n: int, tmp: str) -> int:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = open(Path(tmp) / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "dayfly.cli.main", "up", "--port", str(port),
+                             "--data-dir", f"{tmp}/data", "--isolation", args.isolation],
+                            stdout=log, stderr=subprocess.STDOUT)
+    ok, rows = False, []
+    try:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError(f"dayfly up exited with status {proc.returncode}")
             try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-            log.close()
-            os.sync()
+                http("GET", f"{url}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("handler.py", HANDLER)
+            zf.writestr("dayfly.toml", f"max_instances = {n}\nmin_warm = {n}\n"
+                                       "idle_timeout = 3600\n" + (
+                                           f'runtime = "{args.runtime}"\n' if args.runtime
+                                           else ""))
+        t0 = time.monotonic()
+        out = http("POST", f"{url}/dayfly/v1/functions/idle/deploy", buf.getvalue())
+        assert b'"function"' in out.splitlines()[-1], out[-500:]
+        idle: list[dict] = []
+        while time.monotonic() - t0 < args.timeout:
+            inst = json.loads(http("GET", f"{url}/dayfly/v1/functions/idle/instances"))
+            idle = [i for i in inst["instances"] if i["state"] == "idle"]
+            if len(idle) >= n:
+                break
+            time.sleep(1)
+        elapsed = time.monotonic() - t0
+        pss = [pss_kib(i["pid"]) for i in idle]
+        served = 0
+        for _ in range(50):
+            r = json.loads(http("POST", f"{url}/2015-03-31/functions/idle/invocations", b"{}"))
+            served += "pid" in r
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        free = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in meminfo)
+                if k == "MemAvailable"}
+        rows = [
+            ("isolation tier", args.isolation),
+            ("runtime", args.runtime or "dayfly's own"),
+            ("idle instances reached", f"{len(idle)} of {n} in {elapsed:.1f} s"),
+            ("PSS per instance, mean", f"{statistics.mean(pss) / 1024:.2f} MiB" if pss else "-"),
+            ("PSS per instance, p50 / max", f"{statistics.median(pss) / 1024:.2f} / "
+                                            f"{max(pss) / 1024:.2f} MiB" if pss else "-"),
+            ("PSS of all instances", f"{sum(pss) / 1024:.0f} MiB"),
+            ("invocations served afterwards", f"{served} of 50"),
+            ("MemAvailable with all warm", f"{free['MemAvailable'] / 1024 / 1024:.1f} GiB"),
+        ]
+        ok = len(idle) >= n and served == 50
+    finally:
+        watch = Watch(proc.pid)  # dayfly stops every instance as it exits
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(args.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        exited = time.monotonic() - watch.t0
+        watch.until_gone(args.timeout)
+        log.close()
+    rows += [("dayfly exited after SIGINT", f"{exited:.1f} s"), *watch.rows()]
+    print(f"| {n} idle instances | value |\n|---|---|")
+    for k, v in rows:
+        print(f"| {k} | {v} |")
+    return 0 if ok and not watch.left else 1
 
 
 if __name__ == "__main__":
