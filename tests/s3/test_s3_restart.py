@@ -4,8 +4,14 @@ blobs no metadata points at (a crash between write and commit) are swept at star
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import signal
+import time
+from urllib.parse import urlsplit
 
+import pytest
+from botocore.exceptions import ClientError
 from conftest import start_server, stop_server
 from s3_helpers import credentials, s3_client
 
@@ -50,5 +56,58 @@ def test_objects_survive_a_restart(tmp_path):
         assert [(p["PartNumber"], p["Size"]) for p in parts] == [(1, 2)]
         assert not orphan.exists()
         assert not list((data_dir / "objects" / "tmp").iterdir())
+    finally:
+        stop_server(srv)
+
+
+def _tmp_bytes(data_dir) -> int:
+    return sum(p.stat().st_size for p in (data_dir / "objects" / "tmp").iterdir())
+
+
+def test_kill_9_mid_upload_leaves_no_half_object(tmp_path):
+    """A server killed (SIGKILL) while a 64 MiB PUT is being written: after a restart the key
+    still has its old content, a new key does not exist, and the partial file is gone."""
+    data_dir = tmp_path / "data"
+    srv = start_server(data_dir)
+    try:
+        s3 = s3_client(srv)
+        s3.create_bucket(Bucket="crash")
+        old = s3.put_object(Bucket="crash", Key="kept", Body=b"the old content")
+        body = os.urandom(64 * 1024 * 1024)
+        socks = []
+        for key in ("kept", "new"):
+            url = urlsplit(s3.generate_presigned_url(
+                "put_object", Params={"Bucket": "crash", "Key": key}))
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+            conn.putrequest("PUT", f"{url.path}?{url.query}", skip_accept_encoding=True)
+            conn.putheader("Content-Length", str(len(body)))
+            conn.endheaders()
+            conn.send(body[:40 * 1024 * 1024])  # more than half: the rest never comes
+            socks.append(conn)
+        deadline = time.monotonic() + 60  # until the server has written both (a busy machine)
+        while _tmp_bytes(data_dir) < 2 * 32 * 1024 * 1024:
+            assert time.monotonic() < deadline, f"only {_tmp_bytes(data_dir)} bytes written"
+            time.sleep(0.05)
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(30)
+        for conn in socks:
+            conn.close()
+    finally:
+        stop_server(srv)
+    assert list((data_dir / "objects" / "tmp").iterdir())  # the half-written files
+
+    srv = start_server(data_dir)
+    try:
+        s3 = s3_client(srv)
+        got = s3.get_object(Bucket="crash", Key="kept")
+        assert got["Body"].read() == b"the old content" and got["ETag"] == old["ETag"]
+        with pytest.raises(ClientError) as exc:
+            s3.head_object(Bucket="crash", Key="new")
+        assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+        listed = s3.list_objects_v2(Bucket="crash")["Contents"]
+        assert [(o["Key"], o["Size"]) for o in listed] == [("kept", 15)]
+        assert not list((data_dir / "objects" / "tmp").iterdir())
+        blobs = [p for p in (data_dir / "objects").rglob("*") if p.is_file()]
+        assert len(blobs) == 1  # the old content's, nothing else
     finally:
         stop_server(srv)
