@@ -94,7 +94,7 @@ def new_cluster(work: Path, database: str, nats: str) -> Iterator[Cluster]:
             with c.stack:
                 yield c
     finally:
-        drop_nats(nats, name)
+        drop_nats(name, nats)
 
 
 @contextlib.contextmanager

@@ -31,6 +31,9 @@ from pathlib import Path
 from harness.dayfly import NOOP_SOURCE, dayfly_command, deploy, invoke_path, lambda_client
 from harness.procs import connection, expect, free_port, request, running
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from nats_helpers import drop_nats  # the tests' clean-up of a cluster's streams
+
 FUNCTION = "bench-forward"
 
 
@@ -56,24 +59,6 @@ def fresh_database(admin_dsn: str) -> Iterator[str]:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def drop_nats(url: str, prefix: str) -> None:
-    """Delete every stream (KV buckets and object stores are streams too) named for this run."""
-    import asyncio
-
-    import nats
-
-    async def drop() -> None:
-        nc = await nats.connect(url)
-        try:
-            js = nc.jetstream()
-            for info in await js.streams_info():
-                if prefix in info.config.name:
-                    await js.delete_stream(info.config.name)
-        finally:
-            await nc.close()
-    asyncio.run(drop())
-
-
 @contextlib.contextmanager
 def two_nodes(work: Path, database: str, nats: str) -> Iterator[tuple[int, int]]:
     """Nodes a and b of one new cluster; yields their ports."""
@@ -95,7 +80,7 @@ def two_nodes(work: Path, database: str, nats: str) -> Iterator[tuple[int, int]]
                                             env=env, cwd=data))
             yield ports
     finally:
-        drop_nats(nats, name)
+        drop_nats(name, nats)
 
 
 def metric(port: int, name: str, labels: str) -> float:

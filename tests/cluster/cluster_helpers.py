@@ -8,14 +8,13 @@ object store of the cluster deleted.
         c.nodes[0].url ...; c.kill(1); c.restart(1)
 
 Not a conftest.py: test modules import it by name (their folder is on sys.path).
-PostgreSQL: tests/pg_helpers.py (DAYFLY_TEST_PG); NATS: $DAYFLY_TEST_NATS or 127.0.0.1:4222.
+PostgreSQL: tests/pg_helpers.py (DAYFLY_TEST_PG); NATS: tests/nats_helpers.py
+($DAYFLY_TEST_NATS or 127.0.0.1:4222).
 Either missing skips the test, which fails in strict mode (DAYFLY_STRICT=1).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import secrets
 import signal
 import sys
@@ -27,71 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from conftest import Server, start_server, stop_server
+from nats_helpers import NATS_URL, drop_nats, require_nats
 from pg_helpers import fresh_database
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "triggers"))
-
-NATS_URL = os.environ.get("DAYFLY_TEST_NATS", "nats://127.0.0.1:4222")
-
-
-def nats_unreachable() -> str | None:
-    import nats
-
-    async def probe() -> None:
-        nc = await asyncio.wait_for(nats.connect(NATS_URL, allow_reconnect=False,
-                                                 connect_timeout=3), 5)
-        try:
-            await nc.jetstream().account_info()
-        finally:
-            await nc.close()
-    try:
-        asyncio.run(probe())
-    except Exception as exc:
-        return f"NATS with JetStream unreachable at {NATS_URL}: {exc or type(exc).__name__}"
-    return None
-
-
-def require_nats() -> None:
-    reason = nats_unreachable()
-    if reason:
-        pytest.skip(reason)
-
-
-def drop_nats(prefix: str) -> list[str]:
-    """Delete every stream (KV buckets and object stores are streams too) of cluster `prefix`;
-    the names deleted."""
-    import nats
-
-    async def drop() -> list[str]:
-        nc = await nats.connect(NATS_URL, allow_reconnect=False, connect_timeout=3)
-        try:
-            js = nc.jetstream()
-            gone = []
-            for info in await js.streams_info():
-                name = info.config.name
-                if any(name.startswith(p) for p in (f"{prefix}_", f"KV_{prefix}_",
-                                                    f"OBJ_{prefix}_")):
-                    await js.delete_stream(name)
-                    gone.append(name)
-            return gone
-        finally:
-            await nc.close()
-    return asyncio.run(drop())
-
-
-def nats_streams(prefix: str) -> list[str]:
-    import nats
-
-    async def names() -> list[str]:
-        nc = await nats.connect(NATS_URL, allow_reconnect=False, connect_timeout=3)
-        try:
-            return [i.config.name for i in await nc.jetstream().streams_info()
-                    if prefix in i.config.name]
-        finally:
-            await nc.close()
-    return asyncio.run(names())
 
 
 @dataclass

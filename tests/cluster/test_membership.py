@@ -13,7 +13,8 @@ import time
 
 import httpx
 import pytest
-from cluster_helpers import NATS_URL, drop_nats, poll, require_nats, three_nodes
+from cluster_helpers import poll, three_nodes
+from nats_helpers import NATS_URL, drop_nats, require_nats
 
 from dayfly.cluster.membership import LocalMembership, NatsMembership, NodeInfo
 from dayfly.cluster.nats import Nats

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cluster_helpers import NATS_URL, require_nats
+from nats_helpers import NATS_URL, require_nats
 from pg_helpers import ADMIN_DSN, require
 
 from dayfly.cluster.settings import ClusterError, ClusterSettings, load_config, resolve

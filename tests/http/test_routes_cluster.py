@@ -5,7 +5,6 @@ route is refused on b naming a's function, and a deleted URL stops being served 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import secrets
 import time
@@ -15,25 +14,10 @@ import httpx
 import pytest
 from conftest import ALLOW_WEAK, Server, start_server, stop_server
 from http_helpers import deploy, unique
+from nats_helpers import NATS_URL, drop_nats, require_nats
 from pg_helpers import fresh_database
 
-NATS = "nats://127.0.0.1:4222"
 APPLIED_WITHIN_S = 1.0
-
-
-def drop_nats(prefix: str) -> None:
-    import nats
-
-    async def drop() -> None:
-        nc = await nats.connect(NATS)
-        try:
-            js = nc.jetstream()
-            for info in await js.streams_info():
-                if prefix in info.config.name:
-                    await js.delete_stream(info.config.name)
-        finally:
-            await nc.close()
-    asyncio.run(drop())
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +26,7 @@ def nodes(tmp_path_factory) -> Iterator[tuple[Server, Server]]:
     key_file = work / "cluster.key"
     key_file.write_text(secrets.token_hex(32))
     key_file.chmod(0o600)
+    require_nats()
     name = f"rt_{secrets.token_hex(4)}"
     with fresh_database() as dsn, contextlib.ExitStack() as stack:
         stack.callback(drop_nats, name)
@@ -49,7 +34,7 @@ def nodes(tmp_path_factory) -> Iterator[tuple[Server, Server]]:
         for node in "ab":
             (work / node).mkdir()
             srv = start_server(work / node / "data", *ALLOW_WEAK, "--isolation", "process",
-                               "--cluster", "--database", dsn, "--nats", NATS,
+                               "--cluster", "--database", dsn, "--nats", NATS_URL,
                                "--cluster-name", name, "--node-id", node,
                                "--cluster-key-file", str(key_file))
             stack.callback(stop_server, srv)
