@@ -5,12 +5,12 @@ the record of an invoke node 1 ran says node 1, read through node 0."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
+from browser_helpers import chromium, page_errors
 from click.testing import CliRunner
 from cluster_helpers import Cluster, running_cluster
 from conftest import ALLOW_WEAK, make_zip
@@ -109,38 +109,26 @@ def test_the_record_of_an_invoke_run_on_node_1_says_node_1(cluster, ran_on_1):
     assert [json.loads(line)["node"] for line in res.output.splitlines()] == ["node1"]
 
 
-CHROMIUM = "/usr/bin/chromium"
-
-
 def test_the_dashboard_shows_the_nodes_and_the_node_of_a_record(cluster, ran_on_1):
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
     url = cluster.node(0).url
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(f"{url}/")
-            node1 = page.locator('tr[data-node="node1"]')
-            node1.wait_for(timeout=10_000)
-            assert cluster.node(1).url in node1.inner_text()
-            # the overview refreshes every 5 s: node 1's warm instance shows within one or two
-            page.locator('tr[data-node="node1"]', has_text="seen: 1").wait_for(timeout=15_000)
-            assert "this node" in page.locator('tr[data-node="node0"]').inner_text()
-            assert f"Nodes of cluster {cluster.name}" in page.inner_text("main")
-            page.goto(f"{url}/ui/#/fn/seen/invocations")
-            row = page.locator(f'tr[data-request-id="{ran_on_1}"]')
-            row.wait_for(timeout=10_000)
-            assert row.inner_text().split()[-1] == "node1"
-            row.click()
-            assert "node1" in page.locator("section.detail").inner_text()
-            assert not errors, errors
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        errors = page_errors(page)
+        page.goto(f"{url}/")
+        node1 = page.locator('tr[data-node="node1"]')
+        node1.wait_for(timeout=10_000)
+        assert cluster.node(1).url in node1.inner_text()
+        # the overview refreshes every 5 s: node 1's warm instance shows within one or two
+        page.locator('tr[data-node="node1"]', has_text="seen: 1").wait_for(timeout=15_000)
+        assert "this node" in page.locator('tr[data-node="node0"]').inner_text()
+        assert f"Nodes of cluster {cluster.name}" in page.inner_text("main")
+        page.goto(f"{url}/ui/#/fn/seen/invocations")
+        row = page.locator(f'tr[data-request-id="{ran_on_1}"]')
+        row.wait_for(timeout=10_000)
+        assert row.inner_text().split()[-1] == "node1"
+        row.click()
+        assert "node1" in page.locator("section.detail").inner_text()
+        assert not errors, errors
 
 
 def test_a_single_node_shows_itself(server):

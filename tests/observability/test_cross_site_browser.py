@@ -9,14 +9,12 @@ from __future__ import annotations
 import base64
 import json
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from browser_helpers import chromium, one_page_site, page_errors
 from conftest import make_zip, start_server, stop_server
 from obs_helpers import deploy, runs
-from test_dashboard_browser import ARGS, CHROMIUM, sync_api
 
 CODE = make_zip({"handler.py": "def handler(event, context):\n    return 'planted'\n"})
 CREATE = {"FunctionName": "planted", "Runtime": "python3.12", "Handler": "handler.handler",
@@ -79,39 +77,14 @@ def node(tmp_path_factory):
 @pytest.fixture(scope="module")
 def evil_site(node):
     """Another origin: a little HTTP server on another port, serving the attacker's page."""
-    page = attack_page(node.url)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "text/html; charset=utf-8")
-            self.send_header("content-length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{EVIL}:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with one_page_site(attack_page(node.url)) as port:
+        yield f"http://{EVIL}:{port}"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    rules = f"--host-resolver-rules=MAP {EVIL} 127.0.0.1, MAP {REBOUND} 127.0.0.1"
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, rules])
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium(EVIL, REBOUND) as b:
+        yield b
 
 
 @pytest.fixture
@@ -164,8 +137,7 @@ def test_a_rebound_name_reaches_nothing(node, page):
 
 
 def test_the_dashboard_from_the_node_itself_keeps_working(node, page):
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+    errors = page_errors(page)
     page.goto(f"{node.url}/")
     page.locator('tr[data-function="fn"]').wait_for(timeout=10_000)
     page.goto(f"{node.url}/ui/#/buckets")

@@ -10,14 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import shutil
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 from botocore.exceptions import ClientError
+from browser_helpers import chromium, one_page_site
 from s3_helpers import (
     EMPTY_SHA256,
     aws_cli,
@@ -29,8 +27,6 @@ from s3_helpers import (
     xml_error,
 )
 
-CHROMIUM = "/usr/bin/chromium"  # as tests/observability/test_dashboard_browser.py
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 SITE, EVIL = "photos.test", "evil.test"  # both resolved to 127.0.0.1 by Chromium's rules
 RULES = {"CORSRules": [
     {"ID": "site", "AllowedOrigins": ["http://photos.test:*"], "AllowedMethods": ["GET", "POST",
@@ -273,42 +269,14 @@ window.run = async (post, readUrl) => {
 @pytest.fixture(scope="module")
 def site():
     """The page's own origin: a little HTTP server on another port."""
-    page = PAGE.encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "text/html; charset=utf-8")
-            self.send_header("content-length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with one_page_site(PAGE.encode()) as port:
+        yield port
 
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
-    rules = f"--host-resolver-rules=MAP {SITE} 127.0.0.1, MAP {EVIL} 127.0.0.1"
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, rules])
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium(SITE, EVIL) as b:
+        yield b
 
 
 def test_a_browser_uploads_with_a_presigned_post_and_reads_back_by_cors(s3, photos, site,

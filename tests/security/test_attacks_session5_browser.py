@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
-import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import boto3
 import httpx
 import pytest
+from browser_helpers import chromium, one_page_site
 from conftest import make_zip, start_server, stop_server
-
-sys.path.insert(0, str(Path(__file__).parents[1] / "observability"))
-from test_dashboard_browser import ARGS, CHROMIUM, sync_api
 
 EVIL = "evil.test"
 ROLE = "arn:aws:iam::000000000000:role/xsite"
@@ -101,41 +96,16 @@ def _keys(path: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def evil_site(node):
-    page = ATTACK.replace("NODE", node.url).replace("LAYER", LAYER).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("content-type", "text/html; charset=utf-8")
-            self.send_header("content-length", str(len(page)))
-            self.end_headers()
-            self.wfile.write(page)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://{EVIL}:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with one_page_site(ATTACK.replace("NODE", node.url).replace("LAYER", LAYER).encode()) as port:
+        yield f"http://{EVIL}:{port}"
 
 
 def test_a_page_of_another_origin_changes_nothing_and_reads_no_private_object(node, evil_site):
-    rules = f"--host-resolver-rules=MAP {EVIL} 127.0.0.1"
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[*ARGS, rules])
-        try:
-            page = b.new_context().new_page()
-            page.goto(f"{evil_site}/attack.html")
-            page.wait_for_function("window.finished === true", timeout=30_000)
-            results = page.evaluate("window.results")
-        finally:
-            b.close()
+    with chromium(EVIL) as b:
+        page = b.new_context().new_page()
+        page.goto(f"{evil_site}/attack.html")
+        page.wait_for_function("window.finished === true", timeout=30_000)
+        results = page.evaluate("window.results")
     assert "the secret" not in json.dumps(results)
     assert not results["private_object"].startswith("basic:200"), results
     assert not results["private_listing"].startswith("basic:200"), results
