@@ -75,6 +75,10 @@ class Registry:
         self.function_keys = FunctionKeys(data_dir, self._buckets_of, master_key)
         self.endpoint = ""  # "host:port" functions reach this node's S3 endpoint at (platform)
         self._specs: dict[tuple[str, str], FunctionSpec] = {}
+        # (name, qualifier) -> (generation, secrets' generation, spec): the invoke path's lookup
+        # while nothing changed; qualifiers that pick a version per call (weighted aliases) are
+        # never kept
+        self._resolved: dict[tuple[str, str | None], tuple[int, int, FunctionSpec]] = {}
         self.generation = 0  # bumped by every write: memory views of it (routes) rebuild
         db.call(lambda c: c.execute(provisioned.SCHEMA))
 
@@ -126,11 +130,18 @@ class Registry:
 
     def spec(self, name: str, qualifier: str | None) -> FunctionSpec:
         """The runnable spec for name + qualifier, from memory (the invoke path)."""
+        hit = self._resolved.get((name, qualifier))
+        if (hit is not None and hit[0] == self.generation
+                and hit[1] == self.secrets.generation):
+            return hit[2]
         cfg = self.config(name, qualifier)
         key = (name, cfg.version)
         spec = self._specs.get(key)
         if spec is None or spec.revision != self._revision(cfg):
             spec = self._specs[key] = self._build(cfg)
+        alias = self.functions[name].aliases.get(qualifier) if qualifier else None
+        if alias is None or not alias.weights:
+            self._resolved[(name, qualifier)] = (self.generation, self.secrets.generation, spec)
         return spec
 
     def _revision(self, cfg: FunctionConfig) -> str:
@@ -278,11 +289,13 @@ class Registry:
             configs.pop(qualifier, None)
         else:
             configs[qualifier] = (requested, now)
+        self.generation += 1
 
     async def set_reserved(self, name: str, reserved: int | None) -> None:
         await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(
             "UPDATE functions SET reserved = ? WHERE name = ?", (reserved, name))))
         self.get(name).reserved = reserved
+        self.generation += 1
 
     async def delete(self, name: str, version: int | None = None) -> None:
         if version is None:

@@ -25,6 +25,7 @@ class SecretStore:
         self.db = db
         self.values: dict[str, str] = {}
         self.updated: dict[str, float] = {}
+        self.generation = 0  # bumped whenever `updated` changes (the registry's spec cache)
         # opened at construction, so a missing or wrong key stops the node before it serves
         rows = db.call(lambda c: c.execute("SELECT name, value, sealed, updated FROM secrets")
                        .fetchall())
@@ -39,6 +40,7 @@ class SecretStore:
         name, sealed = row["name"], row["sealed"]
         self.values[name] = self.box.open_value(name, sealed) if sealed else row["value"]
         self.updated[name] = row["updated"]
+        self.generation += 1
 
     def listen(self, on_change: OnChange) -> None:
         """Take secrets set or deleted through other nodes (specs using them change revision)."""
@@ -52,6 +54,7 @@ class SecretStore:
         for n in gone:
             self.values.pop(n, None)
             self.updated.pop(n, None)
+            self.generation += 1
         for row in rows:
             self._remember(row)
 
@@ -78,6 +81,7 @@ class SecretStore:
             (name, sealed, now))))
         self.values[name] = value
         self.updated[name] = now
+        self.generation += 1
 
     async def delete(self, name: str) -> None:
         if name not in self.values:
@@ -86,6 +90,7 @@ class SecretStore:
             "DELETE FROM secrets WHERE name = ?", (name,))))
         self.values.pop(name, None)
         self.updated.pop(name, None)
+        self.generation += 1
 
     def fingerprint(self, names: list[str]) -> str:
         """Changes whenever one of these secrets is set or deleted (so pools restart)."""

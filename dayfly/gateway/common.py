@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Any
 
 import orjson
@@ -13,6 +12,7 @@ from starlette.responses import Response
 
 from ..errors import DayflyError, InvalidRequestContent, RequestTooLarge, TooManyRequests
 from .connections import backoff
+from .request_ids import new_request_id
 
 log = logging.getLogger("dayfly.gateway")
 
@@ -60,7 +60,7 @@ def error_response(code: str, message: str, status: int, hint: str | None = None
                             "__type": code}
     if hint:
         body["hint"] = hint
-    headers = {"X-Amzn-ErrorType": code, "X-Amzn-RequestId": str(uuid.uuid4())}
+    headers = {"X-Amzn-ErrorType": code, "X-Amzn-RequestId": new_request_id()}
     if status == 429:
         headers["Retry-After"] = str(retry_after)
     return JSON(body, status_code=status, headers=headers)

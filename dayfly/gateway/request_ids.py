@@ -4,12 +4,19 @@ wrapper gives the management calls and their errors one."""
 
 from __future__ import annotations
 
-import uuid
+import os
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 HEADER = b"x-amzn-requestid"
 LAMBDA_PREFIX = "/20"  # Lambda's API paths begin with their version date: /2015-03-31/...
+
+
+def new_request_id() -> str:
+    """A random (version 4) UUID as text, what `str(uuid.uuid4())` gives, in half its time: the
+    invoke path makes one per request."""
+    h = os.urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 class RequestIds:
@@ -27,7 +34,7 @@ class RequestIds:
             if message["type"] == "http.response.start":
                 headers = message.setdefault("headers", [])
                 if not any(name.lower() == HEADER for name, _ in headers):
-                    headers.append((HEADER, str(uuid.uuid4()).encode()))
+                    headers.append((HEADER, new_request_id().encode()))
             await send(message)
 
         await self.app(scope, receive, send_with_id)

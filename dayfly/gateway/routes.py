@@ -32,7 +32,6 @@ import logging
 import math
 import socket
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -44,6 +43,7 @@ from . import routes_events as ev
 from .classify import Family, Form, route
 from .jwt_auth import JwtError, Verifier, authorizer
 from .origin import host_name
+from .request_ids import new_request_id
 from .routes_table import Entry, Match, Table, url_id
 from .s3 import sigv4
 from .streaming import Streamed, open_stream
@@ -193,7 +193,7 @@ class HttpFront:
         if cors is not None and origin is not None and method != "OPTIONS":
             out.headers.extend(_cors_headers(cors, origin))
         out.headers.append((b"apigw-requestid", scope.setdefault("dayfly.http_id",
-                                                                  str(uuid.uuid4())).encode()))
+                                                                  new_request_id()).encode()))
         self.platform.metrics.http_request(e.function, label, out.status)
         await send({"type": "http.response.start", "status": out.status,
                     "headers": [*out.headers, (b"content-length", str(len(out.body)).encode())]
@@ -247,7 +247,7 @@ class HttpFront:
             if isinstance(iam, ev.Mapped):
                 return iam
             auth_ctx = iam
-        request_id = scope.setdefault("dayfly.http_id", str(uuid.uuid4()))
+        request_id = scope.setdefault("dayfly.http_id", new_request_id())
         client = scope.get("client") or ("", 0)
         query = scope.get("query_string", b"").decode("latin-1")
         raw_path = path if e.kind == "url" else scope.get("path", path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
-import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from ..scheduler.stream import ResponseStream
 from ..stores.records import lambda_log_text
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
 from .invoke import _client_context
+from .request_ids import new_request_id
 
 STREAM_PREFIX, STREAM_SUFFIX = "/2021-11-15/functions/", "/response-streaming-invocations"
 EVENTSTREAM = "application/vnd.amazon.eventstream"
@@ -158,7 +158,7 @@ async def run_stream(platform, raw_name: str, qualifier: str | None, headers: Ma
             raise InvalidRequestContent(f"Could not parse request body into json: {exc}") from None
     else:
         body = b"{}"
-    rid = str(uuid.uuid4())
+    rid = new_request_id()
     out = {"X-Amz-Executed-Version": spec.version, "X-Amzn-RequestId": rid}
     if itype == "DryRun":
         return Response(status_code=204, headers=out)

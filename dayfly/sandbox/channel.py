@@ -32,6 +32,13 @@ _MAX_FDS = 2  # per recvmsg; the kernel closes any beyond (MSG_CTRUNC)
 _ANCILLARY = socket.CMSG_SPACE(_MAX_FDS * array.array("i").itemsize)
 
 
+def frame(kind: int, meta: dict | None = None, payload: bytes = b"") -> bytes:
+    """`protocol.encode` on the host, where orjson is at hand (the sandbox side stays standard
+    library only): the same bytes, a few microseconds sooner on the warm path."""
+    m = orjson.dumps(meta) if meta else b""
+    return _PREFIX.pack(kind, len(m), len(payload)) + m + payload
+
+
 class InstanceChannel:
     """Sends frames and resolves one pending reply at a time; collects LOG frames and hands
     BUCKET frames to `on_bucket` (the instance's binding, sandbox/bindings.py).

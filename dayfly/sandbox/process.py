@@ -9,13 +9,15 @@ import logging
 import time
 from pathlib import Path
 
+import orjson
+
 from ..background import spawn
 from ..runtime import protocol
 from ..types import FunctionSpec, InvokeRequest, InvokeResult
 from . import lang, opt, sdk
 from .base import Backend, InitFailed, Instance, InstanceDied, InstanceStats, NotDelivered
 from .bindings import Binding, ObjectService
-from .channel import InstanceChannel, SharedChannel
+from .channel import InstanceChannel, SharedChannel, frame
 from .runtime_api import provided
 from .teardown import Teardown
 from .zygote import ZygoteClient, exit_reason, prepare_runtime
@@ -226,7 +228,7 @@ class ZygoteBackend(Backend):
             chan.on_chunk, stream.flow = stream.put, chan
         waiter = chan.expect()
         state.binding.begin()
-        chan.send(protocol.encode(protocol.INVOKE, head, req.payload))
+        chan.send(frame(protocol.INVOKE, head, req.payload))
         sent = chan.sent
         try:
             kind, meta, payload = await waiter
@@ -239,7 +241,7 @@ class ZygoteBackend(Backend):
             if stream is not None:
                 chan.on_chunk, stream.flow = None, None
                 chan.resume()  # paused with the RESULT read in the same call
-        meta = json.loads(meta)
+        meta = orjson.loads(meta)
         return InvokeResult(
             payload=payload,
             error_type=None if kind == protocol.RESULT else "Unhandled",
@@ -263,7 +265,7 @@ class ZygoteBackend(Backend):
         if stream is not None:
             head["st"] = 1
             chan.call_chunks[rid], stream.flow = stream.put, chan
-        chan.send(protocol.encode(protocol.INVOKE, head, req.payload))
+        chan.send(frame(protocol.INVOKE, head, req.payload))
         try:
             kind, meta, payload = await waiter
         except EOFError:
@@ -275,7 +277,7 @@ class ZygoteBackend(Backend):
                 chan.call_chunks.pop(rid, None)
                 stream.flow = None
                 chan.resume()
-        meta = json.loads(meta)
+        meta = orjson.loads(meta)
         return InvokeResult(
             payload=payload, error_type=None if kind == protocol.RESULT else "Unhandled",
             logs=chan.take_logs() + chan.call_logs.pop(rid, []), duration_ms=meta["ns"] / 1e6,

@@ -325,6 +325,7 @@ def test_function_concurrency_put_get_delete(lam):
 def test_zero_reserved_concurrency_throttles(server, lam):
     name = unique_name("throttle")
     create(lam, name, returns("never"))
+    assert invoke(lam, name)[1]["value"] == "never"  # served (and its spec known) before
     lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
     with pytest.raises(ClientError) as exc:
         invoke(lam, name)
@@ -337,6 +338,22 @@ def test_zero_reserved_concurrency_throttles(server, lam):
     # lifting the limit serves again
     lam.delete_function_concurrency(FunctionName=name)
     assert invoke(lam, name)[1]["value"] == "never"
+
+
+def test_weighted_alias_sends_calls_to_both_versions(lam):
+    """Each call picks its version: a weighted alias is never answered from a cached lookup."""
+    name = unique_name("weights")
+    create(lam, name, returns("one"))
+    lam.publish_version(FunctionName=name)
+    lam.update_function_code(FunctionName=name, ZipFile=make_zip(returns("two")))
+    lam.publish_version(FunctionName=name)
+    lam.create_alias(FunctionName=name, Name="canary", FunctionVersion="1",
+                     RoutingConfig={"AdditionalVersionWeights": {"2": 0.5}})
+    seen = {invoke(lam, f"{name}:canary")[0]["ExecutedVersion"] for _ in range(40)}
+    assert seen == {"1", "2"}  # all 40 on one version: chance 2 x 0.5^40
+    lam.update_alias(FunctionName=name, Name="canary", FunctionVersion="2",
+                     RoutingConfig={"AdditionalVersionWeights": {}})
+    assert {invoke(lam, f"{name}:canary")[0]["ExecutedVersion"] for _ in range(5)} == {"2"}
 
 
 def test_invoke_by_full_arn(lam):
