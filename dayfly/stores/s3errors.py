@@ -13,7 +13,7 @@ STATUS = {
     "BucketNotEmpty": 409, "EntityTooLarge": 400, "EntityTooSmall": 400, "IncompleteBody": 400,
     "InternalError": 500, "InvalidAccessKeyId": 403, "InvalidArgument": 400,
     "InvalidBucketName": 400, "InvalidDigest": 400, "InvalidEncryptionAlgorithmError": 400,
-    "InvalidPart": 400, "InvalidPartOrder": 400,
+    "InvalidPart": 400, "InvalidPartOrder": 400, "InvalidStorageClass": 400,
     "InvalidRange": 416, "InvalidRequest": 400, "InvalidURI": 400, "KeyTooLongError": 400,
     "MalformedXML": 400, "MetadataTooLarge": 400, "MethodNotAllowed": 405,
     "MissingContentLength": 411, "NoSuchBucket": 404, "NoSuchKey": 404, "NoSuchUpload": 404,

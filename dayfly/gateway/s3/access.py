@@ -88,6 +88,7 @@ CANNED = {"private": "private", "public-read": "public-read",
           "authenticated-read": "authenticated-read",
           # objects belong to their bucket's owner here, so these grant nothing more
           "bucket-owner-read": "private", "bucket-owner-full-control": "private"}
+S3_CANNED = frozenset({*CANNED, "public-read-write", "aws-exec-read", "log-delivery-write"})
 PUBLIC_ACLS = frozenset({"public-read", "authenticated-read"})
 MAX_POLICY = 20 * 1024
 ALL_USERS = "http://acs.amazonaws.com/groups/global/AllUsers"
@@ -103,6 +104,9 @@ def canned(value: str | None) -> str:
     if value is None:
         return "private"
     acl = CANNED.get(value.strip())
+    if acl is None and value.strip() not in S3_CANNED:
+        raise S3Error("InvalidArgument", f"{value[:40]!r} is not a canned ACL",
+                      ArgumentName="x-amz-acl", ArgumentValue=value[:40])
     if acl is None:
         raise S3Error("NotImplemented", f"The canned ACL {value[:40]!r} is not implemented "
                       "(private, public-read, authenticated-read, bucket-owner-read and "

@@ -6,6 +6,7 @@ from starlette.responses import Response
 
 from ...stores.s3errors import S3Error
 from .context import Ctx, http_date, version_headers
+from .numbers import uint
 from .objects import check_conditions, data_key
 from .xml import el, wrap, xml_response
 
@@ -16,10 +17,11 @@ def _header_int(ctx: Ctx, name: str, default: int) -> int:
     raw = ctx.headers.get(name)
     if raw is None:
         return default
-    if not raw.strip().isdigit():
+    value = uint(raw.strip())
+    if value is None:
         raise S3Error("InvalidArgument", f"{name} must be a non-negative integer",
                       ArgumentName=name, ArgumentValue=raw[:20])
-    return int(raw)
+    return value
 
 
 async def get_attributes(ctx: Ctx) -> Response:

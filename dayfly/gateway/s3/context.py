@@ -13,6 +13,7 @@ from starlette.requests import Request
 from ...control.function_keys import Scope
 from ...stores.objects import ObjectInfo, ObjectStore, Origin, check_version_id
 from ...stores.s3errors import S3Error
+from .numbers import uint
 from .sigv4 import Auth
 
 KEPT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",
@@ -51,10 +52,11 @@ class Ctx:
         raw = self.query.get(name)
         if raw is None or raw == "":
             return default
-        if not raw.lstrip("-").isdigit() or int(raw) < low:
+        value = uint(raw.removeprefix("-"))
+        if value is None or (raw.startswith("-") and value) or value < low:
             raise S3Error("InvalidArgument", f"{name} must be an integer >= {low}",
                           ArgumentName=name, ArgumentValue=raw[:64])
-        return int(raw) if high is None else min(int(raw), high)
+        return value if high is None else min(value, high)
 
 
 def stored_headers(request: Request) -> dict[str, str]:
@@ -149,17 +151,18 @@ def byte_range(spec: str | None, size: int) -> tuple[int, int] | None:
     if not spec or not spec.startswith("bytes=") or "," in spec:
         return None  # S3 ignores ranges it does not understand, and multiple ranges
     first, sep, last = spec[6:].strip().partition("-")
-    if (not sep or (first and not first.isdigit()) or (last and not last.isdigit())
-            or not (first or last) or (first and last and int(last) < int(first))):
+    a, b = uint(first, 64), uint(last, 64)
+    if (not sep or (first and a is None) or (last and b is None) or not (first or last)
+            or (a is not None and b is not None and b < a)):
         return None
-    if first:
-        start = int(first)
-        if start >= size:
+    if a is not None:
+        if a >= size:
             _unsatisfiable(size)
-        return start, min(int(last), size - 1) if last else size - 1
-    if int(last) == 0 or size == 0:
+        return a, min(b, size - 1) if b is not None else size - 1
+    assert b is not None
+    if b == 0 or size == 0:
         _unsatisfiable(size)
-    return max(0, size - int(last)), size - 1
+    return max(0, size - b), size - 1
 
 
 def _unsatisfiable(size: int) -> None:

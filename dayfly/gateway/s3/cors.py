@@ -17,6 +17,7 @@ from typing import Any
 from starlette.responses import Response
 
 from ...stores.s3errors import S3Error
+from .numbers import uint
 from .xml import el, parse, wrap
 
 METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")
@@ -57,9 +58,11 @@ def parse_rules(body: bytes) -> tuple[dict[str, Any], ...]:
             elif child.tag == "ExposeHeader":
                 rule["expose"].append(value)
             elif child.tag == "MaxAgeSeconds":
-                if not value.isdigit():
-                    raise _malformed("MaxAgeSeconds must be a non-negative integer")
-                rule["max_age"] = int(value)
+                age = uint(value, 10)
+                if age is None:
+                    raise _malformed("MaxAgeSeconds must be a non-negative integer (at most "
+                                     "10 digits)")
+                rule["max_age"] = age
             elif child.tag == "ID":
                 rule["id"] = value[:255]
             else:

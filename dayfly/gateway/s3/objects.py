@@ -22,6 +22,7 @@ from .context import (
     stored_headers,
     version_headers,
 )
+from .numbers import uint
 from .payload import Payload
 from .xml import el, iso, parse, text, wrap, xml_response
 
@@ -37,6 +38,9 @@ def _kept(sums: dict[str, str]) -> dict[str, str] | None:
     return None
 
 
+STORAGE_CLASSES = frozenset({  # S3's; all but STANDARD are refused (NotImplemented)
+    "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
+    "GLACIER", "DEEP_ARCHIVE", "OUTPOSTS", "GLACIER_IR", "SNOW", "EXPRESS_ONEZONE"})
 UNIMPLEMENTED_HEADERS = ("x-amz-tagging", "x-amz-object-lock-mode",
                          "x-amz-object-lock-retain-until-date", "x-amz-object-lock-legal-hold",
                          "x-amz-website-redirect-location", "x-amz-tagging-directive",
@@ -51,6 +55,9 @@ def refuse_unimplemented(ctx: Ctx) -> None:
             raise S3Error("NotImplemented", "A header you provided implies functionality that "
                           f"is not implemented: {name}")
     storage = ctx.headers.get("x-amz-storage-class", "STANDARD")
+    if storage not in STORAGE_CLASSES:
+        raise S3Error("InvalidStorageClass", "The storage class you specified is not valid",
+                      StorageClassRequested=storage[:40])
     if storage != "STANDARD":
         raise S3Error("NotImplemented", f"Storage class {storage[:40]!r} is not implemented: "
                       "every object is STANDARD")
@@ -142,13 +149,13 @@ async def get_object(ctx: Ctx, head: bool = False) -> Response:
     part = None
     if "partNumber" in ctx.query:
         raw = ctx.query["partNumber"]
-        if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        part = uint(raw)
+        if part is None or not 1 <= part <= 10_000:
             raise S3Error("InvalidArgument", "Part number must be an integer between 1 and "
                           "10000, inclusive", ArgumentName="partNumber", ArgumentValue=raw[:20])
         if "range" in ctx.headers:
             raise S3Error("InvalidRequest", "Cannot specify both Range header and partNumber "
                           "query parameter")
-        part = int(raw)
     version = ctx.query.get("versionId")
     for _ in range(3):  # the object may be replaced between the lookup and the open
         info = await ctx.store.get_object(ctx.bucket, ctx.key, version)

@@ -4,7 +4,6 @@ the client declared: x-amz-content-sha256, Content-MD5, x-amz-checksum-* (header
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
@@ -16,6 +15,7 @@ from ...stores.blobs import Blob, Buffer
 from ...stores.objects import MAX_PUT
 from ...stores.s3errors import S3Error
 from .chunked import ChunkedBody
+from .numbers import uint
 from .sigv4 import UNSIGNED, Auth
 
 STREAMING = {
@@ -31,9 +31,10 @@ def _int_header(request: Request, name: str) -> int | None:
     value = request.headers.get(name)
     if value is None:
         return None
-    if not value.isdigit():
+    number = uint(value)
+    if number is None:
         raise S3Error("InvalidArgument", f"{name} must be a non-negative integer")
-    return int(value)
+    return number
 
 
 def checksum_algorithm(name: str) -> str:
@@ -91,7 +92,7 @@ class Payload:
             return None
         try:
             raw = base64.b64decode(value, validate=True)
-        except binascii.Error:
+        except ValueError:  # binascii.Error, or not ASCII
             raw = b""
         if len(raw) != 16:
             raise S3Error("InvalidDigest", "The Content-MD5 you specified was invalid.")
@@ -128,7 +129,7 @@ class Payload:
                 given = self.chunked.trailers.get(f"x-amz-checksum-{alg}", "")
             try:
                 raw = base64.b64decode(given, validate=True)
-            except binascii.Error:
+            except ValueError:  # binascii.Error, or not ASCII
                 raw = b""
             if len(raw) != _DIGEST_LEN[alg]:
                 raise S3Error("InvalidRequest", f"Value for x-amz-checksum-{alg} header is "

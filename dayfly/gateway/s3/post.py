@@ -20,7 +20,6 @@ A form without a policy is an anonymous upload: only a bucket policy granting s3
 from __future__ import annotations
 
 import base64
-import binascii
 import calendar
 import hmac
 import time
@@ -78,7 +77,7 @@ def _authenticate(ctx: Ctx, fields: dict[str, str]) -> tuple[str, dict[str, Any]
                       AWSAccessKeyId=key_id, StringToSign=encoded[:4096])
     try:
         policy = orjson.loads(base64.b64decode(encoded, validate=True))
-    except (binascii.Error, orjson.JSONDecodeError):
+    except ValueError:  # not base64 (or not ASCII), not JSON
         raise S3Error("InvalidPolicyDocument", "Invalid Policy: Invalid JSON.") from None
     if not isinstance(policy, dict) or not isinstance(policy.get("conditions"), list):
         raise S3Error("InvalidPolicyDocument", "Invalid Policy: Policy missing conditions.")

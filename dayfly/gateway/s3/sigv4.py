@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from ...stores.s3errors import S3Error
+from .numbers import uint
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED = "UNSIGNED-PAYLOAD"
@@ -172,17 +173,18 @@ def _verify_presigned(scope: Scope, query: Query, secret_of: Callable[[str], str
     if alg != ALGORITHM:
         raise S3Error("AuthorizationQueryParametersError", "X-Amz-Algorithm only supports "
                       f"\"{ALGORITHM}\"")
-    if not expires.isdigit() or not 1 <= int(expires) <= MAX_EXPIRES:
+    lifetime = uint(expires, 10)
+    if lifetime is None or not 1 <= lifetime <= MAX_EXPIRES:
         raise S3Error("AuthorizationQueryParametersError", "X-Amz-Expires must be between 1 and "
                       f"{MAX_EXPIRES} seconds")
     payload = _header_values(scope["headers"], "x-amz-content-sha256") or UNSIGNED
     out = _check(scope, [(k, v) for k, v in query if k != "X-Amz-Signature"], credential, signed,
                  signature, stamp, payload, secret_of, now, presigned=True)
     signed_at = _epoch(stamp)
-    if now > signed_at + int(expires):
+    if now > signed_at + lifetime:
         raise S3Error("AccessDenied", "Request has expired", **{"X-Amz-Expires": expires},
                       Expires=time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                            time.gmtime(signed_at + int(expires))),
+                                            time.gmtime(signed_at + lifetime)),
                       ServerTime=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)))
     if signed_at > now + MAX_SKEW:
         raise S3Error("AccessDenied", "Request is not valid yet")

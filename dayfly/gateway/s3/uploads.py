@@ -20,6 +20,7 @@ from .context import (
     stored_headers,
     version_headers,
 )
+from .numbers import uint
 from .objects import check_conditions, refuse_unimplemented, write_conditions
 from .payload import Payload, checksum_algorithm
 from .xml import el, iso, parse, text, wrap, xml_response
@@ -66,11 +67,12 @@ async def create_upload(ctx: Ctx) -> Response:
 
 def _part_number(ctx: Ctx) -> int:
     raw = ctx.query.get("partNumber", "")
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PARTS:
+    number = uint(raw)
+    if number is None or not 1 <= number <= MAX_PARTS:
         raise S3Error("InvalidArgument", f"Part number must be an integer between 1 and "
                       f"{MAX_PARTS}, inclusive", ArgumentName="partNumber",
                       ArgumentValue=raw[:20])
-    return int(raw)
+    return number
 
 
 async def upload_part(ctx: Ctx) -> Response:
@@ -122,22 +124,23 @@ async def complete_upload(ctx: Ctx) -> Response:
     root = parse(await payload.read(MAX_XML), "CompleteMultipartUpload")
     chosen = []
     for node in root.findall("Part"):
-        raw = text(node, "PartNumber").strip()
-        if not raw.isdigit():
+        number = uint(text(node, "PartNumber").strip())
+        if number is None:
             raise S3Error("MalformedXML", "The XML you provided was not well-formed or did not "
                           "validate against our published schema (PartNumber)")
         sums = {checksum_algorithm(c.tag[8:]): (c.text or "").strip() for c in node
                 if c.tag.startswith("Checksum") and c.tag != "ChecksumType"}
-        chosen.append((int(raw), text(node, "ETag"), sums))
+        chosen.append((number, text(node, "ETag"), sums))
     if_match, if_none_match = write_conditions(ctx)
-    size = ctx.headers.get("x-amz-mp-object-size")
-    if size is not None and not size.isdigit():
+    raw_size = ctx.headers.get("x-amz-mp-object-size")
+    size = None if raw_size is None else uint(raw_size)
+    if raw_size is not None and size is None:
         raise S3Error("InvalidArgument", "x-amz-mp-object-size must be a non-negative integer",
                       ArgumentName="x-amz-mp-object-size")
     info = await ctx.store.multipart.complete(ctx.bucket, ctx.key, ctx.query["uploadId"], chosen,
                                               ctx.origin(), expected=payload.object_checksums,
                                               if_match=if_match, if_none_match=if_none_match,
-                                              size=None if size is None else int(size))
+                                              size=size)
     c = info.checksum
     host = ctx.headers.get("host", "localhost")
     return xml_response(
