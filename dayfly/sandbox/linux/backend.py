@@ -176,6 +176,8 @@ class LinuxBackend(ZygoteBackend):
 
     async def _lease(self, key: str, zygote: ZygoteClient, pid: int, slot: Slot | None) -> Lease:
         """What an instance holds: its cgroup slot, and the relay serving its namespace."""
+        if slot is not None and self.cgroups is not None:
+            self.cgroups.joined(slot)  # the child has the join fds it needs: ours are closed
         lease = Lease(slot)
         doors = zygote.doors.pop(pid, [])
         relay = self.relays.get(key)

@@ -183,8 +183,7 @@ class CgroupPool:
                 dirs.append(self.freezer_base / f"s{i}")
             for d in dirs:
                 d.mkdir(exist_ok=True)
-            fds = [os.open(d / "tasks", os.O_WRONLY | os.O_CLOEXEC) if self.self_join else
-                   os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) for d in dirs]
+            fds = self._join_fds(dirs)
             events = os.open((dirs[0] if self.v == 2 else dirs[2]) / "pids.events",
                              os.O_RDONLY | os.O_CLOEXEC)
             freeze = (os.open(dirs[0] / "cgroup.freeze", os.O_WRONLY | os.O_CLOEXEC)
@@ -193,6 +192,20 @@ class CgroupPool:
                       if self.freezer_base is not None else -1)
             with self.lock:
                 self.free.append(Slot(i, dirs, fds, events, freeze))
+
+    def _join_fds(self, dirs: list[Path]) -> list[int]:
+        """What an instance joins the slot through: v1 each `tasks` file, v2 the directory."""
+        return [os.open(d / "tasks", os.O_WRONLY | os.O_CLOEXEC) if self.self_join else
+                os.open(d, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) for d in dirs]
+
+    def joined(self, slot: Slot) -> None:
+        """Its instance (or spare) is in the slot: the join fds are closed until the slot is
+        free again (`_empty` reopens them, off the request path). A live instance then holds 2
+        descriptors of the platform's here instead of 6 (v1), which is what lets one platform
+        keep thousands of idle instances within its open-files limit (issue 18)."""
+        fds, slot.join_fds = slot.join_fds, []
+        for fd in fds:
+            os.close(fd)
 
     def acquire(self, memory_mb: int, pids: int) -> Slot:
         """A slot with these limits; creates one on the spot only if the pool ran dry.
@@ -293,6 +306,8 @@ class CgroupPool:
                 left = int((slot.dirs[0] / "memory.current").read_text())
                 if left:
                     _write(slot.dirs[0] / "memory.reclaim", str(left), optional=True)
+        if not slot.join_fds:
+            slot.join_fds = self._join_fds(slot.dirs)
         # a slot whose instance died frozen (only our writes freeze it) must not freeze the next
         self.thaw(slot)
         # the counters only ever grow: what they read now is the next instance's zero
