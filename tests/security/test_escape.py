@@ -405,6 +405,12 @@ async def test_declared_egress_is_native(sandbox, code):
         _r, env = await attack(sandbox, h, op="env")
         if sandbox.tier == "gvisor":
             assert not any("proxy" in k.lower() for k in env)  # native only: no proxy there
+        await sandbox.stop(h)
+        # the next instance is served too (gVisor: the zygote, left without instances, killed
+        # every other process in the sandbox, its forwarder included, and started it again)
+        h = await sandbox.start(spec, "native-again")
+        _, again = await attack(sandbox, h, op="echo", host=name, port=by_name.port)
+        assert again == "ping"
     finally:
         await sandbox.stop(h)
         for echo in (by_addr, by_name, v6, other):
