@@ -31,6 +31,7 @@ from .s3errors import S3Error
 FLUSH = 1024 * 1024  # bytes gathered before they are handed to the worker threads
 AHEAD = 8  # batches of one large body handed over and not yet hashed and written, at most
 SYNC_EVERY = 16 * 1024 * 1024  # bytes of a large body written between background fdatasyncs
+READ = 1024 * 1024  # bytes of a blob read per worker-thread call (GET)
 SLICE = 16 * 1024 * 1024  # bytes copied from a file descriptor per worker-thread call
 IOV_MAX = 1024  # buffers per writev (Linux's limit)
 Buffer = bytes | bytearray | memoryview
@@ -408,15 +409,30 @@ def _abandon(w: _Writer, pipe: _Pipeline | None) -> None:
 
 
 async def _chunks(f: BinaryIO, start: int, end: int | None) -> AsyncIterator[bytes]:
+    """The file's bytes [start, end], READ at a time; the next read runs in a worker thread
+    while the previous chunk is sent."""
+    left = None if end is None else end - start + 1
+
+    def read() -> bytes:
+        return f.read(READ if left is None else min(READ, left))
+    ahead: asyncio.Future[bytes] | None = None
     try:
         await asyncio.to_thread(f.seek, start)
-        left = None if end is None else end - start + 1
-        while left is None or left > 0:
-            data = await asyncio.to_thread(f.read, FLUSH if left is None else min(FLUSH, left))
+        ahead = asyncio.ensure_future(asyncio.to_thread(read))
+        while True:
+            data = await ahead
+            ahead = None
             if not data:
                 break
             if left is not None:
                 left -= len(data)
+            if left is None or left > 0:
+                ahead = asyncio.ensure_future(asyncio.to_thread(read))
             yield data
+            if ahead is None:
+                break
     finally:
+        if ahead is not None:  # a reader gone early: the read in flight ends before the close
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(ahead)
         f.close()

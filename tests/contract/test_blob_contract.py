@@ -10,6 +10,7 @@ mode, tests/conftest.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import secrets
@@ -247,6 +248,29 @@ async def test_a_cancelled_write_leaves_no_file_and_no_thread(node: Node,
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not _files(tmp_path / "n1") and not _lanes()
+
+
+def _open_fds_to(path: Path) -> int:
+    n = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            n += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+    return n
+
+
+async def test_a_reader_gone_early_closes_the_file(node: Node, tmp_path: Path) -> None:
+    """GET reads the next chunk ahead: a reader that stops after one chunk (a client gone)
+    leaves no read running and no file open."""
+    store = await node(tmp_path / "n1")
+    blob = await store.write(_body(LARGE), limit=len(LARGE))
+    path = await store.local(blob.id)
+    chunks = await store.open(blob.id, 10, None)
+    first = await chunks.__anext__()
+    assert first == LARGE[10:10 + len(first)] and _open_fds_to(path) == 1
+    await chunks.aclose()  # type: ignore[attr-defined]
+    assert _open_fds_to(path) == 0
+    whole = await read(store, blob.id, 5, len(LARGE) - 6)
+    assert whole == LARGE[5:-5]
 
 
 # -- two nodes over JetStream --------------------------------------------------------------
