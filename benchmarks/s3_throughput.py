@@ -5,9 +5,14 @@ with Python, in the same run, on the same disk (issue 17).
   (UNSIGNED-PAYLOAD) over --connections connections for --seconds each; PUTs replace one key,
   so each is a new blob, fsynced and committed, and the old one removed. Files: write + fsync
   + rename of 4 KiB files, one thread; reads of those files.
-- 256 MiB objects, PUT and GET in MiB/s: curl uploading a file to a presigned URL and
-  downloading to /dev/null, --runs each (best). Files: Python writing the same bytes (1 MiB
-  writes) + fsync; reading them back in 1 MiB reads (page cache, like the server's GET).
+- 256 MiB objects, PUT and GET in MiB/s: curl uploading a file to a presigned URL
+  (UNSIGNED-PAYLOAD: the server hashes MD5 only) and downloading to /dev/null, --runs each
+  (best). The same PUT as boto3 sends it by default over http (put_object: the payload's
+  SHA-256 signed, x-amz-checksum-crc32 in a header, so the server hashes MD5, SHA-256 and
+  CRC32) and as it sends it over https (aws-chunked, CRC32 trailer, unsigned: MD5 and CRC32),
+  end to end (boto3 hashes the body itself before sending it). Files: Python writing the same
+  bytes (1 MiB writes) + fsync; reading them back in 1 MiB reads (page cache, like the
+  server's GET).
 - ListObjectsV2 over --keys keys, 1,000 a page: boto3's paginator (parsing included) and raw
   HTTP (httpx, presigned page URLs; the server's share). The keys are rows copied from one
   PUT object, inserted in one transaction into the node's SQLite file before the listing
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import hashlib
 import os
 import re
@@ -34,6 +40,7 @@ import time
 from pathlib import Path
 
 import boto3
+import botocore.httpchecksum
 import httpx
 from botocore.config import Config
 from harness.procs import start_platform
@@ -113,6 +120,24 @@ def large_file(path: Path, src: Path) -> tuple[float, float]:
     return put, get
 
 
+@contextlib.contextmanager
+def as_over_https():
+    """boto3 sends aws-chunked bodies with trailing checksums over https only: make it do so
+    over this http endpoint."""
+    real = botocore.httpchecksum.urlparse
+    botocore.httpchecksum.urlparse = lambda url: real(url.replace("http://", "https://", 1))
+    try:
+        yield
+    finally:
+        botocore.httpchecksum.urlparse = real
+
+
+def boto3_put(s3, body: bytes, key: str) -> float:
+    start = time.perf_counter()
+    s3.put_object(Bucket="bench", Key=key, Body=body)
+    return time.perf_counter() - start
+
+
 def curl(argv: list[str]) -> float:
     start = time.perf_counter()
     subprocess.run(["curl", "-sS", "-f", "-o", "/dev/null", *argv], check=True)
@@ -140,6 +165,7 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where the data dir and the files go")
     args = ap.parse_args()
     results: dict[str, float] = {}
+    load_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="dayfly-s3bench-", dir=args.dir) as tmp:
         work = Path(tmp)
         data = work / "data"
@@ -170,7 +196,8 @@ def main() -> None:
                 "put_object", Params={"Bucket": "bench", "Key": "big"}, **sign)
             get_url = s3.generate_presigned_url(
                 "get_object", Params={"Bucket": "bench", "Key": "big"}, **sign)
-            puts, gets, fputs, fgets, md5s = [], [], [], [], []
+            puts, gets, fputs, fgets, md5s, bputs, tputs = [], [], [], [], [], [], []
+            body = big.read_bytes()
             for _ in range(args.runs):
                 puts.append(args.large_mib / curl(["-T", str(big), put_url]))
                 gets.append(args.large_mib / curl([get_url]))
@@ -178,8 +205,13 @@ def main() -> None:
                 fputs.append(fp)
                 fgets.append(fg)
                 md5s.append(md5_rate(big))
+                bputs.append(args.large_mib / boto3_put(s3, body, "big-boto3"))
+                with as_over_https():
+                    tputs.append(args.large_mib / boto3_put(s3, body, "big-trailer"))
+            del body
             results.update(large_put=max(puts), large_get=max(gets), file_large_put=max(fputs),
-                           file_large_get=max(fgets), md5=max(md5s))
+                           file_large_get=max(fgets), md5=max(md5s), boto3_put=max(bputs),
+                           trailer_put=max(tputs))
             big.unlink()
 
             s3.create_bucket(Bucket="listing")
@@ -211,7 +243,7 @@ def main() -> None:
             proc.wait(30)
     r = results
     print(f"`{shlex.join(['python', *sys.argv])}`: {os.cpu_count()} cores, load average "
-          f"{os.getloadavg()[0]:.1f} at the end\n")
+          f"{load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end\n")
     print("| objects | op | dayfly S3 | local files (Python) | S3 / files |\n"
           "|---|---|---:|---:|---:|")
     for op in ("put", "get"):
@@ -222,6 +254,13 @@ def main() -> None:
         s, f = r[f"large_{op}"], r[f"file_large_{op}"]
         print(f"| {args.large_mib} MiB (curl) | {op.upper()} | {s:,.0f} MiB/s | "
               f"{f:,.0f} MiB/s | {s / f:.2f} |")
+    for name, what in (("boto3_put", "boto3 put_object over http (signed SHA-256 payload, "
+                                      "CRC32 header)"),
+                       ("trailer_put", "boto3 put_object as over https (aws-chunked, "
+                                       "CRC32 trailer)")):
+        s, f = r[name], r["file_large_put"]
+        print(f"| {args.large_mib} MiB ({what}) | PUT | {s:,.0f} MiB/s | {f:,.0f} MiB/s | "
+              f"{s / f:.2f} |")
     print(f"\nMD5 of the {args.large_mib} MiB in Python (hashlib, one thread): "
           f"{r['md5']:,.0f} MiB/s, the ceiling of a single PUT (its ETag).")
     print(f"\nListObjectsV2 of {args.keys:,} keys: {r['list_boto3']:,.0f} keys/s with boto3's "
