@@ -210,6 +210,8 @@ class Pool:
             await self.sandbox.stop(h)
         else:
             self.idle.append(h)
+            if warm_only:
+                self.ensure_warm()  # the next (a failed one is retried by the reaper's round)
 
     def _dead(self, h: Handle) -> None:
         """An idle instance ended (killed from outside, or it exited): no request is handed it,
@@ -219,9 +221,12 @@ class Pool:
             self._maybe_start()
 
     def ensure_warm(self) -> None:
-        """Start instances (in the background) until `min_warm` exist."""
+        """Start instances (in the background) until `min_warm` exist, at most
+        `max_parallel_starts` at a time: each start that succeeds launches the next. (All at
+        once, a min_warm of 5,000 held 5,000 starts' descriptors together: EMFILE, issue 18.)"""
         missing = min(self.spec.min_warm, self.max_instances) - self.size
-        for _ in range(max(0, missing)):
+        room = self.max_parallel_starts - self.starting
+        for _ in range(max(0, min(missing, room))):
             self.starting += 1
             self._spawn(self._start_one(warm_only=True))
 

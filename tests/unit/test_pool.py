@@ -139,3 +139,47 @@ async def test_timeout_kills_and_replaces_instance(env):
     assert "Task timed out after 0.20 seconds" in json.loads(r.payload)["errorMessage"]
     assert len(backend.killed) == 1
     assert (await sched.invoke(s, req())).cold
+
+
+class GatedStarts(StubBackend):
+    """Each start waits until the test lets it finish; counts starts in flight."""
+
+    def __init__(self) -> None:
+        super().__init__({"h": echo})
+        self.gates: list[asyncio.Event] = []
+        self.in_flight = 0
+        self.most = 0
+
+    async def start(self, spec, instance_id):
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await gate.wait()
+            return await super().start(spec, instance_id)
+        finally:
+            self.in_flight -= 1
+
+
+async def settle() -> None:
+    for _ in range(20):  # let every ready callback and task step run
+        await asyncio.sleep(0)
+
+
+async def test_min_warm_starts_at_most_max_parallel_starts_at_a_time():
+    from dayfly.scheduler.pool import Pool
+
+    backend = GatedStarts()
+    pool = Pool(spec(max_instances=50, min_warm=10), SafeSandbox(backend), max_parallel_starts=3)
+    try:
+        pool.ensure_warm()
+        await settle()
+        assert backend.in_flight == 3  # not 10 at once (issue 18: 5,000 at once ran out of fds)
+        for _ in range(10):
+            next(g for g in backend.gates if not g.is_set()).set()
+            await settle()
+            assert backend.in_flight <= 3
+        assert len(pool.idle) == 10 and backend.most == 3 and backend.starts == 10
+    finally:
+        await pool.close()
