@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import zlib
 
 import httpx
@@ -294,3 +295,28 @@ def test_lambda_api_shares_the_port(server):
     assert lam.list_functions()["ResponseMetadata"]["HTTPStatusCode"] == 200
     r = httpx.get(f"{server.url}/healthz")  # unsigned requests never reach the S3 endpoint
     assert r.status_code == 200
+
+
+def test_a_body_of_many_tiny_http_chunks_arrives_whole(server, s3):
+    """Transfer-Encoding: chunked, 20,000 chunks of 10 bytes sent at once (most reach the
+    server in one receive), then a body of large chunks: each object holds its bytes."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    bucket = new_bucket(s3, "chunks")
+    for key, size, count in (("tiny", 10, 20_000), ("large", 300_000, 40)):
+        data = os.urandom(size * count)
+        url = urlsplit(s3.generate_presigned_url("put_object",
+                                                 Params={"Bucket": bucket, "Key": key}))
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+        conn.putrequest("PUT", f"{url.path}?{url.query}", skip_accept_encoding=True)
+        conn.putheader("Transfer-Encoding", "chunked")
+        conn.endheaders()
+        conn.send(b"".join(b"%x\r\n%s\r\n" % (size, data[i:i + size])
+                           for i in range(0, len(data), size)) + b"0\r\n\r\n")
+        r = conn.getresponse()
+        assert r.status == 200, r.read()
+        conn.close()
+        got = s3.get_object(Bucket=bucket, Key=key)
+        assert got["Body"].read() == data
+        assert got["ETag"] == f'"{hashlib.md5(data).hexdigest()}"'
