@@ -341,10 +341,11 @@ class BlobStore:
                                 algorithms=algorithms)
 
     async def copy_range(self, blob_id: str, start: int, end: int,
-                         algorithms: Iterable[str] = ()) -> Blob:
-        """A new blob holding bytes [start, end] (inclusive) of another."""
+                         algorithms: Iterable[str] = (),
+                         encrypt: Transform | None = None) -> Blob:
+        """A new blob holding bytes [start, end] (inclusive) of another (through `encrypt`)."""
         return await self.write(self._read_many([(blob_id, start, end)]), limit=1 << 62,
-                                algorithms=algorithms)
+                                algorithms=algorithms, encrypt=encrypt)
 
     async def _read_many(self, spans: list[tuple[str, int, int | None]]
                          ) -> AsyncIterator[bytes]:

@@ -415,13 +415,19 @@ class ObjectStore:
         return await self.db.run(get)
 
     async def copy_object(self, src: ObjectInfo, bucket: str, key: str,
-                          headers: dict[str, str] | None, origin: Origin | None = None
-                          ) -> ObjectInfo:
-        """A new object with `src`'s content; `headers` None keeps src's (directive COPY)."""
+                          headers: dict[str, str] | None, origin: Origin | None = None,
+                          encrypt: Transform | None = None) -> ObjectInfo:
+        """A new object with `src`'s content; `headers` None keeps src's (directive COPY).
+        `encrypt` (an unencrypted source, SSE asked for): the copy is written through it,
+        else it is a link to the same blob."""
         check_key(key)
         await self.head_bucket(bucket)
         try:
-            blob = await asyncio.to_thread(self.blobs.link, src.blob)
+            if encrypt is None:
+                blob = await asyncio.to_thread(self.blobs.link, src.blob)
+            else:
+                blob = (await self.blobs.copy_range(src.blob, 0, src.size - 1,
+                                                    encrypt=encrypt)).id
         except FileNotFoundError:  # deleted since it was looked up
             raise S3Error("NoSuchKey", "The specified key does not exist.", Key=src.key) from None
         keep = src.checksum if src.checksum and src.checksum["type"] == "FULL_OBJECT" else None

@@ -1,7 +1,7 @@
 """Server-side encryption: SSE-S3 and SSE-C on PutObject, GetObject, HeadObject (ranges
 included) from boto3, the aws CLI and presigned URLs, with the content encrypted at rest; what
-is not implemented (SSE-KMS, DSSE-KMS, encryption on multipart uploads and on copies of
-unencrypted objects, SSE-C copy sources) is refused with S3's errors, never answered as done,
+is not implemented (SSE-KMS, DSSE-KMS, encryption on multipart uploads, SSE-C copies) is
+refused with S3's errors, never answered as done,
 and each refused write has stored nothing."""
 
 from __future__ import annotations
@@ -82,10 +82,39 @@ def test_unknown_algorithms_are_invalid_arguments(s3, bucket):
 def test_copy_with_encryption_of_either_side_is_refused(s3, bucket):
     s3.put_object(Bucket=bucket, Key="src", Body=b"source")
     source = {"Bucket": bucket, "Key": "src"}
-    for sse in (SSE_C, COPY_SSE_C, KMS, {"ServerSideEncryption": "AES256"}):
+    for sse in (SSE_C, COPY_SSE_C, KMS):
         refused(lambda sse=sse: s3.copy_object(Bucket=bucket, Key="dst", CopySource=source,
                                                **sse))
     absent(s3, bucket, "dst")
+
+
+def test_copy_of_a_plain_object_asking_for_sse_s3_is_encrypted(server, s3, bucket, tmp_path):
+    plain = b"copied plaintext marker " + os.urandom(3 * 1024 * 1024)
+    s3.put_object(Bucket=bucket, Key="plain", Body=plain, Metadata={"m": "1"})
+    copy = s3.copy_object(Bucket=bucket, Key="sealed", ServerSideEncryption="AES256",
+                          CopySource={"Bucket": bucket, "Key": "plain"})
+    assert copy["ServerSideEncryption"] == "AES256"
+    assert copy["CopyObjectResult"]["ETag"] == f'"{hashlib.md5(plain).hexdigest()}"'
+    got = s3.get_object(Bucket=bucket, Key="sealed")
+    assert got["Body"].read() == plain and got["ServerSideEncryption"] == "AES256"
+    assert got["Metadata"] == {"m": "1"}
+    assert s3.get_object(Bucket=bucket, Key="sealed", Range="bytes=5-40")["Body"].read() == \
+        plain[5:41]
+    on_disk = stored_files(server)
+    assert on_disk.count(plain[:24]) == 1  # the source, and not the copy
+    # over its own key (encrypting it in place), and by the aws CLI with new metadata
+    s3.copy_object(Bucket=bucket, Key="plain", ServerSideEncryption="AES256",
+                   CopySource={"Bucket": bucket, "Key": "plain"})
+    assert s3.head_object(Bucket=bucket, Key="plain")["ServerSideEncryption"] == "AES256"
+    assert plain[:24] not in stored_files(server)
+    aws = aws_cli(server, tmp_path, check=True)
+    s3.put_object(Bucket=bucket, Key="plain2", Body=plain)
+    aws("s3api", "copy-object", "--bucket", bucket, "--key", "sealed2", "--copy-source",
+        f"{bucket}/plain2", "--server-side-encryption", "AES256", "--metadata-directive",
+        "REPLACE", "--content-type", "text/x-sealed")
+    head = s3.head_object(Bucket=bucket, Key="sealed2")
+    assert (head["ServerSideEncryption"], head["ContentType"]) == ("AES256", "text/x-sealed")
+    assert s3.get_object(Bucket=bucket, Key="sealed2")["Body"].read() == plain
 
 
 def test_multipart_with_encryption_is_refused_at_create_and_at_each_part(s3, bucket):
@@ -122,7 +151,7 @@ def test_sse_s3_encrypts_at_rest(server, s3, bucket):
     for start, end in ((0, 0), (5, 40), (17, 99_999), (100_000, 100_023)):
         part = s3.get_object(Bucket=bucket, Key="s3", Range=f"bytes={start}-{end}")
         assert part["Body"].read() == plain[start:end + 1], (start, end)
-    # a copy keeps its source's encryption; a copy asking to encrypt a plain object: refused
+    # a copy keeps its source's encryption
     copy = s3.copy_object(Bucket=bucket, Key="s3-copy", CopySource={"Bucket": bucket,
                                                                     "Key": "s3"})
     assert copy["ServerSideEncryption"] == "AES256"

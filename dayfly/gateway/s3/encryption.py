@@ -3,8 +3,8 @@ treats alike): SSE-S3 (`x-amz-server-side-encryption: AES256`) and SSE-C (the cu
 `x-amz-server-side-encryption-customer-*`) on PutObject, and SSE-C's key on GetObject,
 HeadObject and GetObjectAttributes; stores/sse.py does the encrypting. Everything else that
 names encryption is refused before any byte is stored or served, never acknowledged: SSE-KMS
-and DSSE-KMS, SSE on multipart uploads and copies (except copying an SSE-S3 object, which
-stays so), SSE-C copy sources.
+and DSSE-KMS, SSE on multipart uploads, SSE-C on copies (either side). A copy of an SSE-S3
+object stays so; a copy of a plain one asking for SSE-S3 is written encrypted (objects.py).
 """
 
 from __future__ import annotations

@@ -278,28 +278,35 @@ async def copy_object(ctx: Ctx) -> Response:
     src_bucket, src_key, src_version = copy_source(ctx)
     src = await ctx.store.get_object(src_bucket, src_key, src_version)
     source_key = sse.object_key(src.headers, ctx.store.sse_key or b"", None)  # SSE-C: refused
-    wanted = encryption.requested(ctx.headers.items(), ctx.query.items())
+    wanted = encryption.requested(ctx.headers.items(), ctx.query.items())  # SSE-S3 (SSE-C:
+    encrypt, sealed = None, {}  # refused) of a plain source: the copy is written encrypted
     if wanted is not None and source_key is None:
-        raise S3Error("NotImplemented", "Encrypting a copy of an unencrypted object is not "
-                      "implemented (a copy keeps its source's encryption)")
+        if ctx.store.sse_key is None:
+            raise S3Error("NotImplemented", "Server-side encryption is not set up on this node")
+        nonce = sse.new_nonce()
+        sealed = wanted.headers(nonce, ctx.store.sse_key)
+        encrypt = sse.encryptor(ctx.store.sse_key, nonce)
     check_conditions(src, ctx.headers.get, "x-amz-copy-source-")
     directive = ctx.headers.get("x-amz-metadata-directive", "COPY").upper()
     if directive not in ("COPY", "REPLACE"):
         raise S3Error("InvalidArgument", "Unknown metadata directive.",
                       ArgumentName="x-amz-metadata-directive")
     if ((src_bucket, src_key) == (ctx.bucket, ctx.key) and directive == "COPY"
-            and src_version is None):  # copying an older version over the key restores it
+            and src_version is None and encrypt is None):  # (an older version: restores it)
         raise S3Error("InvalidRequest", "This copy request is illegal because it is trying to "
                       "copy an object to itself without changing the object's metadata, storage "
                       "class, website redirect location or encryption attributes.")
     headers = stored_headers(ctx.request) if directive == "REPLACE" else None
-    if headers is not None:  # the content stays as it is stored, and so its encryption
+    if encrypt is not None:
+        headers = {**(src.headers if headers is None else headers), **sealed}
+    elif headers is not None:  # the content stays as it is stored, and so its encryption
         headers.update((k, v) for k, v in src.headers.items()
                        if k.startswith((sse.PRIVATE, sse.SSE)))
-    info = await ctx.store.copy_object(src, ctx.bucket, ctx.key, headers, ctx.origin())
+    info = await ctx.store.copy_object(src, ctx.bucket, ctx.key, headers, ctx.origin(),
+                                       encrypt=encrypt)
     sums = {info.checksum["algorithm"]: info.checksum["value"]} if info.checksum else {}
     reply = version_headers(info)
-    if source_key is not None:
+    if source_key is not None or encrypt is not None:
         reply[sse.SSE] = "AES256"
     if src.version != "null" or src_version is not None:
         reply["x-amz-copy-source-version-id"] = src.version
