@@ -205,6 +205,7 @@ class Pool:
         self.starting -= 1
         h.on_death = self._dead
         if not warm_only and self._hand_over(h, cold=True):
+            self._maybe_start()  # a burst: the waiters beyond max_parallel_starts get theirs
             return
         if self.draining:
             await self.sandbox.stop(h)

@@ -183,3 +183,39 @@ async def test_min_warm_starts_at_most_max_parallel_starts_at_a_time():
         assert len(pool.idle) == 10 and backend.most == 3 and backend.starts == 10
     finally:
         await pool.close()
+
+
+async def test_a_burst_of_busy_requests_gets_an_instance_each_past_max_parallel_starts():
+    from dayfly.scheduler.pool import Pool
+
+    release = asyncio.Event()
+
+    async def hold(event, _req):
+        await release.wait()  # every instance stays busy until all requests have one
+        return event
+
+    backend = GatedStarts()
+    backend.handlers["h"] = hold
+    sb = SafeSandbox(backend)
+    pool = Pool(spec(max_instances=50), sb, max_parallel_starts=3, max_queue=50)
+
+    async def one() -> None:
+        h, _ = await pool.acquire()
+        try:
+            await sb.invoke(h, req(), 5)
+        finally:
+            pool.release(h)
+
+    calls = [asyncio.ensure_future(one()) for _ in range(10)]
+    try:
+        for _ in range(10):  # each start, when let finish, leaves room for the next
+            await settle()
+            assert 1 <= backend.in_flight <= 3
+            next(g for g in backend.gates if not g.is_set()).set()
+        await settle()
+        assert backend.starts == 10 and len(pool.busy) == 10  # one each, all at once
+        release.set()
+        await asyncio.gather(*calls)
+    finally:
+        release.set()
+        await pool.close()
