@@ -357,8 +357,7 @@ class BlobStore:
                    ) -> AsyncIterator[bytes]:
         """The bytes [start, end] (inclusive; None: to the end) of a blob. The file is opened
         now (FileNotFoundError now, not mid-stream) and closed when the iterator ends."""
-        f = await asyncio.to_thread(open, self.path(blob_id), "rb")
-        return _chunks(f, start, end)
+        return await open_range(self.path(blob_id), start, end)
 
     async def local(self, blob_id: str) -> Path:
         """A local file holding the blob, for handing to an instance (here: its own file)."""
@@ -409,18 +408,45 @@ def _abandon(w: _Writer, pipe: _Pipeline | None) -> None:
     w.discard()
 
 
-async def _chunks(f: BinaryIO, start: int, end: int | None) -> AsyncIterator[bytes]:
-    """The file's bytes [start, end], READ at a time; the next read runs in a worker thread
-    while the previous chunk is sent."""
-    left = None if end is None else end - start + 1
+async def open_range(path: Path, start: int, end: int | None) -> AsyncIterator[bytes]:
+    """The file's bytes [start, end] (inclusive; None: to the end): opened, and its first
+    READ bytes read, in one worker-thread hop (all of a small object's GET)."""
+    f, first = await asyncio.to_thread(_open_first, path, start, end)
+    return _chunks(f, start, end, first)
+
+
+def _open_first(path: Path, start: int, end: int | None) -> tuple[BinaryIO | None, bytes]:
+    """(the open file, or None once read to the end; its first bytes from `start`)."""
+    f = open(path, "rb")  # noqa: SIM115 - closed here or by _chunks
+    try:
+        f.seek(start)
+        want = READ if end is None else max(0, min(READ, end - start + 1))
+        first = f.read(want) if want else b""
+        if len(first) < want or (end is not None and start + len(first) > end):
+            f.close()
+            return None, first
+        return f, first
+    except BaseException:
+        f.close()
+        raise
+
+
+async def _chunks(f: BinaryIO | None, start: int, end: int | None,
+                  first: bytes) -> AsyncIterator[bytes]:
+    """`first`, then the rest of [start, end] READ at a time; the next read runs in a worker
+    thread while the previous chunk is sent. `f` None: `first` was all of it."""
+    left = None if end is None else end - start + 1 - len(first)
 
     def read() -> bytes:
+        assert f is not None
         return f.read(READ if left is None else min(READ, left))
     ahead: asyncio.Future[bytes] | None = None
     try:
-        await asyncio.to_thread(f.seek, start)
-        ahead = asyncio.ensure_future(asyncio.to_thread(read))
-        while True:
+        if f is not None and (left is None or left > 0):
+            ahead = asyncio.ensure_future(asyncio.to_thread(read))
+        if first:
+            yield first
+        while ahead is not None:
             data = await ahead
             ahead = None
             if not data:
@@ -430,10 +456,9 @@ async def _chunks(f: BinaryIO, start: int, end: int | None) -> AsyncIterator[byt
             if left is None or left > 0:
                 ahead = asyncio.ensure_future(asyncio.to_thread(read))
             yield data
-            if ahead is None:
-                break
     finally:
         if ahead is not None:  # a reader gone early: the read in flight ends before the close
             with contextlib.suppress(BaseException):
                 await asyncio.shield(ahead)
-        f.close()
+        if f is not None:
+            f.close()

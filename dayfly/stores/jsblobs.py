@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from .blobs import Blob, BlobStore, Buffer, Transform, _chunks, _Writer
+from .blobs import Blob, BlobStore, Buffer, Transform, _Writer, open_range
 from .jsobjects import ObjectMissing, Objects
 from .s3errors import S3Error
 
@@ -197,8 +197,7 @@ class JetStreamBlobStore(BlobStore):
     async def open(self, blob_id: str, start: int = 0, end: int | None = None
                    ) -> AsyncIterator[bytes]:
         path = await self.local(blob_id)
-        f = await asyncio.to_thread(open, path, "rb")
-        return _chunks(f, start, end)
+        return await open_range(path, start, end)
 
     async def local(self, blob_id: str) -> Path:
         """The path of a checked local copy of the blob (fetched now if need be);
