@@ -52,15 +52,20 @@ class _Writer:
     """One blob being written: hashes and appends in a worker thread, renames on `finish`."""
 
     def __init__(self, store: BlobStore, algorithms: Iterable[str],
-                 encrypt: Transform | None = None) -> None:
+                 encrypt: Transform | None = None, create: bool = True) -> None:
         self.store = store
         self.encrypt = encrypt  # what is hashed is the plaintext; the file gets this
         self.id = uuid.uuid4().hex
         self.tmp = store.tmp / self.id
-        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        self.fd = -1
+        if create:  # else `create` is called before the first append, in a worker thread
+            self.create()
         self.md5 = hashlib.md5()
         self.digests = {a: checksums.new(a) for a in algorithms}
         self.size = 0
+
+    def create(self) -> None:
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 
     def write(self, data: Buffer) -> None:
         self.hash_md5([data])
@@ -190,7 +195,7 @@ class _Pipeline:
         self.md5 = _Lane("dayfly-blob-md5")
         self.io = _Lane("dayfly-blob-write")
         self.sync = _Lane("dayfly-blob-sync") if sync else None
-        self.pending: deque[concurrent.futures.Future[None]] = deque()
+        self.pending: deque[concurrent.futures.Future[None]] = deque([self.io.submit(w.create)])
         # the two fields below are used by the io lane's thread only (and by `drain` after it)
         self.unsynced = 0
         self.synced: concurrent.futures.Future[None] | None = None
@@ -292,7 +297,7 @@ class BlobStore:
         """Stream `chunks` into a new blob; more than `limit` bytes raises EntityTooLarge.
         `encrypt` (sse.py) turns the hashed plaintext into what is stored. A body under FLUSH
         bytes takes one worker-thread hop; a larger one goes through a _Pipeline."""
-        w = _Writer(self, algorithms, encrypt)
+        w = _Writer(self, algorithms, encrypt, create=False)  # no file system call on the loop
         pipe: _Pipeline | None = None
         finishing: asyncio.Future[Blob] | None = None
         try:
@@ -394,6 +399,8 @@ class BlobStore:
 def _finish(w: _Writer, batch: list[Buffer]) -> Blob:
     """The last bytes (a small body: all of them), fsync, rename; on failure, discard."""
     try:
+        if w.fd < 0:
+            w.create()
         w.hash_md5(batch)
         w.append(batch)
         return w.finish()
