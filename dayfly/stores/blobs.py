@@ -146,7 +146,7 @@ def _write_all(fd: int, batch: list[Buffer]) -> None:
                 views[i], n = views[i][n:], 0
 
 
-class _Lane:
+class Lane:
     """A worker thread running the jobs given to it one after another; after one fails, the
     rest fail with the same error without running."""
 
@@ -192,9 +192,9 @@ class _Pipeline:
 
     def __init__(self, w: _Writer, sync: bool) -> None:
         self.w = w
-        self.md5 = _Lane("dayfly-blob-md5")
-        self.io = _Lane("dayfly-blob-write")
-        self.sync = _Lane("dayfly-blob-sync") if sync else None
+        self.md5 = Lane("dayfly-blob-md5")
+        self.io = Lane("dayfly-blob-write")
+        self.sync = Lane("dayfly-blob-sync") if sync else None
         self.pending: deque[concurrent.futures.Future[None]] = deque([self.io.submit(w.create)])
         # the two fields below are used by the io lane's thread only (and by `drain` after it)
         self.unsynced = 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 import pytest
 
@@ -98,3 +99,33 @@ async def test_malformed_bodies(raw, why):
         with pytest.raises(S3Error) as exc:
             await decode(raw, step, None)
         assert exc.value.code == "IncompleteBody" and why in exc.value.message
+
+
+BIG = os.urandom(5 * 1024 * 1024 + 7)  # past INLINE: chunks are checked in a thread
+
+
+def _checkers() -> list[str]:
+    """The checking threads still alive once they had 10 s to see that the body ended."""
+    left = [t for t in threading.enumerate() if t.name == "dayfly-s3-chunks"]
+    for t in left:
+        t.join(10)
+    return [t.name for t in left if t.is_alive()]
+
+
+@pytest.mark.parametrize("size", [8192, 65_536, 1 << 20])
+async def test_a_large_signed_body_is_checked_in_a_thread(size):
+    raw = signed_body(BIG, size, {"x-amz-checksum-crc32": "AAAAAA=="})
+    assert await decode(raw, 100_000) == (BIG, {"x-amz-checksum-crc32": "AAAAAA=="})
+    assert not _checkers()
+
+
+@pytest.mark.parametrize("at", [100_000, 3 * 1024 * 1024, len(BIG) - 10])
+async def test_a_tampered_chunk_of_a_large_body_fails_it_before_its_end(at):
+    """Wherever the bad chunk is (checked on the loop, or in the thread), the body's iteration
+    raises: the blob being written is discarded, never committed."""
+    raw = bytearray(signed_body(BIG, 65_536, {"x-amz-checksum-crc32": "AAAAAA=="}))
+    raw[at + 100] ^= 1  # (data: the chunk headers are short)
+    with pytest.raises(S3Error) as exc:
+        await decode(bytes(raw), 100_000)
+    assert exc.value.code == "SignatureDoesNotMatch"
+    assert not _checkers()
