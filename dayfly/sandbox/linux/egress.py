@@ -8,9 +8,9 @@ tier a forwarder inside the sandbox carries such connections to a host Unix sock
 destination instead, and `accept` takes them from there.
 
 The proxy environment variables point at 127.0.0.1:3128 inside the namespace, another door,
-where the relay reads one HTTP proxy
-request (CONNECT host:port, or an absolute-URI request for plain HTTP), checks the target
-against the function's declared allow-list, and only then connects from the host's side.
+where the relay reads one HTTP proxy request (CONNECT host:port, or an absolute-URI request
+for plain HTTP), checks the target against the function's declared allow-list, and only then
+connects from the host's side.
 A function that declares `buckets` may also address this node's S3 endpoint (by the name it
 was given, `Settings.endpoint`); the relay takes that to the node's S3 listener for
 functions (`Settings.function_s3`, on loopback), where the gateway serves only S3.
