@@ -23,9 +23,10 @@ from ..background import spawn
 
 log = logging.getLogger("dayfly.teardown")
 
-# killed and not yet reaped, at most: a couple per core keeps the cores busy with deaths
-# without letting them crowd out everything else
-IN_FLIGHT = max(4, 2 * (os.cpu_count() or 2))
+# killed and not yet reaped, at most. A death is mostly waiting (RCU grace periods of its
+# namespaces' teardown, in D state, counted in the load average), ~20 ms each here: 8 per core
+# tore 600 instances down at ~400/s on 2 vCPUs with no stall (docs/SPECIFICATION.md, issue 18)
+IN_FLIGHT = max(4, 8 * (os.cpu_count() or 2))
 REAP_TIMEOUT_S = 30.0  # a kill whose death is not heard of by then frees its place anyway
 
 
