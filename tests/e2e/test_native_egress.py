@@ -147,10 +147,17 @@ def test_psycopg_and_redis_reach_declared_services_natively(node, pg):
     canary.sock.close()
 
 
-def test_gvisor_refuses_an_address_off_its_loopback_at_deploy(server):
+def test_destinations_a_tier_cannot_offer_are_refused_at_deploy(server):
+    """A clear 400 at deploy: gVisor has only its loopback for declared destinations; the linux
+    tier's HTTP proxy holds 127.0.0.1:3128 in every instance namespace."""
+    cases = [("linux", "127.0.0.1:3128", "where the sandbox's HTTP proxy listens")]
+    if "gvisor" in available_backends():
+        cases.append(("gvisor", "10.20.30.40:5432", "declare it by a name"))
+    for isolation, entry, why in cases:
+        out = deploy(server.url, f"egress-{uuid.uuid4().hex[:8]}",
+                     f'isolation = "{isolation}"\nnetwork = ["{entry}"]\n')
+        assert out["error"]["status"] == 400, out
+        assert out["error"]["code"] == "InvalidParameterValueException", out
+        assert why in out["error"]["message"] and entry in out["error"]["message"], out
     if "gvisor" not in available_backends():
         pytest.skip("isolation tier 'gvisor' is not available on this machine")
-    out = deploy(server.url, f"egress-{uuid.uuid4().hex[:8]}",
-                 'isolation = "gvisor"\nnetwork = ["10.20.30.40:5432"]\n')
-    assert out["status"] == 400 or "error" in out, out
-    assert "declare it by a name" in str(out), out
