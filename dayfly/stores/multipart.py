@@ -208,7 +208,7 @@ class Multipart:
         except BaseException:
             await self.store.remove_blobs([blob.id])
             raise
-        await self.store.remove_blobs(leftovers)
+        self.store.remove_later(leftovers)
         await self.store.emit("ObjectCreated:CompleteMultipartUpload", info, origin)
         return info
 
