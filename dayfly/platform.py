@@ -227,5 +227,6 @@ class Platform:
         await self.scheduler.close()
         await self.records.close()
         await self.queue.close()
+        await self.objects.removals()  # replaced blobs (a shared store's too) are gone first
         await self.cluster.close()
         self.db.close()
