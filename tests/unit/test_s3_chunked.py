@@ -112,7 +112,7 @@ def _checkers() -> list[str]:
     return [t.name for t in left if t.is_alive()]
 
 
-@pytest.mark.parametrize("size", [8192, 65_536, 1 << 20])
+@pytest.mark.parametrize("size", [1000, 8192, 65_536, 1 << 20])
 async def test_a_large_signed_body_is_checked_in_a_thread(size):
     raw = signed_body(BIG, size, {"x-amz-checksum-crc32": "AAAAAA=="})
     assert await decode(raw, 100_000) == (BIG, {"x-amz-checksum-crc32": "AAAAAA=="})

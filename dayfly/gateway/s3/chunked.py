@@ -26,6 +26,7 @@ from .sigv4 import EMPTY_SHA256, Auth, sign
 MAX_LINE = 4096
 INLINE = 1024 * 1024  # signed bytes checked on the event loop before checks go to a thread
 AHEAD = 8 * 1024 * 1024  # bytes of chunks whose check has not finished before receiving waits
+MAX_CHECKS = 256  # ... and chunks (a body of tiny chunks must not queue millions of checks)
 PIECE = 1024 * 1024  # bytes of a chunk passed on at most at once (a view, not a copy)
 
 
@@ -126,7 +127,8 @@ class ChunkedBody:
         size = sum(len(v) for v in views)
         self.checks.append((self.lane.submit(self._check_chunk, prev, views, given), size))
         self.unchecked += size
-        while self.checks and (self.checks[0][0].done() or self.unchecked > AHEAD):
+        while self.checks and (self.checks[0][0].done() or self.unchecked > AHEAD
+                               or len(self.checks) > MAX_CHECKS):
             await self._oldest()
 
     async def _oldest(self) -> None:
