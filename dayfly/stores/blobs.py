@@ -34,6 +34,7 @@ SYNC_EVERY = 16 * 1024 * 1024  # bytes of a large body written between backgroun
 READ = 1024 * 1024  # bytes of a blob read per worker-thread call (GET)
 SLICE = 16 * 1024 * 1024  # bytes copied from a file descriptor per worker-thread call
 IOV_MAX = 1024  # buffers per writev (Linux's limit)
+LANES = 48  # worker threads of large bodies at once in the process (Lane)
 Buffer = bytes | bytearray | memoryview
 Transform = Callable[[Buffer], bytes]  # plaintext → what is stored
 
@@ -148,14 +149,38 @@ def _write_all(fd: int, batch: list[Buffer]) -> None:
 
 class Lane:
     """A worker thread running the jobs given to it one after another; after one fails, the
-    rest fail with the same error without running."""
+    rest fail with the same error without running. At most LANES run at once in the process
+    (`reserve`): many slow uploads at a time cannot make the node start thousands of
+    threads; a body that finds none spare is written the slower way, in the shared executor."""
+
+    _lock = threading.Lock()
+    running = 0  # lanes started and not ended, or reserved (guarded by _lock)
+
+    @classmethod
+    def reserve(cls, n: int) -> bool:
+        """Reserve `n` lanes (each Lane() then takes one up); False when LANES would be passed."""
+        with cls._lock:
+            if cls.running + n > LANES:
+                return False
+            cls.running += n
+            return True
+
+    @classmethod
+    def release(cls, n: int = 1) -> None:
+        with cls._lock:
+            cls.running -= n
 
     def __init__(self, name: str) -> None:
+        """A lane that `reserve` made room for."""
         self.jobs: queue.SimpleQueue[tuple[concurrent.futures.Future[None], Callable[..., None],
                                            tuple[object, ...]] | None] = queue.SimpleQueue()
         self.failed: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
+        try:
+            self.thread.start()
+        except BaseException:
+            Lane.release()
+            raise
 
     def submit(self, fn: Callable[..., None], *args: object) -> concurrent.futures.Future[None]:
         fut: concurrent.futures.Future[None] = concurrent.futures.Future()
@@ -163,17 +188,20 @@ class Lane:
         return fut
 
     def _run(self) -> None:
-        while (job := self.jobs.get()) is not None:
-            fut, fn, args = job
-            if self.failed is not None:
-                fut.set_exception(self.failed)
-                continue
-            try:
-                fn(*args)
-                fut.set_result(None)
-            except BaseException as exc:  # handed to whoever waits for the job
-                self.failed = exc
-                fut.set_exception(exc)
+        try:
+            while (job := self.jobs.get()) is not None:
+                fut, fn, args = job
+                if self.failed is not None:
+                    fut.set_exception(self.failed)
+                    continue
+                try:
+                    fn(*args)
+                    fut.set_result(None)
+                except BaseException as exc:  # handed to whoever waits for the job
+                    self.failed = exc
+                    fut.set_exception(exc)
+        finally:
+            Lane.release()
 
     def stop(self, why: BaseException | None = None) -> None:
         """No more jobs; with `why`, the ones not started yet fail instead of running."""
@@ -191,10 +219,20 @@ class _Pipeline:
     the final fsync has only the tail left. At most AHEAD batches wait for the threads."""
 
     def __init__(self, w: _Writer, sync: bool) -> None:
+        """With `lanes(sync)` reserved; RuntimeError if a thread cannot be started."""
         self.w = w
-        self.md5 = Lane("dayfly-blob-md5")
-        self.io = Lane("dayfly-blob-write")
-        self.sync = Lane("dayfly-blob-sync") if sync else None
+        names = ["dayfly-blob-md5", "dayfly-blob-write"] + (["dayfly-blob-sync"] if sync else [])
+        started: list[Lane] = []
+        try:
+            for name in names:
+                started.append(Lane(name))
+        except BaseException:
+            for lane in started:
+                lane.stop()
+            Lane.release(len(names) - len(started) - 1)  # (the failed one released its own)
+            raise
+        self.md5, self.io = started[0], started[1]
+        self.sync = started[2] if sync else None
         self.pending: deque[concurrent.futures.Future[None]] = deque([self.io.submit(w.create)])
         # the two fields below are used by the io lane's thread only (and by `drain` after it)
         self.unsynced = 0
@@ -224,6 +262,10 @@ class _Pipeline:
             await asyncio.wrap_future(self.pending.popleft())
         if self.synced is not None:
             await asyncio.wrap_future(self.synced)
+
+    @staticmethod
+    def lanes(sync: bool) -> int:
+        return 3 if sync else 2
 
     def stop(self, why: BaseException | None = None) -> None:
         for lane in (self.md5, self.io, self.sync):
@@ -303,6 +345,7 @@ class BlobStore:
         try:
             batch: list[Buffer] = []
             gathered = total = 0
+            serial = False
             async for chunk in chunks:
                 total += len(chunk)
                 if total > limit:
@@ -311,9 +354,18 @@ class BlobStore:
                 batch.append(chunk)  # no copy: the threads read the received buffers
                 gathered += len(chunk)
                 if gathered >= FLUSH:
-                    if pipe is None:
-                        pipe = _Pipeline(w, self.fsync)
-                    await pipe.feed(batch)
+                    if pipe is None and not serial:
+                        if Lane.reserve(_Pipeline.lanes(self.fsync)):
+                            try:
+                                pipe = _Pipeline(w, self.fsync)
+                            except RuntimeError:  # no thread could be started
+                                serial = True
+                        else:  # LANES busy: hashed and written a batch at a time, as before
+                            serial = True
+                    if pipe is not None:
+                        await pipe.feed(batch)
+                    else:
+                        await asyncio.to_thread(_append, w, batch)
                     batch, gathered = [], 0
             if pipe is not None:
                 await pipe.feed(batch)
@@ -394,6 +446,13 @@ class BlobStore:
                         f.unlink()
                         removed += 1
         return removed
+
+
+def _append(w: _Writer, batch: list[Buffer]) -> None:
+    if w.fd < 0:
+        w.create()
+    w.hash_md5(batch)
+    w.append(batch)
 
 
 def _finish(w: _Writer, batch: list[Buffer]) -> Blob:

@@ -99,6 +99,7 @@ class ChunkedBody:
         # next chunks are received (SHA-256 of every byte: a quarter of a second per 256 MiB
         # on the event loop); the body ends only once every check has passed
         self.lane: Lane | None = None
+        self.inline = False  # no lane was spare: every check on the event loop
         self.checks: deque[tuple[concurrent.futures.Future[None], int]] = deque()
         self.unchecked = 0  # bytes of the chunks in `checks`
 
@@ -119,11 +120,17 @@ class ChunkedBody:
 
     async def _chunk_signed(self, views: list[memoryview], given: str, seen: int) -> None:
         prev, self.prev = self.prev, given
-        if self.lane is None and seen <= INLINE:
+        if self.lane is None and (seen <= INLINE or self.inline or not Lane.reserve(1)):
+            self.inline = seen > INLINE  # (no lane spare: this body is checked here)
             self._check_chunk(prev, views, given)
             return
         if self.lane is None:
-            self.lane = Lane("dayfly-s3-chunks")
+            try:
+                self.lane = Lane("dayfly-s3-chunks")
+            except RuntimeError:  # no thread could be started: checked here from now on
+                self.inline = True
+                self._check_chunk(prev, views, given)
+                return
         size = sum(len(v) for v in views)
         self.checks.append((self.lane.submit(self._check_chunk, prev, views, given), size))
         self.unchecked += size
