@@ -60,6 +60,7 @@ def _battery(tests: list[str], select: str, inside: list[Path] = (), **env: str)
     return int(summary.split(" passed")[0].split()[-1])
 
 
+@pytest.mark.timeout(600)  # a whole battery in a pytest of its own (69 s quiet, 440 s at load 13)
 def test_security_battery_and_contract_pass_rootless():
     passed = _battery(["tests/security/test_escape.py", "tests/security/test_spares.py",
                        "tests/contract"], "linux")
