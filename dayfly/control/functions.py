@@ -264,8 +264,9 @@ class Functions:
             if real == data_dir or real.startswith(data_dir + "/") or data_dir.startswith(real + "/"):
                 raise InvalidParameter(f"files: {path} would expose dayfly's own data")
         if cfg.buckets and tier == "gvisor":
-            raise InvalidParameter("the gvisor tier runs without any network, so `buckets` cannot "
-                                   "be reached from it; use the linux tier")
+            raise InvalidParameter("the gvisor tier has no bucket bindings and no route to the S3 "
+                                   "endpoint (only declared `network` destinations), so `buckets` "
+                                   "cannot be reached from it; use the linux tier")
         missing = [s for s in cfg.secrets if s not in self.registry.secrets.values]
         if missing:
             raise InvalidParameter(f"secret(s) {', '.join(missing)} not set; "
