@@ -1,4 +1,5 @@
-"""Shared fixtures: a real `dayfly up` server per test module, zip helpers, strict CI mode.
+"""Shared fixtures: a real `dayfly up` server per test module (or one per session for modules
+that opt in), zip helpers, strict CI mode.
 
 With DAYFLY_STRICT=1 (set by .ci/run) a test that would skip fails instead, so CI never
 passes by skipping what it was meant to check.
@@ -131,10 +132,32 @@ def stop_server(server: Server, sig: int = 2) -> int:
 ALLOW_WEAK = ("--allow-weak-isolation",)
 
 
+@pytest.fixture(scope="session")
+def shared_servers(tmp_path_factory) -> Iterator[dict[tuple[str, ...], Server]]:
+    """The session's shared nodes, one per set of `dayfly up` flags, started on first use."""
+    servers: dict[tuple[str, ...], Server] = {}
+    try:
+        yield servers
+    finally:
+        for srv in servers.values():
+            stop_server(srv)
+
+
 @pytest.fixture(scope="module")
-def server(request, tmp_path_factory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("dayfly") / "data",
-                       *getattr(request.module, "SERVER_ARGS", ()))
+def server(request, tmp_path_factory, shared_servers) -> Iterator[Server]:
+    """A `dayfly up` for the module (with its SERVER_ARGS). A module that sets
+    SHARED_SERVER = True gets the session's node with the same flags instead of its own: its
+    tests name what they make uniquely and assert nothing about the node as a whole (no
+    function listings, metrics totals, log counts, data dir contents, restarts)."""
+    args = tuple(getattr(request.module, "SERVER_ARGS", ()))
+    if getattr(request.module, "SHARED_SERVER", False):
+        srv = shared_servers.get(args)
+        if srv is None or srv.proc.poll() is not None:
+            srv = shared_servers[args] = start_server(
+                tmp_path_factory.mktemp("dayfly-shared") / "data", *args)
+        yield srv
+        return
+    srv = start_server(tmp_path_factory.mktemp("dayfly") / "data", *args)
     try:
         yield srv
     finally:

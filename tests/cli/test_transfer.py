@@ -7,6 +7,8 @@ from click.testing import CliRunner
 
 from dayfly.cli.main import cli
 
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
+
 
 def test_upload_then_download_a_folder(server, tmp_path):
     src = tmp_path / "src"

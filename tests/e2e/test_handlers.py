@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from e2e_helpers import create, invoke, unique_name
 
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
 ARN_PREFIX = "arn:aws:lambda:us-east-1:000000000000:function:"
 
 CONTEXT = """

@@ -21,6 +21,7 @@ from e2e_helpers import ROLE, unique_name
 from dayfly.sandbox import lang
 
 SERVER_ARGS = ALLOW_WEAK
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
 FOUND = lang.interpreters()
 HANDLER = """
 import os, sys

@@ -14,6 +14,7 @@ from http_helpers import unique
 from webapp_helpers import FASTAPI, TIERS, WAIT, deploy, gate_dir, vendored
 
 SERVER_ARGS = ALLOW_WEAK
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
 
 GENERATOR = WAIT + '''
 def handler(event, context):

@@ -10,6 +10,8 @@ import sys
 import httpx
 from http_helpers import deploy, unique
 
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
+
 
 def cli(server, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "dayfly.cli.main", "routes", "--endpoint",

@@ -5,6 +5,8 @@ from __future__ import annotations
 from browser_helpers import chromium, page_errors
 from http_helpers import deploy, unique
 
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
+
 
 def test_triggers_tab_shows_routes_and_urls(server, lam):
     name = unique("dash")

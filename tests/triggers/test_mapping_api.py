@@ -14,6 +14,7 @@ from conftest import ALLOW_WEAK
 from trigger_helpers import DB, create_mapping, deploy, records, scratch_db, unique, wait_for
 
 SERVER_ARGS = ALLOW_WEAK  # trigger_helpers' recorder writes a host file: process tier
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

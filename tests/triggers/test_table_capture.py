@@ -15,6 +15,8 @@ from trigger_helpers import DB, scratch_db
 
 from dayfly.triggers.tables.source import Source, SourceError, open_source, parse_table_url
 
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
+
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request, tmp_path: Path) -> Iterator[DB]:

@@ -11,6 +11,7 @@ from trigger_helpers import deploy, records, scratch_db, unique, wait_for
 from dayfly.cli.main import cli
 
 SERVER_ARGS = ALLOW_WEAK  # trigger_helpers' recorder writes a host file: process tier
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
 
 
 def dayfly(server, *args: str) -> Result:
