@@ -13,6 +13,8 @@ import pytest
 from conftest import make_zip
 from e2e_helpers import ROLE, unique_name
 
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
+
 RAW = "raw-in-base64-out"
 
 HANDLER = {"handler.py": """

@@ -16,6 +16,8 @@ import pytest
 from botocore.exceptions import ClientError
 from e2e_helpers import create, unique_name
 
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
+
 FAILS = """
     def handler(event, context):
         print("about to fail")

@@ -21,6 +21,8 @@ from http_helpers import deploy, unique
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "s3"))
 from s3_helpers import aws_cli, credentials
 
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
+
 
 @pytest.fixture(scope="module")
 def fn(lam):

@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "buckets"))  # the S3 helpers
 from bucket_helpers import lambda_config, new_bucket, notify, s3_client
 
 SERVER_ARGS = ALLOW_WEAK  # trigger_helpers' recorder writes a host file: process tier
+SHARED_SERVER = True  # the session's node (tests/conftest.py): names are unique, no node-wide asserts
 
 ARN = "arn:aws:lambda:us-east-1:000000000000:function:"
 FAIL = """
