@@ -122,7 +122,8 @@ class ObjectInfo:
     seq: int = 0  # orders a key's versions
     # a multipart object's parts: {"upload": id, "sizes": [...], "checksums": [{alg: b64}]}
     parts: dict[str, Any] | None = None
-    # not stored: the bucket's versioning state when this version was written ('' when read)
+    # not stored: the bucket's versioning state when a null version was read (get_object; ''
+    # otherwise): S3 names a null version in the answer only in a bucket with versioning
     versioning: str = ""
 
     @classmethod
@@ -344,7 +345,7 @@ class ObjectStore:
         and `info.seq` are set here. `if_match` (an ETag) and `if_none_match` (no object)
         are checked by the statements that replace the row, so two writers cannot both pass."""
         def write(c: sqlite3.Connection) -> list[str]:
-            info.versioning = versioning = _versioning(c, info.bucket)
+            versioning = _versioning(c, info.bucket)
             info.version, info.seq = self.new_version(versioning)
             gone = self._supersede(c, info, versioning, if_match, if_none_match)
             if extra is not None:
@@ -415,6 +416,8 @@ class ObjectStore:
                                   "against this resource.", Method="GET", ResourceType="DeleteMarker")
                 exc.headers.update(marker_headers(info))
                 raise exc
+            if info.version == "null":
+                info.versioning = _versioning(c, bucket)
             return info
         return await self.db.run(get)
 

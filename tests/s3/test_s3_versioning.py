@@ -123,7 +123,7 @@ def test_suspended_null_versions(s3, vbucket):
     kept = s3.put_object(Bucket=vbucket, Key="s", Body=b"versioned")["VersionId"]
     s3.put_bucket_versioning(Bucket=vbucket, VersioningConfiguration={"Status": "Suspended"})
     put = s3.put_object(Bucket=vbucket, Key="s", Body=b"n1")
-    assert put["ResponseMetadata"]["HTTPHeaders"]["x-amz-version-id"] == "null"
+    assert "x-amz-version-id" not in put["ResponseMetadata"]["HTTPHeaders"]  # as S3
     s3.put_object(Bucket=vbucket, Key="s", Body=b"n2")  # replaces the null version
     assert versions(s3, vbucket)[0] == [("s", "null", True), ("s", kept, False)]
     assert s3.get_object(Bucket=vbucket, Key="s", VersionId="null")["Body"].read() == b"n2"
@@ -131,37 +131,52 @@ def test_suspended_null_versions(s3, vbucket):
     assert versions(s3, vbucket) == ([("s", kept, False)], [("s", "null", True)])
 
 
-def test_suspended_writes_answer_the_null_version(server, s3, vbucket, tmp_path):
-    """PUT, CopyObject, CompleteMultipartUpload, POST and DELETE in a suspended bucket answer
-    x-amz-version-id: null, each replacing the key's null version."""
+def test_suspended_writes_replace_the_null_version_and_reads_name_it(server, s3, vbucket,
+                                                                     tmp_path):
+    """In a suspended bucket PutObject, CopyObject, CompleteMultipartUpload, POST Object and the
+    aws CLI each replace the key's null version and, as S3, name no version in their answer;
+    GET and HEAD of a null version in a bucket with versioning answer x-amz-version-id: null,
+    in an unversioned bucket none; a DELETE's null marker is named."""
     kept = s3.put_object(Bucket=vbucket, Key="w", Body=b"versioned")["VersionId"]
     s3.put_bucket_versioning(Bucket=vbucket, VersioningConfiguration={"Status": "Suspended"})
-    assert s3.copy_object(Bucket=vbucket, Key="w", CopySource={
-        "Bucket": vbucket, "Key": "w", "VersionId": kept})["VersionId"] == "null"
+    assert "VersionId" not in s3.copy_object(Bucket=vbucket, Key="w", CopySource={
+        "Bucket": vbucket, "Key": "w", "VersionId": kept})
     upload = s3.create_multipart_upload(Bucket=vbucket, Key="w")["UploadId"]
     etag = s3.upload_part(Bucket=vbucket, Key="w", UploadId=upload, PartNumber=1,
                           Body=b"multipart")["ETag"]
     done = s3.complete_multipart_upload(Bucket=vbucket, Key="w", UploadId=upload,
                                         MultipartUpload={"Parts": [{"PartNumber": 1,
                                                                     "ETag": etag}]})
-    assert done["VersionId"] == "null"
+    assert "VersionId" not in done
     post = s3.generate_presigned_post(vbucket, "w")
     r = httpx.post(post["url"], data=post["fields"], files={"file": b"posted"})
-    assert r.status_code == 204 and r.headers["x-amz-version-id"] == "null"
+    assert r.status_code == 204 and "x-amz-version-id" not in r.headers
     aws = aws_cli(server, tmp_path, check=True)
     (tmp_path / "body").write_bytes(b"from the cli")
     out = json.loads(aws("s3api", "put-object", "--bucket", vbucket, "--key", "w", "--body",
                          str(tmp_path / "body")).stdout)
-    assert out["VersionId"] == "null"
+    assert "VersionId" not in out
     # one null version all along, beside the version kept from before
     assert versions(s3, vbucket)[0] == [("w", "null", True), ("w", kept, False)]
-    assert s3.get_object(Bucket=vbucket, Key="w")["Body"].read() == b"from the cli"
+    got = s3.get_object(Bucket=vbucket, Key="w")
+    assert (got["Body"].read(), got["VersionId"]) == (b"from the cli", "null")
+    assert s3.head_object(Bucket=vbucket, Key="w")["VersionId"] == "null"
+    head = json.loads(aws("s3api", "head-object", "--bucket", vbucket, "--key", "w").stdout)
+    assert head["VersionId"] == "null"
+    assert s3.get_object(Bucket=vbucket, Key="w", VersionId=kept)["VersionId"] == kept
     gone = s3.delete_object(Bucket=vbucket, Key="w")
     assert (gone["VersionId"], gone["DeleteMarker"]) == ("null", True)
     assert versions(s3, vbucket) == ([("w", kept, False)], [("w", "null", True)])
-    # an unversioned bucket's writes name no version
+    # an object from before versioning was enabled is the null version, and named so
+    later = new_bucket(s3, "later")
+    s3.put_object(Bucket=later, Key="old", Body=b"before")
+    s3.put_bucket_versioning(Bucket=later, VersioningConfiguration={"Status": "Enabled"})
+    assert s3.head_object(Bucket=later, Key="old")["VersionId"] == "null"
+    # an unversioned bucket names no version anywhere
     plain = new_bucket(s3, "plain")
     assert "VersionId" not in s3.put_object(Bucket=plain, Key="k", Body=b"x")
+    assert "VersionId" not in s3.get_object(Bucket=plain, Key="k")
+    assert "VersionId" not in s3.head_object(Bucket=plain, Key="k")
     assert "VersionId" not in s3.delete_object(Bucket=plain, Key="k")
 
 

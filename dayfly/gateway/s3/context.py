@@ -139,8 +139,9 @@ def copy_source(ctx: Ctx) -> tuple[str, str, str | None]:
 
 
 def version_headers(info: ObjectInfo) -> dict[str, str]:
-    """x-amz-version-id for a version of a versioned bucket, and for a version just written to
-    a suspended one ('null'); none for the 'null' versions of unversioned buckets, or read."""
+    """x-amz-version-id for a version of a versioned bucket, as S3: a null version read from a
+    bucket with versioning (enabled or suspended) is named 'null'; a write to a suspended
+    bucket (a null version) and anything in an unversioned bucket are not named."""
     if info.version != "null" or info.versioning:
         return {"x-amz-version-id": info.version}
     return {}
