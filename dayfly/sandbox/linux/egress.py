@@ -30,6 +30,11 @@ from ...background import spawn
 log = logging.getLogger("dayfly.egress")
 
 MAX_HEAD = 16 * 1024
+# Connections one function may have relayed at once on this node (native and through the
+# proxy): each holds two of the node's descriptors, and the node's are shared by everything it
+# serves, so a function opening thousands must not take them all. Past it a new connection is
+# reset at once (the client sees ECONNRESET) and the node's log says so.
+MAX_OPEN = 256
 
 
 def parse_allow(entries: list[str]) -> set[tuple[str, int]]:
@@ -60,6 +65,20 @@ class EgressRelay:
         self.refused = 0
         self.failed = 0  # native connections whose destination could not be reached
         self.relayed = 0  # native connections carried to their destination
+        self.open = 0  # connections relayed (or being connected) now
+        self.shed = 0  # connections reset because MAX_OPEN were open
+
+    def take(self) -> bool:
+        """Count a new connection in, or say it must be refused (MAX_OPEN are open)."""
+        if self.open >= MAX_OPEN:
+            self.shed += 1
+            if self.shed == 1 or self.shed % 1000 == 0:
+                log.warning("dayfly: function '%s' has %d relayed connections open, the most "
+                            "one function may: new ones are reset (%d so far)", self.function,
+                            self.open, self.shed)
+            return False
+        self.open += 1
+        return True
 
     async def attach(self, door: socket.socket) -> None:
         door.setblocking(False)
@@ -85,6 +104,15 @@ class EgressRelay:
         door.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.take():
+            writer.transport.abort()
+            return
+        try:
+            await self._proxy(reader, writer)
+        finally:
+            self.open -= 1
+
+    async def _proxy(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
@@ -210,11 +238,22 @@ class _Inbound(_Half):
         super().__init__()
         self.relay, self.target = relay, target
         self.early = b""
+        self.counted = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if not self.relay.take():
+            _reset(transport)
+            return
+        self.counted = True
         transport.pause_reading()  # type: ignore[attr-defined]
         spawn(self._connect())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.counted:
+            self.counted = False
+            self.relay.open -= 1
+        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self.peer is None:
@@ -242,12 +281,7 @@ class _Inbound(_Half):
             log.warning("dayfly: function '%s' could not reach %s:%s: %s", self.relay.function,
                         host, port, exc)
             if self.transport is not None:
-                sock = self.transport.get_extra_info("socket")
-                if sock is not None and sock.family != socket.AF_UNIX:
-                    with contextlib.suppress(OSError):  # a reset, not an orderly end
-                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                        struct.pack("ii", 1, 0))
-                self.transport.abort()
+                _reset(self.transport)
             return
         if self.transport is None:  # the sandbox side went away meanwhile
             assert out.transport is not None
@@ -264,6 +298,15 @@ class _Inbound(_Half):
             self.eof_received()
         else:
             self.transport.resume_reading()
+
+
+def _reset(transport: asyncio.BaseTransport) -> None:
+    """End a connection from a sandbox with a reset, not an orderly end."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family != socket.AF_UNIX:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()  # type: ignore[attr-defined]
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
