@@ -18,6 +18,7 @@ from ..errors import (
     SandboxError,
 )
 from ..gateway.routes_table import check_conflicts
+from ..numbers import digits
 from ..sandbox import lang
 from ..sandbox.base import InitFailed
 from ..scheduler.scheduler import Scheduler
@@ -412,7 +413,7 @@ class Functions:
     def _version(self, st: Any, version: Any) -> str:
         if version == LATEST:
             return LATEST
-        if not isinstance(version, str) or not version.isdigit() or int(version) not in st.versions:
+        if not digits(version) or int(version) not in st.versions:
             arn = function_arn(self.registry.region, st.latest.name, str(version))
             raise ResourceNotFound(f"Function not found: {arn}")
         return version
@@ -464,7 +465,7 @@ class Functions:
                 await self.scheduler.remove(name)
                 await self.collector.collect()
                 return
-            if qualifier == LATEST or not str(qualifier).isdigit():
+            if qualifier == LATEST or not digits(str(qualifier)):
                 raise InvalidParameter("Deletion of $LATEST version or an alias is not allowed "
                                        "with a qualifier; delete the function or the alias")
             number = int(str(qualifier))

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import InvalidParameter, ResourceNotFound
+from ..numbers import digits
 from ..stores.db import Database
 from ..types import ACCOUNT_ID
 from .bundles import BundleStore
@@ -165,7 +166,7 @@ class Layers:
 
     def get(self, name: str, version: Any) -> LayerVersion:
         check_name(name)
-        number = int(version) if str(version).isdigit() else -1
+        number = int(version) if digits(str(version)) else -1
         found = self.versions.get(name, {}).get(number)
         if found is None:
             raise ResourceNotFound("The resource you requested does not exist. "
@@ -180,7 +181,7 @@ class Layers:
     async def delete(self, name: str, version: Any) -> None:
         """DeleteLayerVersion; deleting one that is not there succeeds, as on Lambda."""
         check_name(name)
-        if not str(version).isdigit():
+        if not digits(str(version)):
             raise InvalidParameter(f"VersionNumber must be a positive integer, not {version!r}")
         number = int(version)
         await self.db.run(announced(self.db, TOPIC, name, lambda c: c.execute(

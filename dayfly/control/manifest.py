@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import InvalidParameter
+from ..numbers import digits
 from ..sandbox.runtime_api import PROVIDED
 from .function_keys import validate_buckets
 
@@ -114,7 +115,7 @@ def validate_network(v: Any, where: str = "network") -> list[str]:
     out = []
     for e in _list(v, where):
         host, sep, port = e.rpartition(":") if isinstance(e, str) else ("", "", "")
-        if (not sep or not HOST_RE.match(host) or not port.isdigit()
+        if (not sep or not HOST_RE.match(host) or not digits(port, 5)
                 or not 1 <= int(port) <= 65535):
             raise InvalidParameter(f"{where}: {e!r} is not host:port (e.g. api.example.com:443)")
         out.append(f"{host.lower()}:{int(port)}")

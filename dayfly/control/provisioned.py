@@ -13,6 +13,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidParameter, ResourceNotFound
+from ..numbers import digits
 from ..types import LATEST
 from .model import function_arn, lambda_time
 
@@ -38,7 +39,7 @@ def read(conn: sqlite3.Connection, name: str | None) -> dict[str, dict[str, tupl
 
 def versions_of(st: FunctionState, qualifier: str) -> list[str]:
     """The version numbers a qualifier's instances run (an alias: both of a weighted one)."""
-    if qualifier.isdigit():
+    if digits(qualifier):
         return [qualifier]
     alias = st.aliases.get(qualifier)
     return [alias.version, *alias.weights] if alias is not None else []

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InvalidParameter, ResourceConflict, ResourceNotFound
+from ..numbers import digits
 from ..stores.db import Database
 from ..types import LATEST, FunctionSpec, Limits
 from . import provisioned
@@ -116,7 +117,7 @@ class Registry:
         if qualifier in (None, LATEST):
             return st.latest
         assert qualifier is not None
-        if qualifier.isdigit():
+        if digits(qualifier):
             cfg = st.versions.get(int(qualifier))
             if cfg is None:
                 raise ResourceNotFound(
@@ -166,7 +167,7 @@ class Registry:
         if st is None:
             return None
         cfg = st.latest if version == LATEST else (
-            st.versions.get(int(version)) if version.isdigit() else None)
+            st.versions.get(int(version)) if digits(version) else None)
         return cfg.buckets if cfg is not None else None
 
     def isolation(self, cfg: FunctionConfig) -> str:

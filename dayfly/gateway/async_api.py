@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from ..control.registry import split_name
 from ..errors import InvalidParameter, ResourceNotFound
+from ..numbers import digits
 from ..types import LATEST
 from .common import JSON, json_body
 
@@ -65,7 +66,7 @@ async def dlq_list(request: Request) -> Response:
     p = _platform(request)
     name, _ = split_name(request.path_params["name"])
     raw = request.query_params.get("limit", "100")
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    if not digits(raw) or not 1 <= int(raw) <= 1000:
         raise InvalidParameter("'limit' must be an integer from 1 to 1000")
     return JSON({"dead_letters": await p.queue.dead(name, int(raw))})
 

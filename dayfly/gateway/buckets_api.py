@@ -19,6 +19,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ..errors import InvalidParameter
+from ..numbers import digits
 from ..stores import sse
 from ..stores.objects import Origin
 from .common import JSON, json_body
@@ -51,7 +52,7 @@ async def create_bucket(request: Request) -> Response:
 async def list_objects(request: Request) -> Response:
     q = request.query_params
     limit = q.get("limit", "1000")
-    if not limit.isdigit() or not 1 <= int(limit) <= 1000:
+    if not digits(limit) or not 1 <= int(limit) <= 1000:
         raise InvalidParameter("'limit' must be an integer from 1 to 1000")
     after = q.get("after", "")
     page = await _store(request).list_objects(

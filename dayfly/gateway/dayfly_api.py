@@ -22,6 +22,7 @@ from ..config import MAX_ZIP
 from ..control import unzip
 from ..control.registry import NAME_RE, split_name
 from ..errors import DayflyError, InvalidParameter, ResourceNotFound
+from ..numbers import digits
 from ..sandbox.base import InstanceStats
 from ..sandbox.safe import Handle, SafeSandbox
 from ..stores.records import record_json
@@ -162,7 +163,7 @@ def _int_param(request: Request, key: str, default: int, lo: int, hi: int) -> in
     raw = request.query_params.get(key)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not digits(raw) or not lo <= int(raw) <= hi:
         raise InvalidParameter(f"'{key}' must be an integer from {lo} to {hi}")
     return int(raw)
 

@@ -8,6 +8,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import InvalidParameter
+from ..numbers import digits
 from ..triggers.tables.source import parse_table_url
 from .common import JSON, json_body
 
@@ -28,7 +29,7 @@ async def list_mappings(request: Request) -> Response:
     source = parse_table_url(q["EventSourceArn"]) if q.get("EventSourceArn") else None
     mappings = t.list_mappings(q.get("FunctionName") or None, source)
     marker, max_items = q.get("Marker") or "0", q.get("MaxItems") or "100"
-    if not marker.isdigit() or not max_items.isdigit() or not 1 <= int(max_items) <= 10000:
+    if not digits(marker) or not digits(max_items) or not 1 <= int(max_items) <= 10000:
         raise InvalidParameter("Marker must come from a previous answer and MaxItems be 1-10000")
     start, limit = int(marker), int(max_items)
     out: dict = {"EventSourceMappings": [t.mapping_json(m)

@@ -16,6 +16,7 @@ from starlette.routing import Route
 
 from ..control.registry import split_name
 from ..errors import InvalidParameter, ResourceConflict, ResourceNotFound
+from ..numbers import digits
 from ..types import LATEST
 from .common import JSON, json_body
 from .origin import host_name
@@ -40,7 +41,7 @@ def _target(request: Request) -> tuple[str, str]:
     st = p.registry.get(name)
     if qualifier in (None, "", LATEST):
         return name, ""
-    if qualifier.isdigit():
+    if digits(qualifier):
         raise InvalidParameter("A function URL's Qualifier must be an alias or $LATEST, not a "
                                "version number")
     if qualifier not in st.aliases:
@@ -174,9 +175,9 @@ async def list_urls(request: Request) -> Response:
     urls = request.app.state.platform.registry.get(name).latest.urls
     items = [_shape(request, name, q, u) for q, u in sorted(urls.items())]
     marker = request.query_params.get("Marker")
-    start = int(marker) if marker and marker.isdigit() else 0
+    start = int(marker) if digits(marker) else 0
     max_items = request.query_params.get("MaxItems")
-    limit = int(max_items) if max_items and max_items.isdigit() and int(max_items) > 0 else 50
+    limit = int(max_items) if digits(max_items) and int(max_items) > 0 else 50
     out: dict[str, Any] = {"FunctionUrlConfigs": items[start:start + limit]}
     if start + limit < len(items):
         out["NextMarker"] = str(start + limit)

@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from ..control.registry import split_name
 from ..errors import InvalidParameter
+from ..numbers import digits
 from .common import JSON, json_body
 from .invoke import invoke
 
@@ -43,9 +44,9 @@ async def list_functions(request: Request) -> Response:
         if all_versions:
             configs.extend(st.versions[v] for v in sorted(st.versions))
     marker = request.query_params.get("Marker")
-    start = int(marker) if marker and marker.isdigit() else 0
+    start = int(marker) if digits(marker) else 0
     max_items = request.query_params.get("MaxItems")
-    limit = int(max_items) if max_items and max_items.isdigit() and int(max_items) > 0 else 50
+    limit = int(max_items) if digits(max_items) and int(max_items) > 0 else 50
     page = configs[start : start + limit]
     out: dict = {"Functions": [_conf(request, c) for c in page]}
     if start + limit < len(configs):

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from ..control.functions import decode_zip
 from ..control.layers import ARN_RE, Layers, LayerVersion, layer_arn
 from ..errors import InvalidParameter
+from ..numbers import digits
 from .common import JSON, json_body
 
 L = "/2018-10-31/layers"
@@ -30,9 +31,9 @@ def _name(request: Request) -> str:
 
 def _page(request: Request, items: list) -> tuple[list, str | None]:
     marker = request.query_params.get("Marker")
-    start = int(marker) if marker and marker.isdigit() else 0
+    start = int(marker) if digits(marker) else 0
     max_items = request.query_params.get("MaxItems")
-    limit = int(max_items) if max_items and max_items.isdigit() and int(max_items) > 0 else 50
+    limit = int(max_items) if digits(max_items) and int(max_items) > 0 else 50
     more = str(start + limit) if start + limit < len(items) else None
     return items[start:start + limit], more
 

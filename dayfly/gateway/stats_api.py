@@ -19,6 +19,7 @@ from ..control.isolation import WEAK_TIERS, describe
 from ..control.registry import split_name
 from ..errors import InvalidParameter
 from ..metrics import cluster
+from ..numbers import digits
 from ..stores.stats import function_stats, overview
 from .common import JSON
 
@@ -34,7 +35,7 @@ def _seconds(request: Request, key: str, default: int, lo: int, hi: int) -> int:
     raw = request.query_params.get(key)
     if raw is None:
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
+    if not digits(raw) or not lo <= int(raw) <= hi:
         raise InvalidParameter(f"'{key}' must be a whole number of seconds from {lo} to {hi}")
     return int(raw)
 

@@ -148,7 +148,7 @@ class _Lookup(dict):
         for part in name.split("."):
             if isinstance(value, dict) and part in value:
                 value = value[part]
-            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            elif isinstance(value, list) and part.isascii() and part.isdigit() and int(part) < len(value):
                 value = value[int(part)]
             else:
                 raise KeyError(name)

@@ -77,4 +77,4 @@ def send(target: dict[str, Any], body: bytes, headers: dict[str, str], event_id:
     after = resp.getheader("retry-after")
     raise DeliveryError(f"{target['name']}: HTTP {resp.status} from {url.netloc}"
                         + (f": {text[:200]}" if text else ""), retryable,
-                        float(after) if after and after.isdigit() else None)
+                        float(after) if after and after.isascii() and after.isdigit() else None)

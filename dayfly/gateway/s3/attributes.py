@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from ...numbers import uint
 from ...stores.s3errors import S3Error
 from .context import Ctx, http_date, version_headers
-from .numbers import uint
 from .objects import check_conditions, data_key
 from .xml import el, wrap, xml_response
 

@@ -11,9 +11,9 @@ from urllib.parse import unquote
 from starlette.requests import Request
 
 from ...control.function_keys import Scope
+from ...numbers import uint
 from ...stores.objects import ObjectInfo, ObjectStore, Origin, check_version_id
 from ...stores.s3errors import S3Error
-from .numbers import uint
 from .sigv4 import Auth
 
 KEPT_HEADERS = ("content-type", "content-encoding", "content-disposition", "content-language",

@@ -16,8 +16,8 @@ from typing import Any
 
 from starlette.responses import Response
 
+from ...numbers import uint
 from ...stores.s3errors import S3Error
-from .numbers import uint
 from .xml import el, parse, wrap
 
 METHODS = ("GET", "PUT", "POST", "DELETE", "HEAD")

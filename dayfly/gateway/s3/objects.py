@@ -6,6 +6,7 @@ from email.utils import parsedate_to_datetime
 
 from starlette.responses import Response, StreamingResponse
 
+from ...numbers import uint
 from ...stores import sse
 from ...stores.blobs import Blob
 from ...stores.objects import ObjectInfo, check_key, check_version_id
@@ -22,7 +23,6 @@ from .context import (
     stored_headers,
     version_headers,
 )
-from .numbers import uint
 from .payload import Payload
 from .xml import el, iso, parse, text, wrap, xml_response
 

@@ -10,12 +10,12 @@ from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 
+from ...numbers import uint
 from ...stores import checksums
 from ...stores.blobs import Blob, Buffer
 from ...stores.objects import MAX_PUT
 from ...stores.s3errors import S3Error
 from .chunked import ChunkedBody
-from .numbers import uint
 from .sigv4 import UNSIGNED, Auth
 
 STREAMING = {

@@ -17,8 +17,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
+from ...numbers import uint
 from ...stores.s3errors import S3Error
-from .numbers import uint
 
 ALGORITHM = "AWS4-HMAC-SHA256"
 UNSIGNED = "UNSIGNED-PAYLOAD"

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 from starlette.responses import Response
 
+from ...numbers import uint
 from ...stores import checksums, sse
 from ...stores.blobs import Blob
 from ...stores.listing import UploadListing
@@ -20,7 +21,6 @@ from .context import (
     stored_headers,
     version_headers,
 )
-from .numbers import uint
 from .objects import check_conditions, refuse_unimplemented, write_conditions
 from .payload import Payload, checksum_algorithm
 from .xml import el, iso, parse, text, wrap, xml_response

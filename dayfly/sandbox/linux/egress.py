@@ -26,6 +26,7 @@ import struct
 from urllib.parse import urlsplit
 
 from ...background import spawn
+from ...numbers import digits
 
 log = logging.getLogger("dayfly.egress")
 
@@ -141,8 +142,8 @@ class EgressRelay:
                 path += "?" + url.query
             forward = f"{method} {path} {version}\r\n".encode("latin-1") + rest
         host = host.strip("[]").lower()
-        to_node = port.isdigit() and (host, int(port)) in self.node
-        if not port.isdigit() or ((host, int(port)) not in self.allow and not to_node):
+        to_node = digits(port, 5) and (host, int(port)) in self.node
+        if not digits(port, 5) or ((host, int(port)) not in self.allow and not to_node):
             self.refused += 1
             declared = ", ".join(f"{h}:{p}" for h, p in sorted(self.allow)) or "none"
             msg = (f"dayfly: egress to {host}:{port} is not declared by function "
