@@ -52,6 +52,14 @@ def _drive(port: int, path: str, n: int) -> None:
                 raise SystemExit(f"POST {path}: {reply.status} {reply.body[:200]!r}")
 
 
+def _dayfly_up(port: int, work: Path, isolation: str) -> tuple[list[str], dict[str, str]]:
+    """`dayfly up` on PORT with its data in WORK, as the interpreter running the CLI module (so
+    valgrind, when it runs it, follows the Python process and not a script's shebang)."""
+    _, env = dayfly_command()
+    return [sys.executable, "-m", "dayfly.cli.main", "up", "--host", "127.0.0.1", "--port",
+            str(port), "--data-dir", str(work / "data"), "--isolation", isolation], env
+
+
 def _callgrind(argv: list[str], port: int, ready: str, path: str, n: int, work: Path,
                env: dict[str, str] | None, setup=None) -> int:
     """Instructions per request of ARGV's server process, over N requests after the warm-up."""
@@ -92,11 +100,7 @@ def instructions(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="warm-dayfly-") as tmp:
         work = Path(tmp)
         port = free_port()
-        prefix, env = dayfly_command()
-        argv = [*prefix, "up", "--host", "127.0.0.1", "--port", str(port), "--data-dir",
-                str(work / "data"), "--isolation", args.isolation]
-        if prefix[0].endswith("dayfly"):  # valgrind runs the interpreter, not the script
-            argv = [sys.executable, "-m", "dayfly.cli.main", *argv[1:]]
+        argv, env = _dayfly_up(port, work, args.isolation)
         node = _callgrind(argv, port, "/healthz", invoke_path(NOOP), args.requests, work, env,
                           setup=lambda: deploy(lambda_client(port), NOOP, NOOP_SOURCE))
     print(f"dayfly node ({args.isolation} tier), warm invoke: {node:,} instructions per "
@@ -178,9 +182,7 @@ def floors(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="warm-floors-") as tmp:
         work = Path(tmp)
         port = free_port()
-        prefix, env = dayfly_command()
-        argv = [*prefix, "up", "--host", "127.0.0.1", "--port", str(port), "--data-dir",
-                str(work / "data"), "--isolation", args.isolation]
+        argv, env = _dayfly_up(port, work, args.isolation)
         with running(argv, port, "/healthz", work / "server.log", env=env, cwd=work) as proc:
             deploy(lambda_client(port), NOOP, NOOP_SOURCE)
             url = f"http://127.0.0.1:{port}{invoke_path(NOOP)}"
