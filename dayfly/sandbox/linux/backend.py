@@ -30,7 +30,6 @@ log = logging.getLogger("dayfly.linux")
 
 UID_BASE = 200_000  # instance uids/gids on the host: UID_BASE + cgroup slot index
 QUIET_S = 0.2  # retired cgroup slots are emptied after this long without a start
-SLOTS_AHEAD_MAX = 512  # free cgroup slots kept at most, however many instances run
 # Idle instances are frozen (their cgroup's freezer) between invocations, as Lambda freezes an
 # execution environment; DAYFLY_FREEZE_IDLE=0 turns it off (benchmarks/freeze.py compares)
 FREEZE_IDLE = os.environ.get("DAYFLY_FREEZE_IDLE", "1") != "0"
@@ -215,8 +214,6 @@ class LinuxBackend(ZygoteBackend):
         try:
             if zygote is None or zygote.dead:
                 return
-            if self.cgroups is not None and not self.cgroups.free and not self.cgroups.dirty:
-                return  # slots are short (a burst): starts first; the next claim tries again
             ids, fds, slot = self._ids_and_slot(spec)
             self._spare_ids += 1
             pid = await zygote.prepare_spare(f"spare-{self._spare_ids}", {
@@ -274,8 +271,8 @@ class LinuxBackend(ZygoteBackend):
         if self.cgroups is None:
             return {"uid": 0, "gid": 0}, (), None
         slot = self.cgroups.acquire(spec.limits.memory_mb, spec.limits.pids)
-        if self.cgroups.matching(spec.limits.memory_mb, spec.limits.pids) < self._slots_ahead() // 4:
-            self._refill_cgroups(spec)
+        if len(self.cgroups.free) < self.cgroup_prefill // 4:
+            self._refill_cgroups()
         uid = 0 if self.rootless else UID_BASE + slot.index
         ids = {"uid": uid, "gid": uid, "cg": "self" if self.cgroups.self_join else "into",
                "slot": slot.index}
@@ -296,19 +293,11 @@ class LinuxBackend(ZygoteBackend):
             spawn(self._drop_spare(spare))  # prepared for other limits: not usable
         return self._ids_and_slot(spec)
 
-    def _slots_ahead(self) -> int:
-        """Free cgroup slots to keep: the prefill, or in a burst half as many as are in use, so
-        the pool grows ahead of the starts (a slot is a few milliseconds of cgroupfs work)."""
-        assert self.cgroups is not None
-        return max(self.cgroup_prefill, min(SLOTS_AHEAD_MAX, len(self.cgroups.used) // 2))
-
-    def _refill_cgroups(self, spec: FunctionSpec | None = None) -> None:
-        """Refill in a thread, new slots limited for `spec` already (no writes at acquire)."""
+    def _refill_cgroups(self) -> None:
         assert self.cgroups is not None
         if self._refilling is None or self._refilling.done():
-            limits = (spec.limits.memory_mb, spec.limits.pids) if spec else ()
             self._refilling = asyncio.ensure_future(
-                asyncio.to_thread(self.cgroups.refill, self._slots_ahead(), *limits))
+                asyncio.to_thread(self.cgroups.refill, self.cgroup_prefill))
 
     def unreserve(self, token: object) -> None:
         if isinstance(token, Lease):
@@ -346,15 +335,6 @@ class LinuxBackend(ZygoteBackend):
         return self.cgroups.peak_kb(slot) if slot is not None and self.cgroups else 0
 
     async def start(self, spec: FunctionSpec, instance_id: str) -> Instance:
-        pool = self.cgroups
-        for _ in range(10):  # (a refill that keeps failing: acquire makes one after all)
-            if pool is None or pool.free or pool.dirty:
-                break
-            # wait for the refill rather than make a slot on the event loop, which every other
-            # start, invocation and request would wait behind
-            self._refill_cgroups(spec)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self._refilling)  # type: ignore[arg-type]
         inst = await super().start(spec, instance_id)
         self._freeze_soon(inst)  # what its init left running stops until it is first invoked
         return inst

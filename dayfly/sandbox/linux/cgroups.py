@@ -167,15 +167,13 @@ class CgroupPool:
                                "cgroup (e.g. systemd-run --user -p Delegate=yes ...)")
         return True, where
 
-    def refill(self, count: int, memory_mb: int = 0, pids: int = 0) -> None:
-        """Up to `count` free slots: retired ones emptied first, new ones for the rest (with
-        these limits already written, if given: `acquire` then writes nothing)."""
+    def refill(self, count: int) -> None:
+        """Up to `count` free slots: retired ones emptied first, new ones for the rest."""
         self.clean()
-        self.prepare(max(0, count - len(self.free)), memory_mb, pids)
+        self.prepare(max(0, count - len(self.free)))
 
-    def prepare(self, count: int, memory_mb: int = 0, pids: int = 0) -> None:
-        """Make `count` more free slots, with these limits if given (blocking: call off the
-        event loop)."""
+    def prepare(self, count: int) -> None:
+        """Make `count` more free slots (blocking: call off the event loop)."""
         for _ in range(count):
             with self.lock:
                 i = self.next_index
@@ -192,11 +190,8 @@ class CgroupPool:
                       if self.v == 2 else
                       os.open(dirs[3] / "freezer.state", os.O_RDWR | os.O_CLOEXEC)
                       if self.freezer_base is not None else -1)
-            slot = Slot(i, dirs, fds, events, freeze)
-            if memory_mb:
-                self._limit(slot, memory_mb, pids)
             with self.lock:
-                self.free.append(slot)
+                self.free.append(Slot(i, dirs, fds, events, freeze))
 
     def _join_fds(self, dirs: list[Path]) -> list[int]:
         """What an instance joins the slot through: v1 each `tasks` file, v2 the directory."""
@@ -235,18 +230,8 @@ class CgroupPool:
             self.prepare(1)
         with self.lock:
             self.used[slot.index] = slot
-        if slot.memory_mb != memory_mb or slot.extra.get("pids") != pids:
-            self._limit(slot, memory_mb, pids)
-        return slot
-
-    def matching(self, memory_mb: int, pids: int) -> int:
-        """How many free slots already have these limits."""
-        with self.lock:
-            return sum(s.memory_mb == memory_mb and s.extra.get("pids") == pids
-                       for s in self.free)
-
-    def _limit(self, slot: Slot, memory_mb: int, pids: int) -> None:
-        """Write a slot's limits (a few cgroupfs writes: milliseconds on a busy v1 machine)."""
+        if slot.memory_mb == memory_mb and slot.extra.get("pids") == pids:
+            return slot
         limit = memory_mb * 1024 * 1024
         if self.v == 2:
             d = slot.dirs[0]
@@ -267,6 +252,7 @@ class CgroupPool:
             _write(cpu / "cpu.cfs_quota_us", str(cpu_quota_us(memory_mb)))
         slot.memory_mb = memory_mb
         slot.extra["pids"] = pids
+        return slot
 
     def freeze(self, slot: Slot) -> None:
         """Stop every task of the slot where it is (one pwrite; the kernel finishes the job
